@@ -1,0 +1,95 @@
+"""Routes of the chat service, as in the service contract."""
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from flask import Blueprint, Flask, g, jsonify, request
+from pydantic import Field, StringConstraints
+
+from chat_service import store
+from service_kit.auth import LoginServiceClient, require_user
+from service_kit.problems import Problem, bad_request
+from service_kit.timeutil import iso
+from service_kit.validation import StrictBody, Text, parse_body, query_int
+
+blueprint = Blueprint("chat", __name__)
+
+_ROOM_NAME = r"[A-Za-z0-9_\-]{1,64}"
+_IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9_\-]{1,64}")
+
+
+class NewRoom(StrictBody):
+    name: Annotated[Text, StringConstraints(pattern=f"^{_ROOM_NAME}$")]
+
+
+class NewMessage(StrictBody):
+    text: Annotated[Text, Field(min_length=1, max_length=2000)]
+
+
+def setup(app: Flask) -> None:
+    app.extensions["token_check"] = LoginServiceClient(app.config["SETTINGS"])
+    with app.app_context():
+        try:
+            store.ensure_schema()
+        except Exception:  # the database may come up after us; every request re-checks lobby
+            app.logger.warning("could not prepare the database yet; continuing")
+
+
+def _room_view(room: dict) -> dict:
+    return {"name": room["_id"], "created_at": iso(room["created_at"]), "last_seq": room.get("last_seq", 0)}
+
+
+def _message_view(message: dict) -> dict:
+    return {"room": message["room"], "seq": message["seq"], "author": message["author"],
+            "text": message["text"], "created_at": iso(message["created_at"])}
+
+
+def _existing_room(name: str) -> dict:
+    room = store.find_room(name) if re.fullmatch(_ROOM_NAME, name) else None
+    if room is None:
+        raise Problem(404, "Not Found", f"No room named {name!r}.", kind="room-not-found")
+    return room
+
+
+@blueprint.get("/rooms")
+@require_user
+def list_rooms():
+    return jsonify(rooms=[_room_view(room) for room in store.list_rooms()])
+
+
+@blueprint.post("/rooms")
+@require_user
+def create_room():
+    name = parse_body(NewRoom).name
+    room = store.create_room(name)
+    if room is None:
+        raise Problem(409, "Conflict", f"A room named {name!r} exists already.", kind="room-exists")
+    response = jsonify(_room_view(room))
+    response.status_code = 201
+    response.headers["Location"] = f"/rooms/{name}"
+    return response
+
+
+@blueprint.post("/rooms/<room>/messages")
+@require_user
+def post_message(room: str):
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not _IDEMPOTENCY_KEY.fullmatch(key):
+        raise bad_request("Idempotency-Key must be 1 to 64 characters of A-Z, a-z, 0-9, _ and -.")
+    text = parse_body(NewMessage).text
+    posted = store.post_message(_existing_room(room), g.username, text, key)
+    response = jsonify(_message_view(posted.message))
+    response.status_code = 201 if posted.created else 200
+    return response
+
+
+@blueprint.get("/rooms/<room>/messages")
+@require_user
+def read_messages(room: str):
+    after = query_int("after", minimum=0)
+    limit = query_int("limit", minimum=1, maximum=200, default=50)
+    _existing_room(room)
+    messages = store.read_messages(room, after, limit)
+    next_after = messages[-1]["seq"] if messages else (after or 0)
+    return jsonify(room=room, messages=[_message_view(m) for m in messages], next_after=next_after)

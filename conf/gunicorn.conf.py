@@ -1,0 +1,49 @@
+"""Gunicorn settings shared by every service, read from the environment.
+
+Used the same way by the scripts, the systemd units and the containers:
+    gunicorn -c conf/gunicorn.conf.py chat_service.wsgi:app
+"""
+import os
+import sys
+
+_DEFAULT_PORTS = {"chat_service": 4000, "login_service": 4100, "profile_service": 4200}
+
+
+def _default_port() -> int:
+    # The port follows the service named on the command line unless PORT says otherwise.
+    for argument in sys.argv:
+        for module, port in _DEFAULT_PORTS.items():
+            if argument.startswith(module + "."):
+                return port
+    return 8000
+
+
+port = int(os.environ.get("PORT") or _default_port())
+bind = [f"{os.environ.get('BIND_HOST', '127.0.0.1')}:{port}"]
+
+# gthread: a few processes, each with threads, and HTTP keep-alive (sync workers have none).
+worker_class = "gthread"
+workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
+threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+# Idle keep-alive connections stay open longer than HAProxy keeps idle server connections
+# (see conf/haproxy/haproxy.cfg), so HAProxy, not gunicorn, closes them.
+keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "75"))
+timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
+graceful_timeout = 10
+backlog = int(os.environ.get("GUNICORN_BACKLOG", "2048"))
+
+# Never preload: each worker must build its own MongoClient after the fork.
+preload_app = False
+
+# Reject oversized request lines and headers before they reach Flask (431/400).
+limit_request_line = 4094
+limit_request_fields = 100
+limit_request_field_size = 8190
+
+accesslog = os.environ.get("GUNICORN_ACCESS_LOG") or None
+errorlog = "-"
+loglevel = os.environ.get("LOG_LEVEL", "info")
+proc_name = f"chatsys-{port}"
+
+# Several gunicorns run side by side on one host; the per-user control socket would clash.
+control_socket_disable = True

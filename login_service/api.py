@@ -1,0 +1,154 @@
+"""Routes of the login service, as in the service contract."""
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from datetime import timedelta
+from typing import Annotated
+
+from flask import Blueprint, Flask, current_app, g, jsonify
+from pydantic import Field, StringConstraints
+from pymongo import ASCENDING
+
+from login_service.passwords import dummy_hash, hash_password, verify_password
+from service_kit import database
+from service_kit.auth import bearer_token, require_user
+from service_kit.problems import Problem, unauthorized
+from service_kit.timeutil import iso, utcnow
+from service_kit.token_cache import token_digest
+from service_kit.validation import StrictBody, Text, parse_body
+
+blueprint = Blueprint("login", __name__)
+
+Username = Annotated[Text, StringConstraints(pattern=r"^[A-Za-z0-9_.\-]{3,32}$")]
+Password = Annotated[Text, Field(min_length=8, max_length=128)]
+
+
+class Credentials(StrictBody):
+    username: Username
+    password: Password
+
+
+class LocalTokenCheck:
+    """Token check inside the login service: straight to its own database."""
+
+    def username_for(self, token: str) -> str:
+        record = find_live_token(token)
+        if record is None:
+            raise unauthorized("The token is unknown, expired or revoked.")
+        return record["username"]
+
+
+def find_live_token(token: str) -> dict | None:
+    record = database.db().tokens.find_one({"_id": token_digest(token)})
+    if record is None or record["expires_at"] <= utcnow():
+        return None
+    return record
+
+
+_housekeeping_lock = threading.Lock()
+_last_housekeeping = [0.0]
+
+
+def _sweep_expired(settings) -> None:
+    """Drop expired tokens and old login failures now and then. Expiry itself never waits
+    for this: every check compares expires_at, since FerretDB has no TTL indexes."""
+    now = time.monotonic()
+    with _housekeeping_lock:
+        if now - _last_housekeeping[0] < 60:
+            return
+        _last_housekeeping[0] = now
+    db = database.db()
+    db.tokens.delete_many({"expires_at": {"$lte": utcnow()}})
+    horizon = utcnow() - timedelta(seconds=settings.login_failure_window_seconds)
+    db.login_failures.delete_many({"at": {"$lte": horizon}})
+
+
+def setup(app: Flask) -> None:
+    settings = app.config["SETTINGS"]
+    app.extensions["token_check"] = LocalTokenCheck()
+    app.extensions["dummy_password_hash"] = dummy_hash(settings.scrypt_n)
+    with app.app_context():
+        try:
+            db = database.db()
+            db.tokens.create_index([("expires_at", ASCENDING)])
+            db.login_failures.create_index([("username", ASCENDING), ("at", ASCENDING)])
+        except Exception:  # the database may come up after us; indexes are an optimisation
+            app.logger.warning("could not create indexes yet; continuing")
+
+
+@blueprint.post("/users")
+def register():
+    credentials = parse_body(Credentials)
+    settings = current_app.config["SETTINGS"]
+    record = {
+        "_id": credentials.username,
+        "password_hash": hash_password(credentials.password, settings.scrypt_n),
+        "created_at": utcnow(),
+    }
+    try:
+        database.db().users.insert_one(record)
+    except Exception as error:
+        if database.is_duplicate_key(error):
+            raise Problem(409, "Conflict", f"The username {credentials.username!r} is taken.",
+                          kind="username-taken") from None
+        raise
+    response = jsonify(username=credentials.username)
+    response.status_code = 201
+    response.headers["Location"] = f"/users/{credentials.username}"
+    return response
+
+
+def _refuse_if_throttled(username: str, settings) -> None:
+    window = timedelta(seconds=settings.login_failure_window_seconds)
+    now = utcnow()
+    recent = list(database.db().login_failures.find(
+        {"username": username, "at": {"$gt": now - window}}, {"at": 1}).sort("at", ASCENDING))
+    if len(recent) >= settings.login_max_failures:
+        oldest_counted = recent[len(recent) - settings.login_max_failures]["at"]
+        retry_after = max(1, int((oldest_counted + window - now).total_seconds()) + 1)
+        raise Problem(429, "Too Many Requests",
+                      "Too many failed logins for this username; wait before trying again.",
+                      headers={"Retry-After": str(retry_after)})
+
+
+@blueprint.post("/login")
+def login():
+    credentials = parse_body(Credentials)
+    settings = current_app.config["SETTINGS"]
+    db = database.db()
+    _sweep_expired(settings)
+    _refuse_if_throttled(credentials.username, settings)
+
+    user = db.users.find_one({"_id": credentials.username})
+    stored = user["password_hash"] if user else current_app.extensions["dummy_password_hash"]
+    if not verify_password(credentials.password, stored) or user is None:
+        # Each failure is its own document: inserts are atomic on every backend, where a
+        # counter's read-modify-write is not (FerretDB applies $inc outside a transaction).
+        db.login_failures.insert_one({"username": credentials.username, "at": utcnow()})
+        raise unauthorized("Unknown username or wrong password.")
+
+    db.login_failures.delete_many({"username": credentials.username})
+    token = secrets.token_urlsafe(32)
+    issued = utcnow()
+    expires_at = issued + timedelta(seconds=settings.token_ttl_seconds)
+    db.tokens.insert_one({"_id": token_digest(token), "username": credentials.username,
+                          "issued_at": issued, "expires_at": expires_at})
+    return jsonify(token=token, token_type="Bearer", username=credentials.username,
+                   expires_at=iso(expires_at), expires_in=settings.token_ttl_seconds)
+
+
+@blueprint.get("/validate")
+def validate():
+    record = find_live_token(bearer_token())
+    if record is None:
+        raise unauthorized("The token is unknown, expired or revoked.")
+    return jsonify(username=record["username"], expires_at=iso(record["expires_at"]))
+
+
+@blueprint.post("/logout")
+@require_user
+def logout():
+    database.db().tokens.delete_one({"_id": token_digest(g.token)})
+    return "", 204

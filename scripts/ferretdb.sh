@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# The embedded default database: FerretDB on its SQLite backend, on loopback.
+set -euo pipefail
+usage() { echo "usage: $0 build|start|stop|status   (env: MONGO_PORT, CHATSYS_VAR, CHATSYS_CACHE, FERRETDB_BIN)"; }
+source "$(dirname "$0")/lib.sh"
+
+data_dir=$CHATSYS_VAR/ferretdb
+pid_file=$CHATSYS_VAR/run/ferretdb.pid
+log_file=$CHATSYS_VAR/log/ferretdb.log
+
+build() {
+    [[ -x $FERRETDB_BIN ]] && return 0
+    command -v go >/dev/null || die "Go is needed to build FerretDB"
+    log "building FerretDB $FERRETDB_VERSION (once; cached at $FERRETDB_BIN)"
+    local src module_dir
+    src=$(mktemp -d)
+    # `go install ...@$FERRETDB_VERSION` alone gives a binary that panics at start: the
+    # module lacks build/version/version.txt, which FerretDB's own build generates. So we
+    # build the same module source with that one file written.
+    module_dir=$(go mod download -json "github.com/FerretDB/FerretDB@$FERRETDB_VERSION" |
+        "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
+    cp -r "$module_dir/." "$src"
+    chmod -R u+w "$src"
+    echo "$FERRETDB_VERSION" > "$src/build/version/version.txt"
+    mkdir -p "$(dirname "$FERRETDB_BIN")"
+    (cd "$src" && go build -trimpath -o "$FERRETDB_BIN.tmp" ./cmd/ferretdb)
+    mv "$FERRETDB_BIN.tmp" "$FERRETDB_BIN"
+    rm -rf "$src"
+}
+
+start() {
+    if pid_alive "$pid_file"; then
+        log "FerretDB already running (pid $(cat "$pid_file")) on 127.0.0.1:$MONGO_PORT"
+        return 0
+    fi
+    build
+    mkdir -p "$data_dir/data" "$data_dir/state" "$(dirname "$pid_file")" "$(dirname "$log_file")"
+    if (exec 3<>"/dev/tcp/127.0.0.1/$MONGO_PORT") 2>/dev/null; then
+        die "port $MONGO_PORT is taken by another process; set MONGO_PORT or MONGO_URI"
+    fi
+    # Loopback only, telemetry off, debug HTTP listener off.
+    setsid "$FERRETDB_BIN" --handler=sqlite --sqlite-url="file:$data_dir/data/" \
+        --state-dir="$data_dir/state" --listen-addr="127.0.0.1:$MONGO_PORT" \
+        --debug-addr=- --telemetry=disable --log-level=warn \
+        >>"$log_file" 2>&1 </dev/null &
+    echo $! > "$pid_file"
+    wait_for_port 127.0.0.1 "$MONGO_PORT" 30 || die "FerretDB did not answer on $MONGO_PORT; see $log_file"
+    log "FerretDB running on mongodb://127.0.0.1:$MONGO_PORT (data in $data_dir)"
+}
+
+case ${1:-} in
+    build) build ;;
+    start) start ;;
+    stop) stop_pidfile "$pid_file" FerretDB ;;
+    status) if pid_alive "$pid_file"; then echo "ferretdb running pid $(cat "$pid_file") port $MONGO_PORT"; else echo "ferretdb stopped"; exit 3; fi ;;
+    *) usage; exit 2 ;;
+esac

@@ -1,0 +1,63 @@
+# Shared by the scripts: paths, defaults and small helpers. Source it, do not run it.
+# Every value can be overridden from the environment.
+
+CHATSYS_ROOT=${CHATSYS_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
+CHATSYS_VAR=${CHATSYS_VAR:-$CHATSYS_ROOT/var}
+CHATSYS_CACHE=${CHATSYS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/chatsys}
+VENV=${VENV:-$CHATSYS_ROOT/.venv}
+PYTHON=${PYTHON:-python3}
+FERRETDB_VERSION=${FERRETDB_VERSION:-v1.24.2}
+FERRETDB_BIN=${FERRETDB_BIN:-$CHATSYS_CACHE/bin/ferretdb-$FERRETDB_VERSION}
+MONGO_PORT=${MONGO_PORT:-27017}
+LOGIN_PORT=${LOGIN_PORT:-4100}
+PROFILE_PORT=${PROFILE_PORT:-4200}
+CHAT_PORTS=${CHAT_PORTS:-"4000 4001 4002"}
+HAPROXY_PORT=${HAPROXY_PORT:-5000}
+HAPROXY_STATS_PORT=${HAPROXY_STATS_PORT:-8404}
+BIND_HOST=${BIND_HOST:-127.0.0.1}
+PUBLIC_HOST=${PUBLIC_HOST:-127.0.0.1}
+
+log() { printf '%s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# pid_alive FILE: true when FILE names a running process.
+pid_alive() {
+    local pid
+    [[ -f $1 ]] || return 1
+    pid=$(cat "$1" 2>/dev/null) || return 1
+    [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null
+}
+
+# wait_for_port HOST PORT SECONDS: until something accepts TCP connections there.
+wait_for_port() {
+    local host=$1 port=$2 deadline=$((SECONDS + $3))
+    until (exec 3<>"/dev/tcp/$host/$port") 2>/dev/null; do
+        ((SECONDS < deadline)) || return 1
+        sleep 0.1
+    done
+}
+
+# wait_for_http URL SECONDS: until URL answers 200.
+wait_for_http() {
+    local url=$1 deadline=$((SECONDS + $2))
+    until curl -fsS -o /dev/null --max-time 2 "$url" 2>/dev/null; do
+        ((SECONDS < deadline)) || return 1
+        sleep 0.2
+    done
+}
+
+# stop_pidfile FILE NAME: TERM, wait up to 10 s, then KILL; removes FILE.
+stop_pidfile() {
+    local file=$1 name=$2 pid
+    if pid_alive "$file"; then
+        pid=$(cat "$file")
+        kill "$pid" 2>/dev/null || true
+        for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        if kill -0 "$pid" 2>/dev/null; then
+            log "$name did not stop in 10 s; killing it"
+            kill -9 "$pid" 2>/dev/null || true
+        fi
+        log "stopped $name"
+    fi
+    rm -f "$file"
+}

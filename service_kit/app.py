@@ -1,0 +1,66 @@
+"""The app factory every service starts from, and the endpoints every service answers."""
+from __future__ import annotations
+
+import logging
+from typing import Callable, Iterable
+
+from flask import Blueprint, Flask, current_app, jsonify
+
+from service_kit import database
+from service_kit.config import Settings
+from service_kit.problems import problem_response, register_error_handlers
+
+health = Blueprint("health", __name__)
+
+
+@health.get("/health")
+def health_check():
+    settings = current_app.config["SETTINGS"]
+    return jsonify(status="ok", service=settings.service, instance=settings.instance)
+
+
+@health.get("/ready")
+def readiness_check():
+    try:
+        database.ping(timeout_seconds=1.0)
+    except Exception:  # any failure to answer within 1 s means "not ready"
+        return problem_response(503, "Service Unavailable", "The database did not answer a ping within 1 s.",
+                                headers={"Retry-After": "1"})
+    settings = current_app.config["SETTINGS"]
+    return jsonify(status="ready", service=settings.service, instance=settings.instance)
+
+
+def _add_common_headers(response):
+    settings = current_app.config["SETTINGS"]
+    response.headers["X-Instance"] = settings.instance
+    response.headers.setdefault("Cache-Control", "no-store")
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Referrer-Policy", "no-referrer")
+    response.headers.setdefault("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")
+    return response
+
+
+def create_service_app(
+    service: str,
+    settings: Settings | None,
+    blueprints: Iterable[Blueprint],
+    setup: Callable[[Flask], None] | None = None,
+) -> Flask:
+    """Build a service app: settings, database, errors, health, X-Instance, then its own parts."""
+    settings = settings or Settings.from_env(service)
+    app = Flask(service)
+    app.config["SETTINGS"] = settings
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.json.sort_keys = False
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    database.init_app(app)
+    app.json.sort_keys = False  # flask-pymongo installs its own JSON provider
+    register_error_handlers(app)
+    app.after_request(_add_common_headers)
+    app.register_blueprint(health)
+    for blueprint in blueprints:
+        app.register_blueprint(blueprint)
+    if setup is not None:
+        setup(app)
+    return app

@@ -1,0 +1,83 @@
+"""Configuration read from the environment, in one place, with safe local defaults."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+
+DEFAULT_PORTS = {"chat": 4000, "login": 4100, "profile": 4200}
+
+
+def _int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError as error:
+        raise SystemExit(f"environment variable {name} must be an integer, got {raw!r}") from error
+
+
+def _float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError as error:
+        raise SystemExit(f"environment variable {name} must be a number, got {raw!r}") from error
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a service can be told. `from_env` is the only reader of os.environ."""
+
+    service: str
+    port: int
+    mongo_uri: str = "mongodb://127.0.0.1:27017/chatsys"
+    mongo_timeout_seconds: float = 2.0
+    login_url: str = "http://127.0.0.1:4100"
+    login_connect_timeout: float = 0.5
+    login_read_timeout: float = 2.0
+    token_ttl_seconds: int = 3600
+    token_cache_seconds: int = 30
+    token_cache_size: int = 10000
+    token_cache_enabled: bool = True
+    validate_concurrency: int = 16
+    scrypt_n: int = 2**14
+    login_max_failures: int = 5
+    login_failure_window_seconds: int = 300
+    max_body_bytes: int = 16 * 1024
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, service: str) -> "Settings":
+        return cls(
+            service=service,
+            port=_int("PORT", DEFAULT_PORTS[service]),
+            mongo_uri=os.environ.get("MONGO_URI") or cls.mongo_uri,
+            mongo_timeout_seconds=_float("MONGO_TIMEOUT_SECONDS", cls.mongo_timeout_seconds),
+            login_url=(os.environ.get("LOGIN_URL") or cls.login_url).rstrip("/"),
+            login_connect_timeout=_float("LOGIN_CONNECT_TIMEOUT", cls.login_connect_timeout),
+            login_read_timeout=_float("LOGIN_READ_TIMEOUT", cls.login_read_timeout),
+            token_ttl_seconds=_int("TOKEN_TTL_SECONDS", cls.token_ttl_seconds),
+            token_cache_seconds=_int("TOKEN_CACHE_SECONDS", cls.token_cache_seconds),
+            token_cache_size=_int("TOKEN_CACHE_SIZE", cls.token_cache_size),
+            token_cache_enabled=os.environ.get("TOKEN_CACHE", "on").lower() not in ("off", "0", "false"),
+            validate_concurrency=_int("VALIDATE_CONCURRENCY", cls.validate_concurrency),
+            scrypt_n=_int("SCRYPT_N", cls.scrypt_n),
+            login_max_failures=_int("LOGIN_MAX_FAILURES", cls.login_max_failures),
+            login_failure_window_seconds=_int("LOGIN_FAILURE_WINDOW_SECONDS", cls.login_failure_window_seconds),
+        )
+
+    def replace(self, **changes) -> "Settings":
+        known = {f.name for f in fields(self)}
+        unknown = set(changes) - known
+        if unknown:
+            raise TypeError(f"unknown settings: {sorted(unknown)}")
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values.update(changes)
+        return Settings(**values)
+
+    @property
+    def instance(self) -> str:
+        return f"{self.service}@{self.port}"

@@ -1,0 +1,80 @@
+"""Declared request validation: a pydantic model per body, one path to a 400 problem."""
+from __future__ import annotations
+
+import json
+from typing import Annotated, TypeVar
+
+from flask import request
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
+
+from service_kit.problems import Problem, bad_request
+
+Model = TypeVar("Model", bound="StrictBody")
+
+
+def _refuse_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain the NUL character")
+    return value
+
+
+# Every string a client sends goes through this type: strict (no coercion from numbers,
+# objects or null) and free of NUL, which the database cannot store reliably.
+Text = Annotated[str, AfterValidator(_refuse_nul)]
+
+
+class StrictBody(BaseModel):
+    """Base of every request body: strict types, unknown fields refused."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", str_strip_whitespace=False)
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def read_json_object() -> dict:
+    """The request body as a JSON object, or the contract's 415/400 problem."""
+    if request.mimetype != "application/json":
+        raise Problem(415, "Unsupported Media Type", "Send the body as application/json.")
+    raw = request.get_data(cache=True)
+    try:
+        body = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError) as error:
+        raise bad_request(f"The body is not valid UTF-8 JSON: {error}") from None
+    if not isinstance(body, dict):
+        raise bad_request("The body must be a JSON object.")
+    return body
+
+
+def _describe(errors: list) -> list[dict]:
+    described = []
+    for error in errors:
+        location = ".".join(str(part) for part in error.get("loc", ())) or "body"
+        described.append({"field": location, "message": error.get("msg", "invalid")})
+    return described
+
+
+def parse_body(model: type[Model]) -> Model:
+    """Validate the JSON body against `model`; every failure is a 400 naming the fields."""
+    body = read_json_object()
+    try:
+        return model.model_validate(body)
+    except ValidationError as error:
+        errors = _describe(error.errors(include_url=False, include_input=False))
+        summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+        raise bad_request(f"Invalid body: {summary}", errors) from None
+
+
+def query_int(name: str, *, minimum: int, maximum: int | None = None, default: int | None = None) -> int | None:
+    """An integer query parameter checked against its range; nothing is silently clamped."""
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 18:
+        raise bad_request(f"Query parameter {name!r} must be a whole number.")
+    value = int(raw)
+    if value < minimum or (maximum is not None and value > maximum):
+        upper = f" to {maximum}" if maximum is not None else " or more"
+        raise bad_request(f"Query parameter {name!r} must be {minimum}{upper}.")
+    return value
