@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Set how many chat servers HAProxy sends requests to (the first N; the rest in maintenance).
+set -euo pipefail
+usage() { echo "usage: $0 N | --show   (env: HAPROXY_RUNTIME_SOCKET)"; }
+source "$(dirname "$0")/lib.sh"
+[[ -S $HAPROXY_RUNTIME_SOCKET ]] || die "no HAProxy runtime socket at $HAPROXY_RUNTIME_SOCKET"
+
+servers=$(haproxy_cmd "show servers state chat_servers" | awk 'NR > 2 && $4 != "" {print $4}')
+[[ -n $servers ]] || die "HAProxy lists no chat servers"
+if [[ ${1:-} == --show ]]; then
+    haproxy_cmd "show stat" | awk -F, '$1 == "chat_servers" && $2 != "BACKEND" {printf "%-8s %s\n", $2, $18}'
+    exit 0
+fi
+[[ ${1:-} =~ ^[0-9]+$ ]] || { usage; exit 2; }
+wanted=$1
+count=0
+for server in $servers; do
+    count=$((count + 1))
+    if ((count <= wanted)); then
+        haproxy_cmd "enable server chat_servers/$server" >/dev/null
+    else
+        haproxy_cmd "disable server chat_servers/$server" >/dev/null
+    fi
+done
+((wanted <= count)) || log "only $count chat servers are configured"
+echo "chat servers in rotation: $((wanted < count ? wanted : count)) of $count"

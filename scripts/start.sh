@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Start the whole system: database (unless MONGO_URI is set), login, profile, chat servers
+# and HAProxy. Running it again starts only what is not running yet.
+set -euo pipefail
+usage() { echo "usage: $0 [--chat N]   (N chat servers from CHAT_PORTS, default 3; env: MONGO_URI, *_PORT, BIND_HOST, CHATSYS_VAR)"; }
+source "$(dirname "$0")/lib.sh"
+
+chat_count=3
+while (($#)); do
+    case $1 in
+        --chat) chat_count=${2:?}; shift 2 ;;
+        -h|--help) usage; exit 0 ;;
+        *) usage; exit 2 ;;
+    esac
+done
+read -r -a all_chat_ports <<< "$CHAT_PORTS"
+((chat_count >= 1 && chat_count <= ${#all_chat_ports[@]})) || die "--chat must be 1 to ${#all_chat_ports[@]}"
+
+mkdir -p "$CHATSYS_VAR/run" "$CHATSYS_VAR/log"
+if [[ -z ${MONGO_URI:-} ]]; then
+    "$CHATSYS_ROOT/scripts/ferretdb.sh" start
+    export MONGO_URI="mongodb://127.0.0.1:$MONGO_PORT/chatsys"
+fi
+export LOGIN_URL=${LOGIN_URL:-http://127.0.0.1:$LOGIN_PORT}
+export BIND_HOST
+
+# start_service NAME MODULE PORT: one gunicorn, pid file and log under var/.
+start_service() {
+    local name=$1 module=$2 port=$3
+    local pid_file=$CHATSYS_VAR/run/$name-$port.pid
+    if pid_alive "$pid_file"; then
+        log "$name@$port already running (pid $(cat "$pid_file"))"
+        return 0
+    fi
+    (cd "$CHATSYS_ROOT" && PORT=$port setsid "$VENV/bin/gunicorn" -c conf/gunicorn.conf.py "$module" \
+        >>"$CHATSYS_VAR/log/$name-$port.log" 2>&1 </dev/null &
+     echo $! > "$pid_file")
+}
+
+start_service login login_service.wsgi:app "$LOGIN_PORT"
+start_service profile profile_service.wsgi:app "$PROFILE_PORT"
+chat_ports=("${all_chat_ports[@]:0:chat_count}")
+for port in "${chat_ports[@]}"; do start_service chat chat_service.wsgi:app "$port"; done
+
+for target in "login:$LOGIN_PORT" "profile:$PROFILE_PORT" "${chat_ports[@]/#/chat:}"; do
+    wait_for_http "http://127.0.0.1:${target#*:}/ready" 30 || die "${target%%:*} on ${target#*:} is not ready; see $CHATSYS_VAR/log/"
+done
+
+haproxy_pid=$CHATSYS_VAR/run/haproxy.pid
+if command -v haproxy >/dev/null; then
+    if pid_alive "$haproxy_pid"; then
+        log "HAProxy already running (pid $(cat "$haproxy_pid"))"
+    else
+        export HAPROXY_BIND=${HAPROXY_BIND:-$BIND_HOST} HAPROXY_PORT HAPROXY_STATS_PORT HAPROXY_RUNTIME_SOCKET
+        export HAPROXY_STATS_BIND=${HAPROXY_STATS_BIND:-$BIND_HOST}
+        for i in 1 2 3; do export "CHAT_SERVER_$i=127.0.0.1:${all_chat_ports[i-1]:-4000}"; done
+        haproxy -c -q -f "$HAPROXY_CFG"
+        haproxy -D -f "$HAPROXY_CFG" -p "$haproxy_pid" >>"$CHATSYS_VAR/log/haproxy.log" 2>&1 ||
+            die "HAProxy did not start; see $CHATSYS_VAR/log/haproxy.log"
+        wait_for_port 127.0.0.1 "$HAPROXY_PORT" 10 || die "HAProxy did not start; see $CHATSYS_VAR/log/haproxy.log"
+    fi
+    "$CHATSYS_ROOT/scripts/rotation.sh" "$chat_count" >/dev/null
+else
+    log "haproxy is not installed (scripts/setup.sh installs it); chat servers answer directly"
+fi
+
+cat <<TEXT
+chatsys is running:
+  chat (HAProxy)  http://$PUBLIC_HOST:$HAPROXY_PORT     stats http://$PUBLIC_HOST:$HAPROXY_STATS_PORT/stats  metrics /metrics
+  chat servers    ${chat_ports[*]/#/http://$PUBLIC_HOST:}
+  login           http://$PUBLIC_HOST:$LOGIN_PORT
+  profile         http://$PUBLIC_HOST:$PROFILE_PORT
+  database        $MONGO_URI
+logs in $CHATSYS_VAR/log; stop with scripts/stop.sh; see scripts/status.sh
+TEXT
