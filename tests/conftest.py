@@ -1,0 +1,125 @@
+"""Fixtures: a real FerretDB, real gunicorn services and a real HAProxy, per test session.
+
+Conformance mode: set CHATSYS_LOGIN_URL and CHATSYS_PROFILE_URL (and optionally
+CHATSYS_CHAT_URL) to point the contract tests at somebody's deployment; tests marked
+`local` (they start, stop or kill processes) are then left out.
+"""
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass, field
+
+import pytest
+import requests
+
+from tests import harness
+
+REMOTE = {
+    "login": os.environ.get("CHATSYS_LOGIN_URL", "").rstrip("/"),
+    "profile": os.environ.get("CHATSYS_PROFILE_URL", "").rstrip("/"),
+    "chat": os.environ.get("CHATSYS_CHAT_URL", "").rstrip("/"),
+}
+CONFORMANCE = bool(REMOTE["login"])
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "local: starts, stops or kills processes; left out in conformance mode")
+    config.addinivalue_line("markers", "chat: needs a chat service")
+
+
+def pytest_collection_modifyitems(config, items):
+    if not CONFORMANCE:
+        return
+    kept, dropped = [], []
+    for item in items:
+        needs_chat = item.get_closest_marker("chat") is not None
+        if item.get_closest_marker("local") or (needs_chat and not REMOTE["chat"]):
+            dropped.append(item)
+        else:
+            kept.append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
+
+
+@dataclass
+class Stack:
+    login_url: str
+    profile_url: str
+    chat_url: str  # the entry point: HAProxy locally, or the given chat URL
+    database: harness.Database | None = None
+    login: harness.Service | None = None
+    profile: harness.Service | None = None
+    chat_servers: list[harness.Service] = field(default_factory=list)
+    balancer: harness.LoadBalancer | None = None
+
+
+@pytest.fixture(scope="session")
+def processes():
+    group = harness.ProcessGroup()
+    yield group
+    group.close()
+
+
+@pytest.fixture(scope="session")
+def database(processes):
+    if CONFORMANCE:
+        pytest.skip("conformance mode manages no database")
+    return harness.start_ferretdb(processes)
+
+
+def service_env(database: harness.Database, login_url: str = "", **overrides) -> dict[str, str]:
+    env = {"MONGO_URI": database.uri, "TOKEN_CACHE_SECONDS": "30"}
+    if login_url:
+        env["LOGIN_URL"] = login_url
+    env.update({key: str(value) for key, value in overrides.items()})
+    return env
+
+
+@pytest.fixture(scope="session")
+def stack(processes, request) -> Stack:
+    if CONFORMANCE:
+        return Stack(REMOTE["login"], REMOTE["profile"] or REMOTE["login"], REMOTE["chat"])
+    database = request.getfixturevalue("database")
+    login = harness.start_service(processes, "login", service_env(database))
+    profile = harness.start_service(processes, "profile", service_env(database, login.url))
+    chats = [harness.start_service(processes, "chat", service_env(database, login.url)) for _ in range(3)]
+    balancer = harness.start_haproxy(processes, [chat.port for chat in chats])
+    harness.wait_until(lambda: list(balancer.server_states().values()).count("UP") == 3, 15,
+                       "HAProxy to see three chat servers up")
+    return Stack(login.url, profile.url, balancer.url, database, login, profile, chats, balancer)
+
+
+def unique_name(prefix: str = "u") -> str:
+    return f"{prefix}{uuid.uuid4().hex[:12]}"
+
+
+@dataclass
+class User:
+    username: str
+    password: str
+    token: str
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+def register_and_login(login_url: str, username: str | None = None, password: str = "correct horse 1") -> User:
+    username = username or unique_name()
+    created = requests.post(f"{login_url}/users", json={"username": username, "password": password}, timeout=10)
+    assert created.status_code == 201, created.text
+    session = requests.post(f"{login_url}/login", json={"username": username, "password": password}, timeout=10)
+    assert session.status_code == 200, session.text
+    return User(username, password, session.json()["token"])
+
+
+@pytest.fixture
+def user(stack) -> User:
+    return register_and_login(stack.login_url)
+
+
+@pytest.fixture
+def other_user(stack) -> User:
+    return register_and_login(stack.login_url)

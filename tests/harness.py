@@ -1,0 +1,254 @@
+"""Real processes for the tests: FerretDB, gunicorn services and HAProxy on free ports.
+
+Everything started here is stopped at the end of the session, even when a test fails.
+The same helpers serve the benchmarks under scripts/.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+CACHE = Path(os.environ.get("CHATSYS_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "chatsys")
+FERRETDB_VERSION = os.environ.get("FERRETDB_VERSION", "v1.24.2")
+VENV_BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_until(predicate, timeout: float, what: str, interval: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+def http_ok(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=1).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+@dataclass
+class Process:
+    """One child process in its own session (so signals reach it and only it)."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    log_path: Path
+    cwd: Path = ROOT
+    popen: subprocess.Popen | None = None
+
+    def start(self) -> "Process":
+        if self.running:
+            return self
+        log = open(self.log_path, "ab")
+        self.popen = subprocess.Popen(self.argv, env=self.env, cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT,
+                                      stdin=subprocess.DEVNULL, start_new_session=True)
+        log.close()
+        return self
+
+    @property
+    def running(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def signal(self, signum: int) -> None:
+        if self.running:
+            os.killpg(self.popen.pid, signum)
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group: the crash of a host, not a clean stop."""
+        if self.popen is not None:
+            try:
+                os.killpg(self.popen.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.popen.wait(10)
+
+    def stop(self, timeout: float = 10) -> None:
+        if not self.running:
+            return
+        self.signal(signal.SIGCONT)
+        self.signal(signal.SIGTERM)
+        try:
+            self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+class ProcessGroup:
+    """Owns every process of a test session and a scratch folder for their files."""
+
+    def __init__(self, prefix: str = "chatsys-test-"):
+        self.dir = Path(tempfile.mkdtemp(prefix=prefix))
+        self.processes: list[Process] = []
+
+    def spawn(self, name: str, argv: list[str], env: dict[str, str], cwd: Path = ROOT) -> Process:
+        full_env = {**os.environ, **env}
+        process = Process(name, argv, full_env, self.dir / f"{name}.log", cwd).start()
+        self.processes.append(process)
+        return process
+
+    def close(self) -> None:
+        for process in reversed(self.processes):
+            process.stop(timeout=5)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def ferretdb_binary() -> Path:
+    binary = Path(os.environ.get("FERRETDB_BIN") or CACHE / "bin" / f"ferretdb-{FERRETDB_VERSION}")
+    if not binary.exists():
+        subprocess.run([str(ROOT / "scripts" / "ferretdb.sh"), "build"], check=True)
+    return binary
+
+
+@dataclass
+class Database:
+    process: Process
+    port: int
+    name: str = "chatsys_test"
+
+    @property
+    def uri(self) -> str:
+        return f"mongodb://127.0.0.1:{self.port}/{self.name}"
+
+    def stop(self) -> None:
+        self.process.stop()
+        wait_until(lambda: not port_open(self.port), 10, "FerretDB to stop")
+
+    def start(self) -> None:
+        self.process.start()
+        wait_until(lambda: port_open(self.port), 30, "FerretDB to listen")
+
+
+def start_ferretdb(group: ProcessGroup, name: str = "ferretdb") -> Database:
+    port = free_port()
+    data = group.dir / name
+    (data / "data").mkdir(parents=True)
+    (data / "state").mkdir()
+    argv = [str(ferretdb_binary()), "--handler=sqlite", f"--sqlite-url=file:{data}/data/",
+            f"--state-dir={data}/state", f"--listen-addr=127.0.0.1:{port}", "--debug-addr=-",
+            "--telemetry=disable", "--log-level=warn"]
+    database = Database(group.spawn(name, argv, {}), port)
+    wait_until(lambda: port_open(port), 30, "FerretDB to listen")
+    return database
+
+
+def gunicorn_argv(module: str) -> list[str]:
+    """The command line the scripts, systemd units and containers all use."""
+    return [str(VENV_BIN / "gunicorn"), "-c", "conf/gunicorn.conf.py", module]
+
+
+@dataclass
+class Service:
+    process: Process
+    port: int
+    service: str
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30) -> "Service":
+        self.process.start()
+        self.wait_ready(timeout)
+        return self
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        try:
+            wait_until(lambda: http_ok(self.url + "/health"), timeout, f"{self.service}@{self.port}")
+        except TimeoutError:
+            raise TimeoutError(f"{self.service}@{self.port} did not start:\n{self.process.log_tail()}") from None
+
+    def stop(self) -> None:
+        self.process.stop()
+
+    def kill(self) -> None:
+        self.process.kill()
+
+
+def start_service(group: ProcessGroup, service: str, env: dict[str, str], port: int | None = None) -> Service:
+    port = port or free_port()
+    settings = {"PORT": str(port), "GUNICORN_WORKERS": "1", "GUNICORN_THREADS": "8", **env}
+    process = group.spawn(f"{service}-{port}", gunicorn_argv(f"{service}_service.wsgi:app"), settings)
+    return Service(process, port, service).start()
+
+
+@dataclass
+class LoadBalancer:
+    process: Process
+    port: int
+    stats_port: int
+    socket_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def command(self, line: str) -> str:
+        with socket.socket(socket.AF_UNIX) as runtime:
+            runtime.settimeout(5)
+            runtime.connect(str(self.socket_path))
+            runtime.sendall(line.encode() + b"\n")
+            chunks = []
+            while chunk := runtime.recv(65536):
+                chunks.append(chunk)
+        return b"".join(chunks).decode()
+
+    def server_states(self) -> dict[str, str]:
+        states = {}
+        for row in self.command("show stat").splitlines():
+            cells = row.split(",")
+            if len(cells) > 17 and cells[0] == "chat_servers" and cells[1] not in ("BACKEND", "FRONTEND"):
+                states[cells[1]] = cells[17]
+        return states
+
+
+def start_haproxy(group: ProcessGroup, chat_ports: list[int], extra_env: dict[str, str] | None = None) -> LoadBalancer:
+    port, stats_port = free_port(), free_port()
+    socket_path = group.dir / f"haproxy-{port}.sock"
+    env = {"HAPROXY_BIND": "127.0.0.1", "HAPROXY_PORT": str(port), "HAPROXY_STATS_BIND": "127.0.0.1",
+           "HAPROXY_STATS_PORT": str(stats_port), "HAPROXY_RUNTIME_SOCKET": str(socket_path)}
+    for index, chat_port in enumerate(chat_ports, start=1):
+        env[f"CHAT_SERVER_{index}"] = f"127.0.0.1:{chat_port}"
+    env.update(extra_env or {})
+    haproxy = shutil.which("haproxy") or "/usr/sbin/haproxy"
+    process = group.spawn(f"haproxy-{port}", [haproxy, "-db", "-f", str(ROOT / "conf/haproxy/haproxy.cfg")], env)
+    balancer = LoadBalancer(process, port, stats_port, socket_path, env)
+    wait_until(lambda: port_open(port) and socket_path.exists(), 10, "HAProxy to listen")
+    return balancer

@@ -1,0 +1,75 @@
+"""Rules every service follows: JSON only, problem+json errors, size limit, health, X-Instance."""
+from __future__ import annotations
+
+import pytest
+import requests
+
+from tests.contract import assert_instance, assert_problem
+
+
+@pytest.fixture(params=["login", "profile", "chat"])
+def service(request, stack):
+    url = {"login": stack.login_url, "profile": stack.profile_url, "chat": stack.chat_url}[request.param]
+    if not url:
+        pytest.skip("no URL for this service")
+    return request.param, url
+
+
+def test_health_answers_without_looking_at_dependencies(service):
+    name, url = service
+    response = requests.get(f"{url}/health", timeout=5)
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "ok" and body["service"] == name
+    assert body["instance"] == assert_instance(response, name)
+
+
+def test_ready_answers_200_while_the_database_answers(service):
+    name, url = service
+    response = requests.get(f"{url}/ready", timeout=5)
+    assert response.status_code == 200
+    assert_instance(response, name)
+
+
+def test_unknown_path_is_a_404_problem(service):
+    name, url = service
+    response = requests.get(f"{url}/no/such/thing", timeout=5)
+    assert_problem(response, 404)
+    assert_instance(response, name)
+
+
+def test_wrong_method_is_a_405_problem(service):
+    _, url = service
+    assert_problem(requests.delete(f"{url}/health", timeout=5), 405)
+
+
+def _post_target(service, user) -> tuple[str, dict]:
+    name, url = service
+    if name == "login":
+        return f"{url}/users", {}
+    if name == "profile":
+        return f"{url}/profiles/{user.username}", user.auth
+    return f"{url}/rooms", user.auth
+
+
+def test_non_json_body_is_415(service, user):
+    target, headers = _post_target(service, user)
+    method = requests.put if service[0] == "profile" else requests.post
+    response = method(target, data="username=a", headers={**headers, "Content-Type": "application/x-www-form-urlencoded"}, timeout=5)
+    assert_problem(response, 415)
+
+
+@pytest.mark.parametrize("raw", [b"{", b"[]", b"\"text\"", b"42", b"null", b"\xff\xfe", b"{\"a\": NaN}"])
+def test_malformed_json_or_non_object_is_400(service, user, raw):
+    target, headers = _post_target(service, user)
+    method = requests.put if service[0] == "profile" else requests.post
+    response = method(target, data=raw, headers={**headers, "Content-Type": "application/json"}, timeout=5)
+    assert_problem(response, 400)
+
+
+def test_body_over_16_kib_is_413(service, user):
+    target, headers = _post_target(service, user)
+    method = requests.put if service[0] == "profile" else requests.post
+    body = b'{"text": "' + b"a" * (17 * 1024) + b'"}'
+    response = method(target, data=body, headers={**headers, "Content-Type": "application/json"}, timeout=5)
+    assert_problem(response, 413)
