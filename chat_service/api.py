@@ -40,9 +40,10 @@ def _room_view(room: dict) -> dict:
     return {"name": room["_id"], "created_at": iso(room["created_at"]), "last_seq": room.get("last_seq", 0)}
 
 
-def _message_view(message: dict) -> dict:
-    return {"room": message["room"], "seq": message["seq"], "author": message["author"],
-            "text": message["text"], "created_at": iso(message["created_at"])}
+def _message_view(message: dict, room: str) -> dict:
+    view = store.message_view(message, room)
+    view["created_at"] = iso(view["created_at"])
+    return view
 
 
 def _existing_room(name: str) -> dict:
@@ -79,7 +80,7 @@ def post_message(room: str):
         raise bad_request("Idempotency-Key must be 1 to 64 characters of A-Z, a-z, 0-9, _ and -.")
     text = parse_body(NewMessage).text
     posted = store.post_message(_existing_room(room), g.username, text, key)
-    response = jsonify(_message_view(posted.message))
+    response = jsonify(_message_view(posted.message, room))
     response.status_code = 201 if posted.created else 200
     return response
 
@@ -89,7 +90,6 @@ def post_message(room: str):
 def read_messages(room: str):
     after = query_int("after", minimum=0)
     limit = query_int("limit", minimum=1, maximum=200, default=50)
-    _existing_room(room)
-    messages = store.read_messages(room, after, limit)
-    next_after = messages[-1]["seq"] if messages else (after or 0)
-    return jsonify(room=room, messages=[_message_view(m) for m in messages], next_after=next_after)
+    messages = store.read_messages(_existing_room(room), after, limit)
+    next_after = messages[-1]["_id"] if messages else (after or 0)
+    return jsonify(room=room, messages=[_message_view(m, room) for m in messages], next_after=next_after)

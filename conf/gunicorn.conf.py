@@ -23,14 +23,17 @@ bind = [f"{os.environ.get('BIND_HOST', '127.0.0.1')}:{port}"]
 
 # gthread: a few processes, each with threads, and HTTP keep-alive (sync workers have none).
 worker_class = "gthread"
-workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
-threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+workers = int(os.environ.get("GUNICORN_WORKERS") or 2)
+threads = int(os.environ.get("GUNICORN_THREADS") or 4)
 # Idle keep-alive connections stay open longer than HAProxy keeps idle server connections
 # (see conf/haproxy/haproxy.cfg), so HAProxy, not gunicorn, closes them.
-keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "75"))
-timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
+keepalive = int(os.environ.get("GUNICORN_KEEPALIVE") or 75)
+timeout = int(os.environ.get("GUNICORN_TIMEOUT") or 30)
 graceful_timeout = 10
-backlog = int(os.environ.get("GUNICORN_BACKLOG", "2048"))
+backlog = int(os.environ.get("GUNICORN_BACKLOG") or 2048)
+# Worker heartbeats on tmpfs: a slow or overlay disk must not make the master kill workers.
+if os.path.isdir("/dev/shm"):
+    worker_tmp_dir = "/dev/shm"
 
 # Never preload: each worker must build its own MongoClient after the fork.
 preload_app = False

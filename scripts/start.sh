@@ -24,7 +24,7 @@ fi
 export LOGIN_URL=${LOGIN_URL:-http://127.0.0.1:$LOGIN_PORT}
 export BIND_HOST
 
-# start_service NAME MODULE PORT: one gunicorn, pid file and log under var/.
+# start_service NAME MODULE PORT: one gunicorn, detached, with pid file and log under var/.
 start_service() {
     local name=$1 module=$2 port=$3
     local pid_file=$CHATSYS_VAR/run/$name-$port.pid
@@ -32,11 +32,12 @@ start_service() {
         log "$name@$port already running (pid $(cat "$pid_file"))"
         return 0
     fi
-    (cd "$CHATSYS_ROOT" && PORT=$port setsid "$VENV/bin/gunicorn" -c conf/gunicorn.conf.py "$module" \
-        >>"$CHATSYS_VAR/log/$name-$port.log" 2>&1 </dev/null &
-     echo $! > "$pid_file")
+    rm -f "$pid_file"
+    PORT=$port "$VENV/bin/gunicorn" -c conf/gunicorn.conf.py --daemon --pid "$pid_file" \
+        --error-logfile "$CHATSYS_VAR/log/$name-$port.log" "$module"
 }
 
+cd "$CHATSYS_ROOT"
 start_service login login_service.wsgi:app "$LOGIN_PORT"
 start_service profile profile_service.wsgi:app "$PROFILE_PORT"
 chat_ports=("${all_chat_ports[@]:0:chat_count}")

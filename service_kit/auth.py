@@ -48,6 +48,8 @@ class LoginServiceClient:
         self._url = settings.login_url + "/validate"
         self._timeout = (settings.login_connect_timeout, settings.login_read_timeout)
         self._session = requests.Session()
+        # Names the calling process in the login service's access log.
+        self._session.headers["User-Agent"] = f"chatsys-{settings.instance}"
         pool = max(4, settings.validate_concurrency)
         self._session.mount("http://", HTTPAdapter(pool_connections=1, pool_maxsize=pool, max_retries=0))
         self._session.mount("https://", HTTPAdapter(pool_connections=1, pool_maxsize=pool, max_retries=0))

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Install whatever is still missing on a fresh Debian machine: system packages (as root),
+# the virtualenv with pinned Python packages, and the FerretDB binary. Safe to run again.
+set -euo pipefail
+usage() { echo "usage: $0 [--runtime-only]   (env: VENV, PYTHON, CHATSYS_CACHE)"; }
+source "$(dirname "$0")/lib.sh"
+
+requirements=$CHATSYS_ROOT/requirements-dev.txt
+case ${1:-} in
+    --runtime-only) requirements=$CHATSYS_ROOT/requirements.txt ;;
+    "") ;;
+    *) usage; exit 2 ;;
+esac
+
+# System packages: HAProxy (the load balancer), wrk (benchmarks), curl, and
+# docker-compose (v1, only to validate compose.yaml in the tests).
+missing=()
+for pair in haproxy:haproxy wrk:wrk curl:curl docker-compose:docker-compose; do
+    command -v "${pair%%:*}" >/dev/null || missing+=("${pair#*:}")
+done
+if ((${#missing[@]})); then
+    if ((EUID == 0)) && command -v apt-get >/dev/null; then
+        log "installing ${missing[*]} with apt-get"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    else
+        log "warning: please install ${missing[*]} (not root, or no apt-get)"
+    fi
+fi
+
+# The virtualenv, refreshed only when the requirements change.
+stamp=$VENV/.installed-$(cat "$CHATSYS_ROOT"/requirements*.txt | sha256sum | cut -c1-16)-$(basename "$requirements")
+if [[ ! -f $stamp ]]; then
+    [[ -x $VENV/bin/python ]] || "$PYTHON" -m venv "$VENV"
+    "$VENV/bin/pip" install -q --disable-pip-version-check -r "$requirements"
+    rm -f "$VENV"/.installed-*
+    touch "$stamp"
+fi
+
+"$CHATSYS_ROOT/scripts/ferretdb.sh" build
