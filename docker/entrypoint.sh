@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Entry point of the service image: wait, for a bounded time, until the database answers
+# a ping, then become the given command (gunicorn) with all its logs on stdout.
+set -euo pipefail
+
+usage() {
+    echo "usage: $0 COMMAND [ARG...]   e.g. $0 gunicorn -c conf/gunicorn.conf.py chat_service.wsgi:app"
+    echo "env: MONGO_URI (required, names the database), PORT (required), DB_WAIT_SECONDS (default 60)"
+}
+if (($# == 0)); then usage >&2; exit 2; fi
+case $1 in -h|--help) usage; exit 0 ;; esac
+
+: "${MONGO_URI:?must be set and name a database, e.g. mongodb://mongo:27017/chatsys}"
+# The image's HEALTHCHECK probes http://127.0.0.1:$PORT/health, so the port must be explicit.
+: "${PORT:?must be set (login 4100, profile 4200, chat 4000)}"
+export DB_WAIT_SECONDS=${DB_WAIT_SECONDS:-60}
+
+# A service starts fine without its database (it answers /ready with 503), but waiting here
+# makes a container that can never reach it fail loudly instead of running half-alive.
+python - <<'PY'
+import os
+import sys
+import time
+
+import pymongo
+from pymongo.errors import ConfigurationError, OperationFailure, PyMongoError
+from pymongo.uri_parser import parse_uri
+
+uri = os.environ["MONGO_URI"]
+try:
+    parsed = parse_uri(uri)
+except ConfigurationError as error:
+    sys.exit(f"entrypoint: MONGO_URI is not a MongoDB URI: {error}")
+if not parsed["database"]:
+    sys.exit("entrypoint: MONGO_URI must name a database, e.g. mongodb://mongo:27017/chatsys")
+# Only hosts are printed: the URI may carry a password.
+hosts = ",".join(f"{host}:{port}" for host, port in parsed["nodelist"]) or "(from DNS SRV)"
+wait_seconds = float(os.environ["DB_WAIT_SECONDS"])
+deadline = time.monotonic() + wait_seconds
+while True:
+    try:
+        with pymongo.MongoClient(uri, serverSelectionTimeoutMS=2000, connectTimeoutMS=2000) as client:
+            client.admin.command("ping")
+        print(f"entrypoint: the database at {hosts} answers", flush=True)
+        break
+    except OperationFailure as error:  # it answered and refused (credentials): waiting will not help
+        reason = (error.details or {}).get("errmsg") or error
+        sys.exit(f"entrypoint: the database at {hosts} refused the ping: {reason}")
+    except PyMongoError as error:
+        if time.monotonic() >= deadline:
+            sys.exit(f"entrypoint: no answer from the database at {hosts} within {wait_seconds:g} s"
+                     f" ({type(error).__name__})")
+        print(f"entrypoint: waiting for the database at {hosts} ({type(error).__name__})", flush=True)
+        time.sleep(1)
+PY
+
+exec "$@" 2>&1
