@@ -25,7 +25,7 @@ set -euo pipefail
 
 JMETER_VERSION=5.6.3
 # Bump when the layout produced below changes, so old homes are rebuilt.
-RECIPE=1
+RECIPE=2
 
 usage() { sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; }
 log() { echo "jmeter-install: $*" >&2; }
@@ -39,7 +39,10 @@ esac
 
 # --- 1. a JMeter 5.x already on PATH --------------------------------------------
 if path_jmeter=$(command -v jmeter 2>/dev/null); then
-  version_out=$(timeout 120 "$path_jmeter" --version 2>/dev/null || true)
+  # Run it in a scratch directory: JMeter drops a jmeter.log in its working directory.
+  scratch=$(mktemp -d)
+  version_out=$(cd "$scratch" && timeout 120 "$path_jmeter" --version 2>/dev/null) || true
+  rm -rf "$scratch"
   # The banner ends with the version, e.g. "... \_\ 5.6.3".
   path_version=$(printf '%s\n' "$version_out" \
     | grep -Eo '(^|[[:space:]])5\.[0-9]+(\.[0-9]+)?[[:space:]]*$' | head -n 1 | tr -d '[:space:]' || true)
@@ -127,6 +130,9 @@ else
   python3 -m zipfile -e "$config_jar" "$work/config"
 fi
 cp -R "$work/config/bin/." "$new/bin/"
+# log4j 2.22 warns on stderr, at every start, that the packages= lookup in
+# JMeter's log4j2.xml is deprecated; keep its status logger to real errors.
+sed -i 's/<Configuration status="WARN"/<Configuration status="ERROR"/' "$new/bin/log4j2.xml"
 
 for jar in "$work"/jars/*.jar; do
   name=$(basename "$jar")
@@ -173,8 +179,8 @@ LAUNCHER
 chmod +x "$new/bin/jmeter"
 
 # Check it before publishing it.
-if ! "$new/bin/jmeter" --version > "$work/version.out" 2>&1 \
-    || ! grep -Eq "[[:space:]]$JMETER_VERSION[[:space:]]*\$" "$work/version.out"; then
+if ! (cd "$work" && "$new/bin/jmeter" --version) > "$work/version.out" 2>&1 \
+    || ! grep -Eq "[[:space:]]${JMETER_VERSION}[[:space:]]*\$" "$work/version.out"; then
   cat "$work/version.out" >&2
   die "the assembled JMeter does not start"
 fi

@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# Usage: scripts/jmeter-run.sh [-Jname=value ...] [--plan FILE] --out DIR [-- JMETER_ARGS...]
+#
+# Runs a JMeter plan headless (default: jmeter/chat_load.jmx) and writes
+#   DIR/results.csv   one CSV line per sample (label, responseCode, success, elapsed,
+#                     Latency, Connect, timeStamp, bytes, threadName, allThreads, ...)
+#   DIR/dashboard/    JMeter's HTML report (open DIR/dashboard/index.html)
+#   DIR/jmeter.log    JMeter's log
+# then prints a per-label summary. Earlier results in DIR are replaced.
+#
+# -Jname=value (or -J name=value) sets a plan property; see the plan's comment, e.g.
+#   scripts/jmeter-run.sh -Jthreads=20 -Jduration=60 -Jreads_per_write=3 --out /tmp/run1
+#   scripts/jmeter-run.sh -Jmodel=open -Jarrival_rate=200 --out /tmp/open1
+# Arguments after -- go to jmeter unchanged. JMeter comes from scripts/jmeter-install.sh.
+# Exits non-zero when JMeter fails, records no sample, or produces no dashboard
+# (failed samples alone do not fail the run: read the summary or the report).
+set -euo pipefail
+
+usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; }
+die() { echo "jmeter-run: error: $*" >&2; exit 1; }
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+plan=$here/../jmeter/chat_load.jmx
+out=
+props=()
+extra=()
+model=closed
+
+add_prop() {
+  case "$1" in
+    ?*=*) props+=("-J$1") ;;
+    *) die "-J needs name=value, got '$1'" ;;
+  esac
+  if [ "${1%%=*}" = model ]; then model=${1#*=}; fi
+}
+
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -h|--help) usage; exit 0 ;;
+    --out) [ $# -ge 2 ] || die "--out needs a directory"; out=$2; shift 2 ;;
+    --out=*) out=${1#--out=}; shift ;;
+    --plan) [ $# -ge 2 ] || die "--plan needs a file"; plan=$2; shift 2 ;;
+    --plan=*) plan=${1#--plan=}; shift ;;
+    -J) [ $# -ge 2 ] || die "-J needs name=value"; add_prop "$2"; shift 2 ;;
+    -J*) add_prop "${1#-J}"; shift ;;
+    --) shift; extra=("$@"); break ;;
+    *) usage >&2; die "unknown argument '$1'" ;;
+  esac
+done
+
+[ -n "$out" ] || { usage >&2; die "--out DIR is required"; }
+[ -f "$plan" ] || die "no plan at $plan"
+case "$model" in closed|open) ;; *) die "model must be closed or open, not '$model'" ;; esac
+
+jmeter=$("$here/jmeter-install.sh" | tail -n 1)
+if [ -z "$jmeter" ] || [ ! -x "$jmeter" ]; then die "jmeter-install.sh gave no usable launcher"; fi
+
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+plan=$(cd "$(dirname "$plan")" && pwd)/$(basename "$plan")
+results=$out/results.csv
+dashboard=$out/dashboard
+log=$out/jmeter.log
+rm -rf "$results" "$dashboard" "$log"
+
+# Result file: CSV with the fields the dashboard and our reports read. These come
+# first so that a -J on the command line can still override them.
+save=jmeter.save.saveservice
+settings=(
+  "-J$save.output_format=csv"
+  "-J$save.print_field_names=true"
+  "-J$save.default_delimiter=,"
+  "-J$save.timestamp_format=ms"
+  "-J$save.label=true"
+  "-J$save.response_code=true"
+  "-J$save.response_message=true"
+  "-J$save.successful=true"
+  "-J$save.time=true"
+  "-J$save.latency=true"
+  "-J$save.connect_time=true"
+  "-J$save.bytes=true"
+  "-J$save.sent_bytes=true"
+  "-J$save.thread_name=true"
+  "-J$save.thread_counts=true"
+  "-J$save.data_type=true"
+  "-J$save.assertion_results_failure_message=true"
+  "-J$save.url=true"
+  "-J$save.idle_time=true"
+  "-J$save.response_data=false"
+  "-J$save.subresults=false"
+  # Dashboard: one-second points (the default of one minute flattens short runs).
+  "-Jjmeter.reportgenerator.overall_granularity=1000"
+  "-Jjmeter.reportgenerator.report_title=chat load ($model model)"
+)
+
+echo "jmeter-run: $jmeter -n -t $plan ${props[*]:-} -> $out" >&2
+status=0
+"$jmeter" -n -t "$plan" -l "$results" -j "$log" -e -o "$dashboard" -f \
+  "${settings[@]}" ${props[@]+"${props[@]}"} ${extra[@]+"${extra[@]}"} || status=$?
+
+[ "$status" -eq 0 ] || die "jmeter exited with status $status (see $log)"
+if [ ! -s "$results" ] || [ "$(wc -l < "$results")" -le 1 ]; then
+  die "no sample recorded in $results (see $log)"
+fi
+if grep -Eq "Error generating the report|ERROR o\.a\.j\.r\.d\." "$log" || [ ! -f "$dashboard/index.html" ]; then
+  die "the HTML dashboard was not generated (see $log)"
+fi
+
+# Per-label summary (setup labels register/login/read latest are once per user).
+if command -v python3 >/dev/null 2>&1; then
+  python3 - "$results" <<'PY'
+import csv, sys
+rows = {}
+first, last = None, None
+with open(sys.argv[1], newline="") as f:
+    for r in csv.DictReader(f):
+        t, el = int(r["timeStamp"]), int(r["elapsed"])
+        first = t if first is None else min(first, t)
+        last = t + el if last is None else max(last, t + el)
+        rows.setdefault(r["label"], []).append((el, r["success"] == "true"))
+span = max((last - first) / 1000.0, 0.001)
+print(f"{'label':<16}{'samples':>9}{'errors':>8}{'mean ms':>9}{'p95 ms':>8}{'per s':>9}")
+for label, s in sorted(rows.items()):
+    el = sorted(e for e, _ in s)
+    p95 = el[min(len(el) - 1, int(0.95 * len(el)))]
+    err = sum(1 for _, ok in s if not ok)
+    print(f"{label:<16}{len(s):>9}{err:>8}{sum(el) / len(el):>9.1f}{p95:>8}{len(s) / span:>9.1f}")
+total = sum(len(s) for s in rows.values())
+errors = sum(1 for s in rows.values() for _, ok in s if not ok)
+print(f"total: {total} samples, {errors} errors, over {span:.1f} s")
+PY
+fi
+echo "jmeter-run: results in $results, report in $dashboard/index.html" >&2
