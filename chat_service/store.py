@@ -29,6 +29,7 @@ from datetime import timedelta
 from pymongo import ASCENDING
 
 from service_kit import database
+from service_kit.housekeeping import Every
 from service_kit.problems import Problem, unavailable
 from service_kit.timeutil import utcnow
 
@@ -205,8 +206,16 @@ def _claim_key(claim: _Claim, seq: int) -> dict | None:
     raise unavailable("The Idempotency-Key is contended; try again.")
 
 
+def _forget_old_claims() -> None:
+    database.db().idempotency_keys.delete_many({"created_at": {"$lt": utcnow() - IDEMPOTENCY_WINDOW}})
+
+
+forget_old_claims = Every(3600, _forget_old_claims)
+
+
 def post_message(room: dict, author: str, text: str, idempotency_key: str | None) -> Posted:
     name = room["_id"]
+    forget_old_claims()
     started = time.monotonic()
     # The hint is right unless another server just posted; then the insert collides and
     # the loop below looks up the newest seq. Trusting it first saves a query per post.

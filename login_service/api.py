@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import secrets
-import threading
-import time
 from datetime import timedelta
 from typing import Annotated
 
@@ -14,6 +12,7 @@ from pymongo import ASCENDING
 from login_service.passwords import dummy_hash, hash_password, verify_password
 from service_kit import database
 from service_kit.auth import bearer_token, require_user
+from service_kit.housekeeping import Every
 from service_kit.problems import Problem, unauthorized
 from service_kit.timeutil import iso, utcnow
 from service_kit.token_cache import token_digest
@@ -47,22 +46,17 @@ def find_live_token(token: str) -> dict | None:
     return record
 
 
-_housekeeping_lock = threading.Lock()
-_last_housekeeping = [0.0]
-
-
-def _sweep_expired(settings) -> None:
-    """Drop expired tokens and old login failures now and then. Expiry itself never waits
-    for this: every check compares expires_at, since FerretDB has no TTL indexes."""
-    now = time.monotonic()
-    with _housekeeping_lock:
-        if now - _last_housekeeping[0] < 60:
-            return
-        _last_housekeeping[0] = now
+def _sweep_expired() -> None:
+    """Drop expired tokens and old login failures. Expiry itself never waits for this:
+    every check compares expires_at, since FerretDB has no TTL indexes."""
+    settings = current_app.config["SETTINGS"]
     db = database.db()
     db.tokens.delete_many({"expires_at": {"$lte": utcnow()}})
     horizon = utcnow() - timedelta(seconds=settings.login_failure_window_seconds)
     db.login_failures.delete_many({"at": {"$lte": horizon}})
+
+
+sweep_expired = Every(60, _sweep_expired)
 
 
 def setup(app: Flask) -> None:
@@ -118,7 +112,7 @@ def login():
     credentials = parse_body(Credentials)
     settings = current_app.config["SETTINGS"]
     db = database.db()
-    _sweep_expired(settings)
+    sweep_expired()
     _refuse_if_throttled(credentials.username, settings)
 
     user = db.users.find_one({"_id": credentials.username})

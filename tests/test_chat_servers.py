@@ -224,3 +224,27 @@ def test_login_service_down_gives_503_for_new_tokens_while_cached_tokens_keep_wo
         login.process.signal(__import__("signal").SIGCONT)
     harness.wait_until(lambda: requests.get(f"{chat.url}/rooms", headers=uncached.auth, timeout=10).status_code == 200,
                        10, "chat to accept the token once login answers again")
+
+
+def test_concurrent_retries_with_one_idempotency_key_store_one_message(cluster):
+    user = register_and_login(cluster.login.url)
+    room = new_room(cluster.chats[0].url, user)
+    key = uuid.uuid4().hex
+    answers: list[requests.Response] = []
+    barrier = threading.Barrier(6)
+
+    def retry(index):
+        barrier.wait()
+        answers.append(post(requests, cluster.chats[index % 3].url, user, room, "exactly once", key))
+
+    threads = [threading.Thread(target=retry, args=(i,)) for i in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    codes = Counter(answer.status_code for answer in answers)
+    assert codes[201] == 1, codes
+    assert codes[201] + codes[200] + codes[409] == 6, codes
+    first = next(answer.json() for answer in answers if answer.status_code == 201)
+    assert all(answer.json() == first for answer in answers if answer.status_code == 200)
+    assert [m["text"] for m in read_all(cluster.chats[1].url, user, room)] == ["exactly once"]
