@@ -90,6 +90,11 @@ def post_message(room: str):
 def read_messages(room: str):
     after = query_int("after", minimum=0)
     limit = query_int("limit", minimum=1, maximum=200, default=50)
-    messages = store.read_messages(_existing_room(room), after, limit)
+    if after is None:
+        messages = store.read_newest(_existing_room(room), limit)
+    else:
+        messages = store.read_after(room, after, limit) if re.fullmatch(_ROOM_NAME, room) else []
+        if not messages:
+            _existing_room(room)  # an empty page needs the room to exist; a full one proves it
     next_after = messages[-1]["_id"] if messages else (after or 0)
     return jsonify(room=room, messages=[_message_view(m, room) for m in messages], next_after=next_after)

@@ -122,13 +122,31 @@ def read_range(room: str, first: int, last: int) -> list[dict]:
     return prefix
 
 
-def read_messages(room: dict, after: int | None, limit: int) -> list[dict]:
-    """Messages in ascending seq: after `after`, or the newest `limit` when it is None."""
-    name = room["_id"]
-    if after is None:
-        newest = newest_seq(name, known=room.get("last_seq", 0))
-        return read_range(name, max(1, newest - limit + 1), newest) if newest else []
-    return read_range(name, after + 1, after + limit)
+def read_after(room: str, after: int, limit: int) -> list[dict]:
+    """Up to `limit` messages after seq `after`, ascending."""
+    return read_range(room, after + 1, after + limit)
+
+
+def read_newest(room: dict, limit: int) -> list[dict]:
+    """The newest `limit` messages, ascending. Reads forward from the `last_seq` hint, so
+    one partition query usually answers it."""
+    name, hint = room["_id"], room.get("last_seq", 0)
+    first = max(1, hint - limit + 1)
+    found, partition = [], partition_of(first)
+    while True:
+        batch = list(_partition(name, partition).find({"_id": {"$gte": first}}))
+        found += batch
+        # A partition that does not end full has nothing beyond it.
+        if not batch or max(message["_id"] for message in batch) % PARTITION_SIZE:
+            break
+        partition += 1
+    found.sort(key=lambda message: message["_id"])
+    contiguous = []
+    for message in found:
+        if contiguous and message["_id"] != contiguous[-1]["_id"] + 1:
+            break
+        contiguous.append(message)
+    return contiguous[-limit:]
 
 
 @dataclass
