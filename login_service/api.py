@@ -5,7 +5,7 @@ import secrets
 from datetime import timedelta
 from typing import Annotated
 
-from flask import Blueprint, Flask, current_app, g, jsonify
+from flask import Blueprint, Flask, current_app, g, jsonify, request
 from pydantic import Field, StringConstraints
 from pymongo import ASCENDING
 
@@ -54,6 +54,8 @@ def _sweep_expired() -> None:
     db.tokens.delete_many({"expires_at": {"$lte": utcnow()}})
     horizon = utcnow() - timedelta(seconds=settings.login_failure_window_seconds)
     db.login_failures.delete_many({"at": {"$lte": horizon}})
+    registration_horizon = utcnow() - timedelta(seconds=settings.registration_window_seconds)
+    db.registrations.delete_many({"at": {"$lte": registration_horizon}})
 
 
 sweep_expired = Every(60, _sweep_expired)
@@ -68,14 +70,32 @@ def setup(app: Flask) -> None:
             db = database.db()
             db.tokens.create_index([("expires_at", ASCENDING)])
             db.login_failures.create_index([("username", ASCENDING), ("at", ASCENDING)])
+            db.registrations.create_index([("address", ASCENDING), ("at", ASCENDING)])
         except Exception:  # the database may come up after us; indexes are an optimisation
             app.logger.warning("could not create indexes yet; continuing")
+
+
+def _refuse_if_registering_too_often(settings) -> None:
+    """A 409 tells that a name is taken, so registrations per client address are bounded
+    (generously: a load test registers one user per virtual user)."""
+    if settings.registrations_per_address <= 0:
+        return
+    window = timedelta(seconds=settings.registration_window_seconds)
+    since = utcnow() - window
+    registrations = database.db().registrations
+    recent = registrations.count_documents({"address": request.remote_addr, "at": {"$gt": since}})
+    if recent >= settings.registrations_per_address:
+        raise Problem(429, "Too Many Requests", "Too many registrations from this address; try again later.",
+                      headers={"Retry-After": str(settings.registration_window_seconds)})
+    registrations.insert_one({"address": request.remote_addr, "at": utcnow()})
 
 
 @blueprint.post("/users")
 def register():
     credentials = parse_body(Credentials)
     settings = current_app.config["SETTINGS"]
+    sweep_expired()
+    _refuse_if_registering_too_often(settings)
     record = {
         "_id": credentials.username,
         "password_hash": hash_password(credentials.password, settings.scrypt_n),

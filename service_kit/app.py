@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 from typing import Callable, Iterable
 
-from flask import Blueprint, Flask, current_app, jsonify
+from flask import Blueprint, Flask, current_app, jsonify, request
 
 from service_kit import database
 from service_kit.config import Settings
@@ -40,6 +40,21 @@ def _add_common_headers(response):
     return response
 
 
+def _cors(response):
+    """CORS headers only for the origins CORS_ORIGINS names; none by default."""
+    origin = request.headers.get("Origin")
+    allowed = current_app.config["SETTINGS"].cors_origins
+    if origin and (origin in allowed or "*" in allowed):
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers["Vary"] = "Origin"
+        if request.method == "OPTIONS":
+            response.headers["Access-Control-Allow-Methods"] = "GET, POST, PUT, OPTIONS"
+            response.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type, Idempotency-Key"
+            response.headers["Access-Control-Max-Age"] = "600"
+        response.headers["Access-Control-Expose-Headers"] = "X-Instance, Retry-After, WWW-Authenticate"
+    return response
+
+
 def create_service_app(
     service: str,
     settings: Settings | None,
@@ -58,6 +73,7 @@ def create_service_app(
     app.json.sort_keys = False  # flask-pymongo installs its own JSON provider
     register_error_handlers(app)
     app.after_request(_add_common_headers)
+    app.after_request(_cors)
     app.register_blueprint(health)
     for blueprint in blueprints:
         app.register_blueprint(blueprint)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 
 DEFAULT_PORTS = {"chat": 4000, "login": 4100, "profile": 4200}
 
@@ -47,7 +47,9 @@ class Settings:
     login_max_failures: int = 5
     login_failure_window_seconds: int = 300
     max_body_bytes: int = 16 * 1024
-    extra: dict = field(default_factory=dict)
+    registrations_per_address: int = 600
+    registration_window_seconds: int = 600
+    cors_origins: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, service: str) -> "Settings":
@@ -67,6 +69,9 @@ class Settings:
             scrypt_n=_int("SCRYPT_N", cls.scrypt_n),
             login_max_failures=_int("LOGIN_MAX_FAILURES", cls.login_max_failures),
             login_failure_window_seconds=_int("LOGIN_FAILURE_WINDOW_SECONDS", cls.login_failure_window_seconds),
+            registrations_per_address=_int("REGISTRATIONS_PER_ADDRESS", cls.registrations_per_address),
+            registration_window_seconds=_int("REGISTRATION_WINDOW_SECONDS", cls.registration_window_seconds),
+            cors_origins=tuple(origin for origin in os.environ.get("CORS_ORIGINS", "").split() if origin),
         )
 
     def replace(self, **changes) -> "Settings":

@@ -1,0 +1,61 @@
+"""Who may do what: registration bounds, CORS only as configured, secrets only as hashes."""
+from __future__ import annotations
+
+import hashlib
+
+import pymongo
+import pytest
+import requests
+
+from tests import harness
+from tests.conftest import register_and_login, service_env, unique_name
+from tests.contract import assert_problem
+
+pytestmark = pytest.mark.local
+
+
+def test_registrations_per_client_address_are_bounded(processes, database):
+    login = harness.start_service(processes, "login", service_env(database, REGISTRATIONS_PER_ADDRESS=3,
+                                                                  REGISTRATION_WINDOW_SECONDS=60))
+    for _ in range(3):
+        response = requests.post(f"{login.url}/users", json={"username": unique_name(), "password": "long enough"}, timeout=10)
+        assert response.status_code == 201
+    refused = requests.post(f"{login.url}/users", json={"username": unique_name(), "password": "long enough"}, timeout=10)
+    assert_problem(refused, 429)
+    assert int(refused.headers["Retry-After"]) > 0
+
+
+def test_cors_headers_only_for_configured_origins(processes, database):
+    login = harness.start_service(processes, "login", service_env(database, CORS_ORIGINS="https://chat.example.org"))
+    allowed = requests.options(f"{login.url}/login", headers={"Origin": "https://chat.example.org",
+                                                              "Access-Control-Request-Method": "POST"}, timeout=5)
+    assert allowed.headers.get("Access-Control-Allow-Origin") == "https://chat.example.org"
+    assert "Authorization" in allowed.headers.get("Access-Control-Allow-Headers", "")
+    other = requests.get(f"{login.url}/health", headers={"Origin": "https://evil.example"}, timeout=5)
+    assert "Access-Control-Allow-Origin" not in other.headers
+
+
+def test_no_cors_headers_by_default(stack):
+    response = requests.get(f"{stack.login_url}/health", headers={"Origin": "https://anywhere.example"}, timeout=5)
+    assert "Access-Control-Allow-Origin" not in response.headers
+
+
+def test_security_headers_on_every_answer(stack, user):
+    for response in (requests.get(f"{stack.login_url}/health", timeout=5),
+                     requests.get(f"{stack.profile_url}/profiles/{user.username}", headers=user.auth, timeout=5),
+                     requests.get(f"{stack.chat_url}/rooms", timeout=5)):
+        assert response.headers["X-Content-Type-Options"] == "nosniff"
+        assert response.headers["Cache-Control"] == "no-store"
+        assert "default-src 'none'" in response.headers["Content-Security-Policy"]
+
+
+def test_tokens_and_passwords_are_stored_only_as_hashes(stack):
+    user = register_and_login(stack.login_url, password="a memorable secret")
+    db = pymongo.MongoClient(stack.database.uri, serverSelectionTimeoutMS=3000).get_default_database()
+    account = db.users.find_one({"_id": user.username})
+    assert "a memorable secret" not in str(account)
+    assert account["password_hash"].startswith("scrypt$")
+    assert db.tokens.find_one({"_id": user.token}) is None
+    stored = db.tokens.find_one({"_id": hashlib.sha256(user.token.encode()).hexdigest()})
+    assert stored is not None and stored["username"] == user.username
+    assert user.token not in str(stored)
