@@ -2,16 +2,14 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated
 
 from flask import Blueprint, Flask, g, jsonify, request
-from pydantic import Field, StringConstraints
 
 from chat_service import store
 from service_kit.auth import LoginServiceClient, require_user
 from service_kit.problems import Problem, bad_request
 from service_kit.timeutil import iso
-from service_kit.validation import StrictBody, Text, parse_body, query_int
+from service_kit.validation import StrictBody, parse_body, query_int, text_field
 
 blueprint = Blueprint("chat", __name__)
 
@@ -20,11 +18,11 @@ _IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9_\-]{1,64}")
 
 
 class NewRoom(StrictBody):
-    name: Annotated[Text, StringConstraints(pattern=f"^{_ROOM_NAME}$")]
+    name: text_field(pattern=_ROOM_NAME, rule="1 to 64 characters of A-Z, a-z, 0-9, '_' and '-'")
 
 
 class NewMessage(StrictBody):
-    text: Annotated[Text, Field(min_length=1, max_length=2000)]
+    text: text_field(min_length=1, max_length=2000)
 
 
 def setup(app: Flask) -> None:

@@ -6,14 +6,14 @@ from typing import Annotated
 from urllib.parse import urlsplit
 
 from flask import Blueprint, Flask, g, jsonify
-from pydantic import AfterValidator, Field, model_validator
+from pydantic import AfterValidator, model_validator
 from pymongo import ReturnDocument
 
 from service_kit import database
 from service_kit.auth import LoginServiceClient, require_user
 from service_kit.problems import Problem
 from service_kit.timeutil import iso, utcnow
-from service_kit.validation import StrictBody, Text, parse_body
+from service_kit.validation import StrictBody, parse_body, text_field
 
 blueprint = Blueprint("profile", __name__)
 
@@ -30,9 +30,9 @@ def _http_url(value: str) -> str:
 
 
 class ProfileUpdate(StrictBody):
-    display_name: Annotated[Text, Field(min_length=1, max_length=64)] | None = None
-    bio: Annotated[Text, Field(min_length=0, max_length=500)] | None = None
-    avatar_url: Annotated[Text, Field(max_length=500), AfterValidator(_http_url)] | None = None
+    display_name: text_field(min_length=1, max_length=64) | None = None
+    bio: text_field(max_length=500) | None = None
+    avatar_url: Annotated[text_field(max_length=500), AfterValidator(_http_url)] | None = None
 
     @model_validator(mode="before")
     @classmethod

@@ -33,6 +33,9 @@ start_service() {
         return 0
     fi
     rm -f "$pid_file"
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+        die "port $port is taken by a process start.sh did not start; stop it or set the port variables"
+    fi
     PORT=$port "$VENV/bin/gunicorn" -c conf/gunicorn.conf.py --daemon --pid "$pid_file" \
         --error-logfile "$CHATSYS_VAR/log/$name-$port.log" "$module"
 }

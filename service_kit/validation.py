@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Annotated, TypeVar
 
 from flask import request
-from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints, ValidationError
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from service_kit.problems import Problem, bad_request
 
@@ -18,9 +20,21 @@ def _refuse_nul(value: str) -> str:
     return value
 
 
-# Every string a client sends goes through this type: strict (no coercion from numbers,
-# objects or null) and free of NUL, which the database cannot store reliably.
-Text = Annotated[str, AfterValidator(_refuse_nul)]
+def text_field(min_length: int = 0, max_length: int | None = None, pattern: str | None = None, rule: str = ""):
+    """A string field: strict (no coercion from numbers, objects or null), lengths in code
+    points, free of NUL (which the database cannot store reliably), and, with `pattern`,
+    checked against it with `rule` as the message a client reads."""
+    checks = [StringConstraints(min_length=min_length or None, max_length=max_length), AfterValidator(_refuse_nul)]
+    if pattern is not None:
+        compiled = re.compile(pattern)
+
+        def _match(value: str) -> str:
+            if not compiled.fullmatch(value):
+                raise ValueError(f"must be {rule}")
+            return value
+
+        checks.append(AfterValidator(_match))
+    return Annotated[str, *checks]
 
 
 class StrictBody(BaseModel):
@@ -38,6 +52,12 @@ def read_json_object() -> dict:
     if request.mimetype != "application/json":
         raise Problem(415, "Unsupported Media Type", "Send the body as application/json.")
     raw = request.get_data(cache=True)
+    limit = request.max_content_length
+    if request.content_length is None and limit is not None and len(raw) >= limit:
+        # A chunked body is cut at the limit without an error (Werkzeug's LimitedStream);
+        # one more byte on the wire means it was over the limit.
+        if request.environ["wsgi.input"].read(1):
+            raise RequestEntityTooLarge()
     try:
         body = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
     except (UnicodeDecodeError, ValueError) as error:
@@ -51,7 +71,8 @@ def _describe(errors: list) -> list[dict]:
     described = []
     for error in errors:
         location = ".".join(str(part) for part in error.get("loc", ())) or "body"
-        described.append({"field": location, "message": error.get("msg", "invalid")})
+        message = error.get("msg", "invalid").removeprefix("Value error, ")
+        described.append({"field": location, "message": message})
     return described
 
 
