@@ -1,0 +1,4 @@
+"""Entry point of `python -m chat_client`."""
+from chat_client.cli import main
+
+raise SystemExit(main())

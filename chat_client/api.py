@@ -1,0 +1,191 @@
+"""HTTP client of the three services, as in the service contract.
+
+Every failure leaves this module as a `ServiceError` carrying one line for the user:
+the problem's `detail`, or which service could not be reached.
+"""
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass
+from urllib.parse import quote
+
+import requests
+
+# (connect, read) in seconds: a dead host is noticed fast, a busy server gets time to answer.
+TIMEOUT = (3.05, 15)
+# A message is sent at most this many times, always with the same Idempotency-Key.
+SEND_ATTEMPTS = 4
+SEND_BACKOFF_SECONDS = 0.5
+
+LOGIN_HINT = "not logged in or session expired; run: python -m chat_client login USER"
+
+
+class ServiceError(Exception):
+    """A request that did not succeed; str() is the one line to show."""
+
+    def __init__(self, message: str, status: int | None = None, retry_after: float | None = None):
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after
+
+    @property
+    def transient(self) -> bool:
+        """Worth trying again: the network failed or a server had trouble."""
+        return self.status is not None and self.status >= 500
+
+
+class Unreachable(ServiceError):
+    """No HTTP answer at all: refused, timed out or cut off."""
+
+    @property
+    def transient(self) -> bool:
+        return True
+
+
+class NotLoggedIn(ServiceError):
+    def __init__(self):
+        super().__init__(LOGIN_HINT, 401)
+
+
+@dataclass(frozen=True)
+class ServiceUrls:
+    login: str
+    profile: str
+    chat: str
+
+    def base(self, service: str) -> str:
+        return getattr(self, service)
+
+
+def new_idempotency_key() -> str:
+    # token_urlsafe only uses A-Z, a-z, 0-9, - and _, which is what the contract allows.
+    return secrets.token_urlsafe(24)
+
+
+def _segment(name: str) -> str:
+    """A name as one path segment: a slash or space typed by the user cannot change the route."""
+    return quote(name, safe="")
+
+
+def _retry_after(response: requests.Response) -> float | None:
+    try:
+        return max(0.0, float(response.headers["Retry-After"]))
+    except (KeyError, ValueError):
+        return None
+
+
+def _failure(service: str, base: str, response: requests.Response) -> ServiceError:
+    detail = ""
+    try:
+        body = response.json()
+        if isinstance(body, dict):
+            detail = str(body.get("detail") or body.get("title") or "")
+    except ValueError:
+        pass
+    if not detail:
+        detail = f"the {service} service at {base} answered HTTP {response.status_code}"
+    detail = " ".join(detail.split())  # one line, whatever the server sent
+    retry_after = _retry_after(response)
+    if response.status_code == 429 and retry_after is not None:
+        detail += f" (try again in {retry_after:g} s)"
+    return ServiceError(detail, response.status_code, retry_after)
+
+
+class ChatsysClient:
+    """One user's view of login, profile and chat; `token` is None until logged in."""
+
+    def __init__(self, urls: ServiceUrls, token: str | None = None):
+        self.urls = urls
+        self.token = token
+        self._http = requests.Session()
+        self._http.headers["User-Agent"] = "chatsys-terminal-client/1"
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _request(self, service: str, method: str, path: str, *, authenticated: bool = True,
+                 json: dict | None = None, params: dict | None = None,
+                 headers: dict | None = None) -> tuple[int, dict | None]:
+        base = self.urls.base(service)
+        headers = dict(headers or {})
+        if authenticated:
+            if not self.token:
+                raise NotLoggedIn()
+            headers["Authorization"] = f"Bearer {self.token}"
+        try:
+            response = self._http.request(method, base + path, json=json, params=params, headers=headers,
+                                          timeout=TIMEOUT)
+        except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
+                requests.exceptions.InvalidSchema):
+            raise ServiceError(f"the {service} URL {base!r} is not a valid http(s) URL") from None
+        except requests.RequestException:
+            raise Unreachable(f"cannot reach the {service} service at {base}") from None
+        if response.status_code == 401 and authenticated:
+            raise NotLoggedIn()
+        if response.status_code >= 400:
+            raise _failure(service, base, response)
+        if response.status_code == 204 or not response.content:
+            return response.status_code, None
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            raise ServiceError(f"the {service} service at {base} sent an answer that is not a JSON object",
+                               response.status_code)
+        return response.status_code, body
+
+    # login service
+
+    def register(self, username: str, password: str) -> dict:
+        return self._request("login", "POST", "/users", authenticated=False,
+                             json={"username": username, "password": password})[1]
+
+    def login(self, username: str, password: str) -> dict:
+        session = self._request("login", "POST", "/login", authenticated=False,
+                                json={"username": username, "password": password})[1]
+        self.token = session["token"]
+        return session
+
+    def validate(self) -> dict:
+        return self._request("login", "GET", "/validate")[1]
+
+    def logout(self) -> None:
+        self._request("login", "POST", "/logout")
+
+    # profile service
+
+    def profile(self, username: str) -> dict:
+        return self._request("profile", "GET", f"/profiles/{_segment(username)}")[1]
+
+    def update_profile(self, username: str, changes: dict) -> dict:
+        return self._request("profile", "PUT", f"/profiles/{_segment(username)}", json=changes)[1]
+
+    # chat service
+
+    def rooms(self) -> list[dict]:
+        return self._request("chat", "GET", "/rooms")[1]["rooms"]
+
+    def create_room(self, name: str) -> dict:
+        return self._request("chat", "POST", "/rooms", json={"name": name})[1]
+
+    def messages(self, room: str, after: int | None = None, limit: int | None = None) -> dict:
+        params = {name: value for name, value in (("after", after), ("limit", limit)) if value is not None}
+        return self._request("chat", "GET", f"/rooms/{_segment(room)}/messages", params=params)[1]
+
+    def send(self, room: str, text: str, key: str | None = None, attempts: int = SEND_ATTEMPTS) -> dict:
+        """Post a message; on a network error or 5xx, post again with the same key, which the
+        chat service stores at most once, so a lost answer never turns into a double post."""
+        headers = {"Idempotency-Key": key or new_idempotency_key()}
+        attempt = 1
+        while True:
+            try:
+                return self._request("chat", "POST", f"/rooms/{_segment(room)}/messages", json={"text": text},
+                                     headers=headers)[1]
+            except ServiceError as error:
+                if not error.transient or attempt >= attempts:
+                    raise
+                backoff = SEND_BACKOFF_SECONDS * 2 ** (attempt - 1)
+                time.sleep(min(error.retry_after if error.retry_after is not None else backoff, 5.0))
+            attempt += 1
