@@ -15,3 +15,7 @@ status:
 
 setup:
 	scripts/setup.sh
+
+# make conformance ARGS="--login http://host:4100 --profile http://host:4200 --chat http://host:5000"
+conformance:
+	scripts/conformance.sh $(ARGS)

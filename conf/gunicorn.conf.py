@@ -9,16 +9,17 @@ import sys
 _DEFAULT_PORTS = {"chat_service": 4000, "login_service": 4100, "profile_service": 4200}
 
 
-def _default_port() -> int:
-    # The port follows the service named on the command line unless PORT says otherwise.
+def _service_module() -> str:
+    # The service named on the command line, e.g. chat_service.wsgi:app.
     for argument in sys.argv:
-        for module, port in _DEFAULT_PORTS.items():
+        for module in _DEFAULT_PORTS:
             if argument.startswith(module + "."):
-                return port
-    return 8000
+                return module
+    return ""
 
 
-port = int(os.environ.get("PORT") or _default_port())
+_module = _service_module()
+port = int(os.environ.get("PORT") or _DEFAULT_PORTS.get(_module, 8000))
 bind = [f"{os.environ.get('BIND_HOST', '127.0.0.1')}:{port}"]
 
 # gthread: a few processes, each with threads, and HTTP keep-alive (sync workers have none).
@@ -50,3 +51,9 @@ proc_name = f"chatsys-{port}"
 
 # Several gunicorns run side by side on one host; the per-user control socket would clash.
 control_socket_disable = True
+
+# Gunicorn's own error answers (414, 431, 400 for malformed requests) in problem+json too.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from service_kit import gunicorn_errors  # noqa: E402
+
+gunicorn_errors.install(f"{_module.removesuffix('_service') or 'service'}@{port}")

@@ -17,6 +17,10 @@ Model = TypeVar("Model", bound="StrictBody")
 def _refuse_nul(value: str) -> str:
     if "\x00" in value:
         raise ValueError("must not contain the NUL character")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate escape such as "\ud800"
+        raise ValueError("must be valid Unicode text (no lone surrogates)") from None
     return value
 
 
@@ -62,6 +66,8 @@ def read_json_object() -> dict:
         body = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
     except (UnicodeDecodeError, ValueError) as error:
         raise bad_request(f"The body is not valid UTF-8 JSON: {error}") from None
+    except RecursionError:
+        raise bad_request("The body is nested too deeply.") from None
     if not isinstance(body, dict):
         raise bad_request("The body must be a JSON object.")
     return body

@@ -73,3 +73,35 @@ def test_body_over_16_kib_is_413(service, user):
     body = b'{"text": "' + b"a" * (17 * 1024) + b'"}'
     response = method(target, data=body, headers={**headers, "Content-Type": "application/json"}, timeout=5)
     assert_problem(response, 413)
+
+
+@pytest.mark.parametrize("raw", ['{"text": "\\ud800"}', '{"text": "a\\udc00b"}'])
+def test_lone_surrogate_escapes_are_400_not_500(service, user, raw):
+    target, headers = _post_target(service, user)
+    method = requests.put if service[0] == "profile" else requests.post
+    field = {"login": "password", "profile": "bio", "chat": "name"}[service[0]]
+    body = raw.replace('"text"', f'"{field}"')
+    if service[0] == "login":
+        body = body[:-1] + ', "username": "surrogate_probe"}'
+    response = method(target, data=body.encode(), headers={**headers, "Content-Type": "application/json"}, timeout=5)
+    assert_problem(response, 400)
+
+
+def test_deeply_nested_json_is_400_not_500(service, user):
+    target, headers = _post_target(service, user)
+    method = requests.put if service[0] == "profile" else requests.post
+    body = "[" * 5000 + "]" * 5000
+    response = method(target, data=body, headers={**headers, "Content-Type": "application/json"}, timeout=5)
+    assert_problem(response, 400)
+
+
+@pytest.mark.parametrize("kind", ["long request line", "huge header"])
+def test_oversized_request_line_and_headers_get_a_problem_not_html(service, kind):
+    _, url = service
+    if kind == "long request line":
+        response = requests.get(f"{url}/health?pad={'x' * 9000}", timeout=5)
+    else:
+        response = requests.get(f"{url}/health", headers={"X-Pad": "x" * 10000}, timeout=5)
+    assert 400 <= response.status_code < 500
+    assert_problem(response, response.status_code)
+    assert response.headers.get("X-Instance")
