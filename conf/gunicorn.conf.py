@@ -4,6 +4,8 @@ Used the same way by the scripts, the systemd units and the containers:
     gunicorn -c conf/gunicorn.conf.py chat_service.wsgi:app
 """
 import os
+import socket
+import struct
 import sys
 
 _DEFAULT_PORTS = {"chat_service": 4000, "login_service": 4100, "profile_service": 4200}
@@ -48,6 +50,17 @@ accesslog = os.environ.get("GUNICORN_ACCESS_LOG") or None
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info")
 proc_name = f"chatsys-{port}"
+
+# A client that stalls while sending a request (slowloris) holds a worker thread; every
+# read of a request gives up after this many seconds, and the connection is closed.
+# Accepted sockets inherit SO_RCVTIMEO from the listening socket.
+request_read_timeout = int(os.environ.get("GUNICORN_READ_TIMEOUT") or 3)
+
+
+def post_worker_init(worker):
+    for listener in worker.sockets:
+        listener.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", request_read_timeout, 0))
+
 
 # Several gunicorns run side by side on one host; the per-user control socket would clash.
 control_socket_disable = True

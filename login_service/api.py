@@ -112,13 +112,19 @@ def register():
     return response
 
 
-def _refuse_if_throttled(username: str, settings) -> None:
+def _record_attempt_or_refuse(username: str, settings) -> None:
+    """Every login attempt is recorded before its password is checked, then the recent
+    attempts are counted (its own included): however many arrive at once, at most
+    LOGIN_MAX_FAILURES of them reach the password check. A successful login clears them.
+    Each attempt is its own document because inserts are atomic on every backend, where
+    a counter's read-modify-write is not (FerretDB applies $inc outside a transaction)."""
+    failures = database.db().login_failures
     window = timedelta(seconds=settings.login_failure_window_seconds)
     now = utcnow()
-    recent = list(database.db().login_failures.find(
-        {"username": username, "at": {"$gt": now - window}}, {"at": 1}).sort("at", ASCENDING))
-    if len(recent) >= settings.login_max_failures:
-        oldest_counted = recent[len(recent) - settings.login_max_failures]["at"]
+    failures.insert_one({"username": username, "at": now})
+    recent = list(failures.find({"username": username, "at": {"$gt": now - window}}, {"at": 1}).sort("at", ASCENDING))
+    if len(recent) > settings.login_max_failures:
+        oldest_counted = recent[len(recent) - settings.login_max_failures - 1]["at"]
         retry_after = max(1, int((oldest_counted + window - now).total_seconds()) + 1)
         raise Problem(429, "Too Many Requests",
                       "Too many failed logins for this username; wait before trying again.",
@@ -131,14 +137,11 @@ def login():
     settings = current_app.config["SETTINGS"]
     db = database.db()
     sweep_expired()
-    _refuse_if_throttled(credentials.username, settings)
+    _record_attempt_or_refuse(credentials.username, settings)
 
     user = db.users.find_one({"_id": credentials.username})
     stored = user["password_hash"] if user else current_app.extensions["dummy_password_hash"]
     if not verify_password(credentials.password, stored) or user is None:
-        # Each failure is its own document: inserts are atomic on every backend, where a
-        # counter's read-modify-write is not (FerretDB applies $inc outside a transaction).
-        db.login_failures.insert_one({"username": credentials.username, "at": utcnow()})
         raise unauthorized("Unknown username or wrong password.")
 
     db.login_failures.delete_many({"username": credentials.username})
