@@ -1,0 +1,147 @@
+"""CPU time of named process groups, sampled from /proc, and cores used over a time window.
+
+A group is a process tree (`name=PID`: PID and everything below it, e.g. a gunicorn
+master and its workers) or the processes below PID whose command line contains a text
+(`name=PID:TEXT`, e.g. the JMeter JVMs a script starts one after the other). The group
+`machine` is always recorded: busy CPU time of all cores, from /proc/stat.
+
+The monitor writes one row per process and sample (time, group, pid, cpu_seconds), so a
+process that ends or starts between samples still counts for the time it was seen.
+"""
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+MACHINE = "machine"
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class Group:
+    name: str
+    root_pid: int
+    command_contains: str = ""
+
+    @classmethod
+    def parse(cls, spec: str) -> "Group":
+        name, _, target = spec.partition("=")
+        pid, _, text = target.partition(":")
+        if not name or not pid.isdigit():
+            raise ValueError(f"a group is NAME=PID or NAME=PID:TEXT, not {spec!r}")
+        return cls(name, int(pid), text)
+
+
+def _process_table() -> dict[int, tuple[int, float]]:
+    """pid -> (parent pid, CPU seconds used so far, user + system)."""
+    table = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as stat:
+                raw = stat.read()
+        except OSError:
+            continue
+        # The command name may hold spaces and parentheses; the fields follow the last ')'.
+        fields = raw[raw.rfind(b")") + 2:].split()
+        table[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / _TICKS)
+    return table
+
+
+def _command_line(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            return cmdline.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _machine_busy_seconds() -> float:
+    with open("/proc/stat") as stat:
+        values = [int(v) for v in stat.readline().split()[1:]]
+    idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
+    return (sum(values[:8]) - idle) / _TICKS
+
+
+def members(group: Group, table: dict[int, tuple[int, float]]) -> list[int]:
+    children = defaultdict(list)
+    for pid, (parent, _) in table.items():
+        children[parent].append(pid)
+    found, pending = [], [group.root_pid] if group.root_pid in table else []
+    while pending:
+        pid = pending.pop()
+        found.append(pid)
+        pending.extend(children.get(pid, ()))
+    if group.command_contains:
+        found = [pid for pid in found if pid != group.root_pid and group.command_contains in _command_line(pid)]
+    return found
+
+
+def monitor(groups: list[Group], out: Path, interval: float = 1.0, max_seconds: float = 7200) -> None:
+    """Sample until SIGTERM/SIGINT or max_seconds; the file is flushed after every sample."""
+    stop = False
+
+    def request_stop(signum, frame):
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    deadline = time.monotonic() + max_seconds
+    with open(out, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["time", "group", "pid", "cpu_seconds"])
+        while not stop and time.monotonic() < deadline:
+            now = time.time()
+            table = _process_table()
+            writer.writerow([f"{now:.3f}", MACHINE, 0, f"{_machine_busy_seconds():.2f}"])
+            for group in groups:
+                for pid in members(group, table):
+                    writer.writerow([f"{now:.3f}", group.name, pid, f"{table[pid][1]:.2f}"])
+            handle.flush()
+            time.sleep(interval)
+
+
+def read_series(path: Path | str) -> dict[tuple[str, int], list[tuple[float, float]]]:
+    """(group, pid) -> [(time, cpu_seconds), ...] in time order."""
+    series = defaultdict(list)
+    with open(path, newline="") as handle:
+        for row in csv.DictReader(handle):
+            try:
+                series[(row["group"], int(row["pid"]))].append((float(row["time"]), float(row["cpu_seconds"])))
+            except (KeyError, ValueError):
+                continue
+    return dict(series)
+
+
+def _value_at(points: list[tuple[float, float]], moment: float, monitor_start: float, interval: float) -> float:
+    first_time, first_value = points[0]
+    if moment <= first_time:
+        # Seen from the monitor's first samples on: it ran before, its CPU then is not ours.
+        # Seen later: it started between two samples, with (almost) no CPU before.
+        return first_value if first_time <= monitor_start + 1.5 * interval else 0.0
+    if moment >= points[-1][0]:
+        return points[-1][1]
+    for (t0, v0), (t1, v1) in zip(points, points[1:]):
+        if t0 <= moment <= t1:
+            return v0 + (v1 - v0) * (moment - t0) / (t1 - t0) if t1 > t0 else v1
+    return points[-1][1]
+
+
+def cores_in_window(series: dict[tuple[str, int], list[tuple[float, float]]], start: float, end: float,
+                    interval: float = 1.0) -> dict[str, float]:
+    """Group -> average cores used between start and end (epoch seconds)."""
+    if end <= start or not series:
+        return {}
+    monitor_start = min(points[0][0] for points in series.values())
+    used = defaultdict(float)
+    for (group, _pid), points in series.items():
+        delta = _value_at(points, end, monitor_start, interval) - _value_at(points, start, monitor_start, interval)
+        used[group] += max(delta, 0.0)
+    return {group: seconds / (end - start) for group, seconds in used.items()}

@@ -1,0 +1,318 @@
+#!/usr/bin/env bash
+# Usage: scripts/scale_test.sh [--quick] [--cpu-cap CORES] [--threads "4 8 16 32"] [--duration S]
+#          [--rampup S] [--warmup S] [--servers "1 2 3"] [--open-fractions "0.5 0.7 0.9"]
+#          [--open-duration S] [--open-threads N|auto] [--out DIR]
+#          [--target URL --login URL] [-- -Jname=value ...]
+#
+# How chat throughput scales with chat servers. Starts its own stack once (scripts/start.sh,
+# three chat servers, on ports of its own), then for 1, 2 and 3 servers in HAProxy's
+# rotation (scripts/rotation.sh): a warm-up, a closed-model sweep over --threads (the
+# maximum is the best step with < 1 % errors), then open-model runs at --open-fractions of
+# that maximum. The database is emptied before every run (indexes kept), so each starts
+# from an empty history (FerretDB on SQLite scans collections: history would skew steps).
+#
+#   --quick            about 3 minutes: threads "8 16", 10 s steps, no warm-up, one open
+#                      run at 70 % (a smoke run: too short for figures worth keeping)
+#   --cpu-cap CORES    each chat server (gunicorn master + workers) in its own cgroup capped
+#                      at CORES cores (scripts/cpu_cap.sh), like separate small hosts
+#   --target URL --login URL
+#                      battle mode: the same plan and report against another deployment
+#                      (chat entry point and login service); nothing local is started
+#   --open-fractions ""  no open-model runs
+#   -- -Jname=value    extra plan properties for every run (e.g. -Jreads_per_write=3)
+#
+# Writes results/<UTC time>/ (or --out): summary.md, summary.csv, steps.csv, scaling.png,
+# open_model.png, cpu.csv, run.info and <series>/<step>/dashboard/ per JMeter run.
+# The full default run takes 12 to 15 minutes. Stack environment (defaults differ from
+# start.sh so a dev stack on the usual ports is left alone): CHATSYS_VAR (var/scale),
+# MONGO_PORT (27117), LOGIN_PORT (4110), PROFILE_PORT (4210), CHAT_PORTS ("4010 4011 4012"),
+# HAPROXY_PORT (5010), HAPROXY_STATS_PORT (8414), HAPROXY_RUNTIME_SOCKET, MONGO_URI (an
+# external database: then nothing is emptied between runs), CPU_CAP_PARENT (chatsys-scale).
+set -euo pipefail
+
+usage() { sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; }
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+export CHATSYS_VAR=${CHATSYS_VAR:-$root/var/scale}
+export MONGO_PORT=${MONGO_PORT:-27117} LOGIN_PORT=${LOGIN_PORT:-4110} PROFILE_PORT=${PROFILE_PORT:-4210}
+export CHAT_PORTS=${CHAT_PORTS:-"4010 4011 4012"} HAPROXY_PORT=${HAPROXY_PORT:-5010}
+export HAPROXY_STATS_PORT=${HAPROXY_STATS_PORT:-8414}
+export CPU_CAP_PARENT=${CPU_CAP_PARENT:-chatsys-scale}
+# shellcheck source=scripts/lib.sh
+source "$root/scripts/lib.sh"
+export HAPROXY_RUNTIME_SOCKET
+command_line="scripts/scale_test.sh${*:+ $*}"
+
+# open_fractions may be given empty (no open-model runs): "default" means not given.
+quick=no servers='' threads='' duration='' rampup='' warmup='' open_fractions=default open_duration=''
+open_threads='' cpu_cap='' out='' target='' login='' plan_props=()
+while (($#)); do
+    case $1 in
+        --quick) quick=yes; shift ;;
+        --servers) servers=${2:?--servers needs a list}; shift 2 ;;
+        --threads) threads=${2:?--threads needs a list}; shift 2 ;;
+        --duration) duration=${2:?}; shift 2 ;;
+        --rampup) rampup=${2:?}; shift 2 ;;
+        --warmup) warmup=${2:?}; shift 2 ;;
+        --open-fractions) open_fractions=${2?}; shift 2 ;;
+        --open-duration) open_duration=${2:?}; shift 2 ;;
+        --open-threads) open_threads=${2:?}; shift 2 ;;
+        --cpu-cap) cpu_cap=${2:?--cpu-cap needs a number of cores}; shift 2 ;;
+        --out) out=${2:?}; shift 2 ;;
+        --target) target=${2:?}; shift 2 ;;
+        --login) login=${2:?}; shift 2 ;;
+        -h|--help) usage; exit 0 ;;
+        --) shift; plan_props=("$@"); break ;;
+        *) usage >&2; die "unknown argument '$1'" ;;
+    esac
+done
+if [[ $quick == yes ]]; then
+    threads=${threads:-"8 16"} duration=${duration:-10} rampup=${rampup:-2} warmup=${warmup:-0}
+    [[ $open_fractions != default ]] || open_fractions=0.7
+    open_duration=${open_duration:-10} open_threads=${open_threads:-16}
+fi
+servers=${servers:-"1 2 3"} threads=${threads:-"4 8 16 32"} duration=${duration:-20} rampup=${rampup:-3}
+warmup=${warmup:-15} open_duration=${open_duration:-25}
+[[ $open_fractions != default ]] || open_fractions="0.5 0.7 0.9"
+open_threads=${open_threads:-auto}
+
+number='^[0-9]+$'
+for value in $threads $servers "$duration" "$rampup" "$warmup" "$open_duration"; do
+    [[ $value =~ $number ]] || die "counts and durations are whole numbers, not '$value'"
+done
+[[ $open_threads == auto || $open_threads =~ $number ]] || die "--open-threads is a number or auto"
+for value in $open_fractions ${cpu_cap:+"$cpu_cap"}; do
+    [[ $value =~ ^[0-9]*\.?[0-9]+$ ]] || die "fractions and --cpu-cap are numbers, not '$value'"
+done
+for prop in ${plan_props[@]+"${plan_props[@]}"}; do
+    [[ $prop == -J?*=* ]] || die "arguments after -- are -Jname=value, not '$prop'"
+done
+((duration > rampup)) || die "--duration must be longer than --rampup"
+
+# --- where the load goes ------------------------------------------------------------------
+# parse_url URL: sets url_scheme, url_host, url_port.
+parse_url() {
+    [[ $1 =~ ^(https?)://([^/:]+)(:([0-9]+))?/?$ ]] || die "not an http(s)://HOST[:PORT] URL: $1"
+    url_scheme=${BASH_REMATCH[1]} url_host=${BASH_REMATCH[2]}
+    url_port=${BASH_REMATCH[4]:-$([[ $url_scheme == https ]] && echo 443 || echo 80)}
+}
+if [[ -n $target || -n $login ]]; then
+    [[ -n $target && -n $login ]] || die "battle mode needs both --target (chat entry point) and --login"
+    [[ -z $cpu_cap ]] || die "--cpu-cap applies to local chat servers only; not with --target"
+    mode=target
+    parse_url "$target"; chat_scheme=$url_scheme chat_host=$url_host chat_port=$url_port
+    parse_url "$login"; login_host=$url_host login_port=$url_port
+    [[ $url_scheme == "$chat_scheme" ]] || die "the plan uses one protocol for chat and login"
+    series_list=(target)
+else
+    mode=local
+    chat_scheme=http chat_host=127.0.0.1 chat_port=$HAPROXY_PORT login_host=127.0.0.1 login_port=$LOGIN_PORT
+    read -r -a chat_ports <<< "$CHAT_PORTS"
+    series_list=()
+    for n in $servers; do
+        ((n >= 1 && n <= ${#chat_ports[@]})) || die "--servers values must be 1 to ${#chat_ports[@]}"
+        series_list+=("servers-$n")
+    done
+    command -v haproxy >/dev/null || die "haproxy is not installed (scripts/setup.sh installs it)"
+fi
+
+[[ -x $VENV/bin/python ]] || die "no virtualenv at $VENV (run scripts/setup.sh)"
+"$VENV/bin/python" -c 'import matplotlib, pymongo' 2>/dev/null ||
+    die "the virtualenv lacks matplotlib or pymongo (pip install -r requirements-dev.txt)"
+command -v java >/dev/null || [[ -x ${JAVA_HOME:-/nonexistent}/bin/java ]] || die "java is needed for JMeter"
+"$root/scripts/jmeter-install.sh" >/dev/null
+
+loadtest() { PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}" "$VENV/bin/python" -m loadtest "$@"; }
+
+out=${out:-$root/results/$(date -u +%Y%m%dT%H%M%SZ)}
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+echo "series,servers,phase,threads,arrival_rate,fraction,dir,status" > "$out/runs.csv"
+
+# --- cleanup: everything this script starts is stopped on any exit -------------------------
+monitor_pid='' jmeter_pid='' stack_started=no
+cleanup() {
+    local status=$?
+    trap - EXIT INT TERM
+    if [[ -n $jmeter_pid ]] && kill -0 "$jmeter_pid" 2>/dev/null; then
+        kill -TERM -- "-$jmeter_pid" 2>/dev/null || true  # its own process group: JMeter too
+        wait "$jmeter_pid" 2>/dev/null || true
+    fi
+    if [[ -n $monitor_pid ]]; then
+        kill "$monitor_pid" 2>/dev/null || true
+        wait "$monitor_pid" 2>/dev/null || true
+    fi
+    if [[ $stack_started == yes ]]; then
+        [[ -z $cpu_cap ]] || "$root/scripts/cpu_cap.sh" release "${chat_ports[@]/#/chat-}" 2>/dev/null || true
+        "$root/scripts/stop.sh" >/dev/null 2>&1 || log "scripts/stop.sh failed; see $CHATSYS_VAR/run"
+    fi
+    exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# --- the stack ------------------------------------------------------------------------------
+cap_mode=off cap_reason='' cap_applied=''
+database_reset="not reset (a deployment under test keeps its data; its history grows over the runs)"
+if [[ $mode == local ]]; then
+    # Whatever a previous run left in our var dir is ours: stop it, then insist on free ports.
+    "$root/scripts/stop.sh" >/dev/null 2>&1 || true
+    [[ -z $cpu_cap ]] || "$root/scripts/cpu_cap.sh" release "${chat_ports[@]/#/chat-}" >/dev/null 2>&1 || true
+    ports=("$LOGIN_PORT" "$PROFILE_PORT" "${chat_ports[@]}" "$HAPROXY_PORT" "$HAPROXY_STATS_PORT")
+    [[ -n ${MONGO_URI:-} ]] || ports+=("$MONGO_PORT")
+    for port in "${ports[@]}"; do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            die "port $port is in use; choose other ports (see --help) or stop what runs there"
+        fi
+    done
+    if [[ -z ${MONGO_URI:-} ]]; then
+        rm -rf "$CHATSYS_VAR/ferretdb"
+        mongo_uri="mongodb://127.0.0.1:$MONGO_PORT/chatsys"
+        database_reset="embedded FerretDB (SQLite), emptied before every run (collections with indexes emptied, the others dropped)"
+    else
+        mongo_uri=$MONGO_URI
+        database_reset="external database $MONGO_URI, not emptied (history grows over the runs)"
+    fi
+    stack_started=yes
+    log "starting the stack in $CHATSYS_VAR (chat servers ${chat_ports[*]}, HAProxy $HAPROXY_PORT)"
+    "$root/scripts/start.sh" --chat "${#chat_ports[@]}" > "$out/stack.log" 2>&1 ||
+        { cat "$out/stack.log" >&2; die "the stack did not start"; }
+
+    pid_of() { cat "$CHATSYS_VAR/run/$1.pid"; }
+    groups=("haproxy=$(pid_of haproxy)" "login=$(pid_of "login-$LOGIN_PORT")"
+            "profile=$(pid_of "profile-$PROFILE_PORT")")
+    [[ -n ${MONGO_URI:-} ]] || groups+=("ferretdb=$(pid_of ferretdb)")
+    for port in "${chat_ports[@]}"; do groups+=("chat-$port=$(pid_of "chat-$port")"); done
+
+    if [[ -n $cpu_cap ]]; then
+        if check=$("$root/scripts/cpu_cap.sh" check); then
+            cap_mode=${check%%:*} cap_applied=$cpu_cap
+            for port in "${chat_ports[@]}"; do
+                "$root/scripts/cpu_cap.sh" apply "chat-$port" "$cpu_cap" "$(pid_of "chat-$port")" >&2
+            done
+        else
+            cap_mode=none cap_reason=${check#none: }
+            log "************************************************************************"
+            log "WARNING: --cpu-cap $cpu_cap requested but NO cgroup CPU controller is usable:"
+            log "  $cap_reason"
+            log "The chat servers run UNCAPPED; the report says so."
+            log "************************************************************************"
+        fi
+    fi
+else
+    groups=()
+fi
+groups+=("jmeter=$$:ApacheJMeter.jar")
+PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}" "$VENV/bin/python" -m loadtest monitor --out "$out/cpu.csv" \
+    --interval 1 --max-seconds 7200 "${groups[@]}" &
+monitor_pid=$!
+
+{
+    echo "command=$command_line"
+    echo "started=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    echo "cores=$(nproc)"
+    echo "cpu_model=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)"
+    echo "memory=$(awk '/^MemTotal/ {printf "%.0f GiB RAM", $2 / 1048576}' /proc/meminfo)"
+    echo "kernel=$(uname -r)"
+    echo "loadavg_start=$(cut -d' ' -f1-3 /proc/loadavg)"
+    if [[ $mode == local ]]; then
+        echo "target_description=local stack started by the script: HAProxy :$HAPROXY_PORT, chat servers ${chat_ports[*]} (gunicorn ${GUNICORN_WORKERS:-2} workers x ${GUNICORN_THREADS:-4} threads each), login :$LOGIN_PORT"
+    else
+        echo "target_description=battle mode: chat $target, login $login (no local servers; CPU figures are the load generator's and this machine's only)"
+    fi
+    echo "cap_mode=$cap_mode"
+    echo "cap_cores_requested=$cpu_cap"
+    echo "cap_cores_applied=$cap_applied"
+    echo "cap_reason=$cap_reason"
+    echo "database_reset=$database_reset"
+    echo "threads=$threads"
+    echo "duration=$duration"
+    echo "rampup=$rampup"
+    echo "warmup=$warmup"
+    echo "open_fractions=$open_fractions"
+    echo "open_duration=$open_duration"
+    echo "open_threads=$open_threads"
+    echo "plan_properties=${plan_props[*]:-}"
+} > "$out/run.info"
+
+# --- one JMeter run -------------------------------------------------------------------------
+# run_step SERIES SERVERS PHASE THREADS RATE FRACTION DIR DURATION
+run_step() {
+    local series=$1 servers=$2 phase=$3 step_threads=$4 rate=$5 fraction=$6 dir=$7 seconds=$8 status=ok
+    local props=(${plan_props[@]+"${plan_props[@]}"}
+        "-Jprotocol=$chat_scheme" "-Jchat_host=$chat_host" "-Jchat_port=$chat_port"
+        "-Jlogin_host=$login_host" "-Jlogin_port=$login_port" "-Jduration=$seconds" "-Jrampup=$rampup")
+    if [[ $phase == open ]]; then
+        props+=(-Jmodel=open "-Jarrival_rate=$rate" "-Jopen_threads=$step_threads")
+    else
+        props+=(-Jmodel=closed "-Jthreads=$step_threads")
+    fi
+    [[ $mode != local || -n ${MONGO_URI:-} ]] || loadtest reset-db "$mongo_uri"
+    mkdir -p "$out/$dir"
+    setsid "$root/scripts/jmeter-run.sh" "${props[@]}" --out "$out/$dir" > "$out/$dir/console.log" 2>&1 &
+    jmeter_pid=$!
+    wait "$jmeter_pid" || status=failed
+    jmeter_pid=''
+    echo "$series,${servers},$phase,$step_threads,$rate,$fraction,$dir,$status" >> "$out/runs.csv"
+    local what="$phase $step_threads threads"
+    [[ $phase != open ]] || what="open $rate req/s offered ($step_threads users)"
+    if [[ $status == ok ]]; then
+        printf '  %-12s %-34s %s\n' "$series" "$what" "$(loadtest step ${rate:+--arrival-rate "$rate"} "$out/$dir")" >&2
+    else
+        printf '  %-12s %-34s FAILED (see %s)\n' "$series" "$what" "$out/$dir/console.log" >&2
+    fi
+}
+
+# wait_rotation N: until HAProxy reports exactly the first N chat servers UP.
+wait_rotation() {
+    local wanted=$1 up
+    for _ in $(seq 60); do
+        up=$(haproxy_cmd "show stat" | awk -F, '$1 == "chat_servers" && $2 != "BACKEND" && $18 ~ /^UP/' | wc -l)
+        ((up == wanted)) && return 0
+        sleep 0.5
+    done
+    die "HAProxy does not show $wanted chat servers up"
+}
+
+# --- the sweep ------------------------------------------------------------------------------
+started=$SECONDS
+log "results in $out"
+for series in "${series_list[@]}"; do
+    n=''
+    if [[ $mode == local ]]; then
+        n=${series#servers-}
+        "$root/scripts/rotation.sh" "$n" >&2
+        wait_rotation "$n"
+    fi
+    if ((warmup > 0)); then
+        run_step "$series" "$n" warmup "$(awk '{print $2 ? $2 : $1}' <<< "$threads")" "" "" "$series/warmup" "$warmup"
+    fi
+    for t in $threads; do
+        run_step "$series" "$n" closed "$t" "" "" "$series/closed-$(printf '%03d' "$t")-threads" "$duration"
+    done
+    read -r best best_threads < <(loadtest max "$out" "$series")
+    if [[ -z $open_fractions ]]; then
+        continue
+    elif [[ $best == 0 ]]; then
+        log "  $series: no closed step stayed under 1 % errors; no open-model runs"
+        continue
+    fi
+    users=$open_threads
+    # Enough users that arrivals rarely find them all busy (Little: rate x latency), yet few
+    # enough that their register/login (scrypt) does not eat the run.
+    [[ $users != auto ]] || users=$(( best_threads * 3 < 24 ? 24 : best_threads * 3 > 96 ? 96 : best_threads * 3 ))
+    for fraction in $open_fractions; do
+        rate=$(awk -v m="$best" -v f="$fraction" 'BEGIN {r = m * f; printf "%.0f", r < 1 ? 1 : r}')
+        pct=$(awk -v f="$fraction" 'BEGIN {printf "%03.0f", f * 100}')
+        run_step "$series" "$n" open "$users" "$rate" "$fraction" "$series/open-$pct-percent" "$open_duration"
+    done
+done
+echo "loadavg_end=$(cut -d' ' -f1-3 /proc/loadavg)" >> "$out/run.info"
+echo "elapsed_seconds=$((SECONDS - started))" >> "$out/run.info"
+
+kill "$monitor_pid" 2>/dev/null || true
+wait "$monitor_pid" 2>/dev/null || true
+monitor_pid=''
+echo
+loadtest report "$out"
