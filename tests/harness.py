@@ -24,6 +24,17 @@ FERRETDB_VERSION = os.environ.get("FERRETDB_VERSION", "v1.24.2")
 VENV_BIN = Path(sys.executable).parent
 
 
+def require_tool(name: str, *fallbacks: str) -> str:
+    """The path of a tool scripts/setup.sh installs; its absence fails the test (a skip
+    would let a missing install step pass unnoticed)."""
+    import pytest
+
+    found = shutil.which(name) or next((path for path in fallbacks if Path(path).exists()), None)
+    if found is None:
+        pytest.fail(f"{name} is not installed; scripts/setup.sh installs it")
+    return found
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

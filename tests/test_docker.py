@@ -2,7 +2,7 @@
 rules, and each container's command line starts its service.
 
 No Docker engine runs here, so no image is built or run. The files are checked as written
-(with docker-compose, the docker CLI and haproxy where installed), and every container's
+(with docker-compose, the docker CLI and haproxy), and every container's
 command line, read out of those files, is run directly on this machine against the test
 database: the same script, module, gunicorn config and environment variable names.
 """
@@ -93,17 +93,6 @@ class Dockerfile:
         return shlex.join(json.loads(command)) if command.startswith("[") else command
 
 
-def apply_defaults(value):
-    """What compose makes of ${NAME:-default} when no variable is set (used without docker-compose)."""
-    if isinstance(value, dict):
-        return {key: apply_defaults(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [apply_defaults(item) for item in value]
-    if isinstance(value, str):
-        return re.sub(r"(?<!\$)\$\{(\w+)(?::?-([^}]*))?\}", lambda match: match.group(2) or "", value)
-    return value
-
-
 def clean_compose_environment() -> dict[str, str]:
     """No chatsys setting and no COMPOSE_* variable from the caller's shell."""
     return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/tmp"),
@@ -113,12 +102,11 @@ def clean_compose_environment() -> dict[str, str]:
 @pytest.fixture(scope="module")
 def compose(tmp_path_factory) -> dict:
     """compose.yaml as compose resolves it with no .env file and no settings in the environment."""
-    if shutil.which("docker-compose") is None:
-        return apply_defaults(yaml.safe_load(COMPOSE_FILE.read_text()))
+    docker_compose = harness.require_tool("docker-compose")
     empty_env_file = tmp_path_factory.mktemp("compose") / "empty.env"
     empty_env_file.write_text("")
     result = subprocess.run(
-        ["docker-compose", "-f", str(COMPOSE_FILE), "--env-file", str(empty_env_file), "config"],
+        [docker_compose, "-f", str(COMPOSE_FILE), "--env-file", str(empty_env_file), "config"],
         cwd=ROOT, env=clean_compose_environment(), capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, f"docker-compose config failed:\n{result.stderr}"
     return yaml.safe_load(result.stdout)
@@ -176,7 +164,6 @@ def unescape_compose(text: str) -> str:
 
 # --- the files hold to the rules --------------------------------------------------------------
 
-@pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose is not installed")
 def test_compose_file_is_valid_without_an_env_file(compose):
     # The fixture ran `docker-compose config` with no .env file and asserted it passed.
     assert set(compose["services"]) >= {"mongo", "login", "profile", "chat", "haproxy"}
@@ -307,13 +294,13 @@ def test_env_example_lists_every_compose_setting():
     assert used <= listed, f".env.example does not mention {sorted(used - listed)}"
 
 
-@pytest.mark.skipif(shutil.which("docker") is None, reason="the docker CLI is not installed")
 def test_swarm_stack_file_is_accepted_by_docker_stack(tmp_path):
+    docker = harness.require_tool("docker")
     stack = subprocess.run([str(ROOT / "docker" / "swarm-stack.sh")], capture_output=True, text=True, timeout=30)
     assert stack.returncode == 0, stack.stderr
     # `docker stack config` is the loader of `docker stack deploy`; it needs no engine.
     environment = {**clean_compose_environment(), "DOCKER_CONFIG": str(tmp_path)}
-    result = subprocess.run(["docker", "stack", "config", "-c", "-"], input=stack.stdout, cwd=ROOT,
+    result = subprocess.run([docker, "stack", "config", "-c", "-"], input=stack.stdout, cwd=ROOT,
                             env=environment, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     services = yaml.safe_load(result.stdout)["services"]
@@ -322,8 +309,6 @@ def test_swarm_stack_file_is_accepted_by_docker_stack(tmp_path):
     assert services["haproxy"]["depends_on"] == ["chat"]
 
 
-@pytest.mark.skipif(shutil.which("haproxy") is None and not Path("/usr/sbin/haproxy").exists(),
-                    reason="haproxy is not installed")
 def test_haproxy_config_is_valid_with_the_compose_environment(compose):
     environment = {"PATH": os.environ.get("PATH", ""), **environment_of(compose["services"]["haproxy"])}
     result = subprocess.run([haproxy_binary(), "-c", "-f", HAPROXY_CONFIG], cwd=ROOT, env=environment,
@@ -334,7 +319,7 @@ def test_haproxy_config_is_valid_with_the_compose_environment(compose):
 # --- the containers' command lines, run on this machine ------------------------------------------
 
 def haproxy_binary() -> str:
-    return shutil.which("haproxy") or "/usr/sbin/haproxy"
+    return harness.require_tool("haproxy", "/usr/sbin/haproxy")
 
 
 def venv_first_path() -> str:
@@ -539,8 +524,6 @@ def dns_mode_balancer(processes, compose):
 
 
 @pytest.mark.local
-@pytest.mark.skipif(shutil.which("haproxy") is None and not Path("/usr/sbin/haproxy").exists(),
-                    reason="haproxy is not installed")
 def test_haproxy_container_healthcheck_passes(compose, dns_mode_balancer):
     balancer, _ = dns_mode_balancer
     test = compose["services"]["haproxy"]["healthcheck"]["test"]
@@ -555,19 +538,14 @@ def test_haproxy_container_healthcheck_passes(compose, dns_mode_balancer):
 
 @pytest.fixture
 def container_dns():
-    if os.geteuid() != 0:
-        pytest.skip("standing in for Docker's DNS on port 53 needs root")
-    try:
-        dns = ContainerDns()
-    except OSError as error:
-        pytest.skip(f"cannot listen on 127.0.0.11:53: {error}")
+    # Standing in for Docker's DNS means listening on 127.0.0.11:53: the suite runs as root.
+    assert os.geteuid() == 0, "the stand-in for Docker's DNS listens on port 53, which needs root"
+    dns = ContainerDns()
     yield dns
     dns.close()
 
 
 @pytest.mark.local
-@pytest.mark.skipif(shutil.which("haproxy") is None and not Path("/usr/sbin/haproxy").exists(),
-                    reason="haproxy is not installed")
 def test_haproxy_uses_every_chat_container_dns_names_after_scaling(processes, database, compose, dockerfile,
                                                                    container_services, dns_mode_balancer,
                                                                    container_dns):

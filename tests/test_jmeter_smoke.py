@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import csv
 import math
-import os
-import shutil
 import subprocess
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -14,14 +12,10 @@ from urllib.parse import urlsplit
 import pytest
 
 from loadtest import cpu, report, samples
+from tests import harness
 from tests.harness import ROOT
 
 ALL_LABELS = set(samples.SETUP_LABELS) | set(samples.STEADY_LABELS)
-
-
-def java_missing() -> bool:
-    java_home = os.environ.get("JAVA_HOME")
-    return shutil.which("java") is None and not (java_home and Path(java_home, "bin", "java").exists())
 
 
 def host_and_port(url: str) -> tuple[str, str, int]:
@@ -30,8 +24,8 @@ def host_and_port(url: str) -> tuple[str, str, int]:
 
 
 @pytest.mark.chat
-@pytest.mark.skipif(java_missing(), reason="Java is not installed: JMeter needs Java 11 or later")
 def test_plan_runs_against_the_stack_with_no_errors(stack, tmp_path):
+    harness.require_tool("java")  # scripts/setup.sh installs a JDK and Maven when missing
     scheme, chat_host, chat_port = host_and_port(stack.chat_url)
     _, login_host, login_port = host_and_port(stack.login_url)
     out = tmp_path / "run"

@@ -165,8 +165,7 @@ def systemd_analyze(staged: StagedInstall, *args: str) -> subprocess.CompletedPr
     namespace. Where that is not allowed, copies of the units pointing into the staged tree
     are checked instead.
     """
-    if shutil.which("systemd-analyze") is None:
-        pytest.skip("systemd-analyze is not installed")
+    harness.require_tool("systemd-analyze")
     mount_point = "/" + PREFIX.strip("/").split("/")[0]
     with_prefix_mounted = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
                            'mount --bind "$1" "$2" && shift 2 && exec "$@"', "sh",
@@ -257,9 +256,7 @@ def test_haproxy_gets_the_project_config_and_its_environment(staged):
     # Debian's unit starts `haproxy -f $CONFIG`: the drop-in's CONFIG is what it reads.
     if DEBIAN_HAPROXY_UNIT.exists():
         assert "-f $CONFIG" in unit_settings(DEBIAN_HAPROXY_UNIT)["ExecStart"][0]
-    haproxy = shutil.which("haproxy") or "/usr/sbin/haproxy"
-    if not Path(haproxy).exists():
-        pytest.skip("haproxy is not installed")
+    haproxy = harness.require_tool("haproxy", "/usr/sbin/haproxy")
     environment = {**os.environ, **read_environment_file(staged.env_file)}
     result = subprocess.run([haproxy, "-c", "-f", str(installed)], env=environment, capture_output=True, text=True,
                             timeout=30)
