@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The embedded default database: FerretDB on its SQLite backend, on loopback.
 set -euo pipefail
-usage() { echo "usage: $0 build|start|stop|status   (env: MONGO_PORT, CHATSYS_VAR, CHATSYS_CACHE, FERRETDB_BIN)"; }
+usage() { echo "usage: $0 build|path|start|stop|status   (env: MONGO_PORT, CHATSYS_VAR, CHATSYS_CACHE, FERRETDB_BIN)"; }
 source "$(dirname "$0")/lib.sh"
 
 data_dir=$CHATSYS_VAR/ferretdb
@@ -11,6 +11,7 @@ log_file=$CHATSYS_VAR/log/ferretdb.log
 build() {
     [[ -x $FERRETDB_BIN ]] && return 0
     command -v go >/dev/null || die "Go is needed to build FerretDB"
+    command -v patch >/dev/null || die "patch is needed to build FerretDB"
     log "building FerretDB $FERRETDB_VERSION (once; cached at $FERRETDB_BIN)"
     local src module_dir
     src=$(mktemp -d)
@@ -22,6 +23,8 @@ build() {
     cp -r "$module_dir/." "$src"
     chmod -R u+w "$src"
     echo "$FERRETDB_VERSION" > "$src/build/version/version.txt"
+    # Our changes to its source; the patch says what they are and why.
+    patch -s -p1 -d "$src" < "$FERRETDB_PATCH"
     mkdir -p "$(dirname "$FERRETDB_BIN")"
     (cd "$src" && go build -trimpath -o "$FERRETDB_BIN.tmp" ./cmd/ferretdb)
     mv "$FERRETDB_BIN.tmp" "$FERRETDB_BIN"
@@ -50,6 +53,7 @@ start() {
 
 case ${1:-} in
     build) build ;;
+    path) build; echo "$FERRETDB_BIN" ;;
     start) start ;;
     stop) stop_pidfile "$pid_file" FerretDB ;;
     status) if pid_alive "$pid_file"; then echo "ferretdb running pid $(cat "$pid_file") port $MONGO_PORT"; else echo "ferretdb stopped"; exit 3; fi ;;

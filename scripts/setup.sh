@@ -13,11 +13,11 @@ case ${1:-} in
 esac
 
 # System packages, each only when its command is missing: HAProxy (the load balancer),
-# wrk (benchmarks), curl, Java and Maven (JMeter), and for the static checks of the
+# wrk (benchmarks), curl, patch (FerretDB's build), Java and Maven (JMeter), and for the static checks of the
 # Docker and systemd files: docker-compose (v1, `config` only), the docker CLI (from
 # docker.io; no engine is started) and systemd-analyze. The tests require all of them.
 missing=()
-for pair in haproxy:haproxy wrk:wrk curl:curl java:default-jdk-headless mvn:maven \
+for pair in haproxy:haproxy wrk:wrk curl:curl patch:patch java:default-jdk-headless mvn:maven \
             docker-compose:docker-compose docker:docker.io systemd-analyze:systemd; do
     command -v "${pair%%:*}" >/dev/null || missing+=("${pair#*:}")
 done

@@ -19,8 +19,6 @@ from pathlib import Path
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
-CACHE = Path(os.environ.get("CHATSYS_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "chatsys")
-FERRETDB_VERSION = os.environ.get("FERRETDB_VERSION", "v1.24.2")
 VENV_BIN = Path(sys.executable).parent
 
 
@@ -141,10 +139,10 @@ class ProcessGroup:
 
 
 def ferretdb_binary() -> Path:
-    binary = Path(os.environ.get("FERRETDB_BIN") or CACHE / "bin" / f"ferretdb-{FERRETDB_VERSION}")
-    if not binary.exists():
-        subprocess.run([str(ROOT / "scripts" / "ferretdb.sh"), "build"], check=True)
-    return binary
+    """The patched FerretDB build; scripts/ferretdb.sh builds it once and names it."""
+    path = subprocess.run([str(ROOT / "scripts" / "ferretdb.sh"), "path"], check=True,
+                          capture_output=True, text=True).stdout.strip()
+    return Path(path)
 
 
 @dataclass
