@@ -94,5 +94,5 @@ def read_messages(room: str):
         messages = store.read_after(room, after, limit) if re.fullmatch(_ROOM_NAME, room) else []
         if not messages:
             _existing_room(room)  # an empty page needs the room to exist; a full one proves it
-    next_after = messages[-1]["_id"] if messages else (after or 0)
+    next_after = store.seq_of(messages[-1]) if messages else (after or 0)
     return jsonify(room=room, messages=[_message_view(m, room) for m in messages], next_after=next_after)

@@ -1,24 +1,26 @@
 """Rooms and messages in MongoDB, numbered 1, 2, 3 ... per room without gaps or repeats.
 
-Layout (docs/chat-ordering.md has the whole argument and the measurements):
+Layout (docs/chat-ordering.md has the whole argument, docs/architecture.md the indexes):
 - `rooms`: one document per room, `_id` the name, with `last_seq`, a hint that only ever
   holds a seq that is stored.
-- `messages.<room>.<partition>`: the messages of one room, 100 per collection, `_id` the
-  seq. The unique `_id` index is the (room, seq) uniqueness; a partition is small, so
-  reads stay fast at any history size even on a server that cannot use secondary
-  indexes (FerretDB 1.x on SQLite scans every query).
-- `idempotency_keys`: one claim per (room, author, Idempotency-Key), inserted before
-  the message, so a retry finds the message the first attempt stored.
+- `messages`: every message of every room, `_id` = `<room>/<seq, 12 digits>`. The unique
+  `_id` index is the (room, seq) uniqueness, and every read names the `_id`s it wants
+  (`$in`), so each query is a lookup in that index whatever the history's size, on
+  MongoDB and on the embedded FerretDB alike (scripts/ferretdb.patch pushes `$in` on
+  `_id` down to its index).
+- `idempotency_keys`: one claim per (room, author, Idempotency-Key), inserted before the
+  message and holding every seq its owner tried, so a retry finds the message the first
+  attempt stored.
 
 Why the order is exact: a message is one insert of one document, and a server only
 tries seq k after it has seen k-1 stored. So whenever k is visible, k-1 was committed
 earlier: a reader can never see 7 while 6 is still on its way. Servers racing for the
-same k collide on `_id`; the loser looks up the newest seq and tries the next one.
-Nothing relies on transactions or on atomic read-modify-write updates, which FerretDB's
-SQLite backend does not provide.
+same k collide on `_id`; the loser tries the next one. Nothing relies on transactions or
+on atomic read-modify-write updates, which FerretDB's SQLite backend does not provide.
 """
 from __future__ import annotations
 
+import re
 import threading
 import time
 import uuid
@@ -34,7 +36,11 @@ from service_kit.problems import Problem, unavailable
 from service_kit.timeutil import utcnow
 
 LOBBY = "lobby"
-PARTITION_SIZE = 100
+SEQ_DIGITS = 12
+# How far past a known seq one query looks for newer messages.
+LOOKAHEAD = 64
+# The most `_id`s one query names (the embedded database pushes down up to 1000).
+MAX_IDS_PER_QUERY = 500
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
 MAX_INSERT_ATTEMPTS = 200
 # A request gives up storing after this long, so a claim older than CLAIM_ABANDONED
@@ -42,24 +48,51 @@ MAX_INSERT_ATTEMPTS = 200
 STORE_DEADLINE_SECONDS = 10.0
 CLAIM_ABANDONED = timedelta(seconds=30)
 IN_FLIGHT_WAIT_SECONDS = 5.0
+# Collections of the layout before one `messages` collection: messages.<room>.<partition>.
+_PARTITION_COLLECTION = re.compile(r"messages\.([A-Za-z0-9_\-]{1,64})\.\d{6}")
 
 # Threads of one process take turns per room: they would only collide with each other.
 _room_locks: dict[str, threading.Lock] = defaultdict(threading.Lock)
 
 
+def _messages():
+    return database.db().messages
+
+
+def message_id(room: str, seq: int) -> str:
+    return f"{room}/{seq:0{SEQ_DIGITS}d}"
+
+
+def seq_of(message: dict) -> int:
+    return int(message["_id"].rsplit("/", 1)[1])
+
+
 def ensure_schema() -> None:
     db = database.db()
-    db.idempotency_keys.create_index([("claim", ASCENDING), ("owner", ASCENDING)])
     db.idempotency_keys.create_index([("created_at", ASCENDING)])
+    migrate_partitions()
     find_room(LOBBY)
 
 
-def partition_of(seq: int) -> int:
-    return (seq - 1) // PARTITION_SIZE
-
-
-def _partition(room: str, partition: int):
-    return database.db()[f"messages.{room}.{partition:06d}"]
+def migrate_partitions() -> None:
+    """Move messages of the earlier layout (a collection per 100 messages of a room) into
+    `messages`, then drop the old collections. Safe to run in any number of processes at
+    once and to interrupt: a copy that exists already is skipped, and a collection is
+    dropped only after all its messages are copied."""
+    db = database.db()
+    for name in db.list_collection_names():
+        match = _PARTITION_COLLECTION.fullmatch(name)
+        if match is None:
+            continue
+        room = match.group(1)
+        for old in db[name].find({}):
+            seq = old.pop("_id")
+            try:
+                _messages().insert_one({"_id": message_id(room, seq), **old})
+            except Exception as error:
+                if not database.is_duplicate_key(error):
+                    raise
+        db.drop_collection(name)
 
 
 def find_room(name: str) -> dict | None:
@@ -81,72 +114,72 @@ def create_room(name: str) -> dict | None:
     return room
 
 
+def _find_by_ids(ids: list[str], projection: dict | None = None) -> list[dict]:
+    found = []
+    for start in range(0, len(ids), MAX_IDS_PER_QUERY):
+        found += _messages().find({"_id": {"$in": ids[start:start + MAX_IDS_PER_QUERY]}}, projection)
+    return found
+
+
+def _contiguous(messages: list[dict], first: int) -> list[dict]:
+    """The run of messages first, first+1, ... up to the first missing seq.
+
+    By construction k stored means k-1 stored; this cut is the safety net that keeps a
+    follower from ever stepping over a number it has not seen."""
+    by_seq = {seq_of(message): message for message in messages}
+    run = []
+    while first + len(run) in by_seq:
+        run.append(by_seq[first + len(run)])
+    return run
+
+
 def list_rooms() -> list[dict]:
+    """Every room, by name, with its exact newest seq: two queries for any number of rooms
+    (plus one per room whose hint is more than a message behind)."""
     rooms = list(database.db().rooms.find({}).sort("_id", ASCENDING))
     if not any(room["_id"] == LOBBY for room in rooms):
         find_room(LOBBY)
         rooms = list(database.db().rooms.find({}).sort("_id", ASCENDING))
+    hints = {room["_id"]: room.get("last_seq", 0) for room in rooms}
+    beyond = _find_by_ids([message_id(name, hint + 1) for name, hint in hints.items()], {"_id": 1})
+    for message in beyond:
+        name = message["_id"].rsplit("/", 1)[0]
+        hints[name] = newest_seq(name, known=hints[name] + 1)
     for room in rooms:
-        room["last_seq"] = newest_seq(room["_id"], known=room.get("last_seq", 0))
+        room["last_seq"] = hints[room["_id"]]
     return rooms
 
 
 def newest_seq(room: str, known: int = 0) -> int:
     """The highest stored seq of the room; `known` is a seq known to be stored (or 0)."""
     newest = known
-    partition = partition_of(known + 1)
     while True:
-        top = _partition(room, partition).find_one({"_id": {"$gt": newest}}, {"_id": 1}, sort=[("_id", -1)])
-        if top is None:
+        window = [message_id(room, seq) for seq in range(newest + 1, newest + LOOKAHEAD + 1)]
+        run = _contiguous(_find_by_ids(window, {"_id": 1}), newest + 1)
+        if not run:
             return newest
-        newest = top["_id"]
-        if newest % PARTITION_SIZE:  # the partition is not full: nothing lies beyond it
+        newest = seq_of(run[-1])
+        if len(run) < LOOKAHEAD:
             return newest
-        partition += 1
-
-
-def read_range(room: str, first: int, last: int) -> list[dict]:
-    """Stored messages with first <= seq <= last, ascending, cut at the first gap."""
-    found = []
-    for partition in range(partition_of(first), partition_of(last) + 1):
-        found += _partition(room, partition).find({"_id": {"$gte": first, "$lte": last}})
-    found.sort(key=lambda message: message["_id"])
-    prefix, expected = [], first
-    for message in found:
-        # By construction k stored means k-1 stored; this cut is the safety net that keeps
-        # a follower from ever stepping over a number it has not seen.
-        if message["_id"] != expected:
-            break
-        prefix.append(message)
-        expected += 1
-    return prefix
 
 
 def read_after(room: str, after: int, limit: int) -> list[dict]:
     """Up to `limit` messages after seq `after`, ascending."""
-    return read_range(room, after + 1, after + limit)
+    ids = [message_id(room, seq) for seq in range(after + 1, after + limit + 1)]
+    return _contiguous(_find_by_ids(ids), after + 1)
 
 
 def read_newest(room: dict, limit: int) -> list[dict]:
-    """The newest `limit` messages, ascending. Reads forward from the `last_seq` hint, so
-    one partition query usually answers it."""
+    """The newest `limit` messages, ascending. One query reads the `last_seq` hint's last
+    `limit` messages and as many after it, so a hint that lags costs nothing more unless
+    it lags by `limit` or more."""
     name, hint = room["_id"], room.get("last_seq", 0)
     first = max(1, hint - limit + 1)
-    found, partition = [], partition_of(first)
-    while True:
-        batch = list(_partition(name, partition).find({"_id": {"$gte": first}}))
-        found += batch
-        # A partition that does not end full has nothing beyond it.
-        if not batch or max(message["_id"] for message in batch) % PARTITION_SIZE:
-            break
-        partition += 1
-    found.sort(key=lambda message: message["_id"])
-    contiguous = []
-    for message in found:
-        if contiguous and message["_id"] != contiguous[-1]["_id"] + 1:
-            break
-        contiguous.append(message)
-    return contiguous[-limit:]
+    run = _contiguous(_find_by_ids([message_id(name, seq) for seq in range(first, hint + limit + 1)]), first)
+    if run and seq_of(run[-1]) == hint + limit:
+        newest = newest_seq(name, known=hint + limit)
+        run = read_after(name, max(0, newest - limit), limit)
+    return run[-limit:]
 
 
 @dataclass
@@ -156,30 +189,36 @@ class Posted:
 
 
 class _Claim:
-    """The right to store one message under an Idempotency-Key, held by one request."""
+    """The right to store one message under an Idempotency-Key, held by one request.
+
+    The claim is one document whose `_id` names (room, author, key); it lists every seq
+    its owner tried, and the message stored carries the claim and owner, so a repeat
+    finds the message with lookups by `_id` alone."""
 
     def __init__(self, room: str, author: str, key: str):
         self.id = f"{room}/{author}/{key}"
         self.owner = uuid.uuid4().hex
         self.room = room
 
-    def record_attempt(self, seq: int, first: bool) -> None:
-        keys = database.db().idempotency_keys
-        document = {"claim": self.id, "owner": self.owner, "seq": seq, "created_at": utcnow()}
-        if first:
-            keys.insert_one({"_id": self.id, **document})
-        else:
-            keys.insert_one({"_id": f"{self.id}#{self.owner}#{seq}", **document})
+    def take(self, seq: int) -> None:
+        """Insert the claim (DuplicateKeyError when the key is claimed already)."""
+        database.db().idempotency_keys.insert_one(
+            {"_id": self.id, "owner": self.owner, "seqs": [seq], "created_at": utcnow()})
+
+    def record_attempt(self, seq: int) -> None:
+        # Only the owner writes to its claim, so this update needs no atomicity.
+        database.db().idempotency_keys.update_one({"_id": self.id, "owner": self.owner}, {"$push": {"seqs": seq}})
 
     def release(self) -> None:
-        database.db().idempotency_keys.delete_many({"claim": self.id, "owner": self.owner})
+        database.db().idempotency_keys.delete_one({"_id": self.id, "owner": self.owner})
 
-    def stored_message(self, owner: str) -> dict | None:
-        """The message a claim's owner stored, if it stored one."""
-        attempts = database.db().idempotency_keys.find({"claim": self.id, "owner": owner}, {"seq": 1})
-        for seq in sorted({attempt["seq"] for attempt in attempts}):
-            message = _partition(self.room, partition_of(seq)).find_one({"_id": seq})
-            if message is not None and message.get("idem") == self.id and message.get("owner") == owner:
+    def stored_message(self, existing: dict) -> dict | None:
+        """The message the owner of the claim `existing` stored, if it stored one."""
+        # A claim of the earlier layout holds its first seq in `seq`.
+        seqs = existing.get("seqs") or [existing.get("seq", 0)]
+        ids = [message_id(self.room, seq) for seq in sorted(set(seqs))]
+        for message in sorted(_find_by_ids(ids), key=seq_of):
+            if message.get("idem") == self.id and message.get("owner") == existing["owner"]:
                 return message
         return None
 
@@ -195,13 +234,13 @@ def _resolve_existing_claim(claim: _Claim) -> dict | None:
             return None
         age = utcnow() - existing["created_at"]
         if age >= IDEMPOTENCY_WINDOW:
-            keys.delete_many({"claim": claim.id, "owner": existing["owner"]})
+            keys.delete_one({"_id": claim.id, "owner": existing["owner"]})
             return None
-        message = claim.stored_message(existing["owner"])
+        message = claim.stored_message(existing)
         if message is not None:
             return message
         if age >= CLAIM_ABANDONED:
-            keys.delete_many({"claim": claim.id, "owner": existing["owner"]})
+            keys.delete_one({"_id": claim.id, "owner": existing["owner"]})
             return None
         if time.monotonic() > deadline:
             raise Problem(409, "Conflict", "A request with this Idempotency-Key is still being processed.",
@@ -213,7 +252,7 @@ def _claim_key(claim: _Claim, seq: int) -> dict | None:
     """Own the claim (None), or the message an earlier request stored under the key."""
     for _ in range(3):
         try:
-            claim.record_attempt(seq, first=True)
+            claim.take(seq)
             return None
         except Exception as error:
             if not database.is_duplicate_key(error):
@@ -236,7 +275,7 @@ def post_message(room: dict, author: str, text: str, idempotency_key: str | None
     forget_old_claims()
     started = time.monotonic()
     # The hint is right unless another server just posted; then the insert collides and
-    # the loop below looks up the newest seq. Trusting it first saves a query per post.
+    # the loop below moves on. Trusting it first saves a query per post.
     seq = room.get("last_seq", 0) + 1
     claim = _Claim(name, author, idempotency_key) if idempotency_key else None
     if claim is not None:
@@ -248,14 +287,16 @@ def post_message(room: dict, author: str, text: str, idempotency_key: str | None
             if time.monotonic() - started > STORE_DEADLINE_SECONDS:
                 break
             if attempt:
-                seq = newest_seq(name, known=seq) + 1
+                # seq collided, so seq is stored: seq + 1 may be tried at once. After a
+                # second collision the hint is far behind: look up the newest instead.
+                seq = seq + 1 if attempt == 1 else newest_seq(name, known=seq) + 1
                 if claim is not None:
-                    claim.record_attempt(seq, first=False)
-            message = {"_id": seq, "author": author, "text": text, "created_at": utcnow()}
+                    claim.record_attempt(seq)
+            message = {"_id": message_id(name, seq), "author": author, "text": text, "created_at": utcnow()}
             if claim is not None:
                 message.update(idem=claim.id, owner=claim.owner)
             try:
-                _partition(name, partition_of(seq)).insert_one(message)
+                _messages().insert_one(message)
             except Exception as error:
                 if not database.is_duplicate_key(error):
                     raise
@@ -268,5 +309,5 @@ def post_message(room: dict, author: str, text: str, idempotency_key: str | None
 
 
 def message_view(message: dict, room: str) -> dict:
-    return {"room": room, "seq": message["_id"], "author": message["author"], "text": message["text"],
+    return {"room": room, "seq": seq_of(message), "author": message["author"], "text": message["text"],
             "created_at": message["created_at"]}

@@ -1,0 +1,152 @@
+"""The chat store in-process against the real embedded database: the message layout at its
+boundaries, the hints it may trust and must not, the upgrade from the earlier layout, and
+the FerretDB patch the layout's speed rests on (scripts/ferretdb.patch)."""
+from __future__ import annotations
+
+import pymongo
+import pytest
+
+from chat_service import create_app, store
+from service_kit.config import Settings
+from tests.conftest import unique_name
+
+pytestmark = pytest.mark.local
+
+
+@pytest.fixture(scope="module")
+def app(database):
+    uri = f"mongodb://127.0.0.1:{database.port}/chatsys_store_test"
+    pymongo.MongoClient(uri).drop_database("chatsys_store_test")
+    return create_app(Settings(service="chat", port=4000, mongo_uri=uri))
+
+
+@pytest.fixture
+def db(app):
+    with app.app_context():
+        yield store.database.db()
+
+
+def new_room(db) -> dict:
+    room = store.create_room(unique_name("r"))
+    assert room is not None
+    return room
+
+
+def post(room: dict, count: int, key_prefix: str | None = None) -> list[int]:
+    seqs = []
+    for number in range(count):
+        key = f"{key_prefix}{number}" if key_prefix else None
+        posted = store.post_message(store.find_room(room["_id"]), "alice", f"m{number}", key)
+        seqs.append(store.seq_of(posted.message))
+    return seqs
+
+
+def seqs_of(messages: list[dict]) -> list[int]:
+    return [store.seq_of(message) for message in messages]
+
+
+def test_message_ids_sort_as_their_seqs():
+    ids = [store.message_id("r", seq) for seq in (1, 9, 10, 99, 100, 10**11)]
+    assert ids == sorted(ids)
+    assert store.seq_of({"_id": store.message_id("a-b_c", 42)}) == 42
+
+
+def test_posts_number_one_to_n_and_advance_the_hint(db):
+    room = new_room(db)
+    assert post(room, 5) == [1, 2, 3, 4, 5]
+    assert store.find_room(room["_id"])["last_seq"] == 5
+
+
+@pytest.mark.parametrize("after, limit, expected", [
+    (0, 50, list(range(1, 8))),  # fewer than the limit
+    (0, 3, [1, 2, 3]),
+    (5, 50, [6, 7]),
+    (7, 50, []),  # nothing after the newest
+    (100, 50, []),  # past the newest
+])
+def test_read_after_returns_the_run_after_the_given_seq(db, after, limit, expected):
+    room = new_room(db)
+    post(room, 7)
+    assert seqs_of(store.read_after(room["_id"], after, limit)) == expected
+
+
+def test_read_after_stops_at_a_missing_seq(db):
+    room = new_room(db)
+    post(room, 6)
+    db.messages.delete_one({"_id": store.message_id(room["_id"], 4)})
+    assert seqs_of(store.read_after(room["_id"], 1, 50)) == [2, 3]
+
+
+def test_read_after_with_the_largest_limit_reads_a_whole_page(db):
+    room = new_room(db)
+    db.messages.insert_many([{"_id": store.message_id(room["_id"], seq), "author": "a", "text": "t",
+                              "created_at": store.utcnow()} for seq in range(1, 451)])
+    assert seqs_of(store.read_after(room["_id"], 10, 200)) == list(range(11, 211))
+
+
+@pytest.mark.parametrize("lag", [0, 1, 49, 50, 51, 130])
+def test_newest_and_room_list_are_exact_whatever_the_hint_lags(db, lag):
+    room = new_room(db)
+    post(room, 140)
+    db.rooms.update_one({"_id": room["_id"]}, {"$set": {"last_seq": 140 - lag}})
+    newest = store.read_newest(store.find_room(room["_id"]), 50)
+    assert seqs_of(newest) == list(range(91, 141))
+    assert {r["_id"]: r["last_seq"] for r in store.list_rooms()}[room["_id"]] == 140
+
+
+def test_newest_of_an_empty_room_is_empty(db):
+    room = new_room(db)
+    assert store.read_newest(room, 50) == []
+    assert store.newest_seq(room["_id"]) == 0
+
+
+def test_a_post_behind_a_stale_hint_takes_the_next_free_seq(db):
+    room = new_room(db)
+    post(room, 70)
+    db.rooms.update_one({"_id": room["_id"]}, {"$set": {"last_seq": 3}})
+    assert post(room, 1) == [71]
+    assert seqs_of(store.read_after(room["_id"], 0, 200)) == list(range(1, 72))
+
+
+def test_an_idempotency_key_repeat_finds_the_message_after_collisions(db):
+    room = new_room(db)
+    post(room, 10)
+    db.rooms.update_one({"_id": room["_id"]}, {"$set": {"last_seq": 2}})  # forces collisions
+    first = store.post_message(store.find_room(room["_id"]), "alice", "once", "key-1")
+    repeat = store.post_message(store.find_room(room["_id"]), "alice", "once", "key-1")
+    assert first.created and not repeat.created
+    assert repeat.message["_id"] == first.message["_id"] == store.message_id(room["_id"], 11)
+    assert store.newest_seq(room["_id"]) == 11
+
+
+def test_the_earlier_layout_is_moved_into_one_collection(db):
+    room = new_room(db)
+    for partition, seqs in ((0, range(1, 101)), (1, range(101, 131))):
+        db[f"messages.{room['_id']}.{partition:06d}"].insert_many(
+            [{"_id": seq, "author": "bob", "text": f"old {seq}", "created_at": store.utcnow()} for seq in seqs])
+    db.rooms.update_one({"_id": room["_id"]}, {"$set": {"last_seq": 130}})
+    store.migrate_partitions()
+    store.migrate_partitions()  # a second run (another worker) finds nothing to do
+    assert not [name for name in db.list_collection_names() if name.startswith(f"messages.{room['_id']}.")]
+    messages = store.read_after(room["_id"], 0, 200)
+    assert seqs_of(messages) == list(range(1, 131))
+    assert messages[99]["text"] == "old 100"
+    assert post(room, 1) == [131]
+
+
+def test_ferretdb_looks_messages_up_in_the_id_index(db):
+    """The patch: lookups by _id, alone, with other conditions and as $in, use the index."""
+    filters = [{"_id": "x"}, {"_id": "x", "owner": "y"}, {"_id": {"$in": ["x", "y"]}}]
+    for query in filters:
+        plan = db.command("explain", {"find": "messages", "filter": query})["queryPlanner"]["Plan"]
+        assert any("USING INDEX" in step for step in plan), (query, plan)
+
+
+def test_ferretdb_still_applies_the_whole_filter_after_an_id_pushdown(db):
+    room = new_room(db)
+    post(room, 3)
+    ids = [store.message_id(room["_id"], seq) for seq in (1, 2, 3)]
+    assert len(list(db.messages.find({"_id": {"$in": ids}, "text": "m1"}))) == 1
+    assert db.messages.find_one({"_id": ids[0], "text": "not it"}) is None
+    assert db.messages.delete_one({"_id": ids[0], "author": "mallory"}).deleted_count == 0
+    assert len(list(db.messages.find({"_id": {"$in": ids + [5, None]}}))) == 3  # not pushed down, still right
