@@ -70,7 +70,6 @@ def create_service_app(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     database.init_app(app)
-    app.json.sort_keys = False  # flask-pymongo installs its own JSON provider
     register_error_handlers(app)
     app.after_request(_add_common_headers)
     app.after_request(_cors)

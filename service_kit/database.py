@@ -1,42 +1,47 @@
-"""The MongoDB connection, attached per app with init_app.
+"""The MongoDB connection of an app, attached with init_app and reached through `db()`.
 
-Gunicorn loads the app in each worker after it forks (no preload), so every worker
-builds its own MongoClient; PyMongo clients must never cross a fork.
+Each app holds its own MongoClient in `app.extensions` (the Flask tutorial's pattern, with
+pymongo's pooled client in place of a per-request connection). Gunicorn loads the app in
+each worker after it forks (no preload), so every worker builds its own client; PyMongo
+clients must never cross a fork.
 """
 from __future__ import annotations
 
-from flask import Flask
-from flask_pymongo import PyMongo
 import pymongo
+from flask import Flask, current_app
+from pymongo.database import Database
 
-mongo = PyMongo()
+_EXTENSION = "chatsys.database"
 
 
 def init_app(app: Flask) -> None:
     settings = app.config["SETTINGS"]
     timeout_ms = int(settings.mongo_timeout_seconds * 1000)
-    mongo.init_app(
-        app,
-        uri=settings.mongo_uri,
+    client: pymongo.MongoClient = pymongo.MongoClient(
+        settings.mongo_uri,
         tz_aware=True,
         serverSelectionTimeoutMS=timeout_ms,
         connectTimeoutMS=timeout_ms,
         socketTimeoutMS=max(timeout_ms * 3, 5000),
         appname=settings.instance,
+        connect=False,
     )
-    if mongo.db is None:
-        raise SystemExit("MONGO_URI must name a database, e.g. mongodb://127.0.0.1:27017/chatsys")
+    try:
+        database = client.get_default_database()
+    except pymongo.errors.ConfigurationError:
+        raise SystemExit("MONGO_URI must name a database, e.g. mongodb://127.0.0.1:27017/chatsys") from None
+    app.extensions[_EXTENSION] = database
 
 
-def db():
-    """The database of this process's app (one app per gunicorn worker)."""
-    return mongo.db
+def db() -> Database:
+    """The database of the current app (one app per gunicorn worker)."""
+    return current_app.extensions[_EXTENSION]
 
 
 def ping(timeout_seconds: float = 1.0) -> None:
     """Raise unless the database answers a ping within the timeout."""
     with pymongo.timeout(timeout_seconds):
-        mongo.db.command("ping")
+        db().command("ping")
 
 
 def is_duplicate_key(error: Exception) -> bool:
