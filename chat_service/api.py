@@ -44,10 +44,14 @@ def _message_view(message: dict, room: str) -> dict:
     return view
 
 
+def _no_such_room(name: str) -> Problem:
+    return Problem(404, "Not Found", f"No room named {name!r}.", kind="room-not-found")
+
+
 def _existing_room(name: str) -> dict:
     room = store.find_room(name) if re.fullmatch(_ROOM_NAME, name) else None
     if room is None:
-        raise Problem(404, "Not Found", f"No room named {name!r}.", kind="room-not-found")
+        raise _no_such_room(name)
     return room
 
 
@@ -77,7 +81,9 @@ def post_message(room: str):
     if key is not None and not _IDEMPOTENCY_KEY.fullmatch(key):
         raise bad_request("Idempotency-Key must be 1 to 64 characters of A-Z, a-z, 0-9, _ and -.")
     text = parse_body(NewMessage).text
-    posted = store.post_message(_existing_room(room), g.username, text, key)
+    posted = store.post_message(room, g.username, text, key) if re.fullmatch(_ROOM_NAME, room) else None
+    if posted is None:
+        raise _no_such_room(room)
     response = jsonify(_message_view(posted.message, room))
     response.status_code = 201 if posted.created else 200
     return response

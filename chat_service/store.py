@@ -15,7 +15,7 @@ Layout (docs/chat-ordering.md has the whole argument, docs/architecture.md the i
 Why the order is exact: a message is one insert of one document, and a server only
 tries seq k after it has seen k-1 stored. So whenever k is visible, k-1 was committed
 earlier: a reader can never see 7 while 6 is still on its way. Servers racing for the
-same k collide on `_id`; the loser tries the next one. Nothing relies on transactions or
+same k collide on `_id`; the loser looks up the newest seq and tries the next one. Nothing relies on transactions or
 on atomic read-modify-write updates, which FerretDB's SQLite backend does not provide.
 """
 from __future__ import annotations
@@ -37,8 +37,10 @@ from service_kit.timeutil import utcnow
 
 LOBBY = "lobby"
 SEQ_DIGITS = 12
-# How far past a known seq one query looks for newer messages.
-LOOKAHEAD = 64
+# How many seqs past a known one a query names first. Most reads are followers asking
+# for the few messages since their last read: the smaller the `$in` list, the cheaper
+# the query; a full window is followed by a query for the rest.
+LOOKAHEAD = 16
 # The most `_id`s one query names (the embedded database pushes down up to 1000).
 MAX_IDS_PER_QUERY = 500
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
@@ -165,19 +167,25 @@ def newest_seq(room: str, known: int = 0) -> int:
 
 def read_after(room: str, after: int, limit: int) -> list[dict]:
     """Up to `limit` messages after seq `after`, ascending."""
-    ids = [message_id(room, seq) for seq in range(after + 1, after + limit + 1)]
-    return _contiguous(_find_by_ids(ids), after + 1)
+    window = min(limit, LOOKAHEAD)
+    run = _read_run(room, after + 1, after + window)
+    if len(run) == window < limit:
+        run += _read_run(room, after + window + 1, after + limit)
+    return run
+
+
+def _read_run(room: str, first: int, last: int) -> list[dict]:
+    return _contiguous(_find_by_ids([message_id(room, seq) for seq in range(first, last + 1)]), first)
 
 
 def read_newest(room: dict, limit: int) -> list[dict]:
     """The newest `limit` messages, ascending. One query reads the `last_seq` hint's last
-    `limit` messages and as many after it, so a hint that lags costs nothing more unless
-    it lags by `limit` or more."""
+    `limit` messages and a few after it, so a hint that lags a little costs nothing more."""
     name, hint = room["_id"], room.get("last_seq", 0)
     first = max(1, hint - limit + 1)
-    run = _contiguous(_find_by_ids([message_id(name, seq) for seq in range(first, hint + limit + 1)]), first)
-    if run and seq_of(run[-1]) == hint + limit:
-        newest = newest_seq(name, known=hint + limit)
+    run = _read_run(name, first, hint + LOOKAHEAD)
+    if run and seq_of(run[-1]) == hint + LOOKAHEAD:
+        newest = newest_seq(name, known=hint + LOOKAHEAD)
         run = read_after(name, max(0, newest - limit), limit)
     return run[-limit:]
 
@@ -200,10 +208,16 @@ class _Claim:
         self.owner = uuid.uuid4().hex
         self.room = room
 
-    def take(self, seq: int) -> None:
-        """Insert the claim (DuplicateKeyError when the key is claimed already)."""
-        database.db().idempotency_keys.insert_one(
-            {"_id": self.id, "owner": self.owner, "seqs": [seq], "created_at": utcnow()})
+    def try_take(self, seq: int) -> bool:
+        """Insert the claim, with `seq` as its first attempt; False when the key is claimed."""
+        try:
+            database.db().idempotency_keys.insert_one(
+                {"_id": self.id, "owner": self.owner, "seqs": [seq], "created_at": utcnow()})
+        except Exception as error:
+            if database.is_duplicate_key(error):
+                return False
+            raise
+        return True
 
     def record_attempt(self, seq: int) -> None:
         # Only the owner writes to its claim, so this update needs no atomicity.
@@ -248,21 +262,6 @@ def _resolve_existing_claim(claim: _Claim) -> dict | None:
         time.sleep(0.1)
 
 
-def _claim_key(claim: _Claim, seq: int) -> dict | None:
-    """Own the claim (None), or the message an earlier request stored under the key."""
-    for _ in range(3):
-        try:
-            claim.take(seq)
-            return None
-        except Exception as error:
-            if not database.is_duplicate_key(error):
-                raise
-        earlier = _resolve_existing_claim(claim)
-        if earlier is not None:
-            return earlier
-    raise unavailable("The Idempotency-Key is contended; try again.")
-
-
 def _forget_old_claims() -> None:
     database.db().idempotency_keys.delete_many({"created_at": {"$lt": utcnow() - IDEMPOTENCY_WINDOW}})
 
@@ -270,39 +269,50 @@ def _forget_old_claims() -> None:
 forget_old_claims = Every(3600, _forget_old_claims)
 
 
-def post_message(room: dict, author: str, text: str, idempotency_key: str | None) -> Posted:
-    name = room["_id"]
+def post_message(name: str, author: str, text: str, idempotency_key: str | None) -> Posted | None:
+    """Store a message in the room `name` (None when there is no such room)."""
     forget_old_claims()
-    started = time.monotonic()
-    # The hint is right unless another server just posted; then the insert collides and
-    # the loop below moves on. Trusting it first saves a query per post.
-    seq = room.get("last_seq", 0) + 1
     claim = _Claim(name, author, idempotency_key) if idempotency_key else None
-    if claim is not None:
-        earlier = _claim_key(claim, seq)
+    for _ in range(3):
+        # The room's hint is read under the lock: threads of this process that queued
+        # behind each other would otherwise all start from the same stale seq.
+        with _room_locks[name]:
+            room = find_room(name)
+            if room is None:
+                return None
+            seq = room.get("last_seq", 0) + 1
+            if claim is None or claim.try_take(seq):
+                return _store(name, author, text, seq, claim)
+        # The key is claimed already; waiting for its owner must not hold the room's lock.
+        earlier = _resolve_existing_claim(claim)
         if earlier is not None:
             return Posted(earlier, created=False)
-    with _room_locks[name]:
-        for attempt in range(MAX_INSERT_ATTEMPTS):
-            if time.monotonic() - started > STORE_DEADLINE_SECONDS:
-                break
-            if attempt:
-                # seq collided, so seq is stored: seq + 1 may be tried at once. After a
-                # second collision the hint is far behind: look up the newest instead.
-                seq = seq + 1 if attempt == 1 else newest_seq(name, known=seq) + 1
-                if claim is not None:
-                    claim.record_attempt(seq)
-            message = {"_id": message_id(name, seq), "author": author, "text": text, "created_at": utcnow()}
+    raise unavailable("The Idempotency-Key is contended; try again.")
+
+
+def _store(name: str, author: str, text: str, seq: int, claim: _Claim | None) -> Posted:
+    """Insert the message at `seq` or, when other servers took it, the next free seq."""
+    started = time.monotonic()
+    for attempt in range(MAX_INSERT_ATTEMPTS):
+        if time.monotonic() - started > STORE_DEADLINE_SECONDS:
+            break
+        if attempt:
+            # seq collided, so seq is stored: one read finds the newest to try after it,
+            # where stepping by one would collide again whenever two servers leapfrog.
+            seq = newest_seq(name, known=seq) + 1
             if claim is not None:
-                message.update(idem=claim.id, owner=claim.owner)
-            try:
-                _messages().insert_one(message)
-            except Exception as error:
-                if not database.is_duplicate_key(error):
-                    raise
-                continue
-            database.db().rooms.update_one({"_id": name, "last_seq": {"$lt": seq}}, {"$set": {"last_seq": seq}})
-            return Posted(message, created=True)
+                claim.record_attempt(seq)
+        message = {"_id": message_id(name, seq), "author": author, "text": text, "created_at": utcnow()}
+        if claim is not None:
+            message.update(idem=claim.id, owner=claim.owner)
+        try:
+            _messages().insert_one(message)
+        except Exception as error:
+            if not database.is_duplicate_key(error):
+                raise
+            continue
+        database.db().rooms.update_one({"_id": name, "last_seq": {"$lt": seq}}, {"$set": {"last_seq": seq}})
+        return Posted(message, created=True)
     if claim is not None:
         claim.release()  # nothing was stored under it, so a retry may go ahead at once
     raise unavailable("The room is too busy right now; try again.")

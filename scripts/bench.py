@@ -1,179 +1,360 @@
 """Side-by-side service benchmarks with wrk: ratios measured in one run, written to a report.
 
-Starts its own FerretDB, services and HAProxy on free ports (tests/harness.py), measures
-pairs of endpoints alternately (A, B, A, B ...) so machine noise hits both alike, and
-reports requests per second, their ratios and each process's resident memory.
+Starts its own services and HAProxy on free ports (tests/harness.py), on its own FerretDB
+or on the MongoDB that --mongo-uri names, measures pairs of endpoints alternately (A, B,
+A, B ...) so machine noise hits both alike, and reports requests per second, their ratios,
+the CPU each request cost the service and the database, and each process's resident memory.
+
+Two modes:
+- `ratios` (default): each request against `/health` of the same service, the token cache
+  on against off, and HAProxy against direct.
+- `data-size`: the same requests against an empty database and against one seeded with a
+  long history, many live tokens and many rooms, side by side.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
+import secrets
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import psutil
+import pymongo
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from chat_service.store import message_id  # noqa: E402
+from service_kit.token_cache import token_digest  # noqa: E402
 from tests import harness  # noqa: E402
 
+PASSWORD = "benchmark-pass"
+POST_SCRIPT = ('wrk.method = "POST"\nwrk.body = \'{"text": "benchmark message of some length"}\'\n'
+               'wrk.headers["Content-Type"] = "application/json"\n')
 
-def wrk(url: str, seconds: int, connections: int, headers: dict[str, str], lua: str | None = None) -> float:
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU of the processes and all their descendants."""
+    total = 0.0
+    for pid in pids:
+        try:
+            root = psutil.Process(pid)
+            for process in [root, *root.children(recursive=True)]:
+                times = process.cpu_times()
+                total += times.user + times.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+@dataclass
+class Target:
+    """One measured request: where it goes and whose CPU it costs."""
+    url: str
+    headers: dict[str, str]
+    service_pids: list[int]
+    lua: str | None = None
+
+
+@dataclass
+class Measurement:
+    rate: float
+    service_ms: float  # CPU of the answering service per request
+    database_ms: float  # CPU of the database server per request (0 when not local)
+
+
+def wrk(target: Target, seconds: int, connections: int, database_pids: list[int]) -> Measurement:
     argv = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency"]
-    for name, value in headers.items():
+    for name, value in target.headers.items():
         argv += ["-H", f"{name}: {value}"]
-    if lua:
-        argv += ["-s", lua]
-    output = subprocess.run(argv + [url], capture_output=True, text=True, timeout=seconds + 30).stdout
+    if target.lua:
+        argv += ["-s", target.lua]
+    service_before, database_before = cpu_seconds(target.service_pids), cpu_seconds(database_pids)
+    output = subprocess.run(argv + [target.url], capture_output=True, text=True, timeout=seconds + 30).stdout
+    service_used = cpu_seconds(target.service_pids) - service_before
+    database_used = cpu_seconds(database_pids) - database_before
     match = re.search(r"Requests/sec:\s+([\d.]+)", output)
+    total = re.search(r"(\d+) requests in", output)
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
-    if not match:
+    if not match or not total:
         raise RuntimeError(f"wrk printed no rate:\n{output}")
     if errors and int(errors.group(1)):
-        raise RuntimeError(f"{url}: {errors.group(1)} non-2xx answers:\n{output}")
-    return float(match.group(1))
+        raise RuntimeError(f"{target.url}: {errors.group(1)} non-2xx answers:\n{output}")
+    count = max(1, int(total.group(1)))
+    return Measurement(float(match.group(1)), service_used / count * 1000, database_used / count * 1000)
 
 
-def side_by_side(pairs: dict[str, tuple], rounds: int, seconds: int, connections: int) -> dict[str, float]:
-    """Median rate per name; each round measures every name once, in turn."""
-    rates: dict[str, list[float]] = {name: [] for name in pairs}
+def side_by_side(pairs: dict[str, Target], rounds: int, seconds: int, connections: int,
+                 database_pids: list[int]) -> dict[str, Measurement]:
+    """Median rate and CPU per name; each round measures every name once, in turn."""
+    runs: dict[str, list[Measurement]] = {name: [] for name in pairs}
     for _ in range(rounds):
-        for name, (url, headers, lua) in pairs.items():
-            rates[name].append(wrk(url, seconds, connections, headers, lua))
-    return {name: statistics.median(values) for name, values in rates.items()}
+        for name, target in pairs.items():
+            runs[name].append(wrk(target, seconds, connections, database_pids))
+    return {name: Measurement(statistics.median(m.rate for m in values),
+                              statistics.median(m.service_ms for m in values),
+                              statistics.median(m.database_ms for m in values))
+            for name, values in runs.items()}
 
 
 def rss_mb(pid: int) -> float:
     """Resident memory of a gunicorn master and its workers, in MB (largest process)."""
-    sizes = []
-    for candidate in [pid] + children(pid):
-        try:
-            for line in Path(f"/proc/{candidate}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    sizes.append(int(line.split()[1]) / 1024)
-        except OSError:
-            pass
-    return max(sizes) if sizes else 0.0
-
-
-def children(pid: int) -> list[int]:
     try:
-        return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        return []
+        root = psutil.Process(pid)
+        return max(process.memory_info().rss for process in [root, *root.children(recursive=True)]) / 2**20
+    except psutil.NoSuchProcess:
+        return 0.0
+
+
+@dataclass
+class Stack:
+    """Login and chat services on one database, with a user, a room and its token."""
+    database_uri: str
+    login: harness.Service
+    chat: harness.Service
+    auth: dict[str, str]
+    user: str
+    room: str
+
+    def pids(self, service: harness.Service) -> list[int]:
+        return [service.process.popen.pid]
+
+    def newest_seq(self) -> int:
+        page = requests.get(f"{self.chat.url}/rooms/{self.room}/messages?limit=1", headers=self.auth, timeout=10)
+        return page.json()["next_after"]
+
+
+def start_stack(group: harness.ProcessGroup, database_uri: str, warm_up_messages: int = 50, **env: str) -> Stack:
+    base = {"MONGO_URI": database_uri}
+    login = harness.start_service(group, "login", base)
+    chat = harness.start_service(group, "chat", {**base, "LOGIN_URL": login.url, **env})
+    user, room = f"bench{secrets.token_hex(4)}", f"bench-{secrets.token_hex(4)}"
+    requests.post(f"{login.url}/users", json={"username": user, "password": PASSWORD}, timeout=10)
+    token = requests.post(f"{login.url}/login", json={"username": user, "password": PASSWORD}, timeout=10).json()["token"]
+    auth = {"Authorization": f"Bearer {token}"}
+    requests.post(f"{chat.url}/rooms", json={"name": room}, headers=auth, timeout=10)
+    with requests.Session() as session:
+        for number in range(warm_up_messages):
+            session.post(f"{chat.url}/rooms/{room}/messages", json={"text": f"warm-up {number}"}, headers=auth, timeout=10)
+    return Stack(database_uri, login, chat, auth, user, room)
+
+
+def request_targets(stack: Stack, lua: str, prefix: str = "") -> dict[str, dict[str, Target]]:
+    """The measured requests of one stack, in groups that are measured side by side; the
+    follower's page is 3 messages (after = newest - 3)."""
+    chat, login, auth = stack.chat, stack.login, stack.auth
+    messages = f"{chat.url}/rooms/{stack.room}/messages"
+    follower = f"{messages}?after={stack.newest_seq() - 3}"
+    return {
+        "login": {f"{prefix}login /validate": Target(f"{login.url}/validate", auth, stack.pids(login))},
+        "get": {f"{prefix}chat GET newest 50": Target(f"{messages}?limit=50", auth, stack.pids(chat)),
+                f"{prefix}chat GET after (3 new)": Target(follower, auth, stack.pids(chat))},
+        "post": {f"{prefix}chat POST message": Target(messages, auth, stack.pids(chat), lua)},
+    }
+
+
+def run_ratios(args, group: harness.ProcessGroup, database_uri: str, database_pids: list[int]) -> dict:
+    stack = start_stack(group, database_uri)
+    uncached = harness.start_service(group, "chat", {"MONGO_URI": database_uri, "LOGIN_URL": stack.login.url,
+                                                     "TOKEN_CACHE": "off"})
+    balancer = harness.start_haproxy(group, [stack.chat.port, harness.free_port(), harness.free_port()])
+    harness.wait_until(lambda: balancer.server_states().get("chat1") == "UP", 15, "HAProxy to see chat1")
+    for server in ("chat2", "chat3"):
+        balancer.command(f"disable server chat_servers/{server}")
+    lua = write_post_script(group)
+    targets = request_targets(stack, lua)
+    newest = targets["get"]["chat GET newest 50"]
+    login_health = Target(f"{stack.login.url}/health", {}, stack.pids(stack.login))
+    chat_health = Target(f"{stack.chat.url}/health", {}, stack.pids(stack.chat))
+
+    everyday = [(stack.login, "/validate"), (stack.chat, f"/rooms/{stack.room}/messages?limit=50"),
+                (uncached, f"/rooms/{stack.room}/messages?limit=50")]
+    for server, path in everyday:
+        with requests.Session() as session:
+            for _ in range(1000):
+                session.get(f"{server.url}{path}", headers=stack.auth, timeout=10)
+    memory = {f"{name}@{server.port}": rss_mb(server.process.popen.pid)
+              for name, server in (("login", stack.login), ("chat", stack.chat), ("chat-uncached", uncached))}
+
+    common = dict(rounds=args.rounds, seconds=args.seconds, connections=args.connections, database_pids=database_pids)
+    results = {}
+    results.update(side_by_side({"login /health": login_health, **targets["login"]}, **common))
+    results.update(side_by_side({
+        "chat /health": chat_health, **targets["get"],
+        "chat GET newest 50, token cache off": Target(newest.url, stack.auth, [uncached.process.popen.pid]),
+    }, **common))
+    results.update(side_by_side({"chat /health (with POST)": chat_health, **targets["post"]}, **common))
+    results.update(side_by_side({
+        "direct /health": chat_health,
+        "HAProxy /health": Target(f"{balancer.url}/health", {}, stack.pids(stack.chat)),
+        "direct GET newest 50": newest,
+        "HAProxy GET newest 50": Target(newest.url.replace(stack.chat.url, balancer.url), stack.auth, stack.pids(stack.chat)),
+    }, **common))
+    rate = {name: measurement.rate for name, measurement in results.items()}
+    ratios = {
+        "/validate ÷ /health (login)": (rate["login /validate"] / rate["login /health"], 0.6),
+        "GET newest 50 ÷ /health (chat)": (rate["chat GET newest 50"] / rate["chat /health"], 0.5),
+        "GET after, 3 new ÷ /health (chat)": (rate["chat GET after (3 new)"] / rate["chat /health"], 0.6),
+        "POST message ÷ /health (chat)": (rate["chat POST message"] / rate["chat /health (with POST)"], 0.35),
+        "GET newest 50, cache on ÷ cache off": (rate["chat GET newest 50"] / rate["chat GET newest 50, token cache off"], None),
+        "HAProxy ÷ direct, /health": (rate["HAProxy /health"] / rate["direct /health"], 0.9),
+        "HAProxy ÷ direct, GET newest 50": (rate["HAProxy GET newest 50"] / rate["direct GET newest 50"], 0.9),
+    }
+    return {"results": results, "ratios": ratios, "memory": memory}
+
+
+def seed(database_uri: str, room: str, messages: int, tokens: int, rooms: int) -> dict[str, float]:
+    """Write history straight into the database, in batches: messages into `room`, live
+    tokens of unknown users, and empty rooms. Returns seconds per part."""
+    db = pymongo.MongoClient(database_uri, tz_aware=True).get_default_database()
+    now = datetime.now(timezone.utc)
+    batch_size, took = 5000, {}
+
+    def insert(collection, documents) -> None:
+        batch = []
+        for document in documents:
+            batch.append(document)
+            if len(batch) == batch_size:
+                collection.insert_many(batch, ordered=False)
+                batch = []
+        if batch:
+            collection.insert_many(batch, ordered=False)
+
+    started = time.monotonic()
+    first = db.rooms.find_one({"_id": room})["last_seq"] + 1
+    insert(db.messages, ({"_id": message_id(room, seq), "author": "seed", "text": f"seeded message {seq}",
+                          "created_at": now} for seq in range(first, first + messages)))
+    db.rooms.update_one({"_id": room}, {"$set": {"last_seq": first + messages - 1}})
+    took["messages"] = time.monotonic() - started
+    started = time.monotonic()
+    insert(db.tokens, ({"_id": token_digest(secrets.token_urlsafe(32)), "username": f"seed{number}",
+                        "expires_at": now + timedelta(hours=1)} for number in range(tokens)))
+    took["tokens"] = time.monotonic() - started
+    started = time.monotonic()
+    insert(db.rooms, ({"_id": f"seed-{number}", "created_at": now, "last_seq": 0} for number in range(rooms)))
+    took["rooms"] = time.monotonic() - started
+    return took
+
+
+def run_data_size(args, group: harness.ProcessGroup, database_uri: str, database_pids: list[int]) -> dict:
+    empty = start_stack(group, with_database_name(database_uri, "chatsys_bench_empty"))
+    seeded = start_stack(group, with_database_name(database_uri, "chatsys_bench_seeded"))
+    seeding = seed(seeded.database_uri, seeded.room, args.seed_messages, args.seed_tokens, args.seed_rooms)
+    print(f"seeded in {seeding}", file=sys.stderr)
+    lua = write_post_script(group)
+    empty_targets, seeded_targets = request_targets(empty, lua, "empty: "), request_targets(seeded, lua, "seeded: ")
+    common = dict(rounds=args.rounds, seconds=args.seconds, connections=args.connections, database_pids=database_pids)
+    results = {}
+    for part in ("login", "get", "post"):
+        results.update(side_by_side({**empty_targets[part], **seeded_targets[part]}, **common))
+    ratios = {}
+    for name in results:
+        if name.startswith("empty: "):
+            request = name.removeprefix("empty: ")
+            ratios[f"{request}: seeded ÷ empty, CPU per request"] = (
+                total_ms(results[f"seeded: {request}"]) / total_ms(results[name]), 1.2)
+    memory = {f"{name}@{service.port}": rss_mb(service.process.popen.pid)
+              for name, service in (("chat, empty", empty.chat), ("chat, seeded", seeded.chat),
+                                    ("login, seeded", seeded.login))}
+    return {"results": results, "ratios": ratios, "memory": memory, "seeding": seeding}
+
+
+def total_ms(measurement: Measurement) -> float:
+    return measurement.service_ms + measurement.database_ms
+
+
+def with_database_name(uri: str, name: str) -> str:
+    base, _, query = uri.partition("?")
+    scheme, _, rest = base.partition("://")
+    hosts = rest.split("/", 1)[0]
+    return f"{scheme}://{hosts}/{name}" + (f"?{query}" if query else "")
+
+
+def write_post_script(group: harness.ProcessGroup) -> str:
+    path = Path(tempfile.mkstemp(suffix=".lua", dir=group.dir)[1])
+    path.write_text(POST_SCRIPT)
+    return str(path)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mode", choices=("ratios", "data-size"), default="ratios")
     parser.add_argument("--seconds", type=int, default=5, help="length of one wrk run")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per comparison")
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--mongo-uri", default="", help="a MongoDB to use instead of starting FerretDB")
+    parser.add_argument("--seed-messages", type=int, default=1_000_000, help="data-size: messages in the read room")
+    parser.add_argument("--seed-tokens", type=int, default=100_000, help="data-size: live tokens")
+    parser.add_argument("--seed-rooms", type=int, default=10_000, help="data-size: rooms")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     if not shutil.which("wrk"):
         print("wrk is not installed (scripts/setup.sh installs it)", file=sys.stderr)
         return 2
-    out = args.out or ROOT / "results" / f"bench-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}"
+    out = args.out or ROOT / "results" / f"bench-{args.mode}-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}"
     out.mkdir(parents=True, exist_ok=True)
     group = harness.ProcessGroup(prefix="chatsys-bench-")
     try:
-        return run(args, group, out)
+        if args.mongo_uri:
+            database_uri, database_pids, database_name = args.mongo_uri, [], f"MongoDB at {args.mongo_uri}"
+        else:
+            database = harness.start_ferretdb(group)
+            database_uri, database_pids = database.uri, [database.process.popen.pid]
+            database_name = "FerretDB on SQLite, patched (scripts/ferretdb.patch)"
+        run = run_ratios if args.mode == "ratios" else run_data_size
+        outcome = run(args, group, database_uri, database_pids)
     finally:
         group.close()
-
-
-def run(args, group, out: Path) -> int:
-    database = harness.start_ferretdb(group)
-    base = {"MONGO_URI": database.uri}
-    login = harness.start_service(group, "login", base)
-    profile = harness.start_service(group, "profile", {**base, "LOGIN_URL": login.url})
-    chat = harness.start_service(group, "chat", {**base, "LOGIN_URL": login.url})
-    chat_uncached = harness.start_service(group, "chat", {**base, "LOGIN_URL": login.url, "TOKEN_CACHE": "off"})
-    balancer = harness.start_haproxy(group, [chat.port, harness.free_port(), harness.free_port()])
-    harness.wait_until(lambda: balancer.server_states().get("chat1") == "UP", 15, "HAProxy to see chat1")
-    for server in ("chat2", "chat3"):
-        balancer.command(f"disable server chat_servers/{server}")
-
-    user = f"bench{int(time.time())}"
-    requests.post(f"{login.url}/users", json={"username": user, "password": "benchmark-pass"}, timeout=10)
-    token = requests.post(f"{login.url}/login", json={"username": user, "password": "benchmark-pass"}, timeout=10).json()["token"]
-    auth = {"Authorization": f"Bearer {token}"}
-    room = f"bench-{int(time.time())}"
-    requests.post(f"{chat.url}/rooms", json={"name": room}, headers=auth, timeout=10)
-    for number in range(50):
-        requests.post(f"{chat.url}/rooms/{room}/messages", json={"text": f"warm-up {number}"}, headers=auth, timeout=10)
-    newest = f"/rooms/{room}/messages?limit=20"
-    post_script = Path(tempfile.mkstemp(suffix=".lua", dir=group.dir)[1])
-    post_script.write_text('wrk.method = "POST"\nwrk.body = \'{"text": "benchmark message of some length"}\'\n'
-                           'wrk.headers["Content-Type"] = "application/json"\n')
-
-    requests.put(f"{profile.url}/profiles/{user}", json={"bio": "benchmark"}, headers=auth, timeout=10)
-    everyday = [(login, "/validate"), (profile, f"/profiles/{user}"), (chat, newest), (chat_uncached, newest)]
-    for server, path in everyday:
-        session = requests.Session()
-        for _ in range(1000):
-            session.get(f"{server.url}{path}", headers=auth, timeout=10)
-    memory = {f"{name}@{server.port}": rss_mb(server.process.popen.pid)
-              for name, server in (("login", login), ("profile", profile), ("chat", chat),
-                                   ("chat-uncached", chat_uncached))}
-
-    common = dict(rounds=args.rounds, seconds=args.seconds, connections=args.connections)
-    login_rates = side_by_side({
-        "login /health": (f"{login.url}/health", {}, None),
-        "login /validate": (f"{login.url}/validate", auth, None),
-    }, **common)
-    chat_rates = side_by_side({
-        "chat /health": (f"{chat.url}/health", {}, None),
-        "chat GET messages": (f"{chat.url}{newest}", auth, None),
-        "chat GET messages, token cache off": (f"{chat_uncached.url}{newest}", auth, None),
-    }, **common)
-    post_rates = side_by_side({
-        "chat /health (with POST)": (f"{chat.url}/health", {}, None),
-        "chat POST message": (f"{chat.url}/rooms/{room}/messages", auth, str(post_script)),
-    }, **common)
-    proxy_rates = side_by_side({
-        "direct /health": (f"{chat.url}/health", {}, None),
-        "HAProxy /health": (f"{balancer.url}/health", {}, None),
-        "direct GET messages": (f"{chat.url}{newest}", auth, None),
-        "HAProxy GET messages": (f"{balancer.url}{newest}", auth, None),
-    }, **common)
-
-    ratios = {
-        "/validate ÷ /health (login)": login_rates["login /validate"] / login_rates["login /health"],
-        "GET messages ÷ /health (chat)": chat_rates["chat GET messages"] / chat_rates["chat /health"],
-        "POST message ÷ /health (chat)": post_rates["chat POST message"] / post_rates["chat /health (with POST)"],
-        "GET cache on ÷ cache off": chat_rates["chat GET messages"] / chat_rates["chat GET messages, token cache off"],
-        "HAProxy ÷ direct, /health": proxy_rates["HAProxy /health"] / proxy_rates["direct /health"],
-        "HAProxy ÷ direct, GET messages": proxy_rates["HAProxy GET messages"] / proxy_rates["direct GET messages"],
-    }
-    rates = {**login_rates, **chat_rates, **post_rates, **proxy_rates}
-    report = render(args, rates, ratios, memory)
+    report = render(args, database_name, outcome)
     (out / "bench.md").write_text(report)
-    (out / "bench.json").write_text(json.dumps({"rates": rates, "ratios": ratios, "rss_mb": memory}, indent=2))
+    (out / "bench.json").write_text(json.dumps({
+        "command": command_line(args), "database": database_name,
+        "results": {name: vars(m) for name, m in outcome["results"].items()},
+        "ratios": {name: value for name, (value, _) in outcome["ratios"].items()},
+        "rss_mb": outcome["memory"], "seeding_seconds": outcome.get("seeding")}, indent=2))
     print(report)
     print(f"written to {out}")
     return 0
 
 
-def render(args, rates, ratios, memory) -> str:
-    lines = [f"# Service benchmarks ({datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC)", "",
-             f"Command: `scripts/bench.sh --seconds {args.seconds} --rounds {args.rounds} --connections {args.connections}`; "
-             f"wrk -t2 -c{args.connections}, median of {args.rounds} alternating rounds; "
-             f"{__import__('os').cpu_count()} cores, each service 1 gunicorn worker with 8 threads, FerretDB on SQLite.", "",
-             "| measurement | requests/s |", "|---|---|"]
-    lines += [f"| {name} | {rate:,.0f} |" for name, rate in rates.items()]
-    lines += ["", "| ratio (same run) | value |", "|---|---|"]
-    lines += [f"| {name} | {value:.2f} |" for name, value in ratios.items()]
-    lines += ["", "| process after 1,000 of its everyday requests | resident memory (largest process) |", "|---|---|"]
-    lines += [f"| {name} | {size:.0f} MB |" for name, size in memory.items()]
+def command_line(args) -> str:
+    text = f"scripts/bench.sh --mode {args.mode} --seconds {args.seconds} --rounds {args.rounds}"
+    if args.mode == "data-size":
+        text += f" --seed-messages {args.seed_messages} --seed-tokens {args.seed_tokens} --seed-rooms {args.seed_rooms}"
+    return text
+
+
+def render(args, database_name: str, outcome: dict) -> str:
+    lines = [f"# Service benchmarks, {args.mode} ({datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC)", "",
+             f"Command: `{command_line(args)}`; wrk -t2 -c{args.connections}, median of {args.rounds} alternating "
+             f"rounds of {args.seconds} s; {os.cpu_count()} cores; each service 1 gunicorn worker with 8 threads; "
+             f"database: {database_name}. CPU is user + system time of the answering service (all its processes) "
+             "and of the database server over the run, divided by the requests wrk completed.", ""]
+    if outcome.get("seeding"):
+        seeding = outcome["seeding"]
+        lines += [f"Seeded database: {args.seed_messages:,} messages in the room read and posted to "
+                  f"({seeding['messages']:.0f} s), {args.seed_tokens:,} live tokens ({seeding['tokens']:.0f} s), "
+                  f"{args.seed_rooms:,} more rooms ({seeding['rooms']:.0f} s), written straight into the database.", ""]
+    lines += ["| measurement | requests/s | service CPU ms/req | database CPU ms/req |", "|---|---|---|---|"]
+    lines += [f"| {name} | {m.rate:,.0f} | {m.service_ms:.2f} | {m.database_ms:.2f} |"
+              for name, m in outcome["results"].items()]
+    lines += ["", "| ratio (same run) | value | goal |", "|---|---|---|"]
+    for name, (value, goal) in outcome["ratios"].items():
+        bound = "" if goal is None else (f"≤ {goal}" if "seeded ÷ empty" in name else f"≥ {goal}")
+        lines.append(f"| {name} | {value:.2f} | {bound} |")
+    lines += ["", "| process | resident memory (largest process) |", "|---|---|"]
+    lines += [f"| {name} | {size:.0f} MB |" for name, size in outcome["memory"].items()]
     return "\n".join(lines) + "\n"
 
 

@@ -9,7 +9,7 @@
 # rotation (scripts/rotation.sh): a warm-up, a closed-model sweep over --threads (the
 # maximum is the best step with < 1 % errors), then open-model runs at --open-fractions of
 # that maximum. The database is emptied before every run (indexes kept), so each starts
-# from an empty history (FerretDB on SQLite scans collections: history would skew steps).
+# from the same empty history and the steps compare like with like.
 #
 #   --quick            about 3 minutes: threads "8 16", 10 s steps, no warm-up, one open
 #                      run at 70 % (a smoke run: too short for figures worth keeping)
@@ -27,10 +27,12 @@
 # start.sh so a dev stack on the usual ports is left alone): CHATSYS_VAR (var/scale),
 # MONGO_PORT (27117), LOGIN_PORT (4110), PROFILE_PORT (4210), CHAT_PORTS ("4010 4011 4012"),
 # HAPROXY_PORT (5010), HAPROXY_STATS_PORT (8414), HAPROXY_RUNTIME_SOCKET, MONGO_URI (an
-# external database: then nothing is emptied between runs), CPU_CAP_PARENT (chatsys-scale).
+# external database: then nothing is emptied between runs), CPU_CAP_PARENT (chatsys-scale),
+# GUNICORN_WORKERS (1 per chat server with --cpu-cap, else 2), JVM_ARGS for JMeter
+# (-XX:TieredStopAtLevel=1).
 set -euo pipefail
 
-usage() { sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//'; }
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 export CHATSYS_VAR=${CHATSYS_VAR:-$root/var/scale}
@@ -42,6 +44,9 @@ export CPU_CAP_PARENT=${CPU_CAP_PARENT:-chatsys-scale}
 source "$root/scripts/lib.sh"
 export HAPROXY_RUNTIME_SOCKET
 command_line="scripts/scale_test.sh${*:+ $*}"
+# JMeter starts afresh for every step; with C1 alone its JIT compiles far less, which
+# halved the load generator's CPU per request on 20-second steps (docs/load-testing.md).
+export JVM_ARGS=${JVM_ARGS--XX:TieredStopAtLevel=1}
 
 # open_fractions may be given empty (no open-model runs): "default" means not given.
 quick=no servers='' threads='' duration='' rampup='' warmup='' open_fractions=default open_duration=''
@@ -175,6 +180,10 @@ if [[ $mode == local ]]; then
         database_reset="external database $MONGO_URI, not emptied (history grows over the runs)"
     fi
     stack_started=yes
+    # A chat server capped below one core gains nothing from a second gunicorn process
+    # (each is one Python interpreter): it would only be one more racer for the room's
+    # next seq, so a capped server runs one worker unless told otherwise.
+    [[ -z $cpu_cap ]] || export GUNICORN_WORKERS=${GUNICORN_WORKERS:-1}
     log "starting the stack in $CHATSYS_VAR (chat servers ${chat_ports[*]}, HAProxy $HAPROXY_PORT)"
     "$root/scripts/start.sh" --chat "${#chat_ports[@]}" > "$out/stack.log" 2>&1 ||
         { cat "$out/stack.log" >&2; die "the stack did not start"; }

@@ -36,7 +36,7 @@ def post(room: dict, count: int, key_prefix: str | None = None) -> list[int]:
     seqs = []
     for number in range(count):
         key = f"{key_prefix}{number}" if key_prefix else None
-        posted = store.post_message(store.find_room(room["_id"]), "alice", f"m{number}", key)
+        posted = store.post_message(room["_id"], "alice", f"m{number}", key)
         seqs.append(store.seq_of(posted.message))
     return seqs
 
@@ -70,6 +70,14 @@ def test_read_after_returns_the_run_after_the_given_seq(db, after, limit, expect
     assert seqs_of(store.read_after(room["_id"], after, limit)) == expected
 
 
+@pytest.mark.parametrize("count", [15, 16, 17, 32, 33])
+def test_read_after_crosses_the_first_window(db, count):
+    room = new_room(db)
+    post(room, count)
+    assert seqs_of(store.read_after(room["_id"], 0, 50)) == list(range(1, count + 1))
+    assert seqs_of(store.read_after(room["_id"], 0, 16)) == list(range(1, min(count, 16) + 1))
+
+
 def test_read_after_stops_at_a_missing_seq(db):
     room = new_room(db)
     post(room, 6)
@@ -84,7 +92,7 @@ def test_read_after_with_the_largest_limit_reads_a_whole_page(db):
     assert seqs_of(store.read_after(room["_id"], 10, 200)) == list(range(11, 211))
 
 
-@pytest.mark.parametrize("lag", [0, 1, 49, 50, 51, 130])
+@pytest.mark.parametrize("lag", [0, 1, 15, 16, 17, 49, 50, 51, 130])
 def test_newest_and_room_list_are_exact_whatever_the_hint_lags(db, lag):
     room = new_room(db)
     post(room, 140)
@@ -112,8 +120,8 @@ def test_an_idempotency_key_repeat_finds_the_message_after_collisions(db):
     room = new_room(db)
     post(room, 10)
     db.rooms.update_one({"_id": room["_id"]}, {"$set": {"last_seq": 2}})  # forces collisions
-    first = store.post_message(store.find_room(room["_id"]), "alice", "once", "key-1")
-    repeat = store.post_message(store.find_room(room["_id"]), "alice", "once", "key-1")
+    first = store.post_message(room["_id"], "alice", "once", "key-1")
+    repeat = store.post_message(room["_id"], "alice", "once", "key-1")
     assert first.created and not repeat.created
     assert repeat.message["_id"] == first.message["_id"] == store.message_id(room["_id"], 11)
     assert store.newest_seq(room["_id"]) == 11
