@@ -24,10 +24,15 @@ _module = _service_module()
 port = int(os.environ.get("PORT") or _DEFAULT_PORTS.get(_module, 8000))
 bind = [f"{os.environ.get('BIND_HOST', '127.0.0.1')}:{port}"]
 
-# gthread: a few processes, each with threads, and HTTP keep-alive (sync workers have none).
-worker_class = "gthread"
+# Chat: gevent, one greenlet per connection. Its requests only wait on the database and
+# the login service, and a greenlet costs less per request than gthread's thread pool and
+# poller hand-offs (docs/benchmarks.md). Login and profile: gthread, a few processes with
+# threads and HTTP keep-alive; login hashes passwords with scrypt, which would stall every
+# greenlet of its worker.
+worker_class = os.environ.get("GUNICORN_WORKER_CLASS") or ("gevent" if _module == "chat_service" else "gthread")
 workers = int(os.environ.get("GUNICORN_WORKERS") or 2)
 threads = int(os.environ.get("GUNICORN_THREADS") or 4)
+worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS") or 1000)
 # Idle keep-alive connections stay open longer than HAProxy keeps idle server connections
 # (see conf/haproxy/haproxy.cfg), so HAProxy, not gunicorn, closes them.
 keepalive = int(os.environ.get("GUNICORN_KEEPALIVE") or 75)
@@ -53,20 +58,24 @@ proc_name = f"chatsys-{port}"
 
 # A client that stalls while sending a request (slowloris) holds a worker thread; every
 # read of a request gives up after this many seconds, and the connection is closed.
-# Accepted sockets inherit SO_RCVTIMEO from the listening socket.
+# Accepted sockets inherit SO_RCVTIMEO from the listening socket. (A gevent worker reads
+# without blocking, so this does not apply there: a stalled client holds one greenlet of
+# worker_connections, and the chat servers listen behind HAProxy, which cuts it.)
 request_read_timeout = int(os.environ.get("GUNICORN_READ_TIMEOUT") or 3)
-
-
-def post_worker_init(worker):
-    for listener in worker.sockets:
-        listener.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", request_read_timeout, 0))
-
 
 # Several gunicorns run side by side on one host; the per-user control socket would clash.
 control_socket_disable = True
 
-# Gunicorn's own error answers (414, 431, 400 for malformed requests) in problem+json too.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from service_kit import gunicorn_errors  # noqa: E402
 
-gunicorn_errors.install(f"{_module.removesuffix('_service') or 'service'}@{port}")
+
+def post_worker_init(worker):
+    if worker_class == "gthread":
+        for listener in worker.sockets:
+            listener.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", request_read_timeout, 0))
+    # Gunicorn's own error answers (414, 431, 400 for malformed requests) in problem+json
+    # too. Imported here, in the worker: a gevent worker patches the standard library
+    # first, and pymongo must be imported after that.
+    from service_kit import gunicorn_errors
+
+    gunicorn_errors.install(f"{_module.removesuffix('_service') or 'service'}@{port}")
