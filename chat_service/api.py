@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import re
+import select
+import socket
 
 from flask import Blueprint, Flask, g, jsonify, request
 
-from chat_service import store
+from chat_service import live, store
 from service_kit.auth import LoginServiceClient, require_user
 from service_kit.problems import Problem, bad_request
 from service_kit.timeutil import iso
@@ -15,6 +17,7 @@ blueprint = Blueprint("chat", __name__)
 
 _ROOM_NAME = r"[A-Za-z0-9_\-]{1,64}"
 _IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9_\-]{1,64}")
+MAX_WAIT_SECONDS = 30
 
 
 class NewRoom(StrictBody):
@@ -94,11 +97,29 @@ def post_message(room: str):
 def read_messages(room: str):
     after = query_int("after", minimum=0)
     limit = query_int("limit", minimum=1, maximum=200, default=50)
+    wait = query_int("wait", minimum=0, maximum=MAX_WAIT_SECONDS, default=0)
     if after is None:
+        if "wait" in request.args:
+            raise bad_request("Query parameter 'wait' needs 'after': a wait is for messages after a seq.")
         messages = store.read_newest(_existing_room(room), limit)
     else:
         messages = store.read_after(room, after, limit) if re.fullmatch(_ROOM_NAME, room) else []
         if not messages:
-            _existing_room(room)  # an empty page needs the room to exist; a full one proves it
+            existing = _existing_room(room)  # an empty page needs the room to exist; a full one proves it
+            if wait:
+                messages = live.wait_for_messages(existing, after, limit, wait, _client_gone)
     next_after = store.seq_of(messages[-1]) if messages else (after or 0)
     return jsonify(room=room, messages=[_message_view(m, room) for m in messages], next_after=next_after)
+
+
+def _client_gone() -> bool:
+    """True once the client of this request has closed its connection (checked while a
+    long poll waits, so that a client that left frees its connection slot)."""
+    sock = request.environ.get("gunicorn.socket")
+    if sock is None:
+        return False
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+        return bool(readable) and sock.recv(1, socket.MSG_PEEK) == b""
+    except OSError:
+        return True

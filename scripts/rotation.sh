@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Set how many chat servers HAProxy sends requests to (the first N; the rest in maintenance).
+# Set how many chat servers HAProxy sends requests to (the first N; the rest in maintenance),
+# for short requests and long polls alike.
 set -euo pipefail
 usage() { echo "usage: $0 N | --show   (env: HAPROXY_RUNTIME_SOCKET)"; }
 source "$(dirname "$0")/lib.sh"
@@ -16,11 +17,11 @@ wanted=$1
 count=0
 for server in $servers; do
     count=$((count + 1))
-    if ((count <= wanted)); then
-        haproxy_cmd "enable server chat_servers/$server" >/dev/null
-    else
-        haproxy_cmd "disable server chat_servers/$server" >/dev/null
-    fi
+    action=disable
+    ((count > wanted)) || action=enable
+    for backend in chat_servers chat_waits; do
+        haproxy_cmd "$action server $backend/$server" >/dev/null
+    done
 done
 ((wanted <= count)) || log "only $count chat servers are configured"
 echo "chat servers in rotation: $((wanted < count ? wanted : count)) of $count"

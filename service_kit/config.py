@@ -50,6 +50,7 @@ class Settings:
     registrations_per_address: int = 600
     registration_window_seconds: int = 600
     cors_origins: tuple[str, ...] = ()
+    wait_poll_seconds: float = 0.25
 
     @classmethod
     def from_env(cls, service: str) -> "Settings":
@@ -72,6 +73,7 @@ class Settings:
             registrations_per_address=_int("REGISTRATIONS_PER_ADDRESS", cls.registrations_per_address),
             registration_window_seconds=_int("REGISTRATION_WINDOW_SECONDS", cls.registration_window_seconds),
             cors_origins=tuple(origin for origin in os.environ.get("CORS_ORIGINS", "").split() if origin),
+            wait_poll_seconds=_float("WAIT_POLL_SECONDS", cls.wait_poll_seconds),
         )
 
     def replace(self, **changes) -> "Settings":

@@ -164,13 +164,15 @@ class Database:
         wait_until(lambda: port_open(self.port), 30, "FerretDB to listen")
 
 
-def start_ferretdb(group: ProcessGroup, name: str = "ferretdb") -> Database:
+def start_ferretdb(group: ProcessGroup, name: str = "ferretdb", debug_port: int | None = None) -> Database:
+    """FerretDB on free ports; with `debug_port`, its metrics answer on that port."""
     port = free_port()
     data = group.dir / name
     (data / "data").mkdir(parents=True)
     (data / "state").mkdir()
+    debug_addr = f"127.0.0.1:{debug_port}" if debug_port else "-"
     argv = [str(ferretdb_binary()), "--handler=sqlite", f"--sqlite-url=file:{data}/data/",
-            f"--state-dir={data}/state", f"--listen-addr=127.0.0.1:{port}", "--debug-addr=-",
+            f"--state-dir={data}/state", f"--listen-addr=127.0.0.1:{port}", f"--debug-addr={debug_addr}",
             "--telemetry=disable", "--log-level=warn"]
     database = Database(group.spawn(name, argv, {}), port)
     wait_until(lambda: port_open(port), 30, "FerretDB to listen")

@@ -1,0 +1,121 @@
+"""Long-poll waits: one watcher per room and process asks the database for the room's next
+messages a few times a second and wakes every request of this process that waits on it.
+
+The database sees one query per poll interval per watched room and process, however many
+followers wait. Nothing outlives a wake-up: the watcher keeps the newest seq it has seen,
+and the page it read last so that the requests it wakes answer from that one read instead
+of each reading the same messages again. A request whose position the page does not
+reach reads from the database itself, so every answer is a contiguous run after its
+`after`, as without waiting.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from typing import Callable
+
+from flask import Flask, current_app
+
+from chat_service import store
+from service_kit.problems import unavailable
+
+# How many messages one poll reads at most; a longer burst is read by the requests.
+POLL_PAGE = 200
+
+_watchers: dict[str, "RoomWatcher"] = {}
+_watchers_lock = threading.Lock()
+
+
+class RoomWatcher:
+    """Polls one room for messages after the newest it has seen, while anyone waits."""
+
+    def __init__(self, app: Flask, room: str, newest: int, poll_seconds: float):
+        self.app = app
+        self.room = room
+        self.poll_seconds = poll_seconds
+        self.changed = threading.Condition()
+        self.newest = newest  # a seq known to be stored (or the waiters' position)
+        self.page: list[dict] = []  # the run the last poll found, newest + 1 ... at that time
+        self.polls = 0
+        self.failed_poll = -1  # the last poll that could not reach the database
+        self.waiters = 0
+
+    def run(self) -> None:
+        with self.app.app_context():
+            while True:
+                with _watchers_lock, self.changed:  # the order wait_for_messages takes them in
+                    if not self.waiters:
+                        del _watchers[self.room]
+                        return
+                self._poll()
+                time.sleep(self.poll_seconds)
+
+    def _poll(self) -> None:
+        try:
+            page = store.read_after(self.room, self.newest, POLL_PAGE)
+            failed = False
+        except Exception:  # the database is down or slow: the waiters learn it at once
+            current_app.logger.warning("room watcher for %r could not reach the database", self.room)
+            page, failed = [], True
+        with self.changed:
+            self.polls += 1
+            if failed:
+                self.failed_poll = self.polls
+            if page:
+                self.page = page
+                self.newest = store.seq_of(page[-1])
+            if failed or page:
+                self.changed.notify_all()
+
+    def wait(self, after: int, limit: int, seconds: float, client_gone: Callable[[], bool]) -> list[dict]:
+        """Messages after `after`, once any exist, or [] after `seconds`."""
+        deadline = time.monotonic() + seconds
+        with self.changed:
+            started = self.polls
+            while self.newest <= after:
+                if self.failed_poll > started:
+                    raise unavailable("The database is not answering; try again shortly.")
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or client_gone():
+                    return []
+                # Wake at least once a second to notice a client that went away.
+                self.changed.wait(min(remaining, 1.0))
+            page = self.page
+        if page and store.seq_of(page[0]) <= after + 1 <= store.seq_of(page[-1]):
+            return page[after + 1 - store.seq_of(page[0]):][:limit]
+        return store.read_after(self.room, after, limit)
+
+
+def wait_for_messages(room: dict, after: int, limit: int, seconds: float,
+                      client_gone: Callable[[], bool]) -> list[dict]:
+    """Hold the request until the room has messages after `after` (any chat server may
+    store them) or `seconds` pass."""
+    watcher = _join_watcher(room)
+    try:
+        return watcher.wait(after, limit, seconds, client_gone)
+    finally:
+        with watcher.changed:
+            watcher.waiters -= 1
+
+
+def _join_watcher(room: dict) -> RoomWatcher:
+    """The room's watcher with one more waiter, started if there was none."""
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    name = room["_id"]
+    while True:
+        with _watchers_lock:
+            watcher = _watchers.get(name)
+            if watcher is not None:
+                with watcher.changed:
+                    watcher.waiters += 1
+                return watcher
+        # Watch from the room's newest message, which a follower's `after` may be ahead of.
+        newest = store.newest_seq(name, known=room.get("last_seq", 0))
+        fresh = RoomWatcher(app, name, newest, app.config["SETTINGS"].wait_poll_seconds)
+        fresh.waiters = 1
+        with _watchers_lock:
+            if name in _watchers:
+                continue  # another request started one meanwhile: join that one
+            _watchers[name] = fresh
+        threading.Thread(target=fresh.run, name=f"watch-{name}", daemon=True).start()
+        return fresh
