@@ -192,7 +192,8 @@ def run_ratios(args, group: harness.ProcessGroup, database_uri: str, database_pi
     results.update(side_by_side({"login /health": login_health, **targets["login"]}, **common))
     results.update(side_by_side({
         "chat /health": chat_health, **targets["get"],
-        "chat GET newest 50, token cache off": Target(newest.url, stack.auth, [uncached.process.popen.pid]),
+        "chat GET newest 50, token cache off": Target(newest.url.replace(stack.chat.url, uncached.url), stack.auth,
+                                                      [uncached.process.popen.pid]),
     }, **common))
     results.update(side_by_side({"chat /health (with POST)": chat_health, **targets["post"]}, **common))
     results.update(side_by_side({
