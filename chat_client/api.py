@@ -106,7 +106,7 @@ class ChatsysClient:
 
     def _request(self, service: str, method: str, path: str, *, authenticated: bool = True,
                  json: dict | None = None, params: dict | None = None,
-                 headers: dict | None = None) -> tuple[int, dict | None]:
+                 headers: dict | None = None, timeout: tuple[float, float] = TIMEOUT) -> tuple[int, dict | None]:
         base = self.urls.base(service)
         headers = dict(headers or {})
         if authenticated:
@@ -115,7 +115,7 @@ class ChatsysClient:
             headers["Authorization"] = f"Bearer {self.token}"
         try:
             response = self._http.request(method, base + path, json=json, params=params, headers=headers,
-                                          timeout=TIMEOUT)
+                                          timeout=timeout)
         except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
                 requests.exceptions.InvalidSchema):
             raise ServiceError(f"the {service} URL {base!r} is not a valid http(s) URL") from None
@@ -170,9 +170,14 @@ class ChatsysClient:
     def create_room(self, name: str) -> dict:
         return self._request("chat", "POST", "/rooms", json={"name": name})[1]
 
-    def messages(self, room: str, after: int | None = None, limit: int | None = None) -> dict:
-        params = {name: value for name, value in (("after", after), ("limit", limit)) if value is not None}
-        return self._request("chat", "GET", f"/rooms/{_segment(room)}/messages", params=params)[1]
+    def messages(self, room: str, after: int | None = None, limit: int | None = None,
+                 wait: int | None = None) -> dict:
+        """A page of messages; with `wait` (and `after`) the service may hold the request up
+        to that many seconds until a message arrives (contract v1.1)."""
+        params = {name: value for name, value in (("after", after), ("limit", limit), ("wait", wait))
+                  if value is not None}
+        timeout = (TIMEOUT[0], TIMEOUT[1] + wait) if wait else TIMEOUT
+        return self._request("chat", "GET", f"/rooms/{_segment(room)}/messages", params=params, timeout=timeout)[1]
 
     def send(self, room: str, text: str, key: str | None = None, attempts: int = SEND_ATTEMPTS) -> dict:
         """Post a message; on a network error or 5xx, post again with the same key, which the

@@ -18,6 +18,7 @@ from chat_client.api import ChatsysClient, NotLoggedIn, ServiceError, ServiceUrl
 DEFAULT_URLS = {"chat": "http://127.0.0.1:5000", "login": "http://127.0.0.1:4100",
                 "profile": "http://127.0.0.1:4200"}
 MAX_PAGE = 200  # the contract's largest `limit`
+LONG_POLL_SECONDS = 25  # `wait` of each long poll (the contract allows up to 30)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -207,18 +208,27 @@ def cmd_follow(context: Context) -> int:
             show(message_line(message))
         if sys.stderr.isatty():
             note(f"following {args.room}; Ctrl-C to stop")
-        pause, trouble = args.interval, None
+        # Long polls while the service takes `wait` (contract v1.1): each request is held
+        # until a message arrives. A v1 service answers `wait` with 400: then plain polls.
+        pause, trouble, long_poll = 0.0, None, not args.poll
         while True:
+            wait = LONG_POLL_SECONDS if long_poll else None
             if deadline is not None:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return EXIT_OK
                 pause = min(pause, remaining)
+                if wait is not None:
+                    wait = max(1, min(wait, int(remaining)))
             time.sleep(pause)
             pause = args.interval
             try:
-                page = client.messages(args.room, after=after, limit=MAX_PAGE)
+                page = client.messages(args.room, after=after, limit=MAX_PAGE, wait=wait)
             except ServiceError as error:
+                if long_poll and error.status == 400:
+                    note(f"the chat service does not hold requests (no wait); polling every {args.interval:g} s")
+                    long_poll = False
+                    continue
                 if not (error.transient or error.status == 429):
                     raise
                 # Nothing is lost while the service is away: polling resumes at `after`.
@@ -235,8 +245,12 @@ def cmd_follow(context: Context) -> int:
                     show(message_line(message))
                     after = message["seq"]
             after = max(after, page["next_after"])
-            if len(page["messages"]) == MAX_PAGE:
-                pause = 0  # a backlog: fetch the rest at once
+            if len(page["messages"]) == MAX_PAGE or (long_poll and page["messages"]):
+                pause = 0  # a backlog to fetch, or the next long poll to start at once
+            elif long_poll:
+                # An empty page after a wait: a server that ignores `wait` answers at once,
+                # so a short pause keeps such a server from being asked in a tight loop.
+                pause = min(args.interval, 1.0)
     except KeyboardInterrupt:
         return EXIT_OK
 
@@ -346,7 +360,9 @@ def build_parser() -> argparse.ArgumentParser:
     follow.add_argument("--last", type=_count(0, MAX_PAGE), default=20, metavar="N",
                         help="show the newest N messages first (default 20)")
     follow.add_argument("--interval", type=_seconds(positive=True), default=1.0, metavar="SECONDS",
-                        help="time between polls (default 1)")
+                        help="time between plain polls (default 1)")
+    follow.add_argument("--poll", action="store_true",
+                        help="poll every --interval instead of long polls held by the service")
     follow.add_argument("--max-seconds", type=_seconds(positive=False), metavar="SECONDS",
                         help="stop after this long (default: until Ctrl-C)")
 

@@ -44,10 +44,10 @@ class Terminal:
         return subprocess.run([sys.executable, "-m", "chat_client", *args], input=stdin, capture_output=True,
                               text=True, env={**self.env, **env}, cwd=harness.ROOT, timeout=60, umask=umask)
 
-    def start(self, *args: str) -> subprocess.Popen:
+    def start(self, *args: str, **env: str) -> subprocess.Popen:
         return subprocess.Popen([sys.executable, "-m", "chat_client", *args], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, env=self.env,
-                                cwd=harness.ROOT)
+                                stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+                                env={**self.env, **env}, cwd=harness.ROOT)
 
     def ok(self, *args: str, stdin: str | None = None, **env: str) -> str:
         done = self.run(*args, stdin=stdin, **env)
@@ -238,6 +238,83 @@ def test_follow_prints_messages_from_others_live_and_in_order(alice, stack):
     assert message_lines(output) == [(3, alice.username, "before"), (4, bob.username, "first from bob"),
                                      (5, bob.username, "second from bob")]
     assert "Traceback" not in follower.stderr.read()
+
+
+class CountingProxy(ThreadingHTTPServer):
+    """Forwards GETs to the chat service and counts them; with `v1`, it answers `wait` with
+    a 400 problem, as a chat server of contract v1 that checks its parameters may."""
+
+    daemon_threads = True
+
+    def __init__(self, target: str, v1: bool):
+        super().__init__(("127.0.0.1", 0), _CountingHandler)
+        self.target, self.v1 = target, v1
+        self.reads: list[str] = []
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def __enter__(self):
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.shutdown()
+        self.server_close()
+
+
+class _CountingHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: CountingProxy
+
+    def do_GET(self) -> None:
+        self.server.reads.append(self.path)
+        if self.server.v1 and "wait=" in self.path:
+            status, body, kind = 400, b'{"type":"about:blank","title":"Bad Request","status":400}', "application/problem+json"
+        else:
+            answer = requests.get(self.server.target + self.path, headers={"Authorization": self.headers["Authorization"]},
+                                  timeout=60)
+            status, body, kind = answer.status_code, answer.content, answer.headers.get("Content-Type", "")
+        self.send_response(status)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.mark.parametrize("v1", [False, True], ids=["long-polls", "v1-server-polls"])
+def test_follow_long_polls_and_falls_back_to_polling_on_a_v1_server(alice, stack, v1):
+    room = new_room(alice)
+    alice.ok("send", room, "before")
+    bob = register_and_login(stack.login_url)
+    with CountingProxy(stack.chat_url, v1) as proxy:
+        follower = alice.start("follow", room, "--last", "1", "--interval", "0.2", "--max-seconds", "5",
+                               CHATSYS_CHAT_URL=proxy.url)
+        lines: queue.Queue = queue.Queue()
+        reader = read_lines_into(follower.stdout, lines)
+        try:
+            first = lines.get(timeout=6)
+            posted = requests.post(f"{stack.chat_url}/rooms/{room}/messages", json={"text": "from bob"},
+                                   headers=bob.auth, timeout=10)
+            assert posted.status_code == 201, posted.text
+            assert follower.wait(timeout=30) == 0
+        finally:
+            if follower.poll() is None:
+                follower.kill()
+                follower.wait()
+        reader.join(timeout=5)
+    output = first + "".join(lines.get() for _ in range(lines.qsize()))
+    assert message_lines(output) == [(1, alice.username, "before"), (2, bob.username, "from bob")]
+    waits = [path for path in proxy.reads if "wait=" in path]
+    if v1:
+        assert len(waits) == 1 and len(proxy.reads) > 10  # one refused wait, then plain polls
+        assert "polling every" in follower.stderr.read()
+    else:
+        assert len(proxy.reads) <= 5 and len(waits) == len(proxy.reads) - 1  # held requests, not polls
 
 
 def test_follow_stops_cleanly_on_ctrl_c(alice):
