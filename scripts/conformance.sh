@@ -4,17 +4,19 @@
 # here; tests that need to start or kill processes are left out (see docs/conformance.md).
 set -euo pipefail
 usage() {
-    echo "usage: $0 --login URL --profile URL [--chat URL] [-- PYTEST_ARGS...]   (env: VENV)"
+    echo "usage: $0 --login URL --profile URL [--chat URL] [--v1] [-- PYTEST_ARGS...]   (env: VENV)"
+    echo "  --v1   contract v1 only: leave out the v1.1 long-poll tests (tests/test_live.py)"
 }
 source "$(dirname "$0")/lib.sh"
 
-login_url="" profile_url="" chat_url=""
+login_url="" profile_url="" chat_url="" contract=1.1
 pytest_args=()
 while (($#)); do
     case $1 in
         --login) login_url=${2:?--login needs a URL}; shift 2 ;;
         --profile) profile_url=${2:?--profile needs a URL}; shift 2 ;;
         --chat) chat_url=${2:?--chat needs a URL}; shift 2 ;;
+        --v1) contract=1; shift ;;
         --) shift; pytest_args=("$@"); break ;;
         -h|--help) usage; exit 0 ;;
         *) usage >&2; exit 2 ;;
@@ -49,5 +51,6 @@ fi
 cd "$CHATSYS_ROOT"
 shopt -s nullglob
 suites=(tests/test_*_contract.py tests/test_openapi.py)
+[[ $contract == 1 ]] || suites+=(tests/test_live.py)
 export CHATSYS_LOGIN_URL=$login_url CHATSYS_PROFILE_URL=$profile_url CHATSYS_CHAT_URL=$chat_url
 exec "$VENV/bin/pytest" "${suites[@]}" "${pytest_args[@]}"

@@ -38,6 +38,7 @@ def poll(url: str, user: User, room: str, after: int, wait: int, session=request
                        headers=user.auth, timeout=wait + 15)
 
 
+@pytest.mark.local
 def test_a_wait_ends_with_a_message_posted_through_another_server(stack, user):
     follower_server, poster_server = stack.chat_servers[0].url, stack.chat_servers[1].url
     room = new_room(stack.chat_url, user)
@@ -52,6 +53,18 @@ def test_a_wait_ends_with_a_message_posted_through_another_server(stack, user):
     page = answer.json()
     assert [(m["seq"], m["text"]) for m in page["messages"]] == [(2, "news")]
     assert page["next_after"] == 2
+
+
+def test_a_wait_ends_with_a_message_posted_meanwhile(stack, user):
+    room = new_room(stack.chat_url, user)
+    post(stack.chat_url, user, room, "before")
+    timer = threading.Timer(1.0, post, args=(stack.chat_url, user, room, "news"))
+    timer.start()
+    try:
+        page = poll(stack.chat_url, user, room, after=1, wait=25).json()
+    finally:
+        timer.join()
+    assert [(m["seq"], m["text"]) for m in page["messages"]] == [(2, "news")]
 
 
 def test_a_wait_with_messages_already_there_answers_them(stack, user):
