@@ -32,14 +32,14 @@ def test_plan_runs_against_the_stack_with_no_errors(stack, tmp_path):
     completed = subprocess.run(
         [str(ROOT / "scripts" / "jmeter-run.sh"), f"-Jprotocol={scheme}", f"-Jchat_host={chat_host}",
          f"-Jchat_port={chat_port}", f"-Jlogin_host={login_host}", f"-Jlogin_port={login_port}",
-         "-Jthreads=3", "-Jrampup=1", "-Jduration=6", "--out", str(out)],
+         "-Jthreads=3", "-Jrampup=1", "-Jduration=6", "-Jfollowers=2", "-Jfollow_wait=2", "--out", str(out)],
         capture_output=True, text=True, timeout=900)  # the first call may assemble JMeter
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
 
     with open(out / "results.csv", newline="") as results:
         rows = list(csv.DictReader(results))
     assert rows, "no sample recorded"
-    assert ALL_LABELS <= {row["label"] for row in rows}
+    assert ALL_LABELS | {"follow messages"} <= {row["label"] for row in rows}
     failed = [(row["label"], row["responseCode"], row["failureMessage"][:200]) for row in rows
               if row["success"] != "true"]
     assert failed == []
