@@ -102,12 +102,16 @@ def read_messages(room: str):
         if "wait" in request.args:
             raise bad_request("Query parameter 'wait' needs 'after': a wait is for messages after a seq.")
         messages = store.read_newest(_existing_room(room), limit)
+    elif wait and live.is_watched(room):
+        # The room's watcher read the database a moment ago: wait on it without a read.
+        messages = live.wait_for_messages(room, after, limit, wait, _client_gone)
     else:
         messages = store.read_after(room, after, limit) if re.fullmatch(_ROOM_NAME, room) else []
         if not messages:
             existing = _existing_room(room)  # an empty page needs the room to exist; a full one proves it
             if wait:
-                messages = live.wait_for_messages(existing, after, limit, wait, _client_gone)
+                messages = live.wait_for_messages(room, after, limit, wait, _client_gone,
+                                                  known=existing.get("last_seq", 0))
     next_after = store.seq_of(messages[-1]) if messages else (after or 0)
     return jsonify(room=room, messages=[_message_view(m, room) for m in messages], next_after=next_after)
 

@@ -86,11 +86,18 @@ class RoomWatcher:
         return store.read_after(self.room, after, limit)
 
 
-def wait_for_messages(room: dict, after: int, limit: int, seconds: float,
-                      client_gone: Callable[[], bool]) -> list[dict]:
+def is_watched(room: str) -> bool:
+    """True while a watcher of this process polls the room (so the room exists)."""
+    with _watchers_lock:
+        return room in _watchers
+
+
+def wait_for_messages(room: str, after: int, limit: int, seconds: float, client_gone: Callable[[], bool],
+                      known: int = 0) -> list[dict]:
     """Hold the request until the room has messages after `after` (any chat server may
-    store them) or `seconds` pass."""
-    watcher = _join_watcher(room)
+    store them) or `seconds` pass. `known` is a seq known to be stored, where a new
+    watcher starts looking for the newest."""
+    watcher = _join_watcher(room, known)
     try:
         return watcher.wait(after, limit, seconds, client_gone)
     finally:
@@ -98,24 +105,22 @@ def wait_for_messages(room: dict, after: int, limit: int, seconds: float,
             watcher.waiters -= 1
 
 
-def _join_watcher(room: dict) -> RoomWatcher:
+def _join_watcher(room: str, known: int) -> RoomWatcher:
     """The room's watcher with one more waiter, started if there was none."""
     app = current_app._get_current_object()  # type: ignore[attr-defined]
-    name = room["_id"]
     while True:
         with _watchers_lock:
-            watcher = _watchers.get(name)
+            watcher = _watchers.get(room)
             if watcher is not None:
                 with watcher.changed:
                     watcher.waiters += 1
                 return watcher
         # Watch from the room's newest message, which a follower's `after` may be ahead of.
-        newest = store.newest_seq(name, known=room.get("last_seq", 0))
-        fresh = RoomWatcher(app, name, newest, app.config["SETTINGS"].wait_poll_seconds)
+        fresh = RoomWatcher(app, room, store.newest_seq(room, known=known), app.config["SETTINGS"].wait_poll_seconds)
         fresh.waiters = 1
         with _watchers_lock:
-            if name in _watchers:
+            if room in _watchers:
                 continue  # another request started one meanwhile: join that one
-            _watchers[name] = fresh
-        threading.Thread(target=fresh.run, name=f"watch-{name}", daemon=True).start()
+            _watchers[room] = fresh
+        threading.Thread(target=fresh.run, name=f"watch-{room}", daemon=True).start()
         return fresh
