@@ -24,6 +24,19 @@ POLL_PAGE = 200
 
 _watchers: dict[str, "RoomWatcher"] = {}
 _watchers_lock = threading.Lock()
+# Set when the process is told to stop: every wait ends at once with an empty page, so the
+# followers ask again, through HAProxy, of a server that is not going away.
+_stopping = threading.Event()
+
+
+def stop_waiting() -> None:
+    """End every wait of this process now (called on SIGTERM, see conf/gunicorn.conf.py)."""
+    _stopping.set()
+    with _watchers_lock:
+        watchers = list(_watchers.values())
+    for watcher in watchers:
+        with watcher.changed:
+            watcher.changed.notify_all()
 
 
 class RoomWatcher:
@@ -76,7 +89,7 @@ class RoomWatcher:
                 if self.failed_poll > started:
                     raise unavailable("The database is not answering; try again shortly.")
                 remaining = deadline - time.monotonic()
-                if remaining <= 0 or client_gone():
+                if remaining <= 0 or _stopping.is_set() or client_gone():
                     return []
                 # Wake at least once a second to notice a client that went away.
                 self.changed.wait(min(remaining, 1.0))

@@ -4,6 +4,7 @@ Used the same way by the scripts, the systemd units and the containers:
     gunicorn -c conf/gunicorn.conf.py chat_service.wsgi:app
 """
 import os
+import signal
 import socket
 import struct
 import sys
@@ -79,3 +80,20 @@ def post_worker_init(worker):
     from service_kit import gunicorn_errors
 
     gunicorn_errors.install(f"{_module.removesuffix('_service') or 'service'}@{port}")
+    if _module == "chat_service":
+        _end_waits_on_stop()
+
+
+def _end_waits_on_stop():
+    """On SIGTERM a chat worker ends its long polls at once with empty pages, before
+    gunicorn's graceful stop, instead of holding them until graceful_timeout cuts them."""
+    from chat_service import live
+
+    stop = signal.getsignal(signal.SIGTERM)
+
+    def on_term(signum, frame):
+        live.stop_waiting()
+        if callable(stop):
+            stop(signum, frame)
+
+    signal.signal(signal.SIGTERM, on_term)

@@ -5,6 +5,7 @@ not per follower."""
 from __future__ import annotations
 
 import re
+import signal
 import socket
 import threading
 import time
@@ -231,6 +232,27 @@ def test_a_follower_keeps_every_message_when_a_chat_server_is_killed(live):
     assert seen == list(range(1, total + 1))
     victim.start()
     harness.wait_until(lambda: live.balancer.server_states().get("chat2") == "UP", 15, "the killed server back up")
+
+
+@pytest.mark.local
+def test_a_chat_server_told_to_stop_ends_its_waits_with_empty_pages_at_once(live):
+    room = new_room(live.balancer.url, live.user)
+    post(live.balancer.url, live.user, room, "one")
+    server = live.chats[2]
+    sockets = hold_waits(server.url, live.user.token, room, after=1, count=5, wait=30)
+    try:
+        time.sleep(1)
+        server.process.signal(signal.SIGTERM)
+        for connection in sockets:
+            connection.settimeout(8)  # well before the 30 s wait, and before graceful_timeout
+            head, _, body = connection.recv(65536).partition(b"\r\n\r\n")
+            assert head.split()[1] == b"200" and b'"messages":[]' in body
+    finally:
+        for connection in sockets:
+            connection.close()
+    harness.wait_until(lambda: not server.process.running, 15, "the server to stop")
+    server.start()
+    harness.wait_until(lambda: live.balancer.server_states().get("chat3") == "UP", 15, "the server back up")
 
 
 @pytest.mark.local
