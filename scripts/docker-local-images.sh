@@ -9,8 +9,10 @@
 #                                  of requirements.txt (pip installs offline from it)
 #   chatsys-local/haproxy:2.6      for haproxy:2.8: Debian's HAProxy 2.6, run like the official
 #   chatsys-local/ferretdb:VERSION for mongo:7: the embedded default, FerretDB on SQLite
+#                                  (with its own healthcheck command, MONGO_HEALTHCHECK)
 #
-# usage: docker-local-images.sh [build]   prints PYTHON_IMAGE=, HAPROXY_IMAGE=, MONGO_IMAGE= lines
+# usage: docker-local-images.sh [build]   prints PYTHON_IMAGE=, HAPROXY_IMAGE=, MONGO_IMAGE= and
+#                                         MONGO_HEALTHCHECK= lines, the settings compose.yaml takes
 #
 # Needs root (debootstrap), a Docker engine (DOCKER_HOST or scripts/docker-engine.sh) and the
 # project's virtualenv (pip download). Environment: DEBIAN_MIRROR (default: the bookworm
@@ -144,3 +146,6 @@ fi
 echo "PYTHON_IMAGE=$python_image"
 echo "HAPROXY_IMAGE=$haproxy_image"
 echo "MONGO_IMAGE=$ferretdb_image"
+# FerretDB has no mongosh: its readiness is on its debug listener (loopback in the container).
+# shellcheck disable=SC2016
+echo 'MONGO_HEALTHCHECK=bash -c "exec 3<>/dev/tcp/127.0.0.1/8088 && printf '"'"'GET /debug/readyz HTTP/1.0\r\n\r\n'"'"' >&3 && head -n 1 <&3 | grep -q '"'"' 200 '"'"'"'

@@ -15,7 +15,7 @@
 #
 # Images (DOCKER_IMAGES): "official" uses python:3.11-slim, mongo:7 and haproxy:2.8 as
 # compose.yaml says; "local" uses the stand-ins of scripts/docker-local-images.sh (FerretDB
-# for the database, with docker/compose.local.yaml); "auto" (default) takes the official ones
+# for the database); "auto" (default) takes the official ones
 # when they are present or can be pulled, else the local ones.
 #
 # Environment: COMPOSE_PROJECT_NAME (chatsys), PUBLISHED_ADDRESS (127.0.0.1) and the
@@ -36,7 +36,6 @@ images=${DOCKER_IMAGES:-auto}
 # compose ARGS...: Compose v2 (the docker CLI plugin) when present, else docker-compose v1.
 compose() {
     local files=(-f "$CHATSYS_ROOT/compose.yaml") file
-    [[ ${CHATSYS_DOCKER_IMAGES:-} != local ]] || files+=(-f "$CHATSYS_ROOT/docker/compose.local.yaml")
     for file in ${DOCKER_COMPOSE_FILES:-}; do files+=(-f "$file"); done
     if docker compose version >/dev/null 2>&1; then
         docker compose --project-directory "$CHATSYS_ROOT" "${files[@]}" "$@"
@@ -122,7 +121,7 @@ up() {
         echo "CHATSYS_DOCKER_IMAGES=$images"
         echo "CHATSYS_ENGINE_STARTED=$engine_started"
         local name
-        for name in PYTHON_IMAGE MONGO_IMAGE HAPROXY_IMAGE CHATSYS_IMAGE PUBLISHED_ADDRESS CHAT_PUBLISHED_PORT \
+        for name in PYTHON_IMAGE MONGO_IMAGE MONGO_HEALTHCHECK HAPROXY_IMAGE CHATSYS_IMAGE PUBLISHED_ADDRESS CHAT_PUBLISHED_PORT \
                     STATS_PUBLISHED_PORT LOGIN_PUBLISHED_PORT PROFILE_PUBLISHED_PORT DOCKER_COMPOSE_FILES; do
             [[ -z ${!name:-} ]] || printf '%s=%q\n' "$name" "${!name}"
         done
