@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import time
 import uuid
@@ -97,7 +98,7 @@ class Stack:
         state = Path(self.env["CHATSYS_VAR"]) / "docker" / f"{self.project}.env"
         for line in state.read_text().splitlines():
             name, _, value = line.partition("=")
-            self.settings[name] = value
+            self.settings[name] = shlex.split(value)[0] if value else ""  # written with printf %q
 
     def containers(self, service: str | None = None, running_only: bool = True) -> list[dict]:
         """docker inspect of the project's containers (of one service), by container number."""
