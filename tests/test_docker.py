@@ -666,7 +666,9 @@ def swarm(stack):
         # addresses): here nothing is published, and the test looks from inside.
         for spec in loaded["services"].values():
             spec.pop("ports", None)
-        run_with_input(["docker", "stack", "deploy", "-c", "-", SWARM_STACK], yaml.safe_dump(loaded), environment)
+        # `docker stack deploy` interpolates again: what `config` resolved must stay literal.
+        run_with_input(["docker", "stack", "deploy", "-c", "-", SWARM_STACK],
+                       yaml.safe_dump(loaded).replace("$", "$$"), environment)
         yield engine
     finally:
         engine.docker("stack", "rm", SWARM_STACK, check=False)
@@ -703,10 +705,13 @@ def test_swarm_starts_every_service_of_the_stack_with_three_chat_replicas(swarm)
     wanted = {name: 1 for name in SERVICES_AND_DATABASE} | {"chat": 3}
     harness.wait_until(lambda: swarm_tasks_per_service(swarm) == wanted, 90, "a task container per replica", 1)
     # The two services that need no other one become healthy on any kernel.
-    harness.wait_until(lambda: sum("(healthy)" in status and name.startswith((f"{SWARM_STACK}_mongo.",
-                                                                              f"{SWARM_STACK}_haproxy."))
-                                   for name, status in swarm_containers(swarm).items()) == 2,
-                       90, "the database and HAProxy tasks to be healthy", 1)
+    try:
+        harness.wait_until(lambda: sum("(healthy)" in status and name.startswith((f"{SWARM_STACK}_mongo.",
+                                                                                  f"{SWARM_STACK}_haproxy."))
+                                       for name, status in swarm_containers(swarm).items()) == 2,
+                           90, "the database and HAProxy tasks to be healthy", 1)
+    except TimeoutError:
+        raise AssertionError(f"swarm tasks: {swarm_containers(swarm)}") from None
 
 
 IPVS = Path("/proc/sys/net/ipv4/vs")
