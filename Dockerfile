@@ -5,7 +5,11 @@
 #   docker build -t chatsys .
 #   docker run -e MONGO_URI=mongodb://mongo:27017/chatsys -e PORT=4100 chatsys \
 #       gunicorn -c conf/gunicorn.conf.py login_service.wsgi:app
-FROM python:3.11-slim
+#
+# PYTHON_IMAGE: the base image; any Debian-like image with Python 3.11, its venv module and
+# useradd will do (scripts/docker-local-images.sh makes one where no registry answers).
+ARG PYTHON_IMAGE=python:3.11-slim
+FROM ${PYTHON_IMAGE}
 
 ENV PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \

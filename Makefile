@@ -1,5 +1,5 @@
 # The two commands of the README, and a few more for daily work.
-.PHONY: run test stop status setup conformance
+.PHONY: run test stop status setup conformance docker-up docker-down
 
 run: setup
 	scripts/start.sh
@@ -19,3 +19,10 @@ setup:
 # make conformance ARGS="--login http://host:4100 --profile http://host:4200 --chat http://host:5000"
 conformance:
 	scripts/conformance.sh $(ARGS)
+
+# The system in containers: starts a Docker engine if none answers, builds what is missing.
+docker-up:
+	scripts/docker-stack.sh up
+
+docker-down:
+	scripts/docker-stack.sh down

@@ -5,7 +5,8 @@ set -euo pipefail
 
 usage() {
     echo "usage: $0 COMMAND [ARG...]   e.g. $0 gunicorn -c conf/gunicorn.conf.py chat_service.wsgi:app"
-    echo "env: MONGO_URI (required, names the database), PORT (required), DB_WAIT_SECONDS (default 60)"
+    echo "env: MONGO_URI (required, names the database), PORT (required), DB_WAIT_SECONDS (default 60),"
+    echo "     INSTANCE_PORT_FROM_ADDRESS (on: also listen on a port unique to this replica, named in X-Instance)"
 }
 if (($# == 0)); then usage >&2; exit 2; fi
 case $1 in -h|--help) usage; exit 0 ;; esac
@@ -53,5 +54,20 @@ while True:
         print(f"entrypoint: waiting for the database at {hosts} ({type(error).__name__})", flush=True)
         time.sleep(1)
 PY
+
+# Replicas of one service share PORT (HAProxy reaches them all there), so they would all
+# answer X-Instance chat@4000. With INSTANCE_PORT_FROM_ADDRESS=on, each also listens on PORT
+# plus the low ten bits of its own address, unique on its network, and names itself by that
+# port: X-Instance chat@4005 is the container at x.x.x.5, and answers on 4005 too.
+if [[ ${INSTANCE_PORT_FROM_ADDRESS:-off} == on ]]; then
+    instance_port=$(python -c 'import ipaddress, os, socket
+address = ipaddress.ip_address(socket.gethostbyname(socket.gethostname()))
+print(int(os.environ["PORT"]) + (int(address) & 0x3ff))')
+    bind_host=${BIND_HOST:-0.0.0.0}
+    # gunicorn reads GUNICORN_CMD_ARGS after its config file: both ports are bound.
+    export GUNICORN_CMD_ARGS="--bind $bind_host:$PORT --bind $bind_host:$instance_port${GUNICORN_CMD_ARGS:+ $GUNICORN_CMD_ARGS}"
+    export PORT=$instance_port
+    echo "entrypoint: also listening on $PORT, the name of this replica in X-Instance"
+fi
 
 exec "$@" 2>&1

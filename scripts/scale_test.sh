@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Usage: scripts/scale_test.sh [--quick] [--cpu-cap CORES] [--threads "4 8 16 32"] [--duration S]
 #          [--rampup S] [--warmup S] [--servers "1 2 3"] [--open-fractions "0.5 0.7 0.9"]
-#          [--open-duration S] [--open-threads N|auto] [--out DIR]
+#          [--open-duration S] [--open-threads N|auto] [--out DIR] [--docker]
 #          [--target URL --login URL] [-- -Jname=value ...]
 #
 # How chat throughput scales with chat servers. Starts its own stack once (scripts/start.sh,
@@ -15,6 +15,10 @@
 #                      run at 70 % (a smoke run: too short for figures worth keeping)
 #   --cpu-cap CORES    each chat server (gunicorn master + workers) in its own cgroup capped
 #                      at CORES cores (scripts/cpu_cap.sh), like separate small hosts
+#   --docker           the same, against the compose stack (scripts/docker-stack.sh, project
+#                      chatsys-scale, the ports below published on loopback): the chat tier
+#                      scaled to 1, 2 and 3 containers, and --cpu-cap is Docker's own `cpus`
+#                      limit per chat container; the stack is removed at the end
 #   --target URL --login URL
 #                      battle mode: the same plan and report against another deployment
 #                      (chat entry point and login service); nothing local is started
@@ -50,7 +54,7 @@ export JVM_ARGS=${JVM_ARGS--XX:TieredStopAtLevel=1}
 
 # open_fractions may be given empty (no open-model runs): "default" means not given.
 quick=no servers='' threads='' duration='' rampup='' warmup='' open_fractions=default open_duration=''
-open_threads='' cpu_cap='' out='' target='' login='' plan_props=()
+open_threads='' cpu_cap='' out='' target='' login='' plan_props=() docker=no
 while (($#)); do
     case $1 in
         --quick) quick=yes; shift ;;
@@ -64,6 +68,7 @@ while (($#)); do
         --open-threads) open_threads=${2:?}; shift 2 ;;
         --cpu-cap) cpu_cap=${2:?--cpu-cap needs a number of cores}; shift 2 ;;
         --out) out=${2:?}; shift 2 ;;
+        --docker) docker=yes; shift ;;
         --target) target=${2:?}; shift 2 ;;
         --login) login=${2:?}; shift 2 ;;
         -h|--help) usage; exit 0 ;;
@@ -104,6 +109,7 @@ parse_url() {
 if [[ -n $target || -n $login ]]; then
     [[ -n $target && -n $login ]] || die "battle mode needs both --target (chat entry point) and --login"
     [[ -z $cpu_cap ]] || die "--cpu-cap applies to local chat servers only; not with --target"
+    [[ $docker == no ]] || die "--docker and --target exclude each other"
     mode=target
     parse_url "$target"; chat_scheme=$url_scheme chat_host=$url_host chat_port=$url_port
     parse_url "$login"; login_host=$url_host login_port=$url_port
@@ -111,6 +117,7 @@ if [[ -n $target || -n $login ]]; then
     series_list=(target)
 else
     mode=local
+    [[ $docker == no ]] || mode=docker
     chat_scheme=http chat_host=127.0.0.1 chat_port=$HAPROXY_PORT login_host=127.0.0.1 login_port=$LOGIN_PORT
     read -r -a chat_ports <<< "$CHAT_PORTS"
     series_list=()
@@ -118,7 +125,7 @@ else
         ((n >= 1 && n <= ${#chat_ports[@]})) || die "--servers values must be 1 to ${#chat_ports[@]}"
         series_list+=("servers-$n")
     done
-    command -v haproxy >/dev/null || die "haproxy is not installed (scripts/setup.sh installs it)"
+    [[ $mode == docker ]] || command -v haproxy >/dev/null || die "haproxy is not installed (scripts/setup.sh installs it)"
 fi
 
 [[ -x $VENV/bin/python ]] || die "no virtualenv at $VENV (run scripts/setup.sh)"
@@ -147,7 +154,9 @@ cleanup() {
         kill "$monitor_pid" 2>/dev/null || true
         wait "$monitor_pid" 2>/dev/null || true
     fi
-    if [[ $stack_started == yes ]]; then
+    if [[ $stack_started == yes && $mode == docker ]]; then
+        docker_stack down --volumes >/dev/null 2>&1 || log "scripts/docker-stack.sh down failed"
+    elif [[ $stack_started == yes ]]; then
         [[ -z $cpu_cap ]] || "$root/scripts/cpu_cap.sh" release "${chat_ports[@]/#/chat-}" 2>/dev/null || true
         "$root/scripts/stop.sh" >/dev/null 2>&1 || log "scripts/stop.sh failed; see $CHATSYS_VAR/run"
     fi
@@ -160,7 +169,51 @@ trap 'exit 143' TERM
 # --- the stack ------------------------------------------------------------------------------
 cap_mode=off cap_reason='' cap_applied=''
 database_reset="not reset (a deployment under test keeps its data; its history grows over the runs)"
-if [[ $mode == local ]]; then
+# docker_stack ARGS...: scripts/docker-stack.sh for this script's own compose project.
+docker_stack() {
+    COMPOSE_PROJECT_NAME=chatsys-scale CHAT_PUBLISHED_PORT=$HAPROXY_PORT STATS_PUBLISHED_PORT=$HAPROXY_STATS_PORT \
+        LOGIN_PUBLISHED_PORT=$LOGIN_PORT PROFILE_PUBLISHED_PORT=$PROFILE_PORT \
+        DOCKER_COMPOSE_FILES="$CHATSYS_VAR/compose.scale.yaml" "$root/scripts/docker-stack.sh" "$@"
+}
+# docker_pids SERVICE: the host pid of each running container of SERVICE, as NUMBER=PID lines.
+docker_pids() {
+    local id
+    for id in $(docker_stack compose ps -q "$1"); do
+        DOCKER_HOST=$docker_host docker inspect --format \
+            '{{index .Config.Labels "com.docker.compose.container-number"}}={{.State.Pid}}' "$id"
+    done
+}
+if [[ $mode == docker ]]; then
+    docker_stack down --volumes >/dev/null 2>&1 || true
+    ports=("$LOGIN_PORT" "$PROFILE_PORT" "$HAPROXY_PORT" "$HAPROXY_STATS_PORT" "$MONGO_PORT")
+    for port in "${ports[@]}"; do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            die "port $port is in use; choose other ports (see --help) or stop what runs there"
+        fi
+    done
+    mkdir -p "$CHATSYS_VAR"
+    # This run's additions to compose.yaml: the database on a loopback port (emptied before
+    # every run) and, with --cpu-cap, Docker's CPU limit on every chat container.
+    {
+        echo "services:"
+        echo "  mongo:"
+        echo "    ports: [\"127.0.0.1:$MONGO_PORT:27017\"]"
+        if [[ -n $cpu_cap ]]; then
+            echo "  chat:"
+            echo "    cpus: $cpu_cap"
+        fi
+    } > "$CHATSYS_VAR/compose.scale.yaml"
+    stack_started=yes
+    log "starting the compose stack chatsys-scale (HAProxy $HAPROXY_PORT, login $LOGIN_PORT)"
+    docker_stack up --scale chat="${#chat_ports[@]}" > "$out/stack.log" 2>&1 ||
+        { cat "$out/stack.log" >&2; die "the stack did not start"; }
+    docker_host=$(sed -n 's/^DOCKER_HOST=//p' "$CHATSYS_VAR/docker/chatsys-scale.env")
+    mongo_uri="mongodb://127.0.0.1:$MONGO_PORT/chatsys"
+    database_reset="the database container ($(sed -n 's/^MONGO_IMAGE=//p' "$CHATSYS_VAR/docker/chatsys-scale.env")), emptied before every run (collections with indexes emptied, the others dropped)"
+    if [[ -n $cpu_cap ]]; then
+        cap_mode="docker cpus" cap_applied=$cpu_cap
+    fi
+elif [[ $mode == local ]]; then
     # Whatever a previous run left in our var dir is ours: stop it, then insist on free ports.
     "$root/scripts/stop.sh" >/dev/null 2>&1 || true
     [[ -z $cpu_cap ]] || "$root/scripts/cpu_cap.sh" release "${chat_ports[@]/#/chat-}" >/dev/null 2>&1 || true
@@ -213,9 +266,29 @@ else
     groups=()
 fi
 groups+=("jmeter=$$:ApacheJMeter.jar")
-PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}" "$VENV/bin/python" -m loadtest monitor --out "$out/cpu.csv" \
-    --interval 1 --max-seconds 7200 "${groups[@]}" &
-monitor_pid=$!
+# start_monitor FILE: sample the CPU of every group (in docker mode: of the containers now running).
+start_monitor() {
+    local monitored=("${groups[@]}") line
+    if [[ $mode == docker ]]; then
+        for line in $(docker_pids chat); do monitored+=("chat-${line%%=*}=${line#*=}"); done
+        for service in login profile haproxy; do
+            for line in $(docker_pids "$service"); do monitored+=("$service=${line#*=}"); done
+        done
+        for line in $(docker_pids mongo); do monitored+=("ferretdb=${line#*=}"); done
+    fi
+    PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}" "$VENV/bin/python" -m loadtest monitor --out "$1" \
+        --interval 1 --max-seconds 7200 "${monitored[@]}" &
+    monitor_pid=$!
+}
+stop_monitor() {
+    if [[ -n $monitor_pid ]]; then
+        kill "$monitor_pid" 2>/dev/null || true
+        wait "$monitor_pid" 2>/dev/null || true
+        monitor_pid=''
+    fi
+}
+# Scaling adds containers (new processes): docker mode samples each series in its own file.
+[[ $mode == docker ]] || start_monitor "$out/cpu.csv"
 
 {
     echo "command=$command_line"
@@ -227,6 +300,8 @@ monitor_pid=$!
     echo "loadavg_start=$(cut -d' ' -f1-3 /proc/loadavg)"
     if [[ $mode == local ]]; then
         echo "target_description=local stack started by the script: HAProxy :$HAPROXY_PORT, chat servers ${chat_ports[*]} (gunicorn ${GUNICORN_WORKERS:-2} workers x ${GUNICORN_THREADS:-4} threads each), login :$LOGIN_PORT"
+    elif [[ $mode == docker ]]; then
+        echo "target_description=compose stack started by the script (scripts/docker-stack.sh, images $(sed -n 's/^CHATSYS_DOCKER_IMAGES=//p' "$CHATSYS_VAR/docker/chatsys-scale.env"), Docker $(DOCKER_HOST=$docker_host docker version --format '{{.Server.Version}}')): HAProxy container on :$HAPROXY_PORT, chat containers scaled to each series' count (gunicorn ${GUNICORN_WORKERS:-2} workers x ${GUNICORN_THREADS:-4} threads each), login container :$LOGIN_PORT; ports through docker-proxy on loopback"
     else
         echo "target_description=battle mode: chat $target, login $login (no local servers; CPU figures are the load generator's and this machine's only)"
     fi
@@ -257,7 +332,7 @@ run_step() {
     else
         props+=(-Jmodel=closed "-Jthreads=$step_threads")
     fi
-    [[ $mode != local || -n ${MONGO_URI:-} ]] || loadtest reset-db "$mongo_uri"
+    [[ $mode == target || -n ${MONGO_URI:-} ]] || loadtest reset-db "$mongo_uri"
     mkdir -p "$out/$dir"
     setsid "$root/scripts/jmeter-run.sh" "${props[@]}" --out "$out/$dir" > "$out/$dir/console.log" 2>&1 &
     jmeter_pid=$!
@@ -273,11 +348,16 @@ run_step() {
     fi
 }
 
-# wait_rotation N: until HAProxy reports exactly the first N chat servers UP.
+# wait_rotation N: until HAProxy reports exactly N chat servers UP.
 wait_rotation() {
     local wanted=$1 up
     for _ in $(seq 60); do
-        up=$(haproxy_cmd "show stat" | awk -F, '$1 == "chat_servers" && $2 != "BACKEND" && $18 ~ /^UP/' | wc -l)
+        if [[ $mode == docker ]]; then
+            up=$(curl -fsS --max-time 5 "http://127.0.0.1:$HAPROXY_STATS_PORT/stats;csv" |
+                awk -F, '$1 == "chat_servers" && $2 != "BACKEND" && $18 ~ /^UP/' | wc -l)
+        else
+            up=$(haproxy_cmd "show stat" | awk -F, '$1 == "chat_servers" && $2 != "BACKEND" && $18 ~ /^UP/' | wc -l)
+        fi
         ((up == wanted)) && return 0
         sleep 0.5
     done
@@ -293,6 +373,19 @@ for series in "${series_list[@]}"; do
         n=${series#servers-}
         "$root/scripts/rotation.sh" "$n" >&2
         wait_rotation "$n"
+    elif [[ $mode == docker ]]; then
+        n=${series#servers-}
+        log "scaling the chat tier to $n container(s)"
+        docker_stack compose up -d --scale chat="$n" >/dev/null 2>&1 || die "docker compose --scale chat=$n failed"
+        wait_rotation "$n"
+        if [[ -n $cpu_cap ]]; then
+            for id in $(docker_stack compose ps -q chat); do
+                nano=$(DOCKER_HOST=$docker_host docker inspect --format '{{.HostConfig.NanoCpus}}' "$id")
+                [[ $nano == "$(awk -v c="$cpu_cap" 'BEGIN {printf "%.0f", c * 1e9}')" ]] ||
+                    die "chat container $id has no cpus limit of $cpu_cap (NanoCpus $nano)"
+            done
+        fi
+        start_monitor "$out/cpu-$series.csv"
     fi
     if ((warmup > 0)); then
         run_step "$series" "$n" warmup "$(awk '{print $2 ? $2 : $1}' <<< "$threads")" "" "" "$series/warmup" "$warmup"
@@ -316,12 +409,17 @@ for series in "${series_list[@]}"; do
         pct=$(awk -v f="$fraction" 'BEGIN {printf "%03.0f", f * 100}')
         run_step "$series" "$n" open "$users" "$rate" "$fraction" "$series/open-$pct-percent" "$open_duration"
     done
+    [[ $mode != docker ]] || stop_monitor
 done
 echo "loadavg_end=$(cut -d' ' -f1-3 /proc/loadavg)" >> "$out/run.info"
 echo "elapsed_seconds=$((SECONDS - started))" >> "$out/run.info"
 
-kill "$monitor_pid" 2>/dev/null || true
-wait "$monitor_pid" 2>/dev/null || true
-monitor_pid=''
+stop_monitor
+if [[ $mode == docker ]]; then
+    # One sample file for the report: every series' rows under one header.
+    files=("$out"/cpu-servers-*.csv)
+    { head -n 1 "${files[0]}"; for file in "${files[@]}"; do tail -n +2 "$file"; done; } > "$out/cpu.csv"
+    rm -f "${files[@]}"
+fi
 echo
 loadtest report "$out"

@@ -13,13 +13,15 @@ case ${1:-} in
 esac
 
 # System packages, each only when its command is missing: HAProxy (the load balancer),
-# wrk (benchmarks), curl, patch (FerretDB's build), Java and Maven (JMeter), and for the static checks of the
-# Docker and systemd files: docker-compose (v1, `config` only), the docker CLI (from
-# docker.io; no engine is started) and systemd-analyze. The tests require all of them.
+# wrk (benchmarks), curl, patch (FerretDB's build), Java and Maven (JMeter), Docker
+# (docker.io: the engine and the CLI; docker-compose, Compose v1, where the Compose plugin
+# is not packaged), debootstrap (the local stand-in images, scripts/docker-local-images.sh)
+# and systemd-analyze. The tests require all of them.
 missing=()
 for pair in haproxy:haproxy wrk:wrk curl:curl patch:patch java:default-jdk-headless mvn:maven \
-            docker-compose:docker-compose docker:docker.io systemd-analyze:systemd; do
-    command -v "${pair%%:*}" >/dev/null || missing+=("${pair#*:}")
+            docker-compose:docker-compose docker:docker.io dockerd:docker.io debootstrap:debootstrap \
+            systemd-analyze:systemd; do
+    command -v "${pair%%:*}" >/dev/null || [[ " ${missing[*]} " == *" ${pair#*:} "* ]] || missing+=("${pair#*:}")
 done
 if ((${#missing[@]})); then
     if ((EUID == 0)) && command -v apt-get >/dev/null; then
