@@ -235,7 +235,7 @@ elif [[ $mode == local ]]; then
     stack_started=yes
     # A chat server capped below one core gains nothing from a second gunicorn process
     # (each is one Python interpreter): it would only be one more racer for the room's
-    # next seq, so a capped server runs one worker unless told otherwise.
+    # next seq. So with caps every service of the stack runs one worker unless told otherwise.
     [[ -z $cpu_cap ]] || export GUNICORN_WORKERS=${GUNICORN_WORKERS:-1}
     log "starting the stack in $CHATSYS_VAR (chat servers ${chat_ports[*]}, HAProxy $HAPROXY_PORT)"
     "$root/scripts/start.sh" --chat "${#chat_ports[@]}" > "$out/stack.log" 2>&1 ||
@@ -299,9 +299,9 @@ stop_monitor() {
     echo "kernel=$(uname -r)"
     echo "loadavg_start=$(cut -d' ' -f1-3 /proc/loadavg)"
     if [[ $mode == local ]]; then
-        echo "target_description=local stack started by the script: HAProxy :$HAPROXY_PORT, chat servers ${chat_ports[*]} (gunicorn ${GUNICORN_WORKERS:-2} workers x ${GUNICORN_THREADS:-4} threads each), login :$LOGIN_PORT"
+        echo "target_description=local stack started by the script: HAProxy :$HAPROXY_PORT, chat servers ${chat_ports[*]} (gunicorn ${GUNICORN_WORKERS:-2} gevent workers each), login :$LOGIN_PORT"
     elif [[ $mode == docker ]]; then
-        echo "target_description=compose stack started by the script (scripts/docker-stack.sh, images $(sed -n 's/^CHATSYS_DOCKER_IMAGES=//p' "$CHATSYS_VAR/docker/chatsys-scale.env"), Docker $(DOCKER_HOST=$docker_host docker version --format '{{.Server.Version}}')): HAProxy container on :$HAPROXY_PORT, chat containers scaled to each series' count (gunicorn ${GUNICORN_WORKERS:-2} workers x ${GUNICORN_THREADS:-4} threads each), login container :$LOGIN_PORT; ports through docker-proxy on loopback"
+        echo "target_description=compose stack started by the script (scripts/docker-stack.sh, images $(sed -n 's/^CHATSYS_DOCKER_IMAGES=//p' "$CHATSYS_VAR/docker/chatsys-scale.env"), Docker $(DOCKER_HOST=$docker_host docker version --format '{{.Server.Version}}')): HAProxy container on :$HAPROXY_PORT, chat containers scaled to each series' count (gunicorn ${GUNICORN_WORKERS:-2} gevent workers each), login container :$LOGIN_PORT; ports through docker-proxy on loopback"
     else
         echo "target_description=battle mode: chat $target, login $login (no local servers; CPU figures are the load generator's and this machine's only)"
     fi
