@@ -15,10 +15,13 @@ esac
 # System packages, each only when its command is missing: HAProxy (the load balancer),
 # wrk (benchmarks), curl, Java and Maven (JMeter), and for the static checks of the
 # Docker and systemd files: docker-compose (v1, `config` only), the docker CLI (from
-# docker.io; no engine is started) and systemd-analyze. The tests require all of them.
+# docker.io; no engine is started) and systemd-analyze; for the boot test's virtual machine:
+# QEMU, qemu-img, debootstrap, mkfs.ext4 and ssh. The tests require all of them.
 missing=()
 for pair in haproxy:haproxy wrk:wrk curl:curl java:default-jdk-headless mvn:maven \
-            docker-compose:docker-compose docker:docker.io systemd-analyze:systemd; do
+            docker-compose:docker-compose docker:docker.io systemd-analyze:systemd \
+            qemu-system-x86_64:qemu-system-x86 qemu-img:qemu-utils debootstrap:debootstrap \
+            mkfs.ext4:e2fsprogs ssh:openssh-client; do
     command -v "${pair%%:*}" >/dev/null || missing+=("${pair#*:}")
 done
 if ((${#missing[@]})); then
