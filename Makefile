@@ -1,5 +1,5 @@
 # The two commands of the README, and a few more for daily work.
-.PHONY: run test stop status setup conformance
+.PHONY: run test stop status setup conformance vm-test
 
 run: setup
 	scripts/start.sh
@@ -19,3 +19,7 @@ setup:
 # make conformance ARGS="--login http://host:4100 --profile http://host:4200 --chat http://host:5000"
 conformance:
 	scripts/conformance.sh $(ARGS)
+
+# The boot test alone: a Debian 12 VM, the systemd install, `shutdown -r now`, faults.
+vm-test:
+	scripts/test.sh tests/test_vm_boot.py
