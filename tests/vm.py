@@ -100,7 +100,7 @@ class Machine:
 
     def start(self) -> "Machine":
         overlay = self.scratch / "overlay.qcow2"
-        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", str(self.image.image),
+        subprocess.run([harness.require_tool("qemu-img"), "create", "-q", "-f", "qcow2", "-F", "raw", "-b", str(self.image.image),
                         str(overlay)], check=True, timeout=60)
         self.ports = {name: harness.free_port() for name in GUEST_PORTS}
         forwards = ",".join(f"hostfwd=tcp:127.0.0.1:{self.ports[name]}-:{guest}" for name, guest in GUEST_PORTS.items())
