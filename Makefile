@@ -1,5 +1,5 @@
 # The two commands of the README, and a few more for daily work.
-.PHONY: run test stop status setup conformance docker-up docker-down
+.PHONY: run test stop status setup conformance docker-up docker-down vm-test
 
 run: setup
 	scripts/start.sh
@@ -26,3 +26,7 @@ docker-up:
 
 docker-down:
 	scripts/docker-stack.sh down
+
+# The boot test alone: a Debian 12 VM, the systemd install, `shutdown -r now`, faults.
+vm-test:
+	scripts/test.sh tests/test_vm_boot.py

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import pytest
 import requests
 
-from tests import harness
+from tests import harness, vm
 
 REMOTE = {
     "login": os.environ.get("CHATSYS_LOGIN_URL", "").rstrip("/"),
@@ -28,6 +28,17 @@ TARGETS = {**REMOTE, "profile": REMOTE["profile"] or REMOTE["login"]}
 def pytest_configure(config):
     config.addinivalue_line("markers", "local: starts, stops or kills processes; left out in conformance mode")
     config.addinivalue_line("markers", "chat: needs a chat service")
+    config.addinivalue_line("markers", "vm: boots a Debian virtual machine under QEMU (make vm-test runs these alone)")
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    """The boot test's figures (tests/test_vm_boot.py): accelerator and boot-to-ready times."""
+    reports = [lines for lines in config.stash.get(vm.REPORT, []) if lines]
+    if reports:
+        terminalreporter.section("VM boot test")
+        for lines in reports:
+            for line in lines:
+                terminalreporter.write_line(line)
 
 
 @pytest.hookimpl(trylast=True)  # after -k and -m have chosen
