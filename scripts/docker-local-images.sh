@@ -123,9 +123,7 @@ recipe=$(recipe_for "$recipes/python.Dockerfile" chatsys-local/bookworm:python \
 if [[ $(recipe_of "$python_image") != "$recipe" ]]; then
     [[ -x $VENV/bin/pip ]] || die "no virtualenv at $VENV (scripts/setup.sh makes it)"
     log "downloading the wheels of requirements.txt for CPython 3.11 on $(uname -m)"
-    "$VENV/bin/pip" download --quiet --only-binary=:all: --python-version 3.11 --implementation cp \
-        --abi cp311 --platform "manylinux2014_$(uname -m)" --dest "$context/wheels" \
-        -r "$CHATSYS_ROOT/requirements.txt" >&2
+    download_wheels "$context/wheels" >&2
     build "$python_image" "$recipe" "$recipes/python.Dockerfile" chatsys-local/bookworm:python "$context"
     rm -rf "${context:?}"/*
 fi

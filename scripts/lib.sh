@@ -84,3 +84,13 @@ with socket.socket(socket.AF_UNIX) as s:
 sys.stdout.write(b"".join(chunks).decode())
 PY
 }
+
+# download_wheels DEST: the wheels of requirements.txt for Debian 12's CPython 3.11, for
+# installs without network (the local container images, the boot test's VM). Wheels for
+# glibc 2.28 and up run on bookworm (glibc 2.36); some packages (gevent) ship no older ones.
+download_wheels() {
+    "$VENV/bin/pip" download --quiet --disable-pip-version-check --only-binary=:all: \
+        --python-version 3.11 --implementation cp --abi cp311 \
+        --platform "manylinux2014_$(uname -m)" --platform "manylinux_2_28_$(uname -m)" \
+        -r "$CHATSYS_ROOT/requirements.txt" -d "$1"
+}

@@ -94,9 +94,7 @@ build_wheels() {
     [[ -x $VENV/bin/pip ]] || die "no $VENV; scripts/setup.sh builds it"
     work=$(mktemp -d "$VM_CACHE/.wheels-XXXXXX")
     log "downloading the wheels of requirements.txt (once per requirements.txt)"
-    "$VENV/bin/pip" download --quiet --disable-pip-version-check --only-binary=:all: \
-        --platform manylinux2014_x86_64 --python-version 3.11 --implementation cp \
-        -r "$CHATSYS_ROOT/requirements.txt" -d "$work" || { rm -rf "$work"; die "pip download failed"; }
+    download_wheels "$work" || { rm -rf "$work"; die "pip download failed"; }
     rm -rf "$wheels"
     mv "$work" "$wheels"
     find "$VM_CACHE" -maxdepth 1 -name 'wheels-*' ! -path "$wheels" -exec rm -rf {} +
