@@ -214,17 +214,16 @@ def read_lines_into(stream, lines: queue.Queue) -> threading.Thread:
     return reader
 
 
-def test_follow_prints_messages_from_others_live_and_in_order(alice, stack):
-    room = new_room(alice)
-    for text in ("old one", "old two", "before"):
-        alice.ok("send", room, text)
+def follow_while_bob_posts(alice, stack, room: str, texts: tuple[str, ...], *args: str, **env: str) -> tuple[str, str]:
+    """Run `follow ROOM ARGS` until it exits, posting `texts` as another user once it has
+    shown its first line; what it printed, and its standard error."""
     bob = register_and_login(stack.login_url)
-    follower = alice.start("follow", room, "--last", "1", "--interval", "0.2", "--max-seconds", "6")
+    follower = alice.start("follow", room, *args, **env)
     lines: queue.Queue = queue.Queue()
     reader = read_lines_into(follower.stdout, lines)
     try:
         first = lines.get(timeout=6)  # follow is running once it has shown the newest message
-        for text in ("first from bob", "second from bob"):
+        for text in texts:
             posted = requests.post(f"{stack.chat_url}/rooms/{room}/messages", json={"text": text},
                                    headers=bob.auth, timeout=10)
             assert posted.status_code == 201, posted.text
@@ -234,10 +233,19 @@ def test_follow_prints_messages_from_others_live_and_in_order(alice, stack):
             follower.kill()
             follower.wait()
     reader.join(timeout=5)
-    output = first + "".join(lines.get() for _ in range(lines.qsize()))
-    assert message_lines(output) == [(3, alice.username, "before"), (4, bob.username, "first from bob"),
-                                     (5, bob.username, "second from bob")]
-    assert "Traceback" not in follower.stderr.read()
+    return first + "".join(lines.get() for _ in range(lines.qsize())), follower.stderr.read()
+
+
+def test_follow_prints_messages_from_others_live_and_in_order(alice, stack):
+    room = new_room(alice)
+    for text in ("old one", "old two", "before"):
+        alice.ok("send", room, text)
+    output, errors = follow_while_bob_posts(alice, stack, room, ("first from bob", "second from bob"),
+                                            "--last", "1", "--interval", "0.2", "--max-seconds", "6")
+    lines = message_lines(output)
+    assert [(seq, text) for seq, _, text in lines] == [(3, "before"), (4, "first from bob"), (5, "second from bob")]
+    assert lines[0][1] == alice.username and lines[1][1] == lines[2][1] != alice.username
+    assert "Traceback" not in errors
 
 
 class CountingProxy(ThreadingHTTPServer):
@@ -290,29 +298,14 @@ class _CountingHandler(BaseHTTPRequestHandler):
 def test_follow_long_polls_and_falls_back_to_polling_on_a_v1_server(alice, stack, v1):
     room = new_room(alice)
     alice.ok("send", room, "before")
-    bob = register_and_login(stack.login_url)
     with CountingProxy(stack.chat_url, v1) as proxy:
-        follower = alice.start("follow", room, "--last", "1", "--interval", "0.2", "--max-seconds", "5",
-                               CHATSYS_CHAT_URL=proxy.url)
-        lines: queue.Queue = queue.Queue()
-        reader = read_lines_into(follower.stdout, lines)
-        try:
-            first = lines.get(timeout=6)
-            posted = requests.post(f"{stack.chat_url}/rooms/{room}/messages", json={"text": "from bob"},
-                                   headers=bob.auth, timeout=10)
-            assert posted.status_code == 201, posted.text
-            assert follower.wait(timeout=30) == 0
-        finally:
-            if follower.poll() is None:
-                follower.kill()
-                follower.wait()
-        reader.join(timeout=5)
-    output = first + "".join(lines.get() for _ in range(lines.qsize()))
-    assert message_lines(output) == [(1, alice.username, "before"), (2, bob.username, "from bob")]
+        output, errors = follow_while_bob_posts(alice, stack, room, ("from bob",), "--last", "1", "--interval", "0.2",
+                                                "--max-seconds", "5", CHATSYS_CHAT_URL=proxy.url)
+    assert [(seq, text) for seq, _, text in message_lines(output)] == [(1, "before"), (2, "from bob")]
     waits = [path for path in proxy.reads if "wait=" in path]
     if v1:
         assert len(waits) == 1 and len(proxy.reads) > 10  # one refused wait, then plain polls
-        assert "polling every" in follower.stderr.read()
+        assert "polling every" in errors
     else:
         assert len(proxy.reads) <= 5 and len(waits) == len(proxy.reads) - 1  # held requests, not polls
 
