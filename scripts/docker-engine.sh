@@ -69,19 +69,8 @@ start() {
 }
 
 stop() {
-    if pid_alive "$pid_file"; then
-        local pid
-        pid=$(cat "$pid_file")
-        # dockerd stops its containers (their stop timeout) and its containerd on TERM.
-        kill "$pid"
-        for _ in $(seq 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        if kill -0 "$pid" 2>/dev/null; then
-            log "dockerd did not stop in 30 s; killing it"
-            kill -9 "$pid" 2>/dev/null || true
-        fi
-        log "stopped the private dockerd"
-    fi
-    rm -f "$pid_file"
+    # dockerd stops its containers (their stop timeout) and its containerd on TERM.
+    stop_pidfile "$pid_file" "the private dockerd" 30
 }
 
 case ${1:-} in

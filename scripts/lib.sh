@@ -48,15 +48,15 @@ wait_for_http() {
     done
 }
 
-# stop_pidfile FILE NAME: TERM, wait up to 10 s, then KILL; removes FILE.
+# stop_pidfile FILE NAME [SECONDS]: TERM, wait up to SECONDS (10), then KILL; removes FILE.
 stop_pidfile() {
-    local file=$1 name=$2 pid
+    local file=$1 name=$2 seconds=${3:-10} pid
     if pid_alive "$file"; then
         pid=$(cat "$file")
         kill "$pid" 2>/dev/null || true
-        for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        for _ in $(seq $((seconds * 10))); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
         if kill -0 "$pid" 2>/dev/null; then
-            log "$name did not stop in 10 s; killing it"
+            log "$name did not stop in $seconds s; killing it"
             kill -9 "$pid" 2>/dev/null || true
         fi
         log "stopped $name"
