@@ -20,6 +20,8 @@ blueprint = Blueprint("chat", __name__)
 _ROOM_NAME = r"[A-Za-z0-9_\-]{1,64}"
 _IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9_\-]{1,64}")
 MAX_WAIT_SECONDS = 30
+MAX_ROOMS_PER_PAGE = 500
+DEFAULT_ROOMS_PER_PAGE = 100
 
 
 class NewRoom(StrictBody):
@@ -63,7 +65,16 @@ def _existing_room(name: str) -> dict:
 @blueprint.get("/rooms")
 @require_user
 def list_rooms():
-    return jsonify(rooms=[_room_view(room) for room in store.list_rooms()])
+    after = request.args.get("after")
+    if "limit" not in request.args and after is None:  # v1: every room
+        return jsonify(rooms=[_room_view(room) for room in store.list_rooms()])
+    limit = query_int("limit", minimum=1, maximum=MAX_ROOMS_PER_PAGE, default=DEFAULT_ROOMS_PER_PAGE)
+    if after is not None and not re.fullmatch(_ROOM_NAME, after):
+        raise bad_request("Query parameter 'after' must be a room name.")
+    rooms = store.list_rooms(after, limit + 1)  # one more tells whether a next page exists
+    page = rooms[:limit]
+    next_after = page[-1]["_id"] if len(rooms) > limit else None
+    return jsonify(rooms=[_room_view(room) for room in page], next_after=next_after)
 
 
 @blueprint.post("/rooms")

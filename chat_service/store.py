@@ -146,14 +146,19 @@ def _contiguous(messages: list[dict], first: int) -> list[dict]:
     return run
 
 
-def list_rooms() -> list[dict]:
-    """Every room, by name, with its exact newest seq: the room list and one `$in` query per
-    MAX_IDS_PER_QUERY rooms (plus one per room whose hint is more than a message behind).
-    MAX_ROOMS bounds the count, and so the list and its cost."""
-    rooms = list(database.db().rooms.find({}).sort("_id", ASCENDING))
-    if not any(room["_id"] == LOBBY for room in rooms):
-        find_room(LOBBY)
-        rooms = list(database.db().rooms.find({}).sort("_id", ASCENDING))
+def list_rooms(after: str | None = None, limit: int | None = None) -> list[dict]:
+    """Every room, by name, with its exact newest seq, or with `limit` those after `after`:
+    the room list and one `$in` query per MAX_IDS_PER_QUERY rooms (plus one per room whose
+    hint is more than a message behind). MAX_ROOMS bounds the count, and so the list and
+    its cost."""
+    rooms_of = database.db().rooms
+    if limit is not None:
+        rooms = list(rooms_of.find({"_id": {"$gt": after}} if after else {}).sort("_id", ASCENDING).limit(limit))
+    else:
+        rooms = list(rooms_of.find({}).sort("_id", ASCENDING))
+        if not any(room["_id"] == LOBBY for room in rooms):
+            find_room(LOBBY)
+            rooms = list(rooms_of.find({}).sort("_id", ASCENDING))
     hints = {room["_id"]: room.get("last_seq", 0) for room in rooms}
     beyond = _find_by_ids([message_id(name, hint + 1) for name, hint in hints.items()], {"_id": 1})
     for message in beyond:

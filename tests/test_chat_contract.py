@@ -40,6 +40,34 @@ def test_lobby_always_exists(stack, user):
     assert all(set(room) == {"name", "created_at", "last_seq"} for room in rooms)
 
 
+def test_rooms_page_by_name_with_limit_and_after_and_the_pages_join_up(stack, user):
+    """v1.1 paging; without `limit` the v1 answer (every room, no next_after) stays."""
+    prefix = unique_name("page-")
+    names = sorted(f"{prefix}-{n}" for n in range(5))
+    for name in names:
+        assert requests.post(f"{stack.chat_url}/rooms", json={"name": name}, headers=user.auth, timeout=10).status_code == 201
+    everything = requests.get(f"{stack.chat_url}/rooms", headers=user.auth, timeout=10).json()
+    assert "next_after" not in everything
+    paged, after = [], None
+    for _ in range(len(everything["rooms"]) + 1):
+        params = {"limit": 2, **({"after": after} if after else {})}
+        page = requests.get(f"{stack.chat_url}/rooms", params=params, headers=user.auth, timeout=10).json()
+        assert len(page["rooms"]) <= 2
+        paged += page["rooms"]
+        after = page["next_after"]
+        if after is None:
+            break
+    listed = [room["name"] for room in paged]
+    assert listed == sorted(listed) and set(names) <= set(listed)
+    # Rooms created meanwhile by other tests may appear; none repeats and none is skipped.
+    assert len(listed) == len(set(listed)) and {r["name"] for r in everything["rooms"]} <= set(listed)
+
+
+@pytest.mark.parametrize("params", [{"limit": 0}, {"limit": 501}, {"limit": "x"}, {"limit": 2, "after": "no space"}])
+def test_out_of_range_room_paging_is_400(stack, user, params):
+    assert_problem(requests.get(f"{stack.chat_url}/rooms", params=params, headers=user.auth, timeout=10), 400)
+
+
 def test_creating_a_room_answers_201_and_a_second_time_409(stack, user):
     name = unique_name("room-")
     created = requests.post(f"{stack.chat_url}/rooms", json={"name": name}, headers=user.auth, timeout=10)
