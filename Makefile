@@ -1,5 +1,5 @@
 # The two commands of the README, and a few more for daily work.
-.PHONY: run test stop status setup conformance docker-up docker-down vm-test
+.PHONY: run test stop status setup lock conformance docker-up docker-down vm-test
 
 run: setup
 	scripts/start.sh
@@ -15,6 +15,11 @@ status:
 
 setup:
 	scripts/setup.sh
+
+# After editing requirements.txt or requirements-dev.txt: write the hash-locked
+# requirements.lock and requirements-dev.lock that every install uses.
+lock: setup
+	scripts/lock.sh
 
 # make conformance ARGS="--login http://host:4100 --profile http://host:4200 --chat http://host:5000"
 conformance:

@@ -130,7 +130,7 @@ fi
 
 [[ -x $VENV/bin/python ]] || die "no virtualenv at $VENV (run scripts/setup.sh)"
 "$VENV/bin/python" -c 'import matplotlib, pymongo' 2>/dev/null ||
-    die "the virtualenv lacks matplotlib or pymongo (pip install -r requirements-dev.txt)"
+    die "the virtualenv lacks matplotlib or pymongo (scripts/setup.sh installs requirements-dev.lock)"
 command -v java >/dev/null || [[ -x ${JAVA_HOME:-/nonexistent}/bin/java ]] || die "java is needed for JMeter"
 "$root/scripts/jmeter-install.sh" >/dev/null
 

@@ -200,14 +200,15 @@ def test_service_image_is_slim_python_by_default_with_dependencies_in_a_cached_l
                      if instruction.arguments.startswith("PYTHON_IMAGE=")]
     assert base_argument and base_argument[0].arguments == "PYTHON_IMAGE=python:3.11-slim", \
         "users build on the official image unless they say otherwise"
-    copy_requirements = dockerfile.index("COPY", lambda arguments: arguments.split()[0] == "requirements.txt")
-    install = dockerfile.index("RUN", lambda arguments: "pip install -r" in arguments)
+    copy_requirements = dockerfile.index("COPY", lambda arguments: arguments.split()[0] == "requirements.lock")
+    install = dockerfile.index("RUN", lambda arguments: "pip install --require-hashes -r" in arguments)
     first_code_copy = dockerfile.index("COPY", lambda arguments: "_service" in arguments or "service_kit" in arguments)
     assert copy_requirements < install < first_code_copy, \
-        "requirements.txt must be copied and installed before the code, so code changes reuse that layer"
-    pinned = [line for line in (ROOT / "requirements.txt").read_text().splitlines()
-              if line.strip() and not line.startswith("#")]
-    assert pinned and all("==" in line for line in pinned), "every dependency is pinned"
+        "requirements.lock must be copied and installed before the code, so code changes reuse that layer"
+    pinned = [line for line in (ROOT / "requirements.lock").read_text().splitlines()
+              if line.strip() and not line.startswith((" ", "#"))]
+    assert pinned and all("==" in line and line.endswith("\\") for line in pinned), \
+        "every dependency is pinned, with its hashes on the lines that follow"
 
 
 def test_service_image_runs_as_a_non_root_user(dockerfile):
