@@ -145,5 +145,6 @@ echo "PYTHON_IMAGE=$python_image"
 echo "HAPROXY_IMAGE=$haproxy_image"
 echo "MONGO_IMAGE=$ferretdb_image"
 # FerretDB has no mongosh: its readiness is on its debug listener (loopback in the container).
-# shellcheck disable=SC2016
+# The $ and the \r\n are for the container's bash and printf, so echo prints them as they are.
+# shellcheck disable=SC2016,SC2028
 echo 'MONGO_HEALTHCHECK=bash -c "exec 3<>/dev/tcp/127.0.0.1/8088 && printf '"'"'GET /debug/readyz HTTP/1.0\r\n\r\n'"'"' >&3 && head -n 1 <&3 | grep -q '"'"' 200 '"'"'"'

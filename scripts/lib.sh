@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by the scripts: paths, defaults and small helpers. Source it, do not run it.
 # Every value can be overridden from the environment.
 
