@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from pymongo import ASCENDING
+from pymongo.errors import DuplicateKeyError
 
 from service_kit import database
 from service_kit.housekeeping import Every
@@ -91,9 +92,8 @@ def migrate_partitions() -> None:
             seq = old.pop("_id")
             try:
                 _messages().insert_one({"_id": message_id(room, seq), **old})
-            except Exception as error:
-                if not database.is_duplicate_key(error):
-                    raise
+            except DuplicateKeyError:
+                pass  # copied by an earlier or a concurrent run
         db.drop_collection(name)
 
 
@@ -109,10 +109,8 @@ def create_room(name: str) -> dict | None:
     room = {"_id": name, "created_at": utcnow(), "last_seq": 0}
     try:
         database.db().rooms.insert_one(room)
-    except Exception as error:
-        if database.is_duplicate_key(error):
-            return None
-        raise
+    except DuplicateKeyError:
+        return None
     return room
 
 
@@ -213,10 +211,8 @@ class _Claim:
         try:
             database.db().idempotency_keys.insert_one(
                 {"_id": self.id, "owner": self.owner, "seqs": [seq], "created_at": utcnow()})
-        except Exception as error:
-            if database.is_duplicate_key(error):
-                return False
-            raise
+        except DuplicateKeyError:
+            return False
         return True
 
     def record_attempt(self, seq: int) -> None:
@@ -307,9 +303,7 @@ def _store(name: str, author: str, text: str, seq: int, claim: _Claim | None) ->
             message.update(idem=claim.id, owner=claim.owner)
         try:
             _messages().insert_one(message)
-        except Exception as error:
-            if not database.is_duplicate_key(error):
-                raise
+        except DuplicateKeyError:
             continue
         database.db().rooms.update_one({"_id": name, "last_seq": {"$lt": seq}}, {"$set": {"last_seq": seq}})
         return Posted(message, created=True)

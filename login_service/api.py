@@ -6,8 +6,10 @@ from datetime import timedelta
 
 from flask import Blueprint, Flask, current_app, g, jsonify, request
 from pymongo import ASCENDING
+from pymongo.errors import DuplicateKeyError
 
-from login_service.passwords import dummy_hash, hash_password, verify_password
+from login_service import passwords
+from login_service.passwords import dummy_hash, hash_password
 from service_kit import database
 from service_kit.auth import bearer_token, require_user
 from service_kit.housekeeping import Every
@@ -101,11 +103,9 @@ def register():
     }
     try:
         database.db().users.insert_one(record)
-    except Exception as error:
-        if database.is_duplicate_key(error):
-            raise Problem(409, "Conflict", f"The username {credentials.username!r} is taken.",
-                          kind="username-taken") from None
-        raise
+    except DuplicateKeyError:
+        raise Problem(409, "Conflict", f"The username {credentials.username!r} is taken.",
+                      kind="username-taken") from None
     response = jsonify(username=credentials.username)
     response.status_code = 201
     response.headers["Location"] = f"/users/{credentials.username}"
@@ -141,8 +141,11 @@ def login():
 
     user = db.users.find_one({"_id": credentials.username})
     stored = user["password_hash"] if user else current_app.extensions["dummy_password_hash"]
-    if not verify_password(credentials.password, stored) or user is None:
+    matches, rehashed = passwords.verify(stored, credentials.password, settings.scrypt_n)
+    if not matches or user is None:
         raise unauthorized("Unknown username or wrong password.")
+    if rehashed:  # an earlier format or cost: upgraded now that the password is known
+        db.users.update_one({"_id": user["_id"]}, {"$set": {"password_hash": rehashed}})
 
     db.login_failures.delete_many({"username": credentials.username})
     token = secrets.token_urlsafe(32)
