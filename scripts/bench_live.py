@@ -31,6 +31,7 @@ import requests  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from loadtest import haproxy_stats  # noqa: E402
 from loadtest.samples import percentile  # noqa: E402
 from tests import harness  # noqa: E402
 
@@ -61,13 +62,7 @@ class Tier:
                 re.findall(r'^ferretdb_client_requests_total\{command="([^"]+)",opcode="OP_MSG"\} (\d+)', text, re.M)}
 
     def tier_requests(self) -> int:
-        lines = self.balancer.command("show stat").splitlines()
-        header = lines[0].lstrip("# ").split(",")
-        for line in lines[1:]:
-            cells = line.split(",")
-            if cells[0] == "chat_entry" and cells[1] == "FRONTEND":
-                return int(cells[header.index("req_tot")])
-        return 0
+        return haproxy_stats.frontend_requests(self.balancer.command("show stat"), "chat_entry")
 
 
 def cpu_seconds(pid: int) -> float:

@@ -86,6 +86,12 @@ sys.stdout.write(b"".join(chunks).decode())
 PY
 }
 
+# haproxy_rows PROXY FIELD...: with HAProxy's statistics CSV (`haproxy_cmd "show stat"`, or the
+# stats page's ;csv) on stdin, print FIELD... of each row of PROXY, tab-separated, by name.
+haproxy_rows() {
+    PYTHONPATH=$CHATSYS_ROOT${PYTHONPATH:+:$PYTHONPATH} "$PYTHON" -m loadtest.haproxy_stats "$@"
+}
+
 # download_wheels DEST: the wheels of requirements.lock for Debian 12's CPython 3.11, for
 # installs without network (the local container images, the boot test's VM), checked
 # against the lock's hashes, which the installs there check again. Wheels for glibc 2.28

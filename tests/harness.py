@@ -18,6 +18,8 @@ from pathlib import Path
 
 import requests
 
+from loadtest import haproxy_stats
+
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 
@@ -242,12 +244,7 @@ class LoadBalancer:
         return b"".join(chunks).decode()
 
     def server_states(self) -> dict[str, str]:
-        states = {}
-        for row in self.command("show stat").splitlines():
-            cells = row.split(",")
-            if len(cells) > 17 and cells[0] == "chat_servers" and cells[1] not in ("BACKEND", "FRONTEND"):
-                states[cells[1]] = cells[17]
-        return states
+        return haproxy_stats.server_states(self.command("show stat"))
 
 
 def start_haproxy(group: ProcessGroup, chat_ports: list[int], extra_env: dict[str, str] | None = None) -> LoadBalancer:
