@@ -5,6 +5,7 @@ Command line, for the shell scripts (standard library only, any python3):
     haproxy_cmd "show stat" | python3 -m loadtest.haproxy_stats PROXY FIELD...
 prints FIELD... of every row of PROXY (its servers, then BACKEND or FRONTEND), tab-separated.
 """
+
 from __future__ import annotations
 
 import csv
@@ -24,8 +25,11 @@ def parse(text: str) -> list[dict[str, str]]:
 
 def server_states(text: str, backend: str = "chat_servers") -> dict[str, str]:
     """Server name -> its status (UP, DOWN, MAINT, ...) for the servers of `backend`."""
-    return {row["svname"]: row["status"] for row in parse(text)
-            if row["pxname"] == backend and row["svname"] not in AGGREGATES}
+    return {
+        row["svname"]: row["status"]
+        for row in parse(text)
+        if row["pxname"] == backend and row["svname"] not in AGGREGATES
+    }
 
 
 def frontend_requests(text: str, frontend: str) -> int:

@@ -1,6 +1,7 @@
 """Salted scrypt password hashes, werkzeug.security's self-describing format
 (`scrypt:N:r:p$salt$hex`), so the cost can be raised later: a hash at another cost, or
 in the format this service wrote before, is replaced on the next successful login."""
+
 from __future__ import annotations
 
 import base64
@@ -28,8 +29,15 @@ def _verify_earlier(stored: str, password: str) -> bool:
     try:
         _, n, r, p, salt, digest = stored.split("$")
         expected = base64.b64decode(digest, validate=True)
-        actual = hashlib.scrypt(password.encode("utf-8"), salt=base64.b64decode(salt, validate=True), n=int(n),
-                                r=int(r), p=int(p), maxmem=256 * int(n) * int(r) + 1024 * 1024, dklen=len(expected))
+        actual = hashlib.scrypt(
+            password.encode("utf-8"),
+            salt=base64.b64decode(salt, validate=True),
+            n=int(n),
+            r=int(r),
+            p=int(p),
+            maxmem=256 * int(n) * int(r) + 1024 * 1024,
+            dklen=len(expected),
+        )
     except (ValueError, TypeError):
         return False
     return hmac.compare_digest(actual, expected)
