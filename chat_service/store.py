@@ -127,7 +127,7 @@ def _contiguous(messages: list[dict], first: int) -> list[dict]:
     By construction k stored means k-1 stored; this cut is the safety net that keeps a
     follower from ever stepping over a number it has not seen."""
     by_seq = {seq_of(message): message for message in messages}
-    run = []
+    run: list[dict] = []
     while first + len(run) in by_seq:
         run.append(by_seq[first + len(run)])
     return run

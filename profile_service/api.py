@@ -98,4 +98,5 @@ def write_profile(username: str):
             # Two first PUTs at once: one upsert inserts, the other must update instead.
             if attempt:
                 raise
+    assert profile is not None, "an upsert returning the document after it returns one"
     return jsonify(_public(profile))
