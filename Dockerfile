@@ -39,7 +39,7 @@ COPY docker/entrypoint.sh docker/entrypoint.sh
 RUN python -m compileall -q service_kit login_service profile_service chat_service
 
 # Inside a container the service must listen on the container's network, not loopback.
-ENV BIND_HOST=0.0.0.0
+ENV SERVICE_HOST=0.0.0.0
 USER chatsys
 EXPOSE 4000 4100 4200
 

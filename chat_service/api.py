@@ -5,12 +5,14 @@ import re
 import select
 import socket
 
-from flask import Blueprint, Flask, g, jsonify, request
+from datetime import timedelta
+
+from flask import Blueprint, Flask, current_app, g, jsonify, request
 
 from chat_service import live, store
 from service_kit.auth import LoginServiceClient, require_user
 from service_kit.problems import Problem, bad_request
-from service_kit.timeutil import iso
+from service_kit.timeutil import iso, utcnow
 from service_kit.validation import StrictBody, parse_body, query_int, text_field
 
 blueprint = Blueprint("chat", __name__)
@@ -68,13 +70,28 @@ def list_rooms():
 @require_user
 def create_room():
     name = parse_body(NewRoom).name
-    room = store.create_room(name)
+    _refuse_if_too_many_rooms(current_app.config["SETTINGS"])
+    room = store.create_room(name, g.username)
     if room is None:
         raise Problem(409, "Conflict", f"A room named {name!r} exists already.", kind="room-exists")
     response = jsonify(_room_view(room))
     response.status_code = 201
     response.headers["Location"] = f"/rooms/{name}"
     return response
+
+
+def _refuse_if_too_many_rooms(settings) -> None:
+    """Rooms cannot be deleted, so their number is bounded: per user per window
+    (ROOMS_PER_USER per ROOM_WINDOW_SECONDS) and in all (MAX_ROOMS). Requests racing each
+    other can pass a limit by as many as run at once."""
+    window = settings.room_window_seconds
+    if settings.rooms_per_user > 0 and \
+            store.rooms_created_since(g.username, utcnow() - timedelta(seconds=window)) >= settings.rooms_per_user:
+        raise Problem(429, "Too Many Requests", f"You may create {settings.rooms_per_user} rooms per {window} s; "
+                      "wait before creating another.", headers={"Retry-After": str(window)})
+    if settings.max_rooms > 0 and store.room_count() >= settings.max_rooms:
+        raise Problem(429, "Too Many Requests", f"The server holds its maximum of {settings.max_rooms} rooms.",
+                      headers={"Retry-After": str(window)})
 
 
 @blueprint.post("/rooms/<room>/messages")

@@ -73,6 +73,7 @@ def seq_of(message: dict) -> int:
 def ensure_schema() -> None:
     db = database.db()
     db.idempotency_keys.create_index([("created_at", ASCENDING)])
+    db.rooms.create_index([("created_by", ASCENDING), ("created_at", ASCENDING)])
     migrate_partitions()
     find_room(LOBBY)
 
@@ -104,14 +105,24 @@ def find_room(name: str) -> dict | None:
     return room
 
 
-def create_room(name: str) -> dict | None:
+def create_room(name: str, creator: str | None = None) -> dict | None:
     """The new room, or None when it exists already."""
     room = {"_id": name, "created_at": utcnow(), "last_seq": 0}
+    if creator is not None:
+        room["created_by"] = creator
     try:
         database.db().rooms.insert_one(room)
     except DuplicateKeyError:
         return None
     return room
+
+
+def rooms_created_since(creator: str, since) -> int:
+    return database.db().rooms.count_documents({"created_by": creator, "created_at": {"$gt": since}})
+
+
+def room_count() -> int:
+    return database.db().rooms.estimated_document_count()
 
 
 def _find_by_ids(ids: list[str], projection: dict | None = None) -> list[dict]:
@@ -134,8 +145,9 @@ def _contiguous(messages: list[dict], first: int) -> list[dict]:
 
 
 def list_rooms() -> list[dict]:
-    """Every room, by name, with its exact newest seq: two queries for any number of rooms
-    (plus one per room whose hint is more than a message behind)."""
+    """Every room, by name, with its exact newest seq: the room list and one `$in` query per
+    MAX_IDS_PER_QUERY rooms (plus one per room whose hint is more than a message behind).
+    MAX_ROOMS bounds the count, and so the list and its cost."""
     rooms = list(database.db().rooms.find({}).sort("_id", ASCENDING))
     if not any(room["_id"] == LOBBY for room in rooms):
         find_room(LOBBY)

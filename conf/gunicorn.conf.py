@@ -9,7 +9,8 @@ import socket
 import struct
 import sys
 
-_DEFAULT_PORTS = {"chat_service": 4000, "login_service": 4100, "profile_service": 4200}
+# Behind HAProxy, which takes 4100 and 4200 for login and profile (conf/haproxy/haproxy.cfg).
+_DEFAULT_PORTS = {"chat_service": 4000, "login_service": 4101, "profile_service": 4201}
 
 
 def _service_module() -> str:
@@ -23,7 +24,9 @@ def _service_module() -> str:
 
 _module = _service_module()
 port = int(os.environ.get("PORT") or _DEFAULT_PORTS.get(_module, 8000))
-bind = [f"{os.environ.get('BIND_HOST', '127.0.0.1')}:{port}"]
+# Loopback by default: clients reach the services through HAProxy. In a container, 0.0.0.0
+# (the Dockerfile sets it): the compose network is the container's only way in.
+bind = [f"{os.environ.get('SERVICE_HOST') or '127.0.0.1'}:{port}"]
 
 # Chat: gevent, one greenlet per connection. Its requests only wait on the database and
 # the login service, and a greenlet costs less per request than gthread's thread pool and
@@ -54,6 +57,9 @@ limit_request_field_size = 8190
 
 accesslog = os.environ.get("GUNICORN_ACCESS_LOG") or None
 errorlog = "-"
+# The app's own log lines and tracebacks (stderr) go where gunicorn's go: the journal under
+# systemd, stdout in a container, the --error-logfile scripts/start.sh names.
+capture_output = True
 loglevel = os.environ.get("LOG_LEVEL", "info")
 proc_name = f"chatsys-{port}"
 

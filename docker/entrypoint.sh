@@ -63,7 +63,7 @@ if [[ ${INSTANCE_PORT_FROM_ADDRESS:-off} == on ]]; then
     instance_port=$(python -c 'import ipaddress, os, socket
 address = ipaddress.ip_address(socket.gethostbyname(socket.gethostname()))
 print(int(os.environ["PORT"]) + (int(address) & 0x3ff))')
-    bind_host=${BIND_HOST:-0.0.0.0}
+    bind_host=${SERVICE_HOST:-0.0.0.0}
     # gunicorn reads GUNICORN_CMD_ARGS after its config file: both ports are bound.
     export GUNICORN_CMD_ARGS="--bind $bind_host:$PORT --bind $bind_host:$instance_port${GUNICORN_CMD_ARGS:+ $GUNICORN_CMD_ARGS}"
     export PORT=$instance_port

@@ -56,6 +56,7 @@ def _sweep_expired() -> None:
     db.login_failures.delete_many({"at": {"$lte": horizon}})
     registration_horizon = utcnow() - timedelta(seconds=settings.registration_window_seconds)
     db.registrations.delete_many({"at": {"$lte": registration_horizon}})
+    fold_usernames()  # a no-op once done; here for a database that was away at start
 
 
 sweep_expired = Every(60, _sweep_expired)
@@ -70,9 +71,44 @@ def setup(app: Flask) -> None:
             db = database.db()
             db.tokens.create_index([("expires_at", ASCENDING)])
             db.login_failures.create_index([("username", ASCENDING), ("at", ASCENDING)])
+            db.login_failures.create_index([("address", ASCENDING), ("at", ASCENDING)])
             db.registrations.create_index([("address", ASCENDING), ("at", ASCENDING)])
+            fold_usernames()
         except Exception:  # the database may come up after us; indexes are an optimisation
-            app.logger.warning("could not create indexes yet; continuing")
+            app.logger.warning("could not prepare the database yet; continuing")
+
+
+def user_key(username: str) -> str:
+    """Usernames are unique without regard to case: a user's `_id` is the name in lower case
+    (the pattern allows ASCII only), and `username` keeps the case it was registered with."""
+    return username.lower()
+
+
+_FOLDED_MARK = "usernames-case-folded"
+
+
+def fold_usernames() -> None:
+    """Give users of the earlier layout (`_id` the name as registered) a lower-case `_id`.
+    Runs once per database (a mark in `schema_marks`), safely in any number of processes: a
+    user is copied before the original goes, and a copy that exists is kept. Two earlier
+    names that differ only in case keep the first one copied; the other cannot log in."""
+    db = database.db()
+    if db.schema_marks.find_one({"_id": _FOLDED_MARK}) is not None:
+        return
+    for user in db.users.find({"username": {"$exists": False}}):
+        name = user.pop("_id")
+        if name != user_key(name):
+            try:
+                db.users.insert_one({"_id": user_key(name), "username": name, **user})
+            except DuplicateKeyError:
+                current_app.logger.warning("user %r differs from another only in case; it cannot log in", name)
+            db.users.delete_one({"_id": name, "username": {"$exists": False}})
+        else:
+            db.users.update_one({"_id": name}, {"$set": {"username": name}})
+    try:
+        db.schema_marks.insert_one({"_id": _FOLDED_MARK, "at": utcnow()})
+    except DuplicateKeyError:
+        pass
 
 
 def _refuse_if_registering_too_often(settings) -> None:
@@ -97,7 +133,8 @@ def register():
     sweep_expired()
     _refuse_if_registering_too_often(settings)
     record = {
-        "_id": credentials.username,
+        "_id": user_key(credentials.username),
+        "username": credentials.username,
         "password_hash": hash_password(credentials.password, settings.scrypt_n),
         "created_at": utcnow(),
     }
@@ -112,23 +149,50 @@ def register():
     return response
 
 
-def _record_attempt_or_refuse(username: str, settings) -> None:
+def _seconds_until_within(failures, query: dict, limit: int, window: timedelta, now) -> int | None:
+    """None while at most `limit` attempts match `query` in the window; else the seconds
+    until enough of them are older than the window."""
+    query = {**query, "at": {"$gt": now - window}}
+    count = failures.count_documents(query)
+    if limit <= 0 or count <= limit:
+        return None
+    oldest_counted = next(failures.find(query, {"at": 1}).sort("at", ASCENDING).skip(count - limit - 1).limit(1))
+    return max(1, int((oldest_counted["at"] + window - now).total_seconds()) + 1)
+
+
+def _record_attempt_or_refuse(username: str, user: dict | None, settings) -> None:
     """Every login attempt is recorded before its password is checked, then the recent
-    attempts are counted (its own included): however many arrive at once, at most
-    LOGIN_MAX_FAILURES of them reach the password check. A successful login clears them.
-    Each attempt is its own document because inserts are atomic on every backend, where
-    a counter's read-modify-write is not (FerretDB applies $inc outside a transaction)."""
+    attempts are counted (its own included), so however many arrive at once, no more than
+    the limits reach the password check. A successful login clears the attempts of its
+    username from its address. Each attempt is its own document because inserts are
+    atomic on every backend, where a counter's read-modify-write is not (FerretDB applies
+    $inc outside a transaction). Three limits, none of which an attacker elsewhere can
+    turn against a user:
+    - per username and client address (LOGIN_MAX_FAILURES, 5): guessing from one place;
+    - per client address (LOGIN_MAX_FAILURES_PER_ADDRESS, 100): any usernames, such as
+      unknown ones, which cost a full scrypt each too;
+    - per username (LOGIN_MAX_FAILURES_PER_USER, 50): guessing from many addresses. It
+      spares the addresses the user last logged in from, so the user keeps logging in."""
     failures = database.db().login_failures
     window = timedelta(seconds=settings.login_failure_window_seconds)
     now = utcnow()
-    failures.insert_one({"username": username, "at": now})
-    recent = list(failures.find({"username": username, "at": {"$gt": now - window}}, {"at": 1}).sort("at", ASCENDING))
-    if len(recent) > settings.login_max_failures:
-        oldest_counted = recent[len(recent) - settings.login_max_failures - 1]["at"]
-        retry_after = max(1, int((oldest_counted + window - now).total_seconds()) + 1)
-        raise Problem(429, "Too Many Requests",
-                      "Too many failed logins for this username; wait before trying again.",
-                      headers={"Retry-After": str(retry_after)})
+    address = request.remote_addr
+    failures.insert_one({"username": username, "address": address, "at": now})
+    limits = [({"username": username, "address": address}, settings.login_max_failures,
+               "Too many failed logins for this username from this address; wait before trying again."),
+              ({"address": address}, settings.login_max_failures_per_address,
+               "Too many failed logins from this address; wait before trying again.")]
+    if user is None or address not in user.get("login_addresses", ()):
+        limits.append(({"username": username}, settings.login_max_failures_per_user,
+                       "Too many failed logins for this username; wait before trying again."))
+    for query, limit, detail in limits:
+        retry_after = _seconds_until_within(failures, query, limit, window, now)
+        if retry_after is not None:
+            raise Problem(429, "Too Many Requests", detail, headers={"Retry-After": str(retry_after)})
+
+
+# How many of the addresses a user last logged in from the per-username limit spares.
+KNOWN_ADDRESSES = 5
 
 
 @blueprint.post("/login")
@@ -137,9 +201,10 @@ def login():
     settings = current_app.config["SETTINGS"]
     db = database.db()
     sweep_expired()
-    _record_attempt_or_refuse(credentials.username, settings)
+    key = user_key(credentials.username)
+    user = db.users.find_one({"_id": key})
+    _record_attempt_or_refuse(key, user, settings)
 
-    user = db.users.find_one({"_id": credentials.username})
     stored = user["password_hash"] if user else current_app.extensions["dummy_password_hash"]
     matches, rehashed = passwords.verify(stored, credentials.password, settings.scrypt_n)
     if not matches or user is None:
@@ -147,13 +212,18 @@ def login():
     if rehashed:  # an earlier format or cost: upgraded now that the password is known
         db.users.update_one({"_id": user["_id"]}, {"$set": {"password_hash": rehashed}})
 
-    db.login_failures.delete_many({"username": credentials.username})
+    address = request.remote_addr
+    db.login_failures.delete_many({"username": key, "address": address})
+    known = [address] + [a for a in user.get("login_addresses", ()) if a != address][:KNOWN_ADDRESSES - 1]
+    if known != user.get("login_addresses"):
+        db.users.update_one({"_id": key}, {"$set": {"login_addresses": known}})
+    username = user.get("username", user["_id"])
     token = secrets.token_urlsafe(32)
     issued = utcnow()
     expires_at = issued + timedelta(seconds=settings.token_ttl_seconds)
-    db.tokens.insert_one({"_id": token_digest(token), "username": credentials.username,
+    db.tokens.insert_one({"_id": token_digest(token), "username": username,
                           "issued_at": issued, "expires_at": expires_at})
-    return jsonify(token=token, token_type="Bearer", username=credentials.username,
+    return jsonify(token=token, token_type="Bearer", username=username,
                    expires_at=iso(expires_at), expires_in=settings.token_ttl_seconds)
 
 

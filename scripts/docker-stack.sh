@@ -95,6 +95,10 @@ wait_healthy() {
 up() {
     mkdir -p "$state_dir"
     local engine_started=no host started_at
+    local stats_address=${STATS_PUBLISHED_ADDRESS:-127.0.0.1}
+    if [[ $stats_address != 127.* && -z ${HAPROXY_STATS_PASSWORD:-} ]]; then
+        die "STATS_PUBLISHED_ADDRESS=$stats_address exposes the stats page; set HAPROXY_STATS_PASSWORD too"
+    fi
     if ! host=$("$CHATSYS_ROOT/scripts/docker-engine.sh" host); then
         host=$("$CHATSYS_ROOT/scripts/docker-engine.sh" start)
         engine_started=yes
@@ -122,7 +126,7 @@ up() {
         echo "CHATSYS_ENGINE_STARTED=$engine_started"
         local name
         for name in PYTHON_IMAGE MONGO_IMAGE MONGO_HEALTHCHECK HAPROXY_IMAGE CHATSYS_IMAGE PUBLISHED_ADDRESS CHAT_PUBLISHED_PORT \
-                    STATS_PUBLISHED_PORT LOGIN_PUBLISHED_PORT PROFILE_PUBLISHED_PORT DOCKER_COMPOSE_FILES; do
+                    STATS_PUBLISHED_ADDRESS STATS_PUBLISHED_PORT LOGIN_PUBLISHED_PORT PROFILE_PUBLISHED_PORT DOCKER_COMPOSE_FILES; do
             [[ -z ${!name:-} ]] || printf '%s=%q\n' "$name" "${!name}"
         done
     } > "$state_file"
@@ -135,7 +139,7 @@ up() {
 chat (HAProxy)   http://$address:${CHAT_PUBLISHED_PORT:-5000}
 login            http://$address:${LOGIN_PUBLISHED_PORT:-4100}
 profile          http://$address:${PROFILE_PUBLISHED_PORT:-4200}
-HAProxy stats    http://$address:${STATS_PUBLISHED_PORT:-8404}/stats  (Prometheus: /metrics)
+HAProxy stats    http://$stats_address:${STATS_PUBLISHED_PORT:-8404}/stats  (Prometheus: /metrics)
 stop with        make docker-down   (or scripts/docker-stack.sh down)
 EOF
 }

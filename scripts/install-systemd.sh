@@ -213,7 +213,7 @@ enable_and_start() {
     # every chatsys unit and HAProxy).
     systemctl restart chatsys.target
     local port failed=false
-    for port in $LOGIN_PORT $PROFILE_PORT $CHAT_PORTS; do
+    for port in $LOGIN_SERVICE_PORT $PROFILE_SERVICE_PORT $CHAT_PORTS $LOGIN_PORT $PROFILE_PORT; do
         if ! wait_for_http "http://127.0.0.1:$port/ready" 60; then
             log "warning: nothing ready on port $port; see systemctl status chatsys.target and journalctl"
             failed=true

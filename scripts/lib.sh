@@ -12,11 +12,16 @@ FERRETDB_PATCH=${FERRETDB_PATCH:-$CHATSYS_ROOT/scripts/ferretdb.patch}
 # The binary's name carries the patch's hash: a changed patch is a new build.
 FERRETDB_BIN=${FERRETDB_BIN:-$CHATSYS_CACHE/bin/ferretdb-$FERRETDB_VERSION-$(sha256sum "$FERRETDB_PATCH" | cut -c1-12)}
 MONGO_PORT=${MONGO_PORT:-27017}
+# Public ports, all HAProxy's: login, profile and the chat entry point.
 LOGIN_PORT=${LOGIN_PORT:-4100}
 PROFILE_PORT=${PROFILE_PORT:-4200}
-CHAT_PORTS=${CHAT_PORTS:-"4000 4001 4002"}
 HAPROXY_PORT=${HAPROXY_PORT:-5000}
 HAPROXY_STATS_PORT=${HAPROXY_STATS_PORT:-8404}
+# The services behind HAProxy, on loopback only.
+LOGIN_SERVICE_PORT=${LOGIN_SERVICE_PORT:-4101}
+PROFILE_SERVICE_PORT=${PROFILE_SERVICE_PORT:-4201}
+CHAT_PORTS=${CHAT_PORTS:-"4000 4001 4002"}
+# The address of the public ports: BIND_HOST=0.0.0.0 opens them to other machines.
 BIND_HOST=${BIND_HOST:-127.0.0.1}
 PUBLIC_HOST=${PUBLIC_HOST:-127.0.0.1}
 

@@ -29,7 +29,8 @@
 # open_model.png, cpu.csv, run.info and <series>/<step>/dashboard/ per JMeter run.
 # The full default run takes 12 to 15 minutes. Stack environment (defaults differ from
 # start.sh so a dev stack on the usual ports is left alone): CHATSYS_VAR (var/scale),
-# MONGO_PORT (27117), LOGIN_PORT (4110), PROFILE_PORT (4210), CHAT_PORTS ("4010 4011 4012"),
+# MONGO_PORT (27117), LOGIN_PORT (4110), PROFILE_PORT (4210), LOGIN_SERVICE_PORT (4111),
+# PROFILE_SERVICE_PORT (4211), CHAT_PORTS ("4010 4011 4012"),
 # HAPROXY_PORT (5010), HAPROXY_STATS_PORT (8414), HAPROXY_RUNTIME_SOCKET, MONGO_URI (an
 # external database: then nothing is emptied between runs), CPU_CAP_PARENT (chatsys-scale),
 # GUNICORN_WORKERS (1 per chat server with --cpu-cap, else 2), JVM_ARGS for JMeter
@@ -41,7 +42,12 @@ usage() { sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//'; }
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 export CHATSYS_VAR=${CHATSYS_VAR:-$root/var/scale}
 export MONGO_PORT=${MONGO_PORT:-27117} LOGIN_PORT=${LOGIN_PORT:-4110} PROFILE_PORT=${PROFILE_PORT:-4210}
+export LOGIN_SERVICE_PORT=${LOGIN_SERVICE_PORT:-4111} PROFILE_SERVICE_PORT=${PROFILE_SERVICE_PORT:-4211}
 export CHAT_PORTS=${CHAT_PORTS:-"4010 4011 4012"} HAPROXY_PORT=${HAPROXY_PORT:-5010}
+# The load generator is one client address and one token per thread, far beyond a person:
+# HAProxy's per-address and per-token limits would measure themselves, not the servers.
+export HAPROXY_AUTH_RATE=${HAPROXY_AUTH_RATE:-1000000} HAPROXY_POST_RATE=${HAPROXY_POST_RATE:-1000000}
+export HAPROXY_ROOM_RATE=${HAPROXY_ROOM_RATE:-1000000}
 export HAPROXY_STATS_PORT=${HAPROXY_STATS_PORT:-8414}
 export CPU_CAP_PARENT=${CPU_CAP_PARENT:-chatsys-scale}
 # shellcheck source=scripts/lib.sh
@@ -217,7 +223,7 @@ elif [[ $mode == local ]]; then
     # Whatever a previous run left in our var dir is ours: stop it, then insist on free ports.
     "$root/scripts/stop.sh" >/dev/null 2>&1 || true
     [[ -z $cpu_cap ]] || "$root/scripts/cpu_cap.sh" release "${chat_ports[@]/#/chat-}" >/dev/null 2>&1 || true
-    ports=("$LOGIN_PORT" "$PROFILE_PORT" "${chat_ports[@]}" "$HAPROXY_PORT" "$HAPROXY_STATS_PORT")
+    ports=("$LOGIN_PORT" "$PROFILE_PORT" "$LOGIN_SERVICE_PORT" "$PROFILE_SERVICE_PORT" "${chat_ports[@]}" "$HAPROXY_PORT" "$HAPROXY_STATS_PORT")
     [[ -n ${MONGO_URI:-} ]] || ports+=("$MONGO_PORT")
     for port in "${ports[@]}"; do
         if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
@@ -242,8 +248,8 @@ elif [[ $mode == local ]]; then
         { cat "$out/stack.log" >&2; die "the stack did not start"; }
 
     pid_of() { cat "$CHATSYS_VAR/run/$1.pid"; }
-    groups=("haproxy=$(pid_of haproxy)" "login=$(pid_of "login-$LOGIN_PORT")"
-            "profile=$(pid_of "profile-$PROFILE_PORT")")
+    groups=("haproxy=$(pid_of haproxy)" "login=$(pid_of "login-$LOGIN_SERVICE_PORT")"
+            "profile=$(pid_of "profile-$PROFILE_SERVICE_PORT")")
     [[ -n ${MONGO_URI:-} ]] || groups+=("ferretdb=$(pid_of ferretdb)")
     for port in "${chat_ports[@]}"; do groups+=("chat-$port=$(pid_of "chat-$port")"); done
 

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Start the whole system: database (unless MONGO_URI is set), login, profile, chat servers
-# and HAProxy. Running it again starts only what is not running yet.
+# and HAProxy. Running it again starts only what is not running yet. The services listen
+# on loopback; HAProxy alone faces clients, on BIND_HOST (chat 5000, login 4100, profile 4200).
 set -euo pipefail
-usage() { echo "usage: $0 [--chat N]   (N chat servers from CHAT_PORTS, default 3; env: MONGO_URI, *_PORT, BIND_HOST, CHATSYS_VAR)"; }
+usage() { echo "usage: $0 [--chat N]   (N chat servers from CHAT_PORTS, default 3; env: MONGO_URI, *_PORT, BIND_HOST, HAPROXY_*, CHATSYS_VAR)"; }
 source "$(dirname "$0")/lib.sh"
 
 chat_count=3
@@ -16,13 +17,20 @@ done
 read -r -a all_chat_ports <<< "$CHAT_PORTS"
 ((chat_count >= 1 && chat_count <= ${#all_chat_ports[@]})) || die "--chat must be 1 to ${#all_chat_ports[@]}"
 
+command -v haproxy >/dev/null || die "haproxy is not installed (scripts/setup.sh installs it)"
+# The stats page and /metrics stay on loopback unless HAPROXY_STATS_BIND says otherwise,
+# and then only with a password.
+export HAPROXY_STATS_BIND=${HAPROXY_STATS_BIND:-127.0.0.1}
+if [[ $HAPROXY_STATS_BIND != 127.* && $HAPROXY_STATS_BIND != localhost && -z ${HAPROXY_STATS_PASSWORD:-} ]]; then
+    die "HAPROXY_STATS_BIND=$HAPROXY_STATS_BIND exposes the stats page; set HAPROXY_STATS_PASSWORD too"
+fi
+
 mkdir -p "$CHATSYS_VAR/run" "$CHATSYS_VAR/log"
 if [[ -z ${MONGO_URI:-} ]]; then
     "$CHATSYS_ROOT/scripts/ferretdb.sh" start
     export MONGO_URI="mongodb://127.0.0.1:$MONGO_PORT/chatsys"
 fi
-export LOGIN_URL=${LOGIN_URL:-http://127.0.0.1:$LOGIN_PORT}
-export BIND_HOST
+export LOGIN_URL=${LOGIN_URL:-http://127.0.0.1:$LOGIN_SERVICE_PORT}
 
 # start_service NAME MODULE PORT: one gunicorn, detached, with pid file and log under var/.
 start_service() {
@@ -36,44 +44,53 @@ start_service() {
     if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
         die "port $port is taken by a process start.sh did not start; stop it or set the port variables"
     fi
-    PORT=$port "$VENV/bin/gunicorn" -c conf/gunicorn.conf.py --daemon --pid "$pid_file" \
+    # gunicorn.conf.py captures the app's own output into the error log too.
+    PORT=$port SERVICE_HOST=127.0.0.1 "$VENV/bin/gunicorn" -c conf/gunicorn.conf.py --daemon --pid "$pid_file" \
         --error-logfile "$CHATSYS_VAR/log/$name-$port.log" "$module"
 }
 
 cd "$CHATSYS_ROOT"
-start_service login login_service.wsgi:app "$LOGIN_PORT"
-start_service profile profile_service.wsgi:app "$PROFILE_PORT"
+start_service login login_service.wsgi:app "$LOGIN_SERVICE_PORT"
+start_service profile profile_service.wsgi:app "$PROFILE_SERVICE_PORT"
 chat_ports=("${all_chat_ports[@]:0:chat_count}")
 for port in "${chat_ports[@]}"; do start_service chat chat_service.wsgi:app "$port"; done
 
-for target in "login:$LOGIN_PORT" "profile:$PROFILE_PORT" "${chat_ports[@]/#/chat:}"; do
+for target in "login:$LOGIN_SERVICE_PORT" "profile:$PROFILE_SERVICE_PORT" "${chat_ports[@]/#/chat:}"; do
     wait_for_http "http://127.0.0.1:${target#*:}/ready" 30 || die "${target%%:*} on ${target#*:} is not ready; see $CHATSYS_VAR/log/"
 done
 
 haproxy_pid=$CHATSYS_VAR/run/haproxy.pid
-if command -v haproxy >/dev/null; then
-    if pid_alive "$haproxy_pid"; then
-        log "HAProxy already running (pid $(cat "$haproxy_pid"))"
-    else
-        export HAPROXY_BIND=${HAPROXY_BIND:-$BIND_HOST} HAPROXY_PORT HAPROXY_STATS_PORT HAPROXY_RUNTIME_SOCKET
-        export HAPROXY_STATS_BIND=${HAPROXY_STATS_BIND:-$BIND_HOST}
-        for i in 1 2 3; do export "CHAT_SERVER_$i=127.0.0.1:${all_chat_ports[i-1]:-4000}"; done
-        haproxy -c -q -f "$HAPROXY_CFG"
-        haproxy -D -f "$HAPROXY_CFG" -p "$haproxy_pid" >>"$CHATSYS_VAR/log/haproxy.log" 2>&1 ||
-            die "HAProxy did not start; see $CHATSYS_VAR/log/haproxy.log"
-        wait_for_port 127.0.0.1 "$HAPROXY_PORT" 10 || die "HAProxy did not start; see $CHATSYS_VAR/log/haproxy.log"
-    fi
-    "$CHATSYS_ROOT/scripts/rotation.sh" "$chat_count" >/dev/null
+if pid_alive "$haproxy_pid"; then
+    log "HAProxy already running (pid $(cat "$haproxy_pid"))"
 else
-    log "haproxy is not installed (scripts/setup.sh installs it); chat servers answer directly"
+    for port in "$HAPROXY_PORT" "$LOGIN_PORT" "$PROFILE_PORT"; do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            die "port $port is taken by a process start.sh did not start; stop it or set the port variables"
+        fi
+    done
+    export HAPROXY_BIND=${HAPROXY_BIND:-$BIND_HOST} HAPROXY_PORT HAPROXY_STATS_PORT HAPROXY_RUNTIME_SOCKET
+    export HAPROXY_LOGIN_PORT=$LOGIN_PORT HAPROXY_PROFILE_PORT=$PROFILE_PORT
+    export LOGIN_SERVER=127.0.0.1:$LOGIN_SERVICE_PORT PROFILE_SERVER=127.0.0.1:$PROFILE_SERVICE_PORT
+    for i in 1 2 3; do export "CHAT_SERVER_$i=127.0.0.1:${all_chat_ports[i-1]:-4000}"; done
+    haproxy -c -q -f "$HAPROXY_CFG"
+    haproxy -D -f "$HAPROXY_CFG" -p "$haproxy_pid" >>"$CHATSYS_VAR/log/haproxy.log" 2>&1 ||
+        die "HAProxy did not start; see $CHATSYS_VAR/log/haproxy.log"
+    for port in "$HAPROXY_PORT" "$LOGIN_PORT" "$PROFILE_PORT"; do
+        wait_for_port 127.0.0.1 "$port" 10 || die "HAProxy did not start; see $CHATSYS_VAR/log/haproxy.log"
+    done
 fi
+"$CHATSYS_ROOT/scripts/rotation.sh" "$chat_count" >/dev/null
+for port in "$LOGIN_PORT" "$PROFILE_PORT"; do
+    wait_for_http "http://127.0.0.1:$port/ready" 10 || die "HAProxy on $port does not reach its service; see $CHATSYS_VAR/log/"
+done
 
 cat <<TEXT
-chatsys is running:
-  chat (HAProxy)  http://$PUBLIC_HOST:$HAPROXY_PORT     stats http://$PUBLIC_HOST:$HAPROXY_STATS_PORT/stats  metrics /metrics
-  chat servers    ${chat_ports[*]/#/http://$PUBLIC_HOST:}
+chatsys is running (HAProxy in front of every service):
+  chat            http://$PUBLIC_HOST:$HAPROXY_PORT
   login           http://$PUBLIC_HOST:$LOGIN_PORT
   profile         http://$PUBLIC_HOST:$PROFILE_PORT
+  stats           http://$HAPROXY_STATS_BIND:$HAPROXY_STATS_PORT/stats  metrics /metrics
+  behind HAProxy  login 127.0.0.1:$LOGIN_SERVICE_PORT, profile 127.0.0.1:$PROFILE_SERVICE_PORT, chat ${chat_ports[*]/#/127.0.0.1:}
   database        $MONGO_URI
 logs in $CHATSYS_VAR/log; stop with scripts/stop.sh; see scripts/status.sh
 TEXT

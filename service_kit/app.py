@@ -1,10 +1,12 @@
 """The app factory every service starts from, and the endpoints every service answers."""
 from __future__ import annotations
 
+import ipaddress
 import logging
 from typing import Callable, Iterable
 
 from flask import Blueprint, Flask, current_app, jsonify, request
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from service_kit import database
 from service_kit.config import Settings
@@ -55,6 +57,31 @@ def _cors(response):
     return response
 
 
+class TrustedProxyFix:
+    """The client's address from X-Forwarded-For, but only on a connection from one of the
+    trusted proxies (TRUSTED_PROXIES: addresses or networks; HAProxy connects to login and
+    profile from 127.0.0.2). Anyone else's X-Forwarded-For is dropped unread, so a client
+    reaching a service port directly cannot choose the address its limits count against."""
+
+    def __init__(self, wsgi_app, trusted: Iterable[str]):
+        self._direct = wsgi_app
+        self._proxied = ProxyFix(wsgi_app, x_for=1, x_proto=0, x_host=0, x_port=0, x_prefix=0)
+        self._trusted = [ipaddress.ip_network(entry, strict=False) for entry in trusted]
+
+    def _is_trusted(self, address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in network for network in self._trusted)
+
+    def __call__(self, environ, start_response):
+        if self._trusted and self._is_trusted(environ.get("REMOTE_ADDR", "")):
+            return self._proxied(environ, start_response)
+        environ.pop("HTTP_X_FORWARDED_FOR", None)
+        return self._direct(environ, start_response)
+
+
 def create_service_app(
     service: str,
     settings: Settings | None,
@@ -67,6 +94,7 @@ def create_service_app(
     app.config["SETTINGS"] = settings
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False
+    app.wsgi_app = TrustedProxyFix(app.wsgi_app, settings.trusted_proxies)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     database.init_app(app)

@@ -18,8 +18,9 @@ from requests.adapters import HTTPAdapter
 from service_kit.problems import Problem, unauthorized, unavailable
 from service_kit.token_cache import TokenCache, token_digest
 
-# RFC 6750 b64token, with a length bound so nobody makes us hash megabytes.
-_BEARER = re.compile(r"Bearer ([A-Za-z0-9\-._~+/]{1,512}=*)")
+# RFC 6750 b64token, with a length bound so nobody makes us hash megabytes. The scheme name
+# is case-insensitive (RFC 9110, section 11.1).
+_BEARER = re.compile(r"(?i:Bearer) +([A-Za-z0-9\-._~+/]{1,512}=*)")
 
 
 def bearer_token() -> str:

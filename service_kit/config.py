@@ -4,7 +4,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, fields
 
-DEFAULT_PORTS = {"chat": 4000, "login": 4100, "profile": 4200}
+# The ports the services listen on, behind HAProxy. Clients use HAProxy's: chat 5000,
+# login 4100, profile 4200 (conf/haproxy/haproxy.cfg).
+DEFAULT_PORTS = {"chat": 4000, "login": 4101, "profile": 4201}
 
 
 def _int(name: str, default: int) -> int:
@@ -27,6 +29,11 @@ def _float(name: str, default: float) -> float:
         raise SystemExit(f"environment variable {name} must be a number, got {raw!r}") from error
 
 
+def _words(name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    raw = os.environ.get(name)
+    return default if raw is None else tuple(raw.split())
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything a service can be told. `from_env` is the only reader of os.environ."""
@@ -35,7 +42,7 @@ class Settings:
     port: int
     mongo_uri: str = "mongodb://127.0.0.1:27017/chatsys"
     mongo_timeout_seconds: float = 2.0
-    login_url: str = "http://127.0.0.1:4100"
+    login_url: str = "http://127.0.0.1:4101"
     login_connect_timeout: float = 0.5
     login_read_timeout: float = 2.0
     token_ttl_seconds: int = 3600
@@ -45,10 +52,16 @@ class Settings:
     validate_concurrency: int = 16
     scrypt_n: int = 2**14
     login_max_failures: int = 5
+    login_max_failures_per_user: int = 50
+    login_max_failures_per_address: int = 100
     login_failure_window_seconds: int = 300
-    max_body_bytes: int = 16 * 1024
+    max_body_bytes: int = 32 * 1024
     registrations_per_address: int = 600
     registration_window_seconds: int = 600
+    rooms_per_user: int = 20
+    room_window_seconds: int = 3600
+    max_rooms: int = 10000
+    trusted_proxies: tuple[str, ...] = ("127.0.0.2",)
     cors_origins: tuple[str, ...] = ()
     wait_poll_seconds: float = 0.25
 
@@ -69,9 +82,16 @@ class Settings:
             validate_concurrency=_int("VALIDATE_CONCURRENCY", cls.validate_concurrency),
             scrypt_n=_int("SCRYPT_N", cls.scrypt_n),
             login_max_failures=_int("LOGIN_MAX_FAILURES", cls.login_max_failures),
+            login_max_failures_per_user=_int("LOGIN_MAX_FAILURES_PER_USER", cls.login_max_failures_per_user),
+            login_max_failures_per_address=_int("LOGIN_MAX_FAILURES_PER_ADDRESS",
+                                                cls.login_max_failures_per_address),
             login_failure_window_seconds=_int("LOGIN_FAILURE_WINDOW_SECONDS", cls.login_failure_window_seconds),
             registrations_per_address=_int("REGISTRATIONS_PER_ADDRESS", cls.registrations_per_address),
             registration_window_seconds=_int("REGISTRATION_WINDOW_SECONDS", cls.registration_window_seconds),
+            rooms_per_user=_int("ROOMS_PER_USER", cls.rooms_per_user),
+            room_window_seconds=_int("ROOM_WINDOW_SECONDS", cls.room_window_seconds),
+            max_rooms=_int("MAX_ROOMS", cls.max_rooms),
+            trusted_proxies=_words("TRUSTED_PROXIES", cls.trusted_proxies),
             cors_origins=tuple(origin for origin in os.environ.get("CORS_ORIGINS", "").split() if origin),
             wait_poll_seconds=_float("WAIT_POLL_SECONDS", cls.wait_poll_seconds),
         )

@@ -51,6 +51,21 @@ def _reject_constant(name: str):
     raise ValueError(f"{name} is not valid JSON")
 
 
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _refuse_duplicate_keys(pairs: list[tuple[str, object]]) -> dict:
+    """An object whose key repeats is refused: parsers disagree on which value wins, so a
+    check by one reader and a use by another could see different values."""
+    body = {}
+    for key, value in pairs:
+        if key in body:
+            raise _DuplicateKey(key)
+        body[key] = value
+    return body
+
+
 def read_json_object() -> dict:
     """The request body as a JSON object, or the contract's 415/400 problem."""
     if request.mimetype != "application/json":
@@ -63,7 +78,10 @@ def read_json_object() -> dict:
         if request.environ["wsgi.input"].read(1):
             raise RequestEntityTooLarge()
     try:
-        body = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+        body = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant,
+                          object_pairs_hook=_refuse_duplicate_keys)
+    except _DuplicateKey as error:
+        raise bad_request(f"The body names the key {error.args[0]!r} more than once.") from None
     except (UnicodeDecodeError, ValueError) as error:
         raise bad_request(f"The body is not valid UTF-8 JSON: {error}") from None
     except RecursionError:

@@ -112,10 +112,11 @@ def stack(request) -> Stack:
     login = harness.start_service(processes, "login", service_env(database))
     profile = harness.start_service(processes, "profile", service_env(database, login.url))
     chats = [harness.start_service(processes, "chat", service_env(database, login.url)) for _ in range(3)]
-    balancer = harness.start_haproxy(processes, [chat.port for chat in chats])
+    balancer = harness.start_haproxy(processes, [chat.port for chat in chats], login=login, profile=profile)
     harness.wait_until(lambda: list(balancer.server_states().values()).count("UP") == 3, 15,
                        "HAProxy to see three chat servers up")
-    return Stack(login.url, profile.url, balancer.url, database, login, profile, chats, balancer)
+    # Clients reach login and profile through HAProxy, as in every deployment.
+    return Stack(balancer.login_url, balancer.profile_url, balancer.url, database, login, profile, chats, balancer)
 
 
 def unique_name(prefix: str = "u") -> str:

@@ -228,10 +228,20 @@ class LoadBalancer:
     stats_port: int
     socket_path: Path
     env: dict[str, str] = field(default_factory=dict)
+    login_port: int = 0
+    profile_port: int = 0
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def login_url(self) -> str:
+        return f"http://127.0.0.1:{self.login_port}"
+
+    @property
+    def profile_url(self) -> str:
+        return f"http://127.0.0.1:{self.profile_port}"
 
     def command(self, line: str) -> str:
         with socket.socket(socket.AF_UNIX) as runtime:
@@ -243,20 +253,36 @@ class LoadBalancer:
                 chunks.append(chunk)
         return b"".join(chunks).decode()
 
-    def server_states(self) -> dict[str, str]:
-        return haproxy_stats.server_states(self.command("show stat"))
+    def server_states(self, backend: str = "chat_servers") -> dict[str, str]:
+        return haproxy_stats.server_states(self.command("show stat"), backend)
 
 
-def start_haproxy(group: ProcessGroup, chat_ports: list[int], extra_env: dict[str, str] | None = None) -> LoadBalancer:
-    port, stats_port = free_port(), free_port()
+# The edge limits of conf/haproxy/haproxy.cfg, lifted for test stacks, whose clients all
+# come from 127.0.0.1 and register hundreds of users; the tests of the limits set them.
+UNLIMITED_EDGE = {"HAPROXY_AUTH_RATE": "1000000", "HAPROXY_POST_RATE": "1000000", "HAPROXY_ROOM_RATE": "1000000"}
+
+
+def start_haproxy(group: ProcessGroup, chat_ports: list[int], extra_env: dict[str, str] | None = None,
+                  login: "Service | None" = None, profile: "Service | None" = None) -> LoadBalancer:
+    """HAProxy in front of the chat servers and, when given, the login and profile services,
+    on free ports, with the edge limits lifted unless `extra_env` sets them."""
+    port, stats_port, login_port, profile_port = free_port(), free_port(), free_port(), free_port()
     socket_path = group.dir / f"haproxy-{port}.sock"
     env = {"HAPROXY_BIND": "127.0.0.1", "HAPROXY_PORT": str(port), "HAPROXY_STATS_BIND": "127.0.0.1",
-           "HAPROXY_STATS_PORT": str(stats_port), "HAPROXY_RUNTIME_SOCKET": str(socket_path)}
+           "HAPROXY_STATS_PORT": str(stats_port), "HAPROXY_RUNTIME_SOCKET": str(socket_path),
+           "HAPROXY_LOGIN_PORT": str(login_port), "HAPROXY_PROFILE_PORT": str(profile_port), **UNLIMITED_EDGE}
     for index, chat_port in enumerate(chat_ports, start=1):
         env[f"CHAT_SERVER_{index}"] = f"127.0.0.1:{chat_port}"
+    if login is not None:
+        env["LOGIN_SERVER"] = f"127.0.0.1:{login.port}"
+    if profile is not None:
+        env["PROFILE_SERVER"] = f"127.0.0.1:{profile.port}"
     env.update(extra_env or {})
     haproxy = shutil.which("haproxy") or "/usr/sbin/haproxy"
     process = group.spawn(f"haproxy-{port}", [haproxy, "-db", "-f", str(ROOT / "conf/haproxy/haproxy.cfg")], env)
-    balancer = LoadBalancer(process, port, stats_port, socket_path, env)
+    balancer = LoadBalancer(process, port, stats_port, socket_path, env, login_port, profile_port)
     wait_until(lambda: port_open(port) and socket_path.exists(), 10, "HAProxy to listen")
+    for name, service in (("login", login), ("profile", profile)):
+        if service is not None:
+            wait_until(lambda: balancer.server_states(name).get(name) == "UP", 15, f"HAProxy to see {name} up")
     return balancer

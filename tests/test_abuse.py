@@ -32,7 +32,7 @@ from tests.contract import assert_problem
 
 # conf/haproxy/haproxy.cfg and conf/gunicorn.conf.py
 HTTP_REQUEST_TIMEOUT = 5.0
-MAX_BODY = 16 * 1024
+MAX_BODY = 32 * 1024
 # tests/harness.py and service_kit/config.py defaults
 LOGIN_MAX_FAILURES = 5
 

@@ -66,12 +66,26 @@ def test_malformed_json_or_non_object_is_400(service, user, raw):
     assert_problem(response, 400)
 
 
-def test_body_over_16_kib_is_413(service, user):
+def test_body_over_32_kib_is_413(service, user):
     target, headers = _post_target(service, user)
     method = requests.put if service[0] == "profile" else requests.post
-    body = b'{"text": "' + b"a" * (17 * 1024) + b'"}'
+    body = b'{"text": "' + b"a" * (33 * 1024) + b'"}'
     response = method(target, data=body, headers={**headers, "Content-Type": "application/json"}, timeout=5)
     assert_problem(response, 413)
+
+
+def test_duplicate_keys_are_400_and_the_last_one_never_wins(service, user):
+    """{"username": "nobody", "username": "<a real user>", ...} once logged in the real user."""
+    target, headers = _post_target(service, user)
+    method = requests.put if service[0] == "profile" else requests.post
+    field = {"login": "username", "profile": "display_name", "chat": "name"}[service[0]]
+    raw = f'{{"{field}": "nobody", "{field}": "second"}}'
+    if service[0] == "login":
+        target = f"{service[1]}/login"
+        raw = f'{{"username": "nobody", "username": "{user.username}", "password": "{user.password}"}}'
+    response = method(target, data=raw, headers={**headers, "Content-Type": "application/json"}, timeout=5)
+    problem = assert_problem(response, 400)
+    assert repr(field) in problem["detail"]
 
 
 @pytest.mark.parametrize("raw", ['{"text": "\\ud800"}', '{"text": "a\\udc00b"}'])

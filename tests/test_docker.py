@@ -218,7 +218,7 @@ def test_service_image_runs_as_a_non_root_user(dockerfile):
 
 
 def test_service_image_listens_beyond_loopback_and_starts_through_the_entry_script(dockerfile):
-    assert dockerfile.env().get("BIND_HOST") == "0.0.0.0"
+    assert dockerfile.env().get("SERVICE_HOST") == "0.0.0.0"
     entrypoint = dockerfile.last("ENTRYPOINT").exec_form()
     workdir = dockerfile.last("WORKDIR").arguments
     script = ROOT / Path(entrypoint[0]).relative_to(workdir)
@@ -258,7 +258,8 @@ def test_every_container_has_a_healthcheck(compose, dockerfile):
 
 def test_containers_start_only_after_their_dependencies_are_healthy(compose):
     services = compose["services"]
-    expected = {"login": {"mongo"}, "profile": {"mongo", "login"}, "chat": {"mongo", "login"}, "haproxy": {"chat"}}
+    expected = {"login": {"mongo"}, "profile": {"mongo", "login"}, "chat": {"mongo", "login"},
+                "haproxy": {"chat", "login", "profile"}}
     for name, needs in expected.items():
         depends_on = services[name].get("depends_on") or {}
         assert isinstance(depends_on, dict), f"{name}: depends_on needs conditions"
@@ -269,10 +270,10 @@ def test_containers_start_only_after_their_dependencies_are_healthy(compose):
 
 def test_published_ports_match_the_contract(compose):
     services = compose["services"]
-    assert published_ports(services["haproxy"]) == {(5000, 5000), (8404, 8404)}
-    assert published_ports(services["login"]) == {(4100, 4100)}
-    assert published_ports(services["profile"]) == {(4200, 4200)}
-    assert published_ports(services["chat"]) == set(), "chat servers are reached through HAProxy only"
+    # HAProxy publishes every public port; no service faces a client directly.
+    assert published_ports(services["haproxy"]) == {(5000, 5000), (4100, 4100), (4200, 4200), (8404, 8404)}
+    for name in ("login", "profile", "chat"):
+        assert published_ports(services[name]) == set(), f"{name} is reached through HAProxy only"
     assert published_ports(services["mongo"]) == set()
     for name in SERVICES:
         assert environment_of(services[name])["PORT"] == str(CONTRACT_PORTS[name])
@@ -291,7 +292,10 @@ def test_chat_tier_is_one_scaled_service_haproxy_finds_through_dns(compose):
     assert environment["CHAT_DNS_PORT"] == environment_of(chat)["PORT"]
     assert environment["HAPROXY_BIND"] == environment["HAPROXY_STATS_BIND"] == "0.0.0.0"
     targets = {target for _, target in published_ports(haproxy)}
-    assert targets == {int(environment["HAPROXY_PORT"]), int(environment["HAPROXY_STATS_PORT"])}
+    assert targets == {int(environment[name]) for name in
+                       ("HAPROXY_PORT", "HAPROXY_LOGIN_PORT", "HAPROXY_PROFILE_PORT", "HAPROXY_STATS_PORT")}
+    assert environment["LOGIN_SERVER"] == f"login:{CONTRACT_PORTS['login']}"
+    assert environment["PROFILE_SERVER"] == f"profile:{CONTRACT_PORTS['profile']}"
     assert environment["HAPROXY_RUNTIME_SOCKET"].startswith(("/tmp/", "/var/lib/haproxy/")), \
         "the official image runs as user haproxy, who can write only there"
     assert "LOGIN_URL" in environment_of(chat) and "LOGIN_URL" in environment_of(services["profile"])

@@ -74,7 +74,8 @@ def test_a_password_hash_of_the_earlier_format_still_logs_in_and_is_upgraded(sta
     key = hashlib.scrypt(password.encode(), salt=salt, n=16384, r=8, p=1, maxmem=64 * 1024 * 1024, dklen=32)
     earlier = f"scrypt$16384$8$1${base64.b64encode(salt).decode()}${base64.b64encode(key).decode()}"
     db = pymongo.MongoClient(stack.database.uri, serverSelectionTimeoutMS=3000).get_default_database()
-    db.users.insert_one({"_id": username, "password_hash": earlier, "created_at": datetime.now(timezone.utc)})
+    db.users.insert_one({"_id": username, "username": username, "password_hash": earlier,
+                         "created_at": datetime.now(timezone.utc)})
 
     def log_in(given: str) -> int:
         return requests.post(f"{stack.login_url}/login", json={"username": username, "password": given},

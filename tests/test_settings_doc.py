@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "architecture.md"
 READERS = ("service_kit/config.py", "conf/gunicorn.conf.py")
 # service_kit/config.py's helpers that read one variable, named by their first argument.
-HELPERS = {"_int", "_float"}
+HELPERS = {"_int", "_float", "_words"}
 
 
 def _is_environ(node: ast.expr) -> bool:

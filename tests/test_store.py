@@ -158,3 +158,37 @@ def test_ferretdb_still_applies_the_whole_filter_after_an_id_pushdown(db):
     assert db.messages.find_one({"_id": ids[0], "text": "not it"}) is None
     assert db.messages.delete_one({"_id": ids[0], "author": "mallory"}).deleted_count == 0
     assert len(list(db.messages.find({"_id": {"$in": ids + [5, None]}}))) == 3  # not pushed down, still right
+
+
+class _Commands(pymongo.monitoring.CommandListener):
+    def __init__(self):
+        self.names: list[str] = []
+
+    def started(self, event):
+        self.names.append(event.command_name)
+
+    def succeeded(self, event):
+        pass
+
+    def failed(self, event):
+        pass
+
+
+def test_list_rooms_costs_one_query_plus_one_per_id_batch(database):
+    """The review's 25,000 rooms made GET /rooms one query per room: 11-16 s. Now it is the
+    room list and one `$in` per MAX_IDS_PER_QUERY rooms, bounded by MAX_ROOMS."""
+    commands = _Commands()
+    pymongo.monitoring.register(commands)  # for clients made from here on: this test's app
+    uri = f"mongodb://127.0.0.1:{database.port}/chatsys_rooms_count"
+    pymongo.MongoClient(uri).drop_database("chatsys_rooms_count")
+    app = create_app(Settings(service="chat", port=4000, mongo_uri=uri))
+    with app.app_context():
+        for count in (10, 1000):
+            have = len(store.list_rooms())
+            store.database.db().rooms.insert_many(
+                [{"_id": unique_name("many"), "created_at": store.utcnow(), "last_seq": 0} for _ in range(count - have)])
+            commands.names.clear()
+            assert len(store.list_rooms()) == count
+            queries = [name for name in commands.names if name in ("find", "aggregate", "count", "getMore")]
+            batches = -(-count // store.MAX_IDS_PER_QUERY)
+            assert queries.count("find") + queries.count("aggregate") == 1 + batches, (count, commands.names)

@@ -29,8 +29,10 @@ SSH_BOUND = 300
 INSTALL_BOUND = 1200
 READY_BOUND = 300
 RESET_BOUND = 180
-SERVICES = {"login": "login@4100", "profile": "profile@4200", "chat@4000": "chat@4000",
-            "chat@4001": "chat@4001", "chat@4002": "chat@4002", "haproxy": "chat@"}
+# The public ports (HAProxy's), reached from the host, and the X-Instance of who answers.
+SERVICES = {"login": "login@4101", "profile": "profile@4201", "haproxy": "chat@"}
+# The services behind HAProxy, on the guest's loopback only, reached through SSH.
+INSIDE_PORTS = [4101, 4201, 4000, 4001, 4002]
 CHATSYS_UNITS = ["chatsys-ferretdb.service", "login.service", "profile.service", "chat@4000.service",
                  "chat@4001.service", "chat@4002.service", "haproxy.service"]
 LOGGED_UNITS = "-u chatsys-ferretdb -u login -u profile -u 'chat@*' -u haproxy"
@@ -76,7 +78,7 @@ def install(machine: vm.Machine) -> None:
         result = machine.ssh(f"cd /root/chatsys && {command}", timeout=INSTALL_BOUND)
         assert result.returncode == 0, f"`{command}` failed in the VM:\n{result.stdout}\n{result.stderr}"
     # docs/systemd.md: serve other machines (here, the host through its forwarded ports).
-    machine.run("sed -i -e 's/^BIND_HOST=.*/BIND_HOST=0.0.0.0/' -e 's/^HAPROXY_BIND=.*/HAPROXY_BIND=0.0.0.0/' "
+    machine.run("sed -i -e 's/^HAPROXY_BIND=.*/HAPROXY_BIND=0.0.0.0/' "
                 "/etc/chatsys/chatsys.env && systemctl restart chatsys.target", timeout=READY_BOUND)
 
 
@@ -123,13 +125,27 @@ def http_status(url: str, timeout: float = 3) -> int:
         return 0
 
 
+def inside_ready_statuses(machine: vm.Machine) -> dict[str, int]:
+    """/ready of each service behind HAProxy, asked inside the machine."""
+    probes = " ".join(f"$(curl -s -o /dev/null -m 3 -w '%{{http_code}}' http://127.0.0.1:{port}/ready)"
+                      for port in INSIDE_PORTS)
+    result = machine.ssh(f"echo {probes}", timeout=60)
+    codes = result.stdout.split() if result.returncode == 0 else []
+    return {f"inside:{port}": int(code) for port, code in zip(INSIDE_PORTS, codes)} or {"inside": 0}
+
+
 def ready_statuses(machine: vm.Machine) -> dict[str, int]:
-    return {name: http_status(machine.url(name) + "/ready") for name in SERVICES}
+    statuses = {name: http_status(machine.url(name) + "/ready") for name in SERVICES}
+    return {**statuses, **inside_ready_statuses(machine)} if set(statuses.values()) == {200} else statuses
+
+
+def all_ready() -> dict[str, int]:
+    return {**dict.fromkeys(SERVICES, 200), **{f"inside:{port}": 200 for port in INSIDE_PORTS}}
 
 
 def wait_all_ready(machine: vm.Machine, what: str, bound: float = READY_BOUND) -> None:
     deadline = time.monotonic() + bound
-    while (statuses := ready_statuses(machine)) != dict.fromkeys(SERVICES, 200):
+    while (statuses := ready_statuses(machine)) != all_ready():
         machine.assert_running()
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {bound} s waiting for {what}: {statuses}\n{diagnostics(machine)}")
@@ -171,6 +187,11 @@ def assert_everything_serves(machine: vm.Machine) -> None:
         ready = requests.get(machine.url(name) + "/ready", timeout=10)
         assert ready.status_code == 200, (name, ready.text)
     assert haproxy_servers(machine) == {"chat1": "UP", "chat2": "UP", "chat3": "UP"}
+    assert inside_ready_statuses(machine) == {f"inside:{port}": 200 for port in INSIDE_PORTS}
+    # Only HAProxy (and SSH) listen beyond loopback.
+    listening = machine.run("ss -Hltn | awk '{print $4}'").split()
+    exposed = {address.rsplit(":", 1)[1] for address in listening if not address.startswith(("127.", "[::1]"))}
+    assert exposed <= {"22", "4100", "4200", "5000"}, listening
     assert database_answers(machine), f"the database does not answer a MongoDB ping\n{diagnostics(machine)}"
 
 
@@ -293,7 +314,7 @@ def test_killed_chat_server_is_restarted_by_systemd_and_haproxy_sees_it_up(reboo
     harness.wait_until(lambda: haproxy_servers(rebooted).get("chat2") == "UP", 60,
                        "HAProxy to see chat2 (port 4001) up again", interval=0.5)
     seen = time.monotonic()
-    assert http_status(rebooted.url("chat@4001") + "/ready") == 200
+    assert inside_ready_statuses(rebooted)["inside:4001"] == 200
     figures.add(f"chat@4001 killed with SIGKILL: running again after {back - killed:.0f} s, "
                 f"UP in HAProxy after {seen - killed:.0f} s")
 

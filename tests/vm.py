@@ -24,8 +24,8 @@ from tests import harness
 REPORT = pytest.StashKey[list]()
 
 # What the host forwards, by name: the guest port behind it.
-GUEST_PORTS = {"ssh": 22, "login": 4100, "profile": 4200, "chat@4000": 4000, "chat@4001": 4001,
-               "chat@4002": 4002, "haproxy": 5000}
+# The public ports only: the services behind HAProxy listen on the guest's loopback.
+GUEST_PORTS = {"ssh": 22, "login": 4100, "profile": 4200, "haproxy": 5000}
 KERNEL_START = "Linux version"  # the kernel's first console line: once per boot
 
 
