@@ -17,11 +17,12 @@ ENV PYTHONUNBUFFERED=1 \
     VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:$PATH
 
-# Dependencies before the code: this layer is rebuilt only when requirements.txt changes.
-COPY requirements.txt /tmp/requirements.txt
+# Dependencies before the code: this layer is rebuilt only when requirements.lock changes.
+# The lock pins every package with its hashes; pip refuses any file that does not match.
+COPY requirements.lock /tmp/requirements.lock
 RUN python -m venv /opt/venv \
-    && pip install -r /tmp/requirements.txt \
-    && rm /tmp/requirements.txt
+    && pip install --require-hashes -r /tmp/requirements.lock \
+    && rm /tmp/requirements.lock
 
 RUN groupadd --system --gid 10001 chatsys \
     && useradd --system --uid 10001 --gid chatsys --no-create-home --home-dir /nonexistent \

@@ -1,5 +1,6 @@
 # The two commands of the README, and a few more for daily work.
-.PHONY: run test stop status setup conformance docker-up docker-down vm-test
+VENV ?= .venv
+.PHONY: run test stop status setup lock lint conformance docker-up docker-down vm-test
 
 run: setup
 	scripts/start.sh
@@ -15,6 +16,21 @@ status:
 
 setup:
 	scripts/setup.sh
+
+# After editing requirements.txt or requirements-dev.txt: write the hash-locked
+# requirements.lock and requirements-dev.lock that every install uses.
+lock: setup
+	scripts/lock.sh
+
+# ruff (lint and format), mypy and shellcheck, with the settings in pyproject.toml and
+# .shellcheckrc; every tool runs, and the target fails if any of them found something.
+lint: setup
+	@status=0; \
+	$(VENV)/bin/ruff check || status=1; \
+	$(VENV)/bin/ruff format --check || status=1; \
+	$(VENV)/bin/mypy || status=1; \
+	shellcheck -x scripts/*.sh docker/*.sh || status=1; \
+	exit $$status
 
 # make conformance ARGS="--login http://host:4100 --profile http://host:4200 --chat http://host:5000"
 conformance:

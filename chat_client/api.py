@@ -6,17 +6,22 @@ the problem's `detail`, or which service could not be reached.
 from __future__ import annotations
 
 import secrets
-import time
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import quote
 
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
 
 # (connect, read) in seconds: a dead host is noticed fast, a busy server gets time to answer.
 TIMEOUT = (3.05, 15)
 # A message is sent at most this many times, always with the same Idempotency-Key.
 SEND_ATTEMPTS = 4
+# Between attempts: at once, then 1 s, then 2 s (urllib3 doubles from the second retry on),
+# or as long as a 5xx answer's Retry-After asks, but never longer than this.
 SEND_BACKOFF_SECONDS = 0.5
+SEND_RETRY_AFTER_MAX = 5
 
 LOGIN_HINT = "not logged in or session expired; run: python -m chat_client login USER"
 
@@ -46,6 +51,19 @@ class Unreachable(ServiceError):
 class NotLoggedIn(ServiceError):
     def __init__(self):
         super().__init__(LOGIN_HINT, 401)
+
+
+class _SendRetry(Retry):
+    """Retries on no answer (refused, cut off, timed out) and on any 5xx, and on nothing
+    else: a 429 or 413 with Retry-After is an answer about this request, not a failure."""
+
+    RETRY_AFTER_STATUS_CODES: frozenset[int] = frozenset()
+
+
+def send_retry() -> Retry:
+    return _SendRetry(total=SEND_ATTEMPTS - 1, allowed_methods=frozenset({"POST"}),
+                      status_forcelist=frozenset(range(500, 600)), backoff_factor=SEND_BACKOFF_SECONDS,
+                      retry_after_max=SEND_RETRY_AFTER_MAX, raise_on_status=False)
 
 
 @dataclass(frozen=True)
@@ -100,13 +118,20 @@ class ChatsysClient:
         self.token = token
         self._http = requests.Session()
         self._http.headers["User-Agent"] = "chatsys-terminal-client/1"
+        # Posts of messages, and only they, are retried: they carry an Idempotency-Key.
+        self._sending = requests.Session()
+        self._sending.headers["User-Agent"] = "chatsys-terminal-client/1"
+        for scheme in ("http://", "https://"):
+            self._sending.mount(scheme, HTTPAdapter(max_retries=send_retry()))
 
     def close(self) -> None:
         self._http.close()
+        self._sending.close()
 
     def _request(self, service: str, method: str, path: str, *, authenticated: bool = True,
-                 json: dict | None = None, params: dict | None = None,
-                 headers: dict | None = None, timeout: tuple[float, float] = TIMEOUT) -> tuple[int, dict | None]:
+                 json: dict | None = None, params: dict | None = None, headers: dict | None = None,
+                 timeout: tuple[float, float] = TIMEOUT, http: requests.Session | None = None) -> dict[str, Any]:
+        """The answer's JSON object ({} for an answer without a body), else a ServiceError."""
         base = self.urls.base(service)
         headers = dict(headers or {})
         if authenticated:
@@ -114,8 +139,8 @@ class ChatsysClient:
                 raise NotLoggedIn()
             headers["Authorization"] = f"Bearer {self.token}"
         try:
-            response = self._http.request(method, base + path, json=json, params=params, headers=headers,
-                                          timeout=timeout)
+            response = (http or self._http).request(method, base + path, json=json, params=params,
+                                                    headers=headers, timeout=timeout)
         except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
                 requests.exceptions.InvalidSchema):
             raise ServiceError(f"the {service} URL {base!r} is not a valid http(s) URL") from None
@@ -126,7 +151,7 @@ class ChatsysClient:
         if response.status_code >= 400:
             raise _failure(service, base, response)
         if response.status_code == 204 or not response.content:
-            return response.status_code, None
+            return {}
         try:
             body = response.json()
         except ValueError:
@@ -134,22 +159,22 @@ class ChatsysClient:
         if not isinstance(body, dict):
             raise ServiceError(f"the {service} service at {base} sent an answer that is not a JSON object",
                                response.status_code)
-        return response.status_code, body
+        return body
 
     # login service
 
     def register(self, username: str, password: str) -> dict:
         return self._request("login", "POST", "/users", authenticated=False,
-                             json={"username": username, "password": password})[1]
+                             json={"username": username, "password": password})
 
     def login(self, username: str, password: str) -> dict:
         session = self._request("login", "POST", "/login", authenticated=False,
-                                json={"username": username, "password": password})[1]
+                                json={"username": username, "password": password})
         self.token = session["token"]
         return session
 
     def validate(self) -> dict:
-        return self._request("login", "GET", "/validate")[1]
+        return self._request("login", "GET", "/validate")
 
     def logout(self) -> None:
         self._request("login", "POST", "/logout")
@@ -157,18 +182,18 @@ class ChatsysClient:
     # profile service
 
     def profile(self, username: str) -> dict:
-        return self._request("profile", "GET", f"/profiles/{_segment(username)}")[1]
+        return self._request("profile", "GET", f"/profiles/{_segment(username)}")
 
     def update_profile(self, username: str, changes: dict) -> dict:
-        return self._request("profile", "PUT", f"/profiles/{_segment(username)}", json=changes)[1]
+        return self._request("profile", "PUT", f"/profiles/{_segment(username)}", json=changes)
 
     # chat service
 
     def rooms(self) -> list[dict]:
-        return self._request("chat", "GET", "/rooms")[1]["rooms"]
+        return self._request("chat", "GET", "/rooms")["rooms"]
 
     def create_room(self, name: str) -> dict:
-        return self._request("chat", "POST", "/rooms", json={"name": name})[1]
+        return self._request("chat", "POST", "/rooms", json={"name": name})
 
     def messages(self, room: str, after: int | None = None, limit: int | None = None,
                  wait: int | None = None) -> dict:
@@ -177,20 +202,11 @@ class ChatsysClient:
         params = {name: value for name, value in (("after", after), ("limit", limit), ("wait", wait))
                   if value is not None}
         timeout = (TIMEOUT[0], TIMEOUT[1] + wait) if wait else TIMEOUT
-        return self._request("chat", "GET", f"/rooms/{_segment(room)}/messages", params=params, timeout=timeout)[1]
+        return self._request("chat", "GET", f"/rooms/{_segment(room)}/messages", params=params, timeout=timeout)
 
-    def send(self, room: str, text: str, key: str | None = None, attempts: int = SEND_ATTEMPTS) -> dict:
+    def send(self, room: str, text: str, key: str | None = None) -> dict:
         """Post a message; on a network error or 5xx, post again with the same key, which the
         chat service stores at most once, so a lost answer never turns into a double post."""
         headers = {"Idempotency-Key": key or new_idempotency_key()}
-        attempt = 1
-        while True:
-            try:
-                return self._request("chat", "POST", f"/rooms/{_segment(room)}/messages", json={"text": text},
-                                     headers=headers)[1]
-            except ServiceError as error:
-                if not error.transient or attempt >= attempts:
-                    raise
-                backoff = SEND_BACKOFF_SECONDS * 2 ** (attempt - 1)
-                time.sleep(min(error.retry_after if error.retry_after is not None else backoff, 5.0))
-            attempt += 1
+        return self._request("chat", "POST", f"/rooms/{_segment(room)}/messages", json={"text": text},
+                             headers=headers, http=self._sending)

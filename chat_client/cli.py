@@ -1,26 +1,29 @@
-"""Command line of the chat client: argparse subcommands over `api.ChatsysClient`.
+"""Command line of the chat client: click commands over `api.ChatsysClient`.
 
 Exit status: 0 done, 1 the request failed (one line on stderr says why), 2 bad usage.
 """
 from __future__ import annotations
 
-import argparse
-import getpass
+import math
 import os
 import re
 import sys
 import time
+from collections.abc import Callable
 from datetime import datetime
+
+import click
 
 from chat_client import session as saved_session
 from chat_client.api import ChatsysClient, NotLoggedIn, ServiceError, ServiceUrls
 
+PROG = "python -m chat_client"
 DEFAULT_URLS = {"chat": "http://127.0.0.1:5000", "login": "http://127.0.0.1:4100",
                 "profile": "http://127.0.0.1:4200"}
 MAX_PAGE = 200  # the contract's largest `limit`
 LONG_POLL_SECONDS = 25  # `wait` of each long poll (the contract allows up to 30)
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 # Characters that would let a message steer the terminal (escape sequences, carriage
 # returns) or reorder what is shown around it (bidirectional overrides).
@@ -76,9 +79,8 @@ def note(line: str) -> None:
 
 
 class Context:
-    def __init__(self, args: argparse.Namespace):
-        self.args = args
-        self.client = ChatsysClient(resolve_urls(args))
+    def __init__(self, urls: ServiceUrls):
+        self.client = ChatsysClient(urls)
 
     def resume_session(self) -> saved_session.Session:
         """The saved session, with its token handed to the client."""
@@ -89,43 +91,126 @@ class Context:
         return current
 
 
-def resolve_urls(args: argparse.Namespace) -> ServiceUrls:
-    """Flag, else CHATSYS_<SERVICE>_URL, else the contract's default port on this host."""
-    urls = {}
-    for service, default in DEFAULT_URLS.items():
-        given = getattr(args, f"{service}_url", None) or os.environ.get(f"CHATSYS_{service.upper()}_URL") or default
-        urls[service] = given.rstrip("/")
-    return ServiceUrls(**urls)
-
-
-def read_password(args: argparse.Namespace, confirm: bool = False) -> str:
-    if args.password_stdin:
+def read_password(username: str, from_stdin: bool, confirm: bool = False) -> str:
+    if from_stdin:
         password = sys.stdin.readline().removesuffix("\n").removesuffix("\r")
         if not password:
             raise CliError("no password on standard input")
         return password
     try:
-        password = getpass.getpass(f"Password for {args.username}: ")
-        if confirm and getpass.getpass("Repeat the password: ") != password:
-            raise CliError("the two passwords differ")
-    except EOFError:
-        raise CliError("no password given") from None
-    return password
+        # On stderr, like getpass on a terminal: standard output stays for the results.
+        return click.prompt(f"Password for {username}", hide_input=True, err=True,
+                            confirmation_prompt="Repeat the password" if confirm else False)
+    except click.Abort as aborted:
+        if isinstance(aborted.__context__, EOFError):
+            raise CliError("no password given") from None
+        raise  # Ctrl-C: exit status 130, as for any interrupted command
+
+
+# Names as the contract allows them, checked before a request makes a confusing 404.
+
+
+class Name(click.ParamType):
+    def __init__(self, name: str, pattern: str, rule: str):
+        self.name, self.pattern, self.rule = name, pattern, rule
+
+    def convert(self, value, param, ctx) -> str:
+        if not re.fullmatch(self.pattern, value):
+            self.fail(f"{value!r}: {self.rule}", param, ctx)
+        return value
+
+
+ROOM = Name("room", r"[A-Za-z0-9_\-]{1,64}", "room names are 1 to 64 characters of A-Z, a-z, 0-9, _ and -")
+USERNAME = Name("user", r"[A-Za-z0-9_.\-]{3,32}", "user names are 3 to 32 characters of A-Z, a-z, 0-9, _, . and -")
+
+
+class Seconds(click.FloatRange):
+    """A finite number of seconds, 0 or more (above 0 when `positive`)."""
+
+    def __init__(self, positive: bool):
+        super().__init__(min=0, min_open=positive)
+
+    def convert(self, value, param, ctx) -> float:
+        seconds = super().convert(value, param, ctx)
+        if not math.isfinite(seconds):
+            self.fail(f"{value!r} is not a finite number of seconds", param, ctx)
+        return seconds
+
+
+def url_options(from_environment: bool) -> list[click.Option]:
+    """--chat-url, --login-url, --profile-url. Accepted before the command (where the
+    environment and the defaults apply) and after it (where a flag given wins)."""
+    return [click.Option([f"--{service}-url", f"{service}_url"], metavar="URL",
+                         envvar=f"CHATSYS_{service.upper()}_URL" if from_environment else None,
+                         default=default if from_environment else None,
+                         help=f"{service} service (env CHATSYS_{service.upper()}_URL, default {default})")
+            for service, default in DEFAULT_URLS.items()]
+
+
+def password_options() -> list[click.Parameter]:
+    return [click.Argument(["username"], metavar="USER", type=USERNAME),
+            click.Option(["--password-stdin"], is_flag=True,
+                         help="read the password from the first line of standard input (for scripts)")]
+
+
+def _remember_urls(**urls: str) -> None:
+    click.get_current_context().obj = urls
+
+
+cli = click.Group(PROG, params=url_options(from_environment=True), callback=_remember_urls,
+                  help="Terminal client of the chatsys chat service.",
+                  context_settings={"help_option_names": ["-h", "--help"]})
+
+
+def resolve_urls(given: dict[str, str | None]) -> ServiceUrls:
+    """Flag after the command, else the one before it, else CHATSYS_<SERVICE>_URL, else the
+    contract's default port on this host."""
+    before = click.get_current_context().find_root().obj or {}
+    return ServiceUrls(**{service: (given[f"{service}_url"] or before[f"{service}_url"]).rstrip("/")
+                          for service in DEFAULT_URLS})
+
+
+def command(name: str, help_text: str, *params: click.Parameter):
+    """Add `handler(context, **params)` to the command line as `name`: with the URL options,
+    one line on stderr and exit status 1 for a failed request, and the client closed after."""
+    def register(handler: Callable[..., int]) -> Callable[..., int]:
+        def run(chat_url: str | None, login_url: str | None, profile_url: str | None, **values) -> int:
+            context = Context(resolve_urls({"chat_url": chat_url, "login_url": login_url,
+                                            "profile_url": profile_url}))
+            try:
+                return handler(context, **values)
+            except (ServiceError, CliError, saved_session.SessionError) as error:
+                note(f"error: {error}")
+                return EXIT_FAILED
+            except KeyError as missing:
+                note(f"error: a service sent an answer without the field {missing}")
+                return EXIT_FAILED
+            except BrokenPipeError:
+                # The reader went away (`... | head`): stop quietly, as other command line tools do.
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                return EXIT_FAILED
+            finally:
+                context.client.close()
+
+        cli.add_command(click.Command(name, callback=run, params=[*params, *url_options(from_environment=False)],
+                                      help=help_text, short_help=help_text))
+        return handler
+    return register
 
 
 # Commands
 
 
-def cmd_register(context: Context) -> int:
-    args = context.args
-    created = context.client.register(args.username, read_password(args, confirm=True))
-    show(f"registered {created['username']}; now run: python -m chat_client login {created['username']}")
+@command("register", "create an account", *password_options())
+def cmd_register(context: Context, username: str, password_stdin: bool) -> int:
+    created = context.client.register(username, read_password(username, password_stdin, confirm=True))
+    show(f"registered {created['username']}; now run: {PROG} login {created['username']}")
     return EXIT_OK
 
 
-def cmd_login(context: Context) -> int:
-    args = context.args
-    answer = context.client.login(args.username, read_password(args))
+@command("login", "log in and keep the session for the other commands", *password_options())
+def cmd_login(context: Context, username: str, password_stdin: bool) -> int:
+    answer = context.client.login(username, read_password(username, password_stdin))
     try:
         path = saved_session.save(saved_session.Session(answer["username"], answer["token"], answer["expires_at"]))
     except OSError as error:
@@ -135,6 +220,7 @@ def cmd_login(context: Context) -> int:
     return EXIT_OK
 
 
+@command("logout", "end the session, on the server too")
 def cmd_logout(context: Context) -> int:
     current = saved_session.load()
     if current is None:
@@ -153,6 +239,7 @@ def cmd_logout(context: Context) -> int:
     return EXIT_OK
 
 
+@command("whoami", "show who is logged in")
 def cmd_whoami(context: Context) -> int:
     context.resume_session()
     answer = context.client.validate()
@@ -160,6 +247,7 @@ def cmd_whoami(context: Context) -> int:
     return EXIT_OK
 
 
+@command("rooms", "list the rooms")
 def cmd_rooms(context: Context) -> int:
     context.resume_session()
     rooms = context.client.rooms()
@@ -170,47 +258,63 @@ def cmd_rooms(context: Context) -> int:
     return EXIT_OK
 
 
-def cmd_create_room(context: Context) -> int:
+@command("create-room", "create a room", click.Argument(["name"], metavar="NAME", type=ROOM))
+def cmd_create_room(context: Context, name: str) -> int:
     context.resume_session()
-    room = context.client.create_room(context.args.name)
+    room = context.client.create_room(name)
     show(f"created room {room['name']}")
     return EXIT_OK
 
 
-def cmd_send(context: Context) -> int:
+@command("send", "post a message", click.Argument(["room"], metavar="ROOM", type=ROOM),
+         click.Argument(["text"], metavar="TEXT...", nargs=-1, required=True))
+def cmd_send(context: Context, room: str, text: tuple[str, ...]) -> int:
     context.resume_session()
-    text = " ".join(context.args.text)
-    show(message_line(context.client.send(context.args.room, text)))
+    show(message_line(context.client.send(room, " ".join(text))))
     return EXIT_OK
 
 
-def cmd_read(context: Context) -> int:
-    args = context.args
+@command("read", "print a room's messages: the newest, or those after a seq",
+         click.Argument(["room"], metavar="ROOM", type=ROOM),
+         click.Option(["--after"], type=click.IntRange(min=0), metavar="N", help="only messages with seq above N"),
+         click.Option(["--limit"], type=click.IntRange(1, MAX_PAGE), metavar="N",
+                      help="at most N messages (default 50)"))
+def cmd_read(context: Context, room: str, after: int | None, limit: int | None) -> int:
     context.resume_session()
-    page = context.client.messages(args.room, after=args.after, limit=args.limit)
+    page = context.client.messages(room, after=after, limit=limit)
     for message in page["messages"]:
         show(message_line(message))
-    if args.after is not None and len(page["messages"]) == (args.limit or 50):
-        note(f"more may follow: python -m chat_client read {args.room} --after {page['next_after']}")
+    if after is not None and len(page["messages"]) == (limit or 50):
+        note(f"more may follow: {PROG} read {room} --after {page['next_after']}")
     return EXIT_OK
 
 
-def cmd_follow(context: Context) -> int:
-    args = context.args
+@command("follow", "print a room's messages live as they arrive",
+         click.Argument(["room"], metavar="ROOM", type=ROOM),
+         click.Option(["--last"], type=click.IntRange(0, MAX_PAGE), default=20, metavar="N",
+                      help="show the newest N messages first (default 20)"),
+         click.Option(["--interval"], type=Seconds(positive=True), default=1.0, metavar="SECONDS",
+                      help="time between plain polls (default 1)"),
+         click.Option(["--poll"], is_flag=True, help="poll every --interval instead of long polls held by the service"),
+         click.Option(["--max-seconds"], type=Seconds(positive=False), metavar="SECONDS",
+                      help="stop after this long (default: until Ctrl-C)"))
+def cmd_follow(context: Context, room: str, last: int, interval: float, poll: bool, max_seconds: float | None) -> int:
     context.resume_session()
     client = context.client
-    deadline = time.monotonic() + args.max_seconds if args.max_seconds is not None else None
+    deadline = time.monotonic() + max_seconds if max_seconds is not None else None
     try:
         # The newest --last messages, or with --last 0 only the point to continue from.
-        first = client.messages(args.room, limit=max(args.last, 1))
+        first = client.messages(room, limit=max(last, 1))
         after = first["next_after"]
-        for message in first["messages"] if args.last else []:
+        for message in first["messages"] if last else []:
             show(message_line(message))
         if sys.stderr.isatty():
-            note(f"following {args.room}; Ctrl-C to stop")
+            note(f"following {room}; Ctrl-C to stop")
         # Long polls while the service takes `wait` (contract v1.1): each request is held
         # until a message arrives. A v1 service answers `wait` with 400: then plain polls.
-        pause, trouble, long_poll = 0.0, None, not args.poll
+        pause: float = 0.0
+        trouble: ServiceError | None = None
+        long_poll = not poll
         while True:
             wait = LONG_POLL_SECONDS if long_poll else None
             if deadline is not None:
@@ -221,12 +325,12 @@ def cmd_follow(context: Context) -> int:
                 if wait is not None:
                     wait = max(1, min(wait, int(remaining)))
             time.sleep(pause)
-            pause = args.interval
+            pause = interval
             try:
-                page = client.messages(args.room, after=after, limit=MAX_PAGE, wait=wait)
+                page = client.messages(room, after=after, limit=MAX_PAGE, wait=wait)
             except ServiceError as error:
                 if long_poll and error.status == 400:
-                    note(f"the chat service does not hold requests (no wait); polling every {args.interval:g} s")
+                    note(f"the chat service does not hold requests (no wait); polling every {interval:g} s")
                     long_poll = False
                     continue
                 if not (error.transient or error.status == 429):
@@ -235,7 +339,7 @@ def cmd_follow(context: Context) -> int:
                 if trouble is None:
                     note(f"warning: {error}; still trying")
                 trouble = error
-                pause = max(args.interval, error.retry_after or 0)
+                pause = max(interval, error.retry_after or 0)
                 continue
             if trouble is not None:
                 note("reconnected")
@@ -250,24 +354,28 @@ def cmd_follow(context: Context) -> int:
             elif long_poll:
                 # An empty page after a wait: a server that ignores `wait` answers at once,
                 # so a short pause keeps such a server from being asked in a tight loop.
-                pause = min(args.interval, 1.0)
+                pause = min(interval, 1.0)
     except KeyboardInterrupt:
         return EXIT_OK
 
 
-def cmd_profile(context: Context) -> int:
+@command("profile", "show a profile (yours by default)",
+         click.Argument(["username"], metavar="[USER]", type=USERNAME, required=False))
+def cmd_profile(context: Context, username: str | None) -> int:
     current = context.resume_session()
-    profile = context.client.profile(context.args.username or current.username)
-    show_profile(profile)
+    show_profile(context.client.profile(username or current.username))
     return EXIT_OK
 
 
-def cmd_profile_edit(context: Context) -> int:
-    args = context.args
-    changes = {field: value for field, value in (("display_name", args.display_name), ("bio", args.bio),
-                                                 ("avatar_url", args.avatar_url)) if value is not None}
+@command("profile-edit", "change your profile",
+         click.Option(["--display-name"], metavar="TEXT"),
+         click.Option(["--bio"], metavar="TEXT", help='"" clears it'),
+         click.Option(["--avatar-url"], metavar="URL", help='an http(s) URL; "" clears it'))
+def cmd_profile_edit(context: Context, display_name: str | None, bio: str | None, avatar_url: str | None) -> int:
+    changes = {field: value for field, value in (("display_name", display_name), ("bio", bio),
+                                                 ("avatar_url", avatar_url)) if value is not None}
     if not changes:
-        args.subparser.error("give at least one of --display-name, --bio, --avatar-url")
+        raise click.UsageError("give at least one of --display-name, --bio, --avatar-url")
     current = context.resume_session()
     show_profile(context.client.update_profile(current.username, changes))
     return EXIT_OK
@@ -281,123 +389,12 @@ def show_profile(profile: dict) -> None:
     show(f"{'updated:':<14}{local_time(profile['updated_at'], '%Y-%m-%d %H:%M:%S')}")
 
 
-# Parser
-
-
-def _name(pattern: str, rule: str):
-    """Names as the contract allows them, checked before a request makes a confusing 404."""
-    def parse(text: str) -> str:
-        if not re.fullmatch(pattern, text):
-            raise argparse.ArgumentTypeError(f"{text!r}: {rule}")
-        return text
-    return parse
-
-
-ROOM = _name(r"[A-Za-z0-9_\-]{1,64}", "room names are 1 to 64 characters of A-Z, a-z, 0-9, _ and -")
-USERNAME = _name(r"[A-Za-z0-9_.\-]{3,32}", "user names are 3 to 32 characters of A-Z, a-z, 0-9, _, . and -")
-
-
-def _count(minimum: int, maximum: int | None = None):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-        if value < minimum or (maximum is not None and value > maximum):
-            upper = f" to {maximum}" if maximum is not None else " or more"
-            raise argparse.ArgumentTypeError(f"must be {minimum}{upper}")
-        return value
-    return parse
-
-
-def _seconds(positive: bool):
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-        if not value == value or value < 0 or (positive and value == 0) or value == float("inf"):
-            raise argparse.ArgumentTypeError("must be a positive number of seconds")
-        return value
-    return parse
-
-
-def build_parser() -> argparse.ArgumentParser:
-    # The URL flags are accepted before or after the command; SUPPRESS keeps a subcommand
-    # from overwriting a flag given before it with an empty default.
-    urls = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
-    for service, default in DEFAULT_URLS.items():
-        urls.add_argument(f"--{service}-url", metavar="URL",
-                          help=f"{service} service (env CHATSYS_{service.upper()}_URL, default {default})")
-
-    parser = argparse.ArgumentParser(prog="python -m chat_client", parents=[urls],
-                                     description="Terminal client of the chatsys chat service.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    def command(name: str, handler, help_text: str) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, parents=[urls], help=help_text, description=help_text)
-        sub.set_defaults(handler=handler, subparser=sub)
-        return sub
-
-    def password_options(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument("username", metavar="USER", type=USERNAME)
-        sub.add_argument("--password-stdin", action="store_true",
-                         help="read the password from the first line of standard input (for scripts)")
-
-    password_options(command("register", cmd_register, "create an account"))
-    password_options(command("login", cmd_login, "log in and keep the session for the other commands"))
-    command("logout", cmd_logout, "end the session, on the server too")
-    command("whoami", cmd_whoami, "show who is logged in")
-    command("rooms", cmd_rooms, "list the rooms")
-    command("create-room", cmd_create_room, "create a room").add_argument("name", metavar="NAME", type=ROOM)
-
-    send = command("send", cmd_send, "post a message")
-    send.add_argument("room", metavar="ROOM", type=ROOM)
-    send.add_argument("text", metavar="TEXT", nargs="+", help="the words of the message")
-
-    follow = command("follow", cmd_follow, "print a room's messages live as they arrive")
-    follow.add_argument("room", metavar="ROOM", type=ROOM)
-    follow.add_argument("--last", type=_count(0, MAX_PAGE), default=20, metavar="N",
-                        help="show the newest N messages first (default 20)")
-    follow.add_argument("--interval", type=_seconds(positive=True), default=1.0, metavar="SECONDS",
-                        help="time between plain polls (default 1)")
-    follow.add_argument("--poll", action="store_true",
-                        help="poll every --interval instead of long polls held by the service")
-    follow.add_argument("--max-seconds", type=_seconds(positive=False), metavar="SECONDS",
-                        help="stop after this long (default: until Ctrl-C)")
-
-    read = command("read", cmd_read, "print a room's messages: the newest, or those after a seq")
-    read.add_argument("room", metavar="ROOM", type=ROOM)
-    read.add_argument("--after", type=_count(0), metavar="N", help="only messages with seq above N")
-    read.add_argument("--limit", type=_count(1, MAX_PAGE), metavar="N", help="at most N messages (default 50)")
-
-    command("profile", cmd_profile, "show a profile (yours by default)").add_argument(
-        "username", metavar="USER", nargs="?", type=USERNAME)
-
-    edit = command("profile-edit", cmd_profile_edit, "change your profile")
-    edit.add_argument("--display-name", metavar="TEXT")
-    edit.add_argument("--bio", metavar="TEXT", help='"" clears it')
-    edit.add_argument("--avatar-url", metavar="URL", help='an http(s) URL; "" clears it')
-    return parser
-
-
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    context = Context(args)
     try:
-        return args.handler(context)
-    except (ServiceError, CliError, saved_session.SessionError) as error:
-        note(f"error: {error}")
-        return EXIT_FAILED
-    except KeyError as missing:
-        note(f"error: a service sent an answer without the field {missing}")
-        return EXIT_FAILED
-    except KeyboardInterrupt:
-        note("")
-        return 130
-    except BrokenPipeError:
-        # The reader went away (`... | head`): stop quietly, as other command line tools do.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_FAILED
-    finally:
-        context.client.close()
+        status = cli.main(args=argv, prog_name=PROG, standalone_mode=False)
+    except click.ClickException as error:  # bad usage: click's message, exit status 2
+        error.show()
+        return error.exit_code
+    except click.Abort:  # Ctrl-C; click has ended the line on stderr
+        return EXIT_INTERRUPTED
+    return status if isinstance(status, int) else EXIT_OK

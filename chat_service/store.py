@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from pymongo import ASCENDING
+from pymongo.errors import DuplicateKeyError
 
 from service_kit import database
 from service_kit.housekeeping import Every
@@ -92,9 +93,8 @@ def migrate_partitions() -> None:
             seq = old.pop("_id")
             try:
                 _messages().insert_one({"_id": message_id(room, seq), **old})
-            except Exception as error:
-                if not database.is_duplicate_key(error):
-                    raise
+            except DuplicateKeyError:
+                pass  # copied by an earlier or a concurrent run
         db.drop_collection(name)
 
 
@@ -112,10 +112,8 @@ def create_room(name: str, creator: str | None = None) -> dict | None:
         room["created_by"] = creator
     try:
         database.db().rooms.insert_one(room)
-    except Exception as error:
-        if database.is_duplicate_key(error):
-            return None
-        raise
+    except DuplicateKeyError:
+        return None
     return room
 
 
@@ -140,7 +138,7 @@ def _contiguous(messages: list[dict], first: int) -> list[dict]:
     By construction k stored means k-1 stored; this cut is the safety net that keeps a
     follower from ever stepping over a number it has not seen."""
     by_seq = {seq_of(message): message for message in messages}
-    run = []
+    run: list[dict] = []
     while first + len(run) in by_seq:
         run.append(by_seq[first + len(run)])
     return run
@@ -230,10 +228,8 @@ class _Claim:
         try:
             database.db().idempotency_keys.insert_one(
                 {"_id": self.id, "owner": self.owner, "seqs": [seq], "created_at": utcnow()})
-        except Exception as error:
-            if database.is_duplicate_key(error):
-                return False
-            raise
+        except DuplicateKeyError:
+            return False
         return True
 
     def record_attempt(self, seq: int) -> None:
@@ -324,9 +320,7 @@ def _store(name: str, author: str, text: str, seq: int, claim: _Claim | None) ->
             message.update(idem=claim.id, owner=claim.owner)
         try:
             _messages().insert_one(message)
-        except Exception as error:
-            if not database.is_duplicate_key(error):
-                raise
+        except DuplicateKeyError:
             continue
         database.db().rooms.update_one({"_id": name, "last_seq": {"$lt": seq}}, {"$set": {"last_seq": seq}})
         return Posted(message, created=True)

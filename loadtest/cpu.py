@@ -1,9 +1,9 @@
-"""CPU time of named process groups, sampled from /proc, and cores used over a time window.
+"""CPU time of named process groups, sampled with psutil, and cores used over a time window.
 
 A group is a process tree (`name=PID`: PID and everything below it, e.g. a gunicorn
 master and its workers) or the processes below PID whose command line contains a text
 (`name=PID:TEXT`, e.g. the JMeter JVMs a script starts one after the other). The group
-`machine` is always recorded: busy CPU time of all cores, from /proc/stat.
+`machine` is always recorded: busy CPU time of all cores (all but idle and iowait).
 
 The monitor writes one row per process and sample (time, group, pid, cpu_seconds), so a
 process that ends or starts between samples still counts for the time it was seen.
@@ -11,15 +11,16 @@ process that ends or starts between samples still counts for the time it was see
 from __future__ import annotations
 
 import csv
-import os
 import signal
 import time
 from collections import defaultdict
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 
+import psutil
+
 MACHINE = "machine"
-_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,7 @@ class Group:
     command_contains: str = ""
 
     @classmethod
-    def parse(cls, spec: str) -> "Group":
+    def parse(cls, spec: str) -> Group:
         name, _, target = spec.partition("=")
         pid, _, text = target.partition(":")
         if not name or not pid.isdigit():
@@ -40,33 +41,24 @@ class Group:
 def _process_table() -> dict[int, tuple[int, float]]:
     """pid -> (parent pid, CPU seconds used so far, user + system)."""
     table = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat", "rb") as stat:
-                raw = stat.read()
-        except OSError:
-            continue
-        # The command name may hold spaces and parentheses; the fields follow the last ')'.
-        fields = raw[raw.rfind(b")") + 2:].split()
-        table[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / _TICKS)
+    for process in psutil.process_iter(["ppid", "cpu_times"]):
+        ppid, times = process.info["ppid"], process.info["cpu_times"]
+        if ppid is not None and times is not None:  # None: gone or not ours to read
+            table[process.pid] = (ppid, times.user + times.system)
     return table
 
 
 def _command_line(pid: int) -> str:
     try:
-        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
-            return cmdline.read().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
+        return " ".join(psutil.Process(pid).cmdline())
+    except psutil.Error:
         return ""
 
 
 def _machine_busy_seconds() -> float:
-    with open("/proc/stat") as stat:
-        values = [int(v) for v in stat.readline().split()[1:]]
-    idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
-    return (sum(values[:8]) - idle) / _TICKS
+    times = psutil.cpu_times()
+    # Linux counts guest time inside user time as well: left out so that nothing counts twice.
+    return sum(times) - times.idle - times.iowait - times.guest - times.guest_nice
 
 
 def members(group: Group, table: dict[int, tuple[int, float]]) -> list[int]:
@@ -110,7 +102,7 @@ def monitor(groups: list[Group], out: Path, interval: float = 1.0, max_seconds: 
 
 def read_series(path: Path | str) -> dict[tuple[str, int], list[tuple[float, float]]]:
     """(group, pid) -> [(time, cpu_seconds), ...] in time order."""
-    series = defaultdict(list)
+    series: defaultdict[tuple[str, int], list[tuple[float, float]]] = defaultdict(list)
     with open(path, newline="") as handle:
         for row in csv.DictReader(handle):
             try:
@@ -128,7 +120,7 @@ def _value_at(points: list[tuple[float, float]], moment: float, monitor_start: f
         return first_value if first_time <= monitor_start + 1.5 * interval else 0.0
     if moment >= points[-1][0]:
         return points[-1][1]
-    for (t0, v0), (t1, v1) in zip(points, points[1:]):
+    for (t0, v0), (t1, v1) in pairwise(points):
         if t0 <= moment <= t1:
             return v0 + (v1 - v0) * (moment - t0) / (t1 - t0) if t1 > t0 else v1
     return points[-1][1]
@@ -140,7 +132,7 @@ def cores_in_window(series: dict[tuple[str, int], list[tuple[float, float]]], st
     if end <= start or not series:
         return {}
     monitor_start = min(points[0][0] for points in series.values())
-    used = defaultdict(float)
+    used: defaultdict[str, float] = defaultdict(float)
     for (group, _pid), points in series.items():
         delta = _value_at(points, end, monitor_start, interval) - _value_at(points, start, monitor_start, interval)
         used[group] += max(delta, 0.0)

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy
 
 STEADY_LABELS = ("post message", "read messages")
 SETUP_LABELS = ("register", "login", "read latest")
@@ -74,13 +77,13 @@ class StepFigures:
                 and self.error_rate < MAX_ERROR_RATE)
 
 
-def percentile(sorted_values: list[float], percent: float) -> float:
-    """Nearest-rank percentile: the smallest value with at least `percent` % of the values
-    at or below it (so p100 is the maximum and no value is ever interpolated)."""
-    if not sorted_values:
+def percentile(values: Sequence[float], percent: float) -> float:
+    """Nearest-rank percentile, the one definition every report here uses: the smallest
+    value with at least `percent` % of the values at or below it (numpy's "inverted_cdf",
+    so p100 is the maximum and no value is ever interpolated); NaN for no values."""
+    if len(values) == 0:
         return math.nan
-    rank = math.ceil(percent / 100.0 * len(sorted_values))
-    return sorted_values[min(max(rank, 1), len(sorted_values)) - 1]
+    return float(numpy.percentile(values, percent, method="inverted_cdf"))
 
 
 def read_samples(path: Path | str) -> list[Sample]:
@@ -133,7 +136,7 @@ def step_figures(samples: list[Sample], settle_ms: int = SETTLE_MS,
         return None
     start, end = window
     inside = [s for s in samples if s.label in STEADY_LABELS and s.start_ms >= start and s.end_ms <= end]
-    times = sorted(s.elapsed_ms for s in inside)
+    times = [s.elapsed_ms for s in inside]
     errors = sum(1 for s in inside if not s.success)
     mean = sum(times) / len(times) if times else math.nan
     return StepFigures(start, end, len(inside), errors, percentile(times, 50), percentile(times, 95),

@@ -8,7 +8,8 @@ from flask import Blueprint, Flask, current_app, g, jsonify, request
 from pymongo import ASCENDING
 from pymongo.errors import DuplicateKeyError
 
-from login_service.passwords import dummy_hash, hash_password, verify_password
+from login_service import passwords
+from login_service.passwords import dummy_hash, hash_password
 from service_kit import database
 from service_kit.auth import bearer_token, require_user
 from service_kit.housekeeping import Every
@@ -205,8 +206,11 @@ def login():
     _record_attempt_or_refuse(key, user, settings)
 
     stored = user["password_hash"] if user else current_app.extensions["dummy_password_hash"]
-    if not verify_password(credentials.password, stored) or user is None:
+    matches, rehashed = passwords.verify(stored, credentials.password, settings.scrypt_n)
+    if not matches or user is None:
         raise unauthorized("Unknown username or wrong password.")
+    if rehashed:  # an earlier format or cost: upgraded now that the password is known
+        db.users.update_one({"_id": user["_id"]}, {"$set": {"password_hash": rehashed}})
 
     address = request.remote_addr
     db.login_failures.delete_many({"username": key, "address": address})

@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 from flask import Blueprint, Flask, g, jsonify
 from pydantic import AfterValidator, model_validator
 from pymongo import ReturnDocument
+from pymongo.errors import DuplicateKeyError
 
 from service_kit import database
 from service_kit.auth import LoginServiceClient, require_user
@@ -93,8 +94,9 @@ def write_profile(username: str):
             profile = profiles.find_one_and_update({"_id": username}, changes, upsert=True,
                                                    return_document=ReturnDocument.AFTER)
             break
-        except Exception as error:
+        except DuplicateKeyError:
             # Two first PUTs at once: one upsert inserts, the other must update instead.
-            if not database.is_duplicate_key(error) or attempt:
+            if attempt:
                 raise
+    assert profile is not None, "an upsert returning the document after it returns one"
     return jsonify(_public(profile))

@@ -20,7 +20,7 @@ import sys  # noqa: E402
 import time  # noqa: E402
 import urllib.request  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
-from datetime import datetime, timezone  # noqa: E402
+from datetime import UTC, datetime  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import gevent  # noqa: E402
@@ -31,6 +31,8 @@ import requests  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from loadtest import haproxy_stats  # noqa: E402
+from loadtest.samples import percentile  # noqa: E402
 from tests import harness  # noqa: E402
 
 PASSWORD = "benchmark-pass"
@@ -60,13 +62,7 @@ class Tier:
                 re.findall(r'^ferretdb_client_requests_total\{command="([^"]+)",opcode="OP_MSG"\} (\d+)', text, re.M)}
 
     def tier_requests(self) -> int:
-        lines = self.balancer.command("show stat").splitlines()
-        header = lines[0].lstrip("# ").split(",")
-        for line in lines[1:]:
-            cells = line.split(",")
-            if cells[0] == "chat_entry" and cells[1] == "FRONTEND":
-                return int(cells[header.index("req_tot")])
-        return 0
+        return haproxy_stats.frontend_requests(self.balancer.command("show stat"), "chat_entry")
 
 
 def cpu_seconds(pid: int) -> float:
@@ -224,15 +220,8 @@ def posting_rate(tier: Tier, idle_followers: int, seconds: float) -> float:
     return count[0] / seconds
 
 
-def percentile(values: list[float], rank: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, int(round(rank / 100 * len(ordered))) - 1))]
-
-
 def render(args, runs: list[Run], rates: dict[int, float]) -> str:
-    lines = [f"# Live delivery benchmark ({datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC)", "",
+    lines = [f"# Live delivery benchmark ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC)", "",
              f"Command: `scripts/bench_live.sh --followers {' '.join(map(str, args.followers))} --seconds {args.seconds:g} "
              f"--post-rate {args.post_rate:g}`; {os.cpu_count()} cores; one room; 3 chat servers (gevent, 1 worker each) "
              f"behind HAProxy, FerretDB on SQLite (patched); long polls with wait={LONG_POLL_WAIT}, or a poll every "
@@ -268,7 +257,7 @@ def main() -> int:
     parser.add_argument("--rate-seconds", type=float, default=10, help="length of each posting-rate measurement")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    out = args.out or ROOT / "results" / f"live-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}"
+    out = args.out or ROOT / "results" / f"live-{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
     out.mkdir(parents=True, exist_ok=True)
     group = harness.ProcessGroup(prefix="chatsys-live-")
     try:

@@ -6,7 +6,7 @@
 # fresh clones using the same engine, reuse them.
 #
 #   chatsys-local/python:3.11      for python:3.11-slim: Debian's Python 3.11 and a wheelhouse
-#                                  of requirements.txt (pip installs offline from it)
+#                                  of requirements.lock (pip installs offline from it)
 #   chatsys-local/haproxy:2.6      for haproxy:2.8: Debian's HAProxy 2.6, run like the official
 #   chatsys-local/ferretdb:VERSION for mongo:7: the embedded default, FerretDB on SQLite
 #                                  (with its own healthcheck command, MONGO_HEALTHCHECK)
@@ -117,12 +117,12 @@ rootfs chatsys-local/bookworm:haproxy haproxy
 context=$(mktemp -d)
 trap 'rm -rf "$context"' EXIT
 
-# Python: the wheelhouse is downloaded again only when requirements.txt changes.
+# Python: the wheelhouse is downloaded again only when requirements.lock changes.
 recipe=$(recipe_for "$recipes/python.Dockerfile" chatsys-local/bookworm:python \
-    "$(hash_of < "$CHATSYS_ROOT/requirements.txt")")
+    "$(hash_of < "$CHATSYS_ROOT/requirements.lock")")
 if [[ $(recipe_of "$python_image") != "$recipe" ]]; then
     [[ -x $VENV/bin/pip ]] || die "no virtualenv at $VENV (scripts/setup.sh makes it)"
-    log "downloading the wheels of requirements.txt for CPython 3.11 on $(uname -m)"
+    log "downloading the wheels of requirements.lock for CPython 3.11 on $(uname -m)"
     download_wheels "$context/wheels" >&2
     build "$python_image" "$recipe" "$recipes/python.Dockerfile" chatsys-local/bookworm:python "$context"
     rm -rf "${context:?}"/*
@@ -145,5 +145,6 @@ echo "PYTHON_IMAGE=$python_image"
 echo "HAPROXY_IMAGE=$haproxy_image"
 echo "MONGO_IMAGE=$ferretdb_image"
 # FerretDB has no mongosh: its readiness is on its debug listener (loopback in the container).
-# shellcheck disable=SC2016
+# The $ and the \r\n are for the container's bash and printf, so echo prints them as they are.
+# shellcheck disable=SC2016,SC2028
 echo 'MONGO_HEALTHCHECK=bash -c "exec 3<>/dev/tcp/127.0.0.1/8088 && printf '"'"'GET /debug/readyz HTTP/1.0\r\n\r\n'"'"' >&3 && head -n 1 <&3 | grep -q '"'"' 200 '"'"'"'

@@ -141,8 +141,8 @@ install_virtualenv() {
         log "creating the virtualenv $venv with $base"
         "$venv_python" -m venv --clear "$venv"
     fi
-    log "installing requirements.txt into $venv"
-    "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$dest/requirements.txt"
+    log "installing requirements.lock into $venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check --require-hashes -r "$dest/requirements.lock"
     # ProtectSystem=strict keeps the services from writing bytecode, so write it now.
     local package
     for package in "$dest"/*/__init__.py; do

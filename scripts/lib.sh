@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by the scripts: paths, defaults and small helpers. Source it, do not run it.
 # Every value can be overridden from the environment.
 
@@ -90,12 +91,19 @@ sys.stdout.write(b"".join(chunks).decode())
 PY
 }
 
-# download_wheels DEST: the wheels of requirements.txt for Debian 12's CPython 3.11, for
-# installs without network (the local container images, the boot test's VM). Wheels for
-# glibc 2.28 and up run on bookworm (glibc 2.36); some packages (gevent) ship no older ones.
+# haproxy_rows PROXY FIELD...: with HAProxy's statistics CSV (`haproxy_cmd "show stat"`, or the
+# stats page's ;csv) on stdin, print FIELD... of each row of PROXY, tab-separated, by name.
+haproxy_rows() {
+    PYTHONPATH=$CHATSYS_ROOT${PYTHONPATH:+:$PYTHONPATH} "$PYTHON" -m loadtest.haproxy_stats "$@"
+}
+
+# download_wheels DEST: the wheels of requirements.lock for Debian 12's CPython 3.11, for
+# installs without network (the local container images, the boot test's VM), checked
+# against the lock's hashes, which the installs there check again. Wheels for glibc 2.28
+# and up run on bookworm (glibc 2.36); some packages (gevent) ship no older ones.
 download_wheels() {
-    "$VENV/bin/pip" download --quiet --disable-pip-version-check --only-binary=:all: \
+    "$VENV/bin/pip" download --quiet --disable-pip-version-check --only-binary=:all: --require-hashes \
         --python-version 3.11 --implementation cp --abi cp311 \
         --platform "manylinux2014_$(uname -m)" --platform "manylinux_2_28_$(uname -m)" \
-        -r "$CHATSYS_ROOT/requirements.txt" -d "$1"
+        -r "$CHATSYS_ROOT/requirements.lock" -d "$1"
 }

@@ -9,7 +9,7 @@ source "$(dirname "$0")/lib.sh"
 servers=$(haproxy_cmd "show servers state chat_servers" | awk 'NR > 2 && $4 != "" {print $4}')
 [[ -n $servers ]] || die "HAProxy lists no chat servers"
 if [[ ${1:-} == --show ]]; then
-    haproxy_cmd "show stat" | awk -F, '$1 == "chat_servers" && $2 != "BACKEND" {printf "%-8s %s\n", $2, $18}'
+    haproxy_cmd "show stat" | haproxy_rows chat_servers svname status | awk -F'\t' '$1 != "BACKEND" {printf "%-8s %s\n", $1, $2}'
     exit 0
 fi
 [[ ${1:-} =~ ^[0-9]+$ ]] || { usage; exit 2; }

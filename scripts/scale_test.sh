@@ -136,7 +136,7 @@ fi
 
 [[ -x $VENV/bin/python ]] || die "no virtualenv at $VENV (run scripts/setup.sh)"
 "$VENV/bin/python" -c 'import matplotlib, pymongo' 2>/dev/null ||
-    die "the virtualenv lacks matplotlib or pymongo (pip install -r requirements-dev.txt)"
+    die "the virtualenv lacks matplotlib or pymongo (scripts/setup.sh installs requirements-dev.lock)"
 command -v java >/dev/null || [[ -x ${JAVA_HOME:-/nonexistent}/bin/java ]] || die "java is needed for JMeter"
 "$root/scripts/jmeter-install.sh" >/dev/null
 
@@ -356,14 +356,14 @@ run_step() {
 
 # wait_rotation N: until HAProxy reports exactly N chat servers UP.
 wait_rotation() {
-    local wanted=$1 up
+    local wanted=$1 up stats
     for _ in $(seq 60); do
         if [[ $mode == docker ]]; then
-            up=$(curl -fsS --max-time 5 "http://127.0.0.1:$HAPROXY_STATS_PORT/stats;csv" |
-                awk -F, '$1 == "chat_servers" && $2 != "BACKEND" && $18 ~ /^UP/' | wc -l)
+            stats=$(curl -fsS --max-time 5 "http://127.0.0.1:$HAPROXY_STATS_PORT/stats;csv")
         else
-            up=$(haproxy_cmd "show stat" | awk -F, '$1 == "chat_servers" && $2 != "BACKEND" && $18 ~ /^UP/' | wc -l)
+            stats=$(haproxy_cmd "show stat")
         fi
+        up=$(haproxy_rows chat_servers svname status <<< "$stats" | awk -F'\t' '$1 != "BACKEND" && $2 ~ /^UP/' | wc -l)
         ((up == wanted)) && return 0
         sleep 0.5
     done

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Install whatever is still missing on a fresh Debian machine: system packages (as root),
-# the virtualenv with pinned Python packages, and the FerretDB binary. Safe to run again.
+# the virtualenv from the hash-locked Python packages, and the FerretDB binary. Safe to run again.
 set -euo pipefail
 usage() { echo "usage: $0 [--runtime-only]   (env: VENV, PYTHON, CHATSYS_CACHE)"; }
 source "$(dirname "$0")/lib.sh"
 
-requirements=$CHATSYS_ROOT/requirements-dev.txt
+# The locks, not the human-edited requirements*.txt: every package pinned with its hashes.
+requirements=$CHATSYS_ROOT/requirements-dev.lock
 case ${1:-} in
-    --runtime-only) requirements=$CHATSYS_ROOT/requirements.txt ;;
+    --runtime-only) requirements=$CHATSYS_ROOT/requirements.lock ;;
     "") ;;
     *) usage; exit 2 ;;
 esac
@@ -17,12 +18,12 @@ esac
 # (docker.io: the engine and the CLI; docker-compose, Compose v1, where the Compose plugin
 # is not packaged), debootstrap (the local stand-in images, scripts/docker-local-images.sh,
 # and the boot test's virtual machine), for that machine QEMU, qemu-img, mkfs.ext4 and ssh,
-# and systemd-analyze. The tests require all of them.
+# and systemd-analyze. The tests require all of them; shellcheck is for `make lint`.
 missing=()
 for pair in haproxy:haproxy wrk:wrk curl:curl patch:patch java:default-jdk-headless mvn:maven \
             docker-compose:docker-compose docker:docker.io dockerd:docker.io debootstrap:debootstrap \
             systemd-analyze:systemd qemu-system-x86_64:qemu-system-x86 qemu-img:qemu-utils \
-            mkfs.ext4:e2fsprogs ssh:openssh-client; do
+            mkfs.ext4:e2fsprogs ssh:openssh-client shellcheck:shellcheck; do
     command -v "${pair%%:*}" >/dev/null || [[ " ${missing[*]} " == *" ${pair#*:} "* ]] || missing+=("${pair#*:}")
 done
 if ((${#missing[@]})); then
@@ -35,11 +36,11 @@ if ((${#missing[@]})); then
     fi
 fi
 
-# The virtualenv, refreshed only when the requirements change.
-stamp=$VENV/.installed-$(cat "$CHATSYS_ROOT"/requirements*.txt | sha256sum | cut -c1-16)-$(basename "$requirements")
+# The virtualenv, refreshed only when the locks change.
+stamp=$VENV/.installed-$(cat "$CHATSYS_ROOT"/requirements*.lock | sha256sum | cut -c1-16)-$(basename "$requirements")
 if [[ ! -f $stamp ]]; then
     [[ -x $VENV/bin/python ]] || "$PYTHON" -m venv "$VENV"
-    "$VENV/bin/pip" install -q --disable-pip-version-check -r "$requirements"
+    "$VENV/bin/pip" install -q --disable-pip-version-check --require-hashes -r "$requirements"
     rm -f "$VENV"/.installed-*
     touch "$stamp"
 fi

@@ -20,14 +20,16 @@ import threading
 import time
 import uuid
 from collections import Counter, defaultdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
+import psutil
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from loadtest.samples import percentile  # noqa: E402
 from tests import harness  # noqa: E402
 
 POST_SHARE, LIST_SHARE = 0.25, 0.05  # the rest are reads of new messages
@@ -38,19 +40,16 @@ RETRY_DEADLINE = 90.0  # seconds to get every pending post acknowledged at the e
 
 def children(pid: int) -> list[int]:
     try:
-        return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
+        return [child.pid for child in psutil.Process(pid).children()]
+    except psutil.Error:
         return []
 
 
 def rss_kib(pid: int) -> int:
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
+        return psutil.Process(pid).memory_info().rss // 1024
+    except psutil.Error:
+        return 0
 
 
 def memory_snapshot(processes: dict[str, int]) -> dict[str, dict]:
@@ -220,18 +219,11 @@ def audit(soak: Soak, url: str, auth: dict) -> dict:
 
 # --- report -------------------------------------------------------------------------------------
 
-def percentile(values: list[float], share: float) -> float:
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
-
-
 def render(args, rate, soak: Soak, books: dict, memory: list[tuple[str, dict]], worker_pids, elapsed, left) -> str:
     total = sum(sum(counter.values()) for counter in soak.outcomes.values())
     errors = sum(count for counter in soak.outcomes.values() for outcome, count in counter.items()
                  if outcome not in (200, 201))
-    lines = [f"# Soak ({datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC)", "",
+    lines = [f"# Soak ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC)", "",
              f"Command: `scripts/soak.sh {' '.join(sys.argv[1:])}`", "",
              f"{rate:.1f} requests/s offered for {args.minutes:g} min ({elapsed:.0f} s measured) through HAProxy to "
              f"3 chat servers ({args.workers} gunicorn workers × {args.threads} threads each), login, FerretDB on "
@@ -246,8 +238,8 @@ def render(args, rate, soak: Soak, books: dict, memory: list[tuple[str, dict]], 
     for kind in ("post", "read", "list"):
         values = soak.latencies.get(kind, [])
         answers = ", ".join(f"{outcome}: {count:,}" for outcome, count in sorted(soak.outcomes[kind].items(), key=str))
-        lines.append(f"| {kind} | {len(values):,} | {answers} | {percentile(values, 0.5) * 1000:.0f} | "
-                     f"{percentile(values, 0.95) * 1000:.0f} | {percentile(values, 0.99) * 1000:.0f} | "
+        lines.append(f"| {kind} | {len(values):,} | {answers} | {percentile(values, 50) * 1000:.0f} | "
+                     f"{percentile(values, 95) * 1000:.0f} | {percentile(values, 99) * 1000:.0f} | "
                      f"{max(values, default=0) * 1000:.0f} |")
     lines += ["", "## Messages (read back at the end)", "", "| measure | count |", "|---|---|"]
     lines += [f"| {name.replace('_', ' ')} | {value if not isinstance(value, list) else len(value)} |"
@@ -287,7 +279,7 @@ def main() -> int:
     rate = args.rate if args.rate is not None else 0.7 * args.peak
     if rate <= 0 or args.minutes <= 0:
         parser.error("the rate and the minutes must be positive")
-    out = args.out or ROOT / "results" / f"soak-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}"
+    out = args.out or ROOT / "results" / f"soak-{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
     out.mkdir(parents=True, exist_ok=True)
     group = harness.ProcessGroup(prefix="chatsys-soak-")
     try:
@@ -346,8 +338,8 @@ def run(args, rate: float, group, out: Path) -> int:
     (out / "soak.json").write_text(json.dumps({
         "rate": rate, "minutes": args.minutes, "outcomes": {kind: {str(k): v for k, v in counter.items()}
                                                             for kind, counter in soak.outcomes.items()},
-        "latency_ms": {kind: {"p50": percentile(v, 0.5) * 1000, "p95": percentile(v, 0.95) * 1000,
-                              "p99": percentile(v, 0.99) * 1000, "max": max(v, default=0) * 1000,
+        "latency_ms": {kind: {"p50": percentile(v, 50) * 1000, "p95": percentile(v, 95) * 1000,
+                              "p99": percentile(v, 99) * 1000, "max": max(v, default=0) * 1000,
                               "mean": statistics.fmean(v) * 1000 if v else 0}
                        for kind, v in soak.latencies.items()},
         "books": books, "unacknowledged_after_retries": left, "late_starts": soak.late_starts,

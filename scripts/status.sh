@@ -16,7 +16,8 @@ done
 "$CHATSYS_ROOT/scripts/ferretdb.sh" status 2>/dev/null || true
 if pid_alive "$CHATSYS_VAR/run/haproxy.pid"; then
     echo "haproxy running pid $(cat "$CHATSYS_VAR/run/haproxy.pid") port $HAPROXY_PORT"
-    haproxy_cmd "show stat" | awk -F, '$1 == "chat_servers" {printf "  %-12s %-10s sessions=%s total=%s\n", $2, $18, $5, $8}'
+    haproxy_cmd "show stat" | haproxy_rows chat_servers svname status scur stot |
+        awk -F'\t' '{printf "  %-12s %-10s sessions=%s total=%s\n", $1, $2, $3, $4}'
 else
     echo "haproxy stopped"
 fi

@@ -2,7 +2,7 @@
 # The Debian 12 machine the boot test installs chatsys on, built once and cached: a fresh
 # server (minbase, systemd, the cloud kernel, OpenSSH) plus the packages docs/systemd.md
 # tells a user to install, as a raw ext4 image with its kernel, initrd and an SSH key for
-# root. Also a wheelhouse of requirements.txt, so pip needs no network inside the machine.
+# root. Also a wheelhouse of requirements.lock, so pip needs no network inside the machine.
 # Prints the paths as KEY=VALUE lines. Needs root (debootstrap) and Debian's mirror once.
 set -euo pipefail
 usage() {
@@ -88,12 +88,12 @@ EOF
     log "VM image ready in $image_dir"
 }
 
-# build_wheels: every wheel requirements.txt needs, for the machine's Python 3.11 on x86-64.
+# build_wheels: every wheel requirements.lock needs, for the machine's Python 3.11 on x86-64.
 build_wheels() {
     local wheels=$1 work
     [[ -x $VENV/bin/pip ]] || die "no $VENV; scripts/setup.sh builds it"
     work=$(mktemp -d "$VM_CACHE/.wheels-XXXXXX")
-    log "downloading the wheels of requirements.txt (once per requirements.txt)"
+    log "downloading the wheels of requirements.lock (once per requirements.lock)"
     download_wheels "$work" || { rm -rf "$work"; die "pip download failed"; }
     rm -rf "$wheels"
     mv "$work" "$wheels"
@@ -102,7 +102,7 @@ build_wheels() {
 
 mkdir -p "$VM_CACHE"
 if $rebuild || [[ ! -f $image_dir/root.img ]]; then build_image; fi
-wheels=$VM_CACHE/wheels-$(hash_of < "$CHATSYS_ROOT/requirements.txt")
+wheels=$VM_CACHE/wheels-$(hash_of < "$CHATSYS_ROOT/requirements.lock")
 if $rebuild || [[ ! -d $wheels ]]; then build_wheels "$wheels"; fi
 
 echo "image=$image_dir/root.img"

@@ -43,6 +43,3 @@ def ping(timeout_seconds: float = 1.0) -> None:
     with pymongo.timeout(timeout_seconds):
         db().command("ping")
 
-
-def is_duplicate_key(error: Exception) -> bool:
-    return isinstance(error, pymongo.errors.DuplicateKeyError)

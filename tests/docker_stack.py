@@ -15,6 +15,7 @@ from pathlib import Path
 
 import requests
 
+from loadtest import haproxy_stats
 from tests import harness
 
 ROOT = harness.ROOT
@@ -129,12 +130,7 @@ class Stack:
         """HAProxy's chat servers and their state, from the published stats page."""
         answer = requests.get(self.stats_url + "/stats;csv", timeout=5)
         answer.raise_for_status()
-        states = {}
-        for row in answer.text.splitlines():
-            cells = row.split(",")
-            if len(cells) > 17 and cells[0] == "chat_servers" and cells[1] not in ("BACKEND", "FRONTEND"):
-                states[cells[1]] = cells[17]
-        return states
+        return haproxy_stats.server_states(answer.text)
 
     def servers_up(self) -> int:
         try:

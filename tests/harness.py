@@ -18,6 +18,8 @@ from pathlib import Path
 
 import requests
 
+from loadtest import haproxy_stats
+
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 
@@ -252,12 +254,7 @@ class LoadBalancer:
         return b"".join(chunks).decode()
 
     def server_states(self, backend: str = "chat_servers") -> dict[str, str]:
-        states = {}
-        for row in self.command("show stat").splitlines():
-            cells = row.split(",")
-            if len(cells) > 17 and cells[0] == backend and cells[1] not in ("BACKEND", "FRONTEND"):
-                states[cells[1]] = cells[17]
-        return states
+        return haproxy_stats.server_states(self.command("show stat"), backend)
 
 
 # The edge limits of conf/haproxy/haproxy.cfg, lifted for test stacks, whose clients all

@@ -205,6 +205,77 @@ def test_a_send_whose_answer_was_lost_is_retried_and_posted_once(alice, stack):
     assert [seq for seq, _, _ in message_lines(alice.ok("read", room))] == [1, 2]
 
 
+class RefusingProxy(ThreadingHTTPServer):
+    """Answers the first POST itself with `status` and a Retry-After of an hour, without
+    passing it on; forwards everything else to the chat service."""
+
+    daemon_threads = True
+
+    def __init__(self, target: str, status: int):
+        super().__init__(("127.0.0.1", 0), _RefusingHandler)
+        self.target, self.status = target, status
+        self.posts: list[str | None] = []
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def __enter__(self):
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.shutdown()
+        self.server_close()
+
+
+class _RefusingHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: RefusingProxy
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.server.posts.append(self.headers.get("Idempotency-Key"))
+        if len(self.server.posts) == 1:
+            status = self.server.status
+            content = json.dumps({"type": "about:blank", "title": "Refused", "status": status,
+                                  "detail": f"refused with {status}"}).encode()
+            kind, extra = "application/problem+json", {"Retry-After": "3600"}
+        else:
+            headers = {name: value for name, value in self.headers.items()
+                       if name.lower() in ("authorization", "content-type", "idempotency-key")}
+            answer = requests.post(self.server.target + self.path, data=body, headers=headers, timeout=10)
+            status, content, kind, extra = answer.status_code, answer.content, answer.headers["Content-Type"], {}
+        self.send_response(status)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(content)))
+        for name, value in extra.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(content)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_a_5xx_send_is_retried_with_the_same_key_and_an_hour_of_retry_after_is_cut_short(alice, stack):
+    room = new_room(alice)
+    with RefusingProxy(stack.chat_url, 503) as proxy:
+        # Within the 60 s the terminal waits: the client caps Retry-After (at 5 s).
+        sent = alice.ok("send", room, "after a 503", CHATSYS_CHAT_URL=proxy.url)
+    assert len(proxy.posts) == 2 and proxy.posts[0] == proxy.posts[1] and proxy.posts[0]
+    assert message_lines(sent) == [(1, alice.username, "after a 503")]
+
+
+def test_a_429_send_is_not_retried(alice, stack):
+    room = new_room(alice)
+    with RefusingProxy(stack.chat_url, 429) as proxy:
+        refused = alice.run("send", room, "too soon", CHATSYS_CHAT_URL=proxy.url)
+    assert failed_with(refused, "error: refused with 429 (try again in 3600 s)")
+    assert len(proxy.posts) == 1
+    assert message_lines(alice.ok("read", room)) == []
+
+
 def read_lines_into(stream, lines: queue.Queue) -> threading.Thread:
     def pump():
         for line in stream:

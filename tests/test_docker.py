@@ -17,7 +17,6 @@ import os
 import re
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -27,6 +26,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import pytest
 import requests
 import yaml
@@ -200,14 +200,15 @@ def test_service_image_is_slim_python_by_default_with_dependencies_in_a_cached_l
                      if instruction.arguments.startswith("PYTHON_IMAGE=")]
     assert base_argument and base_argument[0].arguments == "PYTHON_IMAGE=python:3.11-slim", \
         "users build on the official image unless they say otherwise"
-    copy_requirements = dockerfile.index("COPY", lambda arguments: arguments.split()[0] == "requirements.txt")
-    install = dockerfile.index("RUN", lambda arguments: "pip install -r" in arguments)
+    copy_requirements = dockerfile.index("COPY", lambda arguments: arguments.split()[0] == "requirements.lock")
+    install = dockerfile.index("RUN", lambda arguments: "pip install --require-hashes -r" in arguments)
     first_code_copy = dockerfile.index("COPY", lambda arguments: "_service" in arguments or "service_kit" in arguments)
     assert copy_requirements < install < first_code_copy, \
-        "requirements.txt must be copied and installed before the code, so code changes reuse that layer"
-    pinned = [line for line in (ROOT / "requirements.txt").read_text().splitlines()
-              if line.strip() and not line.startswith("#")]
-    assert pinned and all("==" in line for line in pinned), "every dependency is pinned"
+        "requirements.lock must be copied and installed before the code, so code changes reuse that layer"
+    pinned = [line for line in (ROOT / "requirements.lock").read_text().splitlines()
+              if line.strip() and not line.startswith((" ", "#"))]
+    assert pinned and all("==" in line and line.endswith("\\") for line in pinned), \
+        "every dependency is pinned, with its hashes on the lines that follow"
 
 
 def test_service_image_runs_as_a_non_root_user(dockerfile):
@@ -387,22 +388,9 @@ def test_every_container_runs_as_a_non_root_user(stack):
 
 
 def listening_addresses(port: int) -> set[str]:
-    """The host addresses something listens on at this TCP port, from /proc/net/tcp{,6}."""
-    found = set()
-    for table, width in (("/proc/net/tcp", 8), ("/proc/net/tcp6", 32)):
-        with open(table) as rows:
-            next(rows)
-            for row in rows:
-                local, state = row.split()[1], row.split()[3]
-                address, port_hex = local.split(":")
-                if state == "0A" and int(port_hex, 16) == port:  # LISTEN
-                    raw = bytes.fromhex(address)
-                    if width == 8:
-                        found.add(socket.inet_ntop(socket.AF_INET, raw[::-1]))
-                    else:
-                        words = b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4))
-                        found.add(socket.inet_ntop(socket.AF_INET6, words))
-    return found
+    """The host addresses something listens on at this TCP port (IPv4 and IPv6)."""
+    return {connection.laddr.ip for connection in psutil.net_connections(kind="tcp")
+            if connection.status == psutil.CONN_LISTEN and connection.laddr.port == port}
 
 
 @pytest.mark.local

@@ -1,7 +1,10 @@
 """Who may do what: registration bounds, CORS only as configured, secrets only as hashes."""
 from __future__ import annotations
 
+import base64
 import hashlib
+import secrets
+from datetime import datetime, timezone
 
 import pymongo
 import pytest
@@ -56,8 +59,32 @@ def test_tokens_and_passwords_are_stored_only_as_hashes(stack):
     db = pymongo.MongoClient(stack.database.uri, serverSelectionTimeoutMS=3000).get_default_database()
     account = db.users.find_one({"_id": user.username})
     assert "a memorable secret" not in str(account)
-    assert account["password_hash"].startswith("scrypt$")
+    assert account["password_hash"].startswith("scrypt:16384:8:1$")
     assert db.tokens.find_one({"_id": user.token}) is None
     stored = db.tokens.find_one({"_id": hashlib.sha256(user.token.encode()).hexdigest()})
     assert stored is not None and stored["username"] == user.username
     assert user.token not in str(stored)
+
+
+def test_a_password_hash_of_the_earlier_format_still_logs_in_and_is_upgraded(stack):
+    """Hashes written before werkzeug.security's format (scrypt$N$r$p$salt$key, base64)
+    keep working, and the first successful login replaces them."""
+    username, password = unique_name().lower(), "written long ago"
+    salt = secrets.token_bytes(16)
+    key = hashlib.scrypt(password.encode(), salt=salt, n=16384, r=8, p=1, maxmem=64 * 1024 * 1024, dklen=32)
+    earlier = f"scrypt$16384$8$1${base64.b64encode(salt).decode()}${base64.b64encode(key).decode()}"
+    db = pymongo.MongoClient(stack.database.uri, serverSelectionTimeoutMS=3000).get_default_database()
+    db.users.insert_one({"_id": username, "username": username, "password_hash": earlier,
+                         "created_at": datetime.now(timezone.utc)})
+
+    def log_in(given: str) -> int:
+        return requests.post(f"{stack.login_url}/login", json={"username": username, "password": given},
+                             timeout=10).status_code
+
+    assert log_in("not what was written") == 401
+    assert db.users.find_one({"_id": username})["password_hash"] == earlier, "a wrong password changes nothing"
+    assert log_in(password) == 200
+    upgraded = db.users.find_one({"_id": username})["password_hash"]
+    assert upgraded.startswith("scrypt:16384:8:1$") and password not in upgraded
+    assert log_in(password) == 200
+    assert db.users.find_one({"_id": username})["password_hash"] == upgraded, "a current hash is kept"
