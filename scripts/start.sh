@@ -70,6 +70,7 @@ fi
 
 cat <<TEXT
 chatsys is running:
+  web client      http://$PUBLIC_HOST:$HAPROXY_PORT/
   chat (HAProxy)  http://$PUBLIC_HOST:$HAPROXY_PORT     stats http://$PUBLIC_HOST:$HAPROXY_STATS_PORT/stats  metrics /metrics
   chat servers    ${chat_ports[*]/#/http://$PUBLIC_HOST:}
   login           http://$PUBLIC_HOST:$LOGIN_PORT
