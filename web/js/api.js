@@ -18,9 +18,9 @@ export class ApiError extends Error {
     this.retryAfter = retryAfter; // seconds, when the server said
   }
 
-  // Worth sending again: no answer, or a proxy or server in trouble.
+  // Worth sending again: no answer, or a proxy or server in trouble (5xx).
   get transient() {
-    return this.status === 0 || this.status === 502 || this.status === 503 || this.status === 504;
+    return this.status === 0 || this.status >= 500;
   }
 }
 

@@ -87,7 +87,7 @@ api.onAnswer(({ method, path, status, instance, server }) => {
 });
 
 setUpAuth((answer) => {
-  session = { username: answer.username, token: answer.token, expiresAt: String(answer.expires_at ?? "") };
+  session = { username: answer.username, token: answer.token };
   saveSession(session);
   api.setToken(session.token);
   signedIn();

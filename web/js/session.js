@@ -7,7 +7,7 @@ export function loadSession() {
   try {
     const saved = JSON.parse(sessionStorage.getItem(KEY));
     if (saved && typeof saved.username === "string" && typeof saved.token === "string") {
-      return { username: saved.username, token: saved.token, expiresAt: String(saved.expiresAt ?? "") };
+      return { username: saved.username, token: saved.token };
     }
   } catch {
     // Unreadable or not ours: as good as no session.
