@@ -101,7 +101,7 @@ def test_every_file_of_the_client_is_served_whole_with_its_type_and_headers(web)
         assert not [part for part in policy if "unsafe" in part]
 
 
-def test_the_api_answers_on_the_same_port_with_the_same_policy(web):
+def test_the_api_answers_on_the_same_port_with_its_own_stricter_policy(web):
     user = register_and_login(web.url, password=PASSWORD)  # POST /users and /login through HAProxy
     validated = requests.get(f"{web.url}/validate", headers=user.auth, timeout=10)
     assert validated.status_code == 200 and validated.headers["X-Instance"].startswith("login@")
@@ -110,10 +110,16 @@ def test_the_api_answers_on_the_same_port_with_the_same_policy(web):
     rooms = requests.get(f"{web.url}/rooms", headers=user.auth, timeout=10)
     assert rooms.status_code == 200 and rooms.headers["X-Instance"].startswith("chat@")
     assert rooms.headers["X-Served-By"].startswith("chat")
-    assert "frame-ancestors 'none'" in rooms.headers["Content-Security-Policy"]
+    for answer in (validated, missing, rooms):
+        assert answer.headers["Content-Security-Policy"].startswith("default-src 'none'")  # the services' own
+        assert answer.headers["X-Content-Type-Options"] == "nosniff"
     # A POST to the page's address is no file: the chat tier answers it, as problem+json.
     posted = requests.post(web.url + "/", json={}, timeout=10)
     assert posted.headers["Content-Type"].startswith("application/problem+json")
+    # An answer HAProxy makes itself gets the page's policy.
+    too_long = requests.get(web.url + "/rooms?" + "x" * 4100, timeout=10)
+    assert too_long.status_code == 414
+    assert set(POLICY) <= {part.strip() for part in too_long.headers["Content-Security-Policy"].split(";")}
 
 
 def test_haproxy_accepts_the_config_without_a_warning(web):
