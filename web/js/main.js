@@ -27,14 +27,17 @@ function showName(displayName) {
 }
 
 async function signedIn() {
+  const { username } = session;
   byId("account").hidden = false;
-  byId("my-profile").href = `#/profile/${encodeURIComponent(session.username)}`;
-  showName(session.username);
+  byId("my-profile").href = `#/profile/${encodeURIComponent(username)}`;
+  showName(username);
+  let profile;
   try {
-    showName((await api.profile(session.username)).display_name);
+    profile = await api.profile(username);
   } catch {
-    // No profile yet (404) or none to be had now: the user name serves.
+    return; // no profile yet (404) or none to be had now: the user name serves
   }
+  if (session?.username === username) showName(profile.display_name);
 }
 
 function route() {

@@ -46,7 +46,7 @@ export class RoomView {
     this.olderButton.hidden = true;
     byId("room-empty").hidden = true;
     this.controller = new AbortController();
-    this.run(this.controller.signal);
+    this.run(room, this.controller.signal);
   }
 
   close() {
@@ -59,14 +59,16 @@ export class RoomView {
     byId("live-state").textContent = text;
   }
 
-  async run(signal) {
+  // The room's loop until `signal` ends it (another room or view, or the session's end):
+  // once aborted, nothing it fetched is drawn.
+  async run(room, signal) {
     this.setLive("Loading…");
-    const first = await this.retrying(signal, () => api.messages(this.room, { limit: PAGE }, signal));
-    if (!first) return;
+    const first = await this.retrying(signal, () => api.messages(room, { limit: PAGE }, signal));
+    if (!first || signal.aborted) return;
     this.add(first.messages);
     this.after = first.next_after;
     this.setLive(LIVE);
-    await this.follow(signal);
+    await this.follow(room, signal);
   }
 
   // Runs `request` until it answers, waiting out transient trouble; undefined when the view
@@ -96,7 +98,7 @@ export class RoomView {
     return Math.min(Math.max(error.retryAfter ?? 1, 1) * 1000, LONGEST_PAUSE_MS);
   }
 
-  async follow(signal) {
+  async follow(room, signal) {
     let longPoll = true;
     let pause = 0;
     while (!signal.aborted) {
@@ -106,7 +108,7 @@ export class RoomView {
       const wait = longPoll ? LONG_POLL_SECONDS : undefined;
       let page;
       try {
-        page = await api.messages(this.room, { after: this.after, limit: LIVE_PAGE, wait }, signal);
+        page = await api.messages(room, { after: this.after, limit: LIVE_PAGE, wait }, signal);
       } catch (error) {
         // A v1 server refuses `wait` with 400: from then on, plain polls.
         if (longPoll && error.status === 400 && !signal.aborted) {
@@ -119,6 +121,7 @@ export class RoomView {
         if (pause === null) return;
         continue;
       }
+      if (signal.aborted) return;
       this.setLive(longPoll ? LIVE : "Polling every second.");
       this.add(page.messages);
       this.after = Math.max(this.after, page.next_after);
