@@ -180,7 +180,9 @@ install_config() {
     fi
     install -m 0644 "$dest/conf/haproxy/haproxy.cfg" "$etc_dir/haproxy.cfg"
     if command -v haproxy >/dev/null; then
-        (export_env_file "$env_file" && haproxy -c -q -f "$etc_dir/haproxy.cfg") ||
+        # As HAProxy's drop-in sets it (the settings file may override it, as under systemd),
+        # but where the release lies now, staged or not.
+        (export HAPROXY_WEB_ROOT=$dest/web && export_env_file "$env_file" && haproxy -c -q -f "$etc_dir/haproxy.cfg") ||
             die "HAProxy rejects $etc_dir/haproxy.cfg with the settings of $env_file"
     else
         log "warning: haproxy is not installed (apt-get install haproxy); the chat servers answer directly"
@@ -195,7 +197,9 @@ install_units() {
         chmod 0644 "$unit_dir/.$unit.tmp"
         mv -f "$unit_dir/.$unit.tmp" "$unit_dir/$unit"
     done
-    install -m 0644 "$dest/conf/systemd/haproxy.service.d/chatsys.conf" "$dropin_dir/chatsys.conf"
+    sed "s|@PREFIX@|$prefix|g" "$dest/conf/systemd/haproxy.service.d/chatsys.conf" > "$dropin_dir/.chatsys.conf.tmp"
+    chmod 0644 "$dropin_dir/.chatsys.conf.tmp"
+    mv -f "$dropin_dir/.chatsys.conf.tmp" "$dropin_dir/chatsys.conf"
     log "installed ${units[*]} and haproxy.service.d/chatsys.conf into $unit_dir"
 }
 

@@ -86,6 +86,7 @@ done
 
 cat <<TEXT
 chatsys is running (HAProxy in front of every service):
+  web client      http://$PUBLIC_HOST:$HAPROXY_PORT/
   chat            http://$PUBLIC_HOST:$HAPROXY_PORT
   login           http://$PUBLIC_HOST:$LOGIN_PORT
   profile         http://$PUBLIC_HOST:$PROFILE_PORT

@@ -301,12 +301,12 @@ def test_chat_tier_is_one_scaled_service_haproxy_finds_through_dns(compose):
     assert "LOGIN_URL" in environment_of(chat) and "LOGIN_URL" in environment_of(services["profile"])
 
 
-def test_haproxy_mounts_the_shared_config_read_only(compose):
-    mounts = mounts_of(compose["services"]["haproxy"])
-    assert len(mounts) == 1
-    source, target, read_only = mounts[0]
-    assert (ROOT / source).resolve() == ROOT / HAPROXY_CONFIG
-    assert target == HAPROXY_IMAGE_CONFIG and read_only
+def test_haproxy_mounts_the_shared_config_and_the_web_client_read_only(compose):
+    mounts = {(ROOT / source).resolve(): (target, read_only)
+              for source, target, read_only in mounts_of(compose["services"]["haproxy"])}
+    assert mounts == {ROOT / HAPROXY_CONFIG: (HAPROXY_IMAGE_CONFIG, True),
+                      # the config's default HAPROXY_WEB_ROOT: ../../web from its own folder
+                      ROOT / "web": ("/usr/local/web", True)}
 
 
 def test_env_example_lists_every_compose_setting():

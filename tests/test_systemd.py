@@ -256,8 +256,11 @@ def test_haproxy_gets_the_project_config_and_its_environment(staged):
     # Debian's unit starts `haproxy -f $CONFIG`: the drop-in's CONFIG is what it reads.
     if DEBIAN_HAPROXY_UNIT.exists():
         assert "-f $CONFIG" in unit_settings(DEBIAN_HAPROXY_UNIT)["ExecStart"][0]
+    # The web client is the release's web/, which the staged tree holds below its root.
+    assert f"HAPROXY_WEB_ROOT={PREFIX}/web" in dropin["Environment"]
     haproxy = harness.require_tool("haproxy", "/usr/sbin/haproxy")
-    environment = {**os.environ, **read_environment_file(staged.env_file)}
+    environment = {**os.environ, **unit_environment(staged, dropin, "")}
+    environment["HAPROXY_WEB_ROOT"] = str(staged.path(environment["HAPROXY_WEB_ROOT"]))
     result = subprocess.run([haproxy, "-c", "-f", str(installed)], env=environment, capture_output=True, text=True,
                             timeout=30)
     assert result.returncode == 0, result.stdout + result.stderr

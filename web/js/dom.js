@@ -1,0 +1,71 @@
+// Small DOM helpers. Text from the services only ever goes in through textContent.
+
+export const byId = (id) => document.getElementById(id);
+
+// An element with its text (as text, never as markup), class and attributes.
+export function element(tag, { text, className, attributes = {} } = {}, children = []) {
+  const node = document.createElement(tag);
+  if (text !== undefined) node.textContent = text;
+  if (className) node.className = className;
+  for (const [name, value] of Object.entries(attributes)) node.setAttribute(name, value);
+  node.append(...children);
+  return node;
+}
+
+export function showError(message) {
+  const line = byId("error");
+  line.textContent = message;
+  line.hidden = false;
+}
+
+export function showNotice(message) {
+  const line = byId("notice");
+  line.textContent = message;
+  line.hidden = false;
+}
+
+export function clearMessages() {
+  for (const id of ["error", "notice"]) {
+    byId(id).hidden = true;
+    byId(id).textContent = "";
+  }
+}
+
+export function localTime(timestamp) {
+  const moment = new Date(timestamp);
+  return Number.isNaN(moment.getTime()) ? String(timestamp) : moment.toLocaleString();
+}
+
+// A link only for http and https URLs; anything else stays plain text.
+export function safeLink(url) {
+  try {
+    const parsed = new URL(url);
+    if (parsed.protocol === "http:" || parsed.protocol === "https:") {
+      return element("a", { text: url, attributes: { href: parsed.href, rel: "noopener noreferrer nofollow" } });
+    }
+  } catch {
+    // Not a URL at all.
+  }
+  return document.createTextNode(url);
+}
+
+// Runs `work` with the form's submit button disabled, so one press sends one request.
+export async function whileBusy(form, work) {
+  const button = form.querySelector("button[type=submit]");
+  button.disabled = true;
+  try {
+    return await work();
+  } finally {
+    button.disabled = false;
+  }
+}
+
+// The route a hash names: "#/room/NAME" -> ["room", "NAME"]; undefined when it is garbled.
+export function parseRoute(hash) {
+  const parts = hash.replace(/^#\/?/, "").split("/");
+  try {
+    return parts.map((part) => decodeURIComponent(part));
+  } catch {
+    return undefined;
+  }
+}
