@@ -56,6 +56,8 @@ unit_dir=$root/etc/systemd/system
 dropin_dir=$unit_dir/haproxy.service.d
 manifest=$dest/.chatsys-release-files
 units=(chatsys.target chatsys-ferretdb.service login.service profile.service chat@.service)
+# The services that share conf/systemd/chatsys-sandbox.conf, installed as a drop-in of each.
+sandboxed=(chatsys-ferretdb.service login.service profile.service chat@.service)
 service_user=chatsys
 
 [[ $(realpath -m "$dest") != "$(realpath -m "$CHATSYS_ROOT")" ]] ||
@@ -197,10 +199,15 @@ install_units() {
         chmod 0644 "$unit_dir/.$unit.tmp"
         mv -f "$unit_dir/.$unit.tmp" "$unit_dir/$unit"
     done
+    for unit in "${sandboxed[@]}"; do
+        install -d -m 0755 "$unit_dir/$unit.d"
+        install -m 0644 "$dest/conf/systemd/chatsys-sandbox.conf" "$unit_dir/$unit.d/.chatsys-sandbox.conf.tmp"
+        mv -f "$unit_dir/$unit.d/.chatsys-sandbox.conf.tmp" "$unit_dir/$unit.d/chatsys-sandbox.conf"
+    done
     sed "s|@PREFIX@|$prefix|g" "$dest/conf/systemd/haproxy.service.d/chatsys.conf" > "$dropin_dir/.chatsys.conf.tmp"
     chmod 0644 "$dropin_dir/.chatsys.conf.tmp"
     mv -f "$dropin_dir/.chatsys.conf.tmp" "$dropin_dir/chatsys.conf"
-    log "installed ${units[*]} and haproxy.service.d/chatsys.conf into $unit_dir"
+    log "installed ${units[*]}, their sandbox drop-ins and haproxy.service.d/chatsys.conf into $unit_dir"
 }
 
 enable_and_start() {
@@ -233,6 +240,10 @@ uninstall() {
     fi
     local unit
     for unit in "${units[@]}"; do rm -f "$unit_dir/$unit"; done
+    for unit in "${sandboxed[@]}"; do
+        rm -f "$unit_dir/$unit.d/chatsys-sandbox.conf"
+        rmdir "$unit_dir/$unit.d" 2>/dev/null || true
+    done
     # Enable links: chatsys.target's own and any extra chat@ instances enabled by hand.
     rm -f "$unit_dir/multi-user.target.wants/chatsys.target"
     rm -rf "$unit_dir/chatsys.target.wants"

@@ -328,7 +328,7 @@ def test_swarm_stack_file_is_accepted_by_docker_stack(tmp_path):
     services = yaml.safe_load(result.stdout)["services"]
     assert services["chat"]["deploy"]["replicas"] == 3
     assert services["chat"]["deploy"]["endpoint_mode"] == "dnsrr"
-    assert services["haproxy"]["depends_on"] == ["chat"]
+    assert services["haproxy"]["depends_on"] == ["chat", "login", "profile"]
 
 
 def haproxy_binary() -> str:

@@ -214,6 +214,11 @@ def test_staged_install_has_units_config_and_boot_link(staged):
     for unit in UNITS:
         text = (staged.unit_dir / unit).read_text()
         assert "@PREFIX@" not in text, unit
+    # One sandbox for every service, as a drop-in of each (conf/systemd/chatsys-sandbox.conf).
+    sandbox = (harness.ROOT / "conf/systemd/chatsys-sandbox.conf").read_text()
+    for unit in SERVICE_UNITS:
+        assert (staged.unit_dir / f"{unit}.d/chatsys-sandbox.conf").read_text() == sandbox, unit
+        assert "NoNewPrivileges" not in (staged.unit_dir / unit).read_text(), f"{unit} repeats the sandbox"
     for unit in ("login.service", "profile.service", "chat@.service"):
         settings = unit_settings(staged.unit_dir / unit)
         assert settings["ExecStart"][0].startswith(f"{PREFIX}/.venv/bin/gunicorn -c conf/gunicorn.conf.py ")
