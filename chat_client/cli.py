@@ -16,10 +16,10 @@ import click
 
 from chat_client import session as saved_session
 from chat_client.api import ChatsysClient, NotLoggedIn, ServiceError, ServiceUrls
+from service_kit.config import PUBLIC_PORTS
 
 PROG = "python -m chat_client"
-DEFAULT_URLS = {"chat": "http://127.0.0.1:5000", "login": "http://127.0.0.1:4100",
-                "profile": "http://127.0.0.1:4200"}
+DEFAULT_URLS = {service: f"http://127.0.0.1:{port}" for service, port in PUBLIC_PORTS.items()}
 MAX_PAGE = 200  # the contract's largest `limit`
 LONG_POLL_SECONDS = 25  # `wait` of each long poll (the contract allows up to 30)
 

@@ -1,7 +1,7 @@
 """Chat service: rooms and their messages, stateless so that any number can run side by side."""
 from __future__ import annotations
 
-from service_kit import create_service_app
+from service_kit.app import create_service_app
 from service_kit.config import Settings
 
 

@@ -9,8 +9,13 @@ import socket
 import struct
 import sys
 
+# The checkout, whatever the working directory: service_kit and the services import from it.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from service_kit.config import DEFAULT_PORTS  # noqa: E402  (after the path; imports nothing else)
+
 # Behind HAProxy, which takes 4100 and 4200 for login and profile (conf/haproxy/haproxy.cfg).
-_DEFAULT_PORTS = {"chat_service": 4000, "login_service": 4101, "profile_service": 4201}
+_DEFAULT_PORTS = {f"{service}_service": port for service, port in DEFAULT_PORTS.items()}
 
 
 def _service_module() -> str:
@@ -72,8 +77,6 @@ request_read_timeout = int(os.environ.get("GUNICORN_READ_TIMEOUT") or 3)
 
 # Several gunicorns run side by side on one host; the per-user control socket would clash.
 control_socket_disable = True
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def post_worker_init(worker):

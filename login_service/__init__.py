@@ -1,7 +1,7 @@
 """Login service: accounts, password login, opaque bearer tokens, validation, logout."""
 from __future__ import annotations
 
-from service_kit import create_service_app
+from service_kit.app import create_service_app
 from service_kit.config import Settings
 
 

@@ -1,7 +1,7 @@
 """Profile service: one public profile per user, editable only by its owner."""
 from __future__ import annotations
 
-from service_kit import create_service_app
+from service_kit.app import create_service_app
 from service_kit.config import Settings
 
 

@@ -1,8 +1,8 @@
 """Shared kit of the login, profile and chat services.
 
-Each service builds its Flask app with `create_service_app`, which wires configuration,
-the MongoDB connection, problem+json errors, `/health`, `/ready` and `X-Instance`.
+Each service builds its Flask app with `service_kit.app.create_service_app`, which wires
+configuration, the MongoDB connection, problem+json errors, `/health`, `/ready` and
+`X-Instance`. The package itself imports nothing, so that `service_kit.config` (the ports
+and settings, no dependencies) can be read where Flask and pymongo must not be imported
+yet: gunicorn's configuration, before a gevent worker patches the standard library.
 """
-from service_kit.app import create_service_app
-
-__all__ = ["create_service_app"]

@@ -4,8 +4,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, fields
 
-# The ports the services listen on, behind HAProxy. Clients use HAProxy's: chat 5000,
-# login 4100, profile 4200 (conf/haproxy/haproxy.cfg).
+# The default ports, in one home for the Python code: the contract's public ports, which
+# HAProxy owns (conf/haproxy/haproxy.cfg), and the ports the services listen on behind it
+# (the first chat server's; the others follow it). The shell scripts' copy is
+# scripts/lib.sh, and tests/test_ports.py checks that every file agrees with these.
+PUBLIC_PORTS = {"chat": 5000, "login": 4100, "profile": 4200}
 DEFAULT_PORTS = {"chat": 4000, "login": 4101, "profile": 4201}
 
 
@@ -42,7 +45,7 @@ class Settings:
     port: int
     mongo_uri: str = "mongodb://127.0.0.1:27017/chatsys"
     mongo_timeout_seconds: float = 2.0
-    login_url: str = "http://127.0.0.1:4101"
+    login_url: str = f"http://127.0.0.1:{DEFAULT_PORTS['login']}"
     login_connect_timeout: float = 0.5
     login_read_timeout: float = 2.0
     token_ttl_seconds: int = 3600
