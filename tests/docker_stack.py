@@ -162,7 +162,10 @@ def new_stack(engine: Engine, var_dir: Path) -> Stack:
            # The tests always use the local stand-ins: FerretDB as the database, as elsewhere.
            "DOCKER_IMAGES": "local", **{name: str(port) for name, port in ports.items()},
            # A tag of its own, so that a user's chatsys:latest on a shared engine stays as it is.
-           "CHATSYS_IMAGE": "chatsys-local/chatsys:latest"}
+           "CHATSYS_IMAGE": "chatsys-local/chatsys:latest",
+           # Every test client is one address (Docker's gateway) registering hundreds of users:
+           # the edge limits are lifted, as for the other test stacks (tests/harness.py).
+           **harness.UNLIMITED_EDGE}
     for name in ("PUBLISHED_ADDRESS", "MONGO_IMAGE", "HAPROXY_IMAGE", "PYTHON_IMAGE", "MONGO_HEALTHCHECK",
                  "DOCKER_COMPOSE_FILES", "COMPOSE_FILE"):
         env.pop(name, None)  # the caller's settings would change what is tested
