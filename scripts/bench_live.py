@@ -62,7 +62,7 @@ class Tier:
                 re.findall(r'^ferretdb_client_requests_total\{command="([^"]+)",opcode="OP_MSG"\} (\d+)', text, re.M)}
 
     def tier_requests(self) -> int:
-        return haproxy_stats.frontend_requests(self.balancer.command("show stat"), "chat_entry")
+        return haproxy_stats.frontend_requests(self.balancer.command("show stat"), "entry")
 
 
 def cpu_seconds(pid: int) -> float:

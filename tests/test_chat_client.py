@@ -146,20 +146,32 @@ def test_a_message_cannot_send_escape_sequences_to_the_reader_terminal(alice):
     assert message_lines(shown) == [(1, alice.username, "\\x1b[2J\\x0dspoof")]
 
 
-class AnswerLosingProxy(ThreadingHTTPServer):
-    """Forwards to the chat service, but loses the answer to the first POST after it was
-    stored, as a dropped connection would: the client cannot know whether it was posted."""
+class _ProxyInThread(ThreadingHTTPServer):
+    """A proxy on a free loopback port, serving in a thread while its `with` block runs."""
 
     daemon_threads = True
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def __enter__(self):
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.shutdown()
+        self.server_close()
+
+
+class AnswerLosingProxy(_ProxyInThread):
+    """Forwards to the chat service, but loses the answer to the first POST after it was
+    stored, as a dropped connection would: the client cannot know whether it was posted."""
 
     def __init__(self, target: str):
         super().__init__(("127.0.0.1", 0), _ProxyHandler)
         self.target = target
         self.posts: list[str | None] = []
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
 
 
 class _ProxyHandler(BaseHTTPRequestHandler):
@@ -190,13 +202,8 @@ class _ProxyHandler(BaseHTTPRequestHandler):
 
 def test_a_send_whose_answer_was_lost_is_retried_and_posted_once(alice, stack):
     room = new_room(alice)
-    proxy = AnswerLosingProxy(stack.chat_url)
-    threading.Thread(target=proxy.serve_forever, daemon=True).start()
-    try:
+    with AnswerLosingProxy(stack.chat_url) as proxy:
         sent = alice.ok("send", room, "only once", CHATSYS_CHAT_URL=proxy.url)
-    finally:
-        proxy.shutdown()
-        proxy.server_close()
     assert len(proxy.posts) == 2 and proxy.posts[0] == proxy.posts[1] and proxy.posts[0]
     assert message_lines(sent) == [(1, alice.username, "only once")]
     assert message_lines(alice.ok("read", room)) == [(1, alice.username, "only once")]
@@ -205,28 +212,14 @@ def test_a_send_whose_answer_was_lost_is_retried_and_posted_once(alice, stack):
     assert [seq for seq, _, _ in message_lines(alice.ok("read", room))] == [1, 2]
 
 
-class RefusingProxy(ThreadingHTTPServer):
+class RefusingProxy(_ProxyInThread):
     """Answers the first POST itself with `status` and a Retry-After of an hour, without
     passing it on; forwards everything else to the chat service."""
-
-    daemon_threads = True
 
     def __init__(self, target: str, status: int):
         super().__init__(("127.0.0.1", 0), _RefusingHandler)
         self.target, self.status = target, status
         self.posts: list[str | None] = []
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-    def __enter__(self):
-        threading.Thread(target=self.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.shutdown()
-        self.server_close()
 
 
 class _RefusingHandler(BaseHTTPRequestHandler):
@@ -319,28 +312,14 @@ def test_follow_prints_messages_from_others_live_and_in_order(alice, stack):
     assert "Traceback" not in errors
 
 
-class CountingProxy(ThreadingHTTPServer):
+class CountingProxy(_ProxyInThread):
     """Forwards GETs to the chat service and counts them; with `v1`, it answers `wait` with
     a 400 problem, as a chat server of contract v1 that checks its parameters may."""
-
-    daemon_threads = True
 
     def __init__(self, target: str, v1: bool):
         super().__init__(("127.0.0.1", 0), _CountingHandler)
         self.target, self.v1 = target, v1
         self.reads: list[str] = []
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-    def __enter__(self):
-        threading.Thread(target=self.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.shutdown()
-        self.server_close()
 
 
 class _CountingHandler(BaseHTTPRequestHandler):

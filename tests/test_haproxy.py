@@ -151,11 +151,11 @@ def test_all_chat_servers_down_answers_503_problem_within_the_timeout(processes,
 def test_statistics_are_read_by_column_name_whatever_the_order():
     # HAProxy adds columns between versions; the reader goes by the header, not positions.
     text = ("# svname,status,pxname,req_tot,scur\n"
-            "FRONTEND,OPEN,chat_entry,42,1\n"
+            "FRONTEND,OPEN,entry,42,1\n"
             "chat1,UP,chat_servers,,0\n"
             "chat2,MAINT,chat_servers,,0\n"
             "BACKEND,UP,chat_servers,,0\n"
             "\n")
     assert haproxy_stats.server_states(text) == {"chat1": "UP", "chat2": "MAINT"}
-    assert haproxy_stats.frontend_requests(text, "chat_entry") == 42
+    assert haproxy_stats.frontend_requests(text, "entry") == 42
     assert haproxy_stats.frontend_requests(text, "no_such_frontend") == 0
