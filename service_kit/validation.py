@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import TypeVar
+from typing import TypeVar, overload
 
 from flask import request
 from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints, ValidationError
@@ -113,6 +113,14 @@ def parse_body(model: type[Model]) -> Model:
         errors = _describe(error.errors(include_url=False, include_input=False))
         summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
         raise bad_request(f"Invalid body: {summary}", errors) from None
+
+
+@overload
+def query_int(name: str, *, minimum: int, maximum: int | None = None, default: int) -> int: ...
+
+
+@overload
+def query_int(name: str, *, minimum: int, maximum: int | None = None, default: None = None) -> int | None: ...
 
 
 def query_int(name: str, *, minimum: int, maximum: int | None = None, default: int | None = None) -> int | None:
