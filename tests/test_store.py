@@ -6,18 +6,16 @@ from __future__ import annotations
 import pymongo
 import pytest
 
-from chat_service import create_app, store
-from service_kit.config import Settings
+from chat_service import store
 from tests.conftest import unique_name
+from tests.fast import fresh_database_uri
 
-pytestmark = pytest.mark.local
+pytestmark = [pytest.mark.fast, pytest.mark.local]
 
 
 @pytest.fixture(scope="module")
-def app(database):
-    uri = f"mongodb://127.0.0.1:{database.port}/chatsys_store_test"
-    pymongo.MongoClient(uri).drop_database("chatsys_store_test")
-    return create_app(Settings(service="chat", port=4000, mongo_uri=uri))
+def app(module_apps, database):
+    return module_apps.chat(fresh_database_uri(database, "chatsys_store_test"))
 
 
 @pytest.fixture
@@ -174,16 +172,14 @@ class _Commands(pymongo.monitoring.CommandListener):
         pass
 
 
-def test_list_rooms_costs_one_query_plus_one_per_id_batch(database):
+def test_list_rooms_costs_one_query_plus_one_per_id_batch(apps, database):
     """The review's 25,000 rooms made GET /rooms one query per room: 11-16 s. Now it is the
     room list and one `$in` per MAX_IDS_PER_QUERY rooms, bounded by MAX_ROOMS."""
     commands = _Commands()
     pymongo.monitoring.register(commands)  # for clients made from here on: this test's app
-    uri = f"mongodb://127.0.0.1:{database.port}/chatsys_rooms_count"
-    pymongo.MongoClient(uri).drop_database("chatsys_rooms_count")
-    app = create_app(Settings(service="chat", port=4000, mongo_uri=uri))
+    app = apps.chat(fresh_database_uri(database, "chatsys_rooms_count"))
     with app.app_context():
-        for count in (10, 1000):
+        for count in (10, store.MAX_IDS_PER_QUERY, store.MAX_IDS_PER_QUERY + 1, 1000):
             have = len(store.list_rooms())
             store.database.db().rooms.insert_many(
                 [{"_id": unique_name("many"), "created_at": store.utcnow(), "last_seq": 0} for _ in range(count - have)])
