@@ -1,12 +1,17 @@
 # The two commands of the README, and a few more for daily work.
 VENV ?= .venv
-.PHONY: run test stop status setup lock lint conformance docker-up docker-down vm-test
+.PHONY: run test test-fast stop status setup lock lint conformance docker-up docker-down vm-test
 
 run: setup
 	scripts/start.sh
 
 test:
 	scripts/test.sh
+
+# The fast layer alone (marker `fast`): every service's routes in-process with Flask's test
+# client, and the chat store, on a real FerretDB; no gunicorn, HAProxy, Docker or VM.
+test-fast:
+	scripts/test.sh -m fast
 
 stop:
 	scripts/stop.sh

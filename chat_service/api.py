@@ -4,8 +4,8 @@ from __future__ import annotations
 import re
 import select
 import socket
-
 from datetime import timedelta
+from typing import Annotated
 
 from flask import Blueprint, Flask, current_app, g, jsonify, request
 
@@ -13,7 +13,7 @@ from chat_service import live, store
 from service_kit.auth import LoginServiceClient, require_user
 from service_kit.problems import Problem, bad_request
 from service_kit.timeutil import iso, utcnow
-from service_kit.validation import StrictBody, parse_body, query_int, text_field
+from service_kit.validation import StrictBody, parse_body, query_int, text_checks
 
 blueprint = Blueprint("chat", __name__)
 
@@ -24,12 +24,16 @@ MAX_ROOMS_PER_PAGE = 500
 DEFAULT_ROOMS_PER_PAGE = 100
 
 
+RoomName = Annotated[str, *text_checks(pattern=_ROOM_NAME, rule="1 to 64 characters of A-Z, a-z, 0-9, '_' and '-'")]
+MessageText = Annotated[str, *text_checks(min_length=1, max_length=2000)]
+
+
 class NewRoom(StrictBody):
-    name: text_field(pattern=_ROOM_NAME, rule="1 to 64 characters of A-Z, a-z, 0-9, '_' and '-'")
+    name: RoomName
 
 
 class NewMessage(StrictBody):
-    text: text_field(min_length=1, max_length=2000)
+    text: MessageText
 
 
 def setup(app: Flask) -> None:

@@ -30,7 +30,7 @@ def _max(args) -> int:
     runs = report.load_runs(Path(args.results_dir), args.settle_ms)
     runs = [run for run in runs if run.series == args.series]
     maximum = next(iter(report.find_maxima(runs)), None)
-    print(f"{maximum.run.figures.throughput:.1f} {maximum.run.threads}" if maximum and maximum.run else "0 0")
+    print(f"{maximum.run.measured.throughput:.1f} {maximum.run.threads}" if maximum and maximum.run else "0 0")
     return 0
 
 
@@ -59,7 +59,7 @@ def _reset_db(args) -> int:
     chat servers recreate the lobby on the next request)."""
     import pymongo
 
-    client = pymongo.MongoClient(args.uri, serverSelectionTimeoutMS=5000)
+    client: pymongo.MongoClient = pymongo.MongoClient(args.uri, serverSelectionTimeoutMS=5000)
     try:
         database = client.get_default_database()
         for name in database.list_collection_names():

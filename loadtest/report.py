@@ -44,6 +44,13 @@ class Run:
         return self.status == "ok" and self.figures is not None
 
     @property
+    def measured(self) -> StepFigures:
+        """The figures of a run known to have them (an `ok` one, or a maximum's)."""
+        if self.figures is None:
+            raise ValueError(f"the run in {self.dir} has no figures")
+        return self.figures
+
+    @property
     def chat_cores(self) -> float:
         return sum(value for group, value in self.cores.items() if group.startswith("chat-"))
 
@@ -115,15 +122,15 @@ def find_maxima(runs: list[Run]) -> list[Maximum]:
     error rate under 1 %; speed-up against the series with one server, when there is one."""
     maxima = []
     for series in series_order(runs):
-        steps = [r for r in runs if r.series == series and r.phase == "closed" and r.ok and r.figures.qualifies]
-        best = max(steps, key=lambda r: r.figures.throughput, default=None)
+        steps = [r for r in runs if r.series == series and r.phase == "closed" and r.ok and r.measured.qualifies]
+        best = max(steps, key=lambda r: r.measured.throughput, default=None)
         servers = next((r.servers for r in runs if r.series == series), None)
         maxima.append(Maximum(series, servers, best))
-    baseline = next((m for m in maxima if m.servers == 1 and m.run is not None), None)
-    if baseline is not None and baseline.run.figures.throughput > 0:
+    baseline = next((m.run for m in maxima if m.servers == 1 and m.run is not None), None)
+    if baseline is not None and baseline.measured.throughput > 0:
         for maximum in maxima:
             if maximum.run is not None and maximum.servers:
-                maximum.speedup = maximum.run.figures.throughput / baseline.run.figures.throughput
+                maximum.speedup = maximum.run.measured.throughput / baseline.measured.throughput
     return maxima
 
 
@@ -223,7 +230,7 @@ def summary_table(maxima: list[Maximum]) -> list[str]:
             lines.append(f"| {_servers_text(m.servers) if m.servers else m.series} | no step under "
                          f"{MAX_ERROR_RATE:.0%} errors | | | | | | | |")
             continue
-        f = m.run.figures
+        f = m.run.measured
         lines.append(f"| {_servers_text(m.servers) if m.servers else m.series} | {f.throughput:.1f} | {m.run.threads} "
                      f"| {f.p50_ms:.0f} | {f.p95_ms:.0f} | {f.p99_ms:.0f} | {_percent(f.error_rate)} "
                      f"| {_fmt(m.speedup, '{:.2f}x')} | {_fmt(m.efficiency, '{:.2f}')} |")
@@ -239,11 +246,11 @@ def cpu_table(maxima: list[Maximum], info: dict[str, str]) -> list[str]:
         if run is None or not run.cores:
             continue
         grouped = _grouped(run)
-        rate = run.figures.throughput or math.nan
+        rate = run.measured.throughput or math.nan
         each = " / ".join(f"{value:.2f}" for _, value in run.chat_servers_cores())
         each = f" ({each})" if each else ""
         lines.append(
-            f"| {_servers_text(m.servers) if m.servers else m.series} | {run.figures.throughput:.1f} "
+            f"| {_servers_text(m.servers) if m.servers else m.series} | {run.measured.throughput:.1f} "
             f"| {_fmt(grouped.get('chat'), '{:.2f}')}{each} | {_fmt(grouped.get('ferretdb'), '{:.2f}')} "
             f"| {_fmt(grouped.get('haproxy'), '{:.2f}')} | {_fmt(grouped.get('login'), '{:.2f}')} "
             f"| {_fmt(grouped.get('jmeter'), '{:.2f}')} | {_fmt(grouped.get(cpu.MACHINE), '{:.2f}')} "
@@ -255,7 +262,7 @@ def cpu_table(maxima: list[Maximum], info: dict[str, str]) -> list[str]:
 
 
 def open_table(runs: list[Run], maxima: list[Maximum]) -> list[str]:
-    best = {m.series: m.run.figures.throughput for m in maxima if m.run}
+    best = {m.series: m.run.measured.throughput for m in maxima if m.run}
     lines = ["| servers | offered req/s | of max | sent req/s | succeeded req/s | p50 ms | p95 ms | p99 ms | errors "
              "| note |", "|---|---|---|---|---|---|---|---|---|---|"]
     rows = [r for r in runs if r.phase == "open"]
@@ -288,19 +295,19 @@ def threads_table(runs: list[Run]) -> list[str]:
     baseline = next((r.series for r in closed if r.servers == 1), None)
     lines = ["| threads | " + " | ".join(_series_label(closed, name) for name in names) + " |",
              "|---|" + "---|" * len(names)]
-    for threads in sorted({r.threads for r in closed}):
+    for threads in sorted({r.threads for r in closed if r.threads is not None}):
         cells = []
-        base = by_key.get((baseline, threads))
+        base = by_key.get((baseline, threads)) if baseline is not None else None
         for name in names:
             run = by_key.get((name, threads))
             if run is None:
                 cells.append("-")
                 continue
-            text = f"{run.figures.throughput:.1f}"
-            if not run.figures.qualifies:
-                text += " (errors)" if run.figures.requests else ""
-            if base is not None and name != baseline and base.figures.throughput > 0:
-                text += f" ({run.figures.throughput / base.figures.throughput:.2f}x)"
+            text = f"{run.measured.throughput:.1f}"
+            if not run.measured.qualifies:
+                text += " (errors)" if run.measured.requests else ""
+            if base is not None and name != baseline and base.measured.throughput > 0:
+                text += f" ({run.measured.throughput / base.measured.throughput:.2f}x)"
             cells.append(text)
         lines.append(f"| {threads} | " + " | ".join(cells) + " |")
     return lines
@@ -409,20 +416,23 @@ def plot_scaling(runs: list[Run], maxima: list[Maximum], path: Path, info: dict[
     import matplotlib.pyplot as plt
 
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    scaled = [m for m in maxima if m.servers and m.run is not None]
+    # (servers, figures, speed-up) of each maximum with a number of servers
+    scaled = [(m.servers, m.run.measured, m.speedup) for m in maxima if m.servers and m.run is not None]
     if len(scaled) >= 2:
-        servers = [m.servers for m in scaled]
-        rates = [m.run.figures.throughput for m in scaled]
+        servers = [n for n, _, _ in scaled]
+        rates = [figures.throughput for _, figures, _ in scaled]
         left.plot(servers, rates, "o-", label="measured maximum")
-        base = next((m.run.figures.throughput for m in scaled if m.servers == 1), None)
+        base = next((figures.throughput for n, figures, _ in scaled if n == 1), None)
         if base:
             left.plot(servers, [base * n for n in servers], "--", color="grey", label="linear (1 server x N)")
-        for n, rate, m in zip(servers, rates, scaled):
-            left.annotate(_fmt(m.speedup, "{:.2f}x", ""), (n, rate), textcoords="offset points", xytext=(6, -12))
+        for n, figures, speedup in scaled:
+            left.annotate(_fmt(speedup, "{:.2f}x", ""), (n, figures.throughput), textcoords="offset points",
+                          xytext=(6, -12))
         left.set_xlabel("chat servers in rotation")
         left.set_xticks(servers)
-        right.plot(servers, [m.run.figures.p95_ms for m in scaled], "o-", color="tab:red", label="p95")
-        right.plot(servers, [m.run.figures.p99_ms for m in scaled], "s:", color="tab:red", alpha=0.5, label="p99")
+        right.plot(servers, [figures.p95_ms for _, figures, _ in scaled], "o-", color="tab:red", label="p95")
+        right.plot(servers, [figures.p99_ms for _, figures, _ in scaled], "s:", color="tab:red", alpha=0.5,
+                   label="p99")
         right.set_xlabel("chat servers in rotation")
         right.set_xticks(servers)
         right.set_title("latency at the maximum")
@@ -432,8 +442,8 @@ def plot_scaling(runs: list[Run], maxima: list[Maximum], path: Path, info: dict[
             if not steps:
                 continue
             threads = [r.threads for r in steps]
-            left.plot(threads, [r.figures.throughput for r in steps], "o-", label=series)
-            right.plot(threads, [r.figures.p95_ms for r in steps], "o-", label=f"{series} p95")
+            left.plot(threads, [r.measured.throughput for r in steps], "o-", label=series)
+            right.plot(threads, [r.measured.p95_ms for r in steps], "o-", label=f"{series} p95")
         left.set_xlabel("threads (closed model)")
         right.set_xlabel("threads (closed model)")
         right.set_title("latency per step")
@@ -460,16 +470,19 @@ def plot_open_model(runs: list[Run], path: Path) -> bool:
 
     figure, axis = plt.subplots(figsize=(6.5, 4))
     for index, series in enumerate(series_order(open_runs)):
-        steps = sorted((r for r in open_runs if r.series == series), key=lambda r: r.arrival_rate or 0)
+        # (offered rate, figures) of the series' open runs, by offered rate; every open run
+        # of scripts/scale_test.sh has its rate
+        steps = sorted(((r.arrival_rate, r.measured) for r in open_runs
+                        if r.series == series and r.arrival_rate is not None), key=lambda step: step[0])
         color = f"C{index}"
         name = _series_label(open_runs, series).removesuffix(" req/s")
-        offered = [r.arrival_rate for r in steps]
-        axis.plot(offered, [r.figures.p99_ms for r in steps], "-", color=color, label=f"{name} p99")
-        axis.plot(offered, [r.figures.p50_ms for r in steps], ":", color=color, label=f"{name} p50")
-        for run in steps:
-            kept_up = run.figures.sent_rate >= KEPT_UP * run.arrival_rate
-            for value, marker in ((run.figures.p99_ms, "o"), (run.figures.p50_ms, "x")):
-                axis.plot([run.arrival_rate], [value], marker, color=color,
+        offered = [rate for rate, _ in steps]
+        axis.plot(offered, [figures.p99_ms for _, figures in steps], "-", color=color, label=f"{name} p99")
+        axis.plot(offered, [figures.p50_ms for _, figures in steps], ":", color=color, label=f"{name} p50")
+        for rate, figures in steps:
+            kept_up = figures.sent_rate >= KEPT_UP * rate
+            for value, marker in ((figures.p99_ms, "o"), (figures.p50_ms, "x")):
+                axis.plot([rate], [value], marker, color=color,
                           markerfacecolor=color if kept_up or marker == "x" else "white")
     axis.set_xlabel("offered load (requests/s, open model)\nhollow: load not delivered, latency a lower bound")
     axis.set_ylabel("ms")

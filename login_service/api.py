@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import secrets
 from datetime import timedelta
+from typing import Annotated
 
 from flask import Blueprint, Flask, current_app, g, jsonify, request
 from pymongo import ASCENDING
@@ -16,12 +17,14 @@ from service_kit.housekeeping import Every
 from service_kit.problems import Problem, unauthorized
 from service_kit.timeutil import iso, utcnow
 from service_kit.token_cache import token_digest
-from service_kit.validation import StrictBody, parse_body, text_field
+from service_kit.validation import StrictBody, parse_body, text_checks
 
 blueprint = Blueprint("login", __name__)
 
-Username = text_field(pattern=r"[A-Za-z0-9_.\-]{3,32}", rule="3 to 32 characters of A-Z, a-z, 0-9, '_', '.' and '-'")
-Password = text_field(min_length=8, max_length=128)
+Username = Annotated[
+    str, *text_checks(pattern=r"[A-Za-z0-9_.\-]{3,32}", rule="3 to 32 characters of A-Z, a-z, 0-9, '_', '.' and '-'")
+]
+Password = Annotated[str, *text_checks(min_length=8, max_length=128)]
 
 
 class Credentials(StrictBody):

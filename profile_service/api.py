@@ -14,7 +14,7 @@ from service_kit import database
 from service_kit.auth import LoginServiceClient, require_user
 from service_kit.problems import Problem
 from service_kit.timeutil import iso, utcnow
-from service_kit.validation import StrictBody, parse_body, text_field
+from service_kit.validation import StrictBody, parse_body, text_checks
 
 blueprint = Blueprint("profile", __name__)
 
@@ -30,10 +30,15 @@ def _http_url(value: str) -> str:
     return value
 
 
+DisplayName = Annotated[str, *text_checks(min_length=1, max_length=64)]
+Bio = Annotated[str, *text_checks(max_length=500)]
+AvatarUrl = Annotated[str, *text_checks(max_length=500), AfterValidator(_http_url)]
+
+
 class ProfileUpdate(StrictBody):
-    display_name: text_field(min_length=1, max_length=64) | None = None
-    bio: text_field(max_length=500) | None = None
-    avatar_url: Annotated[text_field(max_length=500), AfterValidator(_http_url)] | None = None
+    display_name: DisplayName | None = None
+    bio: Bio | None = None
+    avatar_url: AvatarUrl | None = None
 
     @model_validator(mode="before")
     @classmethod

@@ -6,6 +6,7 @@ import logging
 from typing import Callable, Iterable
 
 from flask import Blueprint, Flask, current_app, jsonify, request
+from flask.json.provider import DefaultJSONProvider
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from service_kit import database
@@ -93,8 +94,11 @@ def create_service_app(
     app = Flask(service)
     app.config["SETTINGS"] = settings
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    app.json.sort_keys = False
-    app.wsgi_app = TrustedProxyFix(app.wsgi_app, settings.trusted_proxies)
+    json_provider = DefaultJSONProvider(app)
+    json_provider.sort_keys = False  # fields in the contract's order
+    app.json = json_provider
+    # Flask's documented way to add WSGI middleware; mypy sees a method being replaced.
+    app.wsgi_app = TrustedProxyFix(app.wsgi_app, settings.trusted_proxies)  # type: ignore[method-assign]
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     database.init_app(app)

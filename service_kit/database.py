@@ -43,3 +43,9 @@ def ping(timeout_seconds: float = 1.0) -> None:
     with pymongo.timeout(timeout_seconds):
         db().command("ping")
 
+
+
+def close(app: Flask) -> None:
+    """Close the app's client and its pool. A service's app lives as long as its worker;
+    whoever builds apps and lets them go (the in-process tests) closes them with this."""
+    app.extensions[_EXTENSION].client.close()

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Annotated, TypeVar
+from typing import TypeVar, overload
 
 from flask import request
 from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints, ValidationError
@@ -24,11 +24,15 @@ def _refuse_nul(value: str) -> str:
     return value
 
 
-def text_field(min_length: int = 0, max_length: int | None = None, pattern: str | None = None, rule: str = ""):
-    """A string field: strict (no coercion from numbers, objects or null), lengths in code
-    points, free of NUL (which the database cannot store reliably), and, with `pattern`,
-    checked against it with `rule` as the message a client reads."""
-    checks = [StringConstraints(min_length=min_length or None, max_length=max_length), AfterValidator(_refuse_nul)]
+def text_checks(min_length: int = 0, max_length: int | None = None, pattern: str | None = None,
+                rule: str = "") -> tuple[object, ...]:
+    """The checks of a string field, for a module-level alias mypy sees as a type:
+    `Username = Annotated[str, *text_checks(pattern=..., rule=...)]`. Strict (no coercion
+    from numbers, objects or null), lengths in code points, free of NUL (which the database
+    cannot store reliably), and, with `pattern`, checked against it with `rule` as the
+    message a client reads."""
+    checks: list[object] = [StringConstraints(min_length=min_length or None, max_length=max_length),
+                            AfterValidator(_refuse_nul)]
     if pattern is not None:
         compiled = re.compile(pattern)
 
@@ -38,7 +42,7 @@ def text_field(min_length: int = 0, max_length: int | None = None, pattern: str 
             return value
 
         checks.append(AfterValidator(_match))
-    return Annotated[str, *checks]
+    return tuple(checks)
 
 
 class StrictBody(BaseModel):
@@ -109,6 +113,14 @@ def parse_body(model: type[Model]) -> Model:
         errors = _describe(error.errors(include_url=False, include_input=False))
         summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
         raise bad_request(f"Invalid body: {summary}", errors) from None
+
+
+@overload
+def query_int(name: str, *, minimum: int, maximum: int | None = None, default: int) -> int: ...
+
+
+@overload
+def query_int(name: str, *, minimum: int, maximum: int | None = None, default: None = None) -> int | None: ...
 
 
 def query_int(name: str, *, minimum: int, maximum: int | None = None, default: int | None = None) -> int | None:

@@ -28,6 +28,7 @@ TARGETS = {**REMOTE, "profile": REMOTE["profile"] or REMOTE["login"]}
 def pytest_configure(config):
     config.addinivalue_line("markers", "local: starts, stops or kills processes; left out in conformance mode")
     config.addinivalue_line("markers", "chat: needs a chat service")
+    config.addinivalue_line("markers", "fast: in-process, on the real database; `make test-fast` runs these alone")
     config.addinivalue_line("markers", "vm: boots a Debian virtual machine under QEMU (make vm-test runs these alone)")
 
 
@@ -91,6 +92,26 @@ def processes():
 def database(processes):
     assert not CONFORMANCE, "conformance mode starts no database (such tests are deselected)"
     return harness.start_ferretdb(processes)
+
+
+@pytest.fixture(scope="module")
+def module_apps(database):
+    """In-process apps on the session's database, closed at the end of the module (tests/fast.py)."""
+    from tests.fast import Apps  # not at the top: tests.fast imports this module
+
+    apps = Apps()
+    yield apps
+    apps.close()
+
+
+@pytest.fixture
+def apps(database):
+    """In-process apps on the session's database, closed at the end of the test (tests/fast.py)."""
+    from tests.fast import Apps
+
+    apps = Apps()
+    yield apps
+    apps.close()
 
 
 def service_env(database: harness.Database, login_url: str = "", **overrides) -> dict[str, str]:

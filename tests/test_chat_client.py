@@ -282,22 +282,22 @@ def follow_while_bob_posts(alice, stack, room: str, texts: tuple[str, ...], *arg
     """Run `follow ROOM ARGS` until it exits, posting `texts` as another user once it has
     shown its first line; what it printed, and its standard error."""
     bob = register_and_login(stack.login_url)
-    follower = alice.start("follow", room, *args, **env)
-    lines: queue.Queue = queue.Queue()
-    reader = read_lines_into(follower.stdout, lines)
-    try:
-        first = lines.get(timeout=6)  # follow is running once it has shown the newest message
-        for text in texts:
-            posted = requests.post(f"{stack.chat_url}/rooms/{room}/messages", json={"text": text},
-                                   headers=bob.auth, timeout=10)
-            assert posted.status_code == 201, posted.text
-        assert follower.wait(timeout=30) == 0
-    finally:
-        if follower.poll() is None:
-            follower.kill()
-            follower.wait()
-    reader.join(timeout=5)
-    return first + "".join(lines.get() for _ in range(lines.qsize())), follower.stderr.read()
+    with alice.start("follow", room, *args, **env) as follower:  # closes its pipes at the end
+        lines: queue.Queue = queue.Queue()
+        reader = read_lines_into(follower.stdout, lines)
+        try:
+            first = lines.get(timeout=6)  # follow is running once it has shown the newest message
+            for text in texts:
+                posted = requests.post(f"{stack.chat_url}/rooms/{room}/messages", json={"text": text},
+                                       headers=bob.auth, timeout=10)
+                assert posted.status_code == 201, posted.text
+            assert follower.wait(timeout=30) == 0
+        finally:
+            if follower.poll() is None:
+                follower.kill()
+                follower.wait()
+        reader.join(timeout=5)
+        return first + "".join(lines.get() for _ in range(lines.qsize())), follower.stderr.read()
 
 
 def test_follow_prints_messages_from_others_live_and_in_order(alice, stack):
@@ -363,18 +363,19 @@ def test_follow_long_polls_and_falls_back_to_polling_on_a_v1_server(alice, stack
 def test_follow_stops_cleanly_on_ctrl_c(alice):
     room = new_room(alice)
     alice.ok("send", room, "hello")
-    follower = alice.start("follow", room, "--interval", "0.2")
-    lines: queue.Queue = queue.Queue()
-    read_lines_into(follower.stdout, lines)
-    try:
-        assert "hello" in lines.get(timeout=10)
-        follower.send_signal(signal.SIGINT)
-        assert follower.wait(timeout=15) == 0
-    finally:
-        if follower.poll() is None:
-            follower.kill()
-            follower.wait()
-    assert "Traceback" not in follower.stderr.read()
+    with alice.start("follow", room, "--interval", "0.2") as follower:  # closes its pipes at the end
+        lines: queue.Queue = queue.Queue()
+        reader = read_lines_into(follower.stdout, lines)
+        try:
+            assert "hello" in lines.get(timeout=10)
+            follower.send_signal(signal.SIGINT)
+            assert follower.wait(timeout=15) == 0
+        finally:
+            if follower.poll() is None:
+                follower.kill()
+                follower.wait()
+        reader.join(timeout=5)
+        assert "Traceback" not in follower.stderr.read()
 
 
 def test_profile_edit_then_profile_shows_it(alice, stack):

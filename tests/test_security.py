@@ -17,6 +17,13 @@ from tests.contract import assert_problem
 pytestmark = pytest.mark.local
 
 
+@pytest.fixture
+def db(stack):
+    """The stack's database, through a client closed at the end of the test."""
+    with pymongo.MongoClient(stack.database.uri, serverSelectionTimeoutMS=3000) as client:
+        yield client.get_default_database()
+
+
 def test_registrations_per_client_address_are_bounded(processes):
     # A database of its own: the session's counts every registration the other tests made.
     database = harness.start_ferretdb(processes, name=f"ferretdb-registrations-{unique_name()}")
@@ -54,9 +61,8 @@ def test_security_headers_on_every_answer(stack, user):
         assert "default-src 'none'" in response.headers["Content-Security-Policy"]
 
 
-def test_tokens_and_passwords_are_stored_only_as_hashes(stack):
+def test_tokens_and_passwords_are_stored_only_as_hashes(stack, db):
     user = register_and_login(stack.login_url, password="a memorable secret")
-    db = pymongo.MongoClient(stack.database.uri, serverSelectionTimeoutMS=3000).get_default_database()
     account = db.users.find_one({"_id": user.username})
     assert "a memorable secret" not in str(account)
     assert account["password_hash"].startswith("scrypt:16384:8:1$")
@@ -66,14 +72,13 @@ def test_tokens_and_passwords_are_stored_only_as_hashes(stack):
     assert user.token not in str(stored)
 
 
-def test_a_password_hash_of_the_earlier_format_still_logs_in_and_is_upgraded(stack):
+def test_a_password_hash_of_the_earlier_format_still_logs_in_and_is_upgraded(stack, db):
     """Hashes written before werkzeug.security's format (scrypt$N$r$p$salt$key, base64)
     keep working, and the first successful login replaces them."""
     username, password = unique_name().lower(), "written long ago"
     salt = secrets.token_bytes(16)
     key = hashlib.scrypt(password.encode(), salt=salt, n=16384, r=8, p=1, maxmem=64 * 1024 * 1024, dklen=32)
     earlier = f"scrypt$16384$8$1${base64.b64encode(salt).decode()}${base64.b64encode(key).decode()}"
-    db = pymongo.MongoClient(stack.database.uri, serverSelectionTimeoutMS=3000).get_default_database()
     db.users.insert_one({"_id": username, "username": username, "password_hash": earlier,
                          "created_at": datetime.now(timezone.utc)})
 

@@ -8,11 +8,15 @@ import ast
 import re
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "architecture.md"
 READERS = ("service_kit/config.py", "conf/gunicorn.conf.py")
 # service_kit/config.py's helpers that read one variable, named by their first argument.
 HELPERS = {"_int", "_float", "_words"}
+
+pytestmark = pytest.mark.fast
 
 
 def _is_environ(node: ast.expr) -> bool:

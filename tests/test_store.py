@@ -6,18 +6,17 @@ from __future__ import annotations
 import pymongo
 import pytest
 
-from chat_service import create_app, store
-from service_kit.config import Settings
+from chat_service import store
+from service_kit.problems import Problem
 from tests.conftest import unique_name
+from tests.fast import fresh_database_uri
 
-pytestmark = pytest.mark.local
+pytestmark = [pytest.mark.fast, pytest.mark.local]
 
 
 @pytest.fixture(scope="module")
-def app(database):
-    uri = f"mongodb://127.0.0.1:{database.port}/chatsys_store_test"
-    pymongo.MongoClient(uri).drop_database("chatsys_store_test")
-    return create_app(Settings(service="chat", port=4000, mongo_uri=uri))
+def app(module_apps, database):
+    return module_apps.chat(fresh_database_uri(database, "chatsys_store_test"))
 
 
 @pytest.fixture
@@ -63,6 +62,8 @@ def test_posts_number_one_to_n_and_advance_the_hint(db):
     (5, 50, [6, 7]),
     (7, 50, []),  # nothing after the newest
     (100, 50, []),  # past the newest
+    (0, 1, [1]),
+    (6, 1, [7]),
 ])
 def test_read_after_returns_the_run_after_the_given_seq(db, after, limit, expected):
     room = new_room(db)
@@ -127,6 +128,133 @@ def test_an_idempotency_key_repeat_finds_the_message_after_collisions(db):
     assert store.newest_seq(room["_id"]) == 11
 
 
+def test_rooms_whose_names_share_a_prefix_keep_their_messages_apart(db):
+    """`_id` = `<room>/<seq>`: "r" and "r-1" (and "r_1") must never see each other's."""
+    base = new_room(db)
+    others = [store.create_room(f"{base['_id']}{suffix}") for suffix in ("-1", "_1", "1")]
+    post(base, 3)
+    for number, other in enumerate(others, start=1):
+        post(other, number)
+    assert seqs_of(store.read_after(base["_id"], 0, 50)) == [1, 2, 3]
+    assert {message["author"] for message in store.read_after(base["_id"], 0, 50)} == {"alice"}
+    assert [store.newest_seq(other["_id"]) for other in others] == [1, 2, 3]
+    assert store.newest_seq(base["_id"]) == 3
+
+
+def test_a_seq_keeps_its_twelve_digits_up_to_the_largest():
+    largest = 10**store.SEQ_DIGITS - 1
+    assert store.message_id("r", largest) == "r/" + "9" * store.SEQ_DIGITS
+    assert store.message_id("r", 1) == "r/" + "0" * (store.SEQ_DIGITS - 1) + "1"
+    assert store.seq_of({"_id": store.message_id("r", largest)}) == largest
+
+
+@pytest.mark.parametrize("count", [0, 1, store.LOOKAHEAD - 1, store.LOOKAHEAD, store.LOOKAHEAD + 1,
+                                   2 * store.LOOKAHEAD, 2 * store.LOOKAHEAD + 1])
+def test_the_newest_seq_is_exact_at_every_lookahead_window_edge(db, count):
+    room = new_room(db)
+    post(room, count)
+    assert store.newest_seq(room["_id"]) == count
+    assert store.newest_seq(room["_id"], known=count) == count
+    if count:
+        assert store.newest_seq(room["_id"], known=1) == count
+
+
+@pytest.mark.parametrize("limit", [1, store.LOOKAHEAD - 1, store.LOOKAHEAD, store.LOOKAHEAD + 1, 50, 200])
+def test_the_newest_page_has_the_last_messages_at_any_limit(db, limit):
+    room = new_room(db)
+    db.messages.insert_many([{"_id": store.message_id(room["_id"], seq), "author": "a", "text": "t",
+                              "created_at": store.utcnow()} for seq in range(1, 231)])
+    for hint in (230, 230 - store.LOOKAHEAD, 3):  # exact, a window behind, far behind
+        db.rooms.update_one({"_id": room["_id"]}, {"$set": {"last_seq": hint}})
+        newest = store.read_newest(store.find_room(room["_id"]), limit)
+        assert seqs_of(newest) == list(range(231 - limit, 231)), hint
+
+
+def test_ids_past_one_query_are_read_in_batches(db):
+    room = new_room(db)
+    count = 2 * store.MAX_IDS_PER_QUERY + 1
+    db.messages.insert_many([{"_id": store.message_id(room["_id"], seq), "author": "a", "text": "t",
+                              "created_at": store.utcnow()} for seq in range(1, count + 1)])
+    ids = [store.message_id(room["_id"], seq) for seq in range(1, count + 2)]  # and one that is not stored
+    assert sorted(seqs_of(store._find_by_ids(ids))) == list(range(1, count + 1))
+    assert store.newest_seq(room["_id"]) == count
+
+
+def test_an_idempotency_key_belongs_to_its_room_and_author(db):
+    room, other_room = new_room(db), new_room(db)
+    first = store.post_message(room["_id"], "alice", "hi", "same-key")
+    assert not store.post_message(room["_id"], "alice", "hi", "same-key").created
+    by_bob = store.post_message(room["_id"], "bob", "hi", "same-key")
+    elsewhere = store.post_message(other_room["_id"], "alice", "hi", "same-key")
+    assert by_bob.created and elsewhere.created
+    assert [store.seq_of(p.message) for p in (first, by_bob, elsewhere)] == [1, 2, 1]
+
+
+def test_an_abandoned_claim_is_taken_over(db):
+    """A claim with no message, older than CLAIM_ABANDONED, belongs to a request that died."""
+    room = new_room(db)
+    post(room, 2)
+    db.idempotency_keys.insert_one({"_id": f"{room['_id']}/alice/died", "owner": "a request that died",
+                                    "seqs": [3], "created_at": store.utcnow() - store.CLAIM_ABANDONED})
+    posted = store.post_message(room["_id"], "alice", "again", "died")
+    assert posted.created and store.seq_of(posted.message) == 3
+    assert not store.post_message(room["_id"], "alice", "again", "died").created
+
+
+def test_a_claim_still_in_flight_answers_409_after_the_wait(db, monkeypatch):
+    monkeypatch.setattr(store, "IN_FLIGHT_WAIT_SECONDS", 0.2)  # 5 s in service
+    room = new_room(db)
+    db.idempotency_keys.insert_one({"_id": f"{room['_id']}/alice/busy", "owner": "another request",
+                                    "seqs": [1], "created_at": store.utcnow()})
+    with pytest.raises(Problem) as refused:
+        store.post_message(room["_id"], "alice", "hi", "busy")
+    assert refused.value.status == 409 and refused.value.kind == "idempotency-key-in-use"
+    assert store.newest_seq(room["_id"]) == 0
+
+
+def test_a_key_older_than_the_window_stores_a_new_message(db):
+    room = new_room(db)
+    first = store.post_message(room["_id"], "alice", "hi", "old-key")
+    db.idempotency_keys.update_one({"_id": f"{room['_id']}/alice/old-key"},
+                                   {"$set": {"created_at": store.utcnow() - store.IDEMPOTENCY_WINDOW}})
+    again = store.post_message(room["_id"], "alice", "hi", "old-key")
+    assert again.created and store.seq_of(again.message) == store.seq_of(first.message) + 1
+
+
+def test_a_claim_of_the_earlier_layout_still_finds_its_message(db):
+    """Claims once held their one seq in `seq`, not the list `seqs`."""
+    room = new_room(db)
+    post(room, 4)
+    claim = f"{room['_id']}/alice/earlier"
+    db.messages.insert_one({"_id": store.message_id(room["_id"], 5), "author": "alice", "text": "then",
+                            "created_at": store.utcnow(), "idem": claim, "owner": "o1"})
+    db.idempotency_keys.insert_one({"_id": claim, "owner": "o1", "seq": 5, "created_at": store.utcnow()})
+    repeat = store.post_message(room["_id"], "alice", "then", "earlier")
+    assert not repeat.created and store.seq_of(repeat.message) == 5
+
+
+def test_a_message_under_another_owner_of_the_same_key_is_not_the_answer(db):
+    """A claim finds only the message its own owner stored: one left by an earlier,
+    removed claim of the same key does not count."""
+    room = new_room(db)
+    claim = f"{room['_id']}/alice/reused"
+    db.messages.insert_one({"_id": store.message_id(room["_id"], 1), "author": "alice", "text": "before",
+                            "created_at": store.utcnow(), "idem": claim, "owner": "gone"})
+    db.rooms.update_one({"_id": room["_id"]}, {"$set": {"last_seq": 1}})
+    db.idempotency_keys.insert_one({"_id": claim, "owner": "current", "seqs": [1],
+                                    "created_at": store.utcnow() - store.CLAIM_ABANDONED})
+    posted = store.post_message(room["_id"], "alice", "now", "reused")
+    assert posted.created and store.seq_of(posted.message) == 2 and posted.message["text"] == "now"
+
+
+def test_a_post_to_no_room_stores_nothing(db):
+    name = unique_name("none")
+    assert store.post_message(name, "alice", "hi", None) is None
+    assert store.post_message(name, "alice", "hi", "key") is None
+    assert db.idempotency_keys.find_one({"_id": f"{name}/alice/key"}) is None
+    assert store.read_after(name, 0, 50) == []
+
+
 def test_the_earlier_layout_is_moved_into_one_collection(db):
     room = new_room(db)
     for partition, seqs in ((0, range(1, 101)), (1, range(101, 131))):
@@ -174,16 +302,14 @@ class _Commands(pymongo.monitoring.CommandListener):
         pass
 
 
-def test_list_rooms_costs_one_query_plus_one_per_id_batch(database):
+def test_list_rooms_costs_one_query_plus_one_per_id_batch(apps, database):
     """The review's 25,000 rooms made GET /rooms one query per room: 11-16 s. Now it is the
     room list and one `$in` per MAX_IDS_PER_QUERY rooms, bounded by MAX_ROOMS."""
     commands = _Commands()
     pymongo.monitoring.register(commands)  # for clients made from here on: this test's app
-    uri = f"mongodb://127.0.0.1:{database.port}/chatsys_rooms_count"
-    pymongo.MongoClient(uri).drop_database("chatsys_rooms_count")
-    app = create_app(Settings(service="chat", port=4000, mongo_uri=uri))
+    app = apps.chat(fresh_database_uri(database, "chatsys_rooms_count"))
     with app.app_context():
-        for count in (10, 1000):
+        for count in (10, store.MAX_IDS_PER_QUERY, store.MAX_IDS_PER_QUERY + 1, 1000):
             have = len(store.list_rooms())
             store.database.db().rooms.insert_many(
                 [{"_id": unique_name("many"), "created_at": store.utcnow(), "last_seq": 0} for _ in range(count - have)])
