@@ -3,6 +3,7 @@
 Every failure leaves this module as a `ServiceError` carrying one line for the user:
 the problem's `detail`, or which service could not be reached.
 """
+
 from __future__ import annotations
 
 import secrets
@@ -61,9 +62,14 @@ class _SendRetry(Retry):
 
 
 def send_retry() -> Retry:
-    return _SendRetry(total=SEND_ATTEMPTS - 1, allowed_methods=frozenset({"POST"}),
-                      status_forcelist=frozenset(range(500, 600)), backoff_factor=SEND_BACKOFF_SECONDS,
-                      retry_after_max=SEND_RETRY_AFTER_MAX, raise_on_status=False)
+    return _SendRetry(
+        total=SEND_ATTEMPTS - 1,
+        allowed_methods=frozenset({"POST"}),
+        status_forcelist=frozenset(range(500, 600)),
+        backoff_factor=SEND_BACKOFF_SECONDS,
+        retry_after_max=SEND_RETRY_AFTER_MAX,
+        raise_on_status=False,
+    )
 
 
 @dataclass(frozen=True)
@@ -128,9 +134,19 @@ class ChatsysClient:
         self._http.close()
         self._sending.close()
 
-    def _request(self, service: str, method: str, path: str, *, authenticated: bool = True,
-                 json: dict | None = None, params: dict | None = None, headers: dict | None = None,
-                 timeout: tuple[float, float] = TIMEOUT, http: requests.Session | None = None) -> dict[str, Any]:
+    def _request(
+        self,
+        service: str,
+        method: str,
+        path: str,
+        *,
+        authenticated: bool = True,
+        json: dict | None = None,
+        params: dict | None = None,
+        headers: dict | None = None,
+        timeout: tuple[float, float] = TIMEOUT,
+        http: requests.Session | None = None,
+    ) -> dict[str, Any]:
         """The answer's JSON object ({} for an answer without a body), else a ServiceError."""
         base = self.urls.base(service)
         headers = dict(headers or {})
@@ -139,10 +155,10 @@ class ChatsysClient:
                 raise NotLoggedIn()
             headers["Authorization"] = f"Bearer {self.token}"
         try:
-            response = (http or self._http).request(method, base + path, json=json, params=params,
-                                                    headers=headers, timeout=timeout)
-        except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
-                requests.exceptions.InvalidSchema):
+            response = (http or self._http).request(
+                method, base + path, json=json, params=params, headers=headers, timeout=timeout
+            )
+        except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema, requests.exceptions.InvalidSchema):
             raise ServiceError(f"the {service} URL {base!r} is not a valid http(s) URL") from None
         except requests.RequestException:
             raise Unreachable(f"cannot reach the {service} service at {base}") from None
@@ -157,19 +173,22 @@ class ChatsysClient:
         except ValueError:
             body = None
         if not isinstance(body, dict):
-            raise ServiceError(f"the {service} service at {base} sent an answer that is not a JSON object",
-                               response.status_code)
+            raise ServiceError(
+                f"the {service} service at {base} sent an answer that is not a JSON object", response.status_code
+            )
         return body
 
     # login service
 
     def register(self, username: str, password: str) -> dict:
-        return self._request("login", "POST", "/users", authenticated=False,
-                             json={"username": username, "password": password})
+        return self._request(
+            "login", "POST", "/users", authenticated=False, json={"username": username, "password": password}
+        )
 
     def login(self, username: str, password: str) -> dict:
-        session = self._request("login", "POST", "/login", authenticated=False,
-                                json={"username": username, "password": password})
+        session = self._request(
+            "login", "POST", "/login", authenticated=False, json={"username": username, "password": password}
+        )
         self.token = session["token"]
         return session
 
@@ -195,12 +214,12 @@ class ChatsysClient:
     def create_room(self, name: str) -> dict:
         return self._request("chat", "POST", "/rooms", json={"name": name})
 
-    def messages(self, room: str, after: int | None = None, limit: int | None = None,
-                 wait: int | None = None) -> dict:
+    def messages(self, room: str, after: int | None = None, limit: int | None = None, wait: int | None = None) -> dict:
         """A page of messages; with `wait` (and `after`) the service may hold the request up
         to that many seconds until a message arrives (contract v1.1)."""
-        params = {name: value for name, value in (("after", after), ("limit", limit), ("wait", wait))
-                  if value is not None}
+        params = {
+            name: value for name, value in (("after", after), ("limit", limit), ("wait", wait)) if value is not None
+        }
         timeout = (TIMEOUT[0], TIMEOUT[1] + wait) if wait else TIMEOUT
         return self._request("chat", "GET", f"/rooms/{_segment(room)}/messages", params=params, timeout=timeout)
 
@@ -208,5 +227,11 @@ class ChatsysClient:
         """Post a message; on a network error or 5xx, post again with the same key, which the
         chat service stores at most once, so a lost answer never turns into a double post."""
         headers = {"Idempotency-Key": key or new_idempotency_key()}
-        return self._request("chat", "POST", f"/rooms/{_segment(room)}/messages", json={"text": text},
-                             headers=headers, http=self._sending)
+        return self._request(
+            "chat",
+            "POST",
+            f"/rooms/{_segment(room)}/messages",
+            json={"text": text},
+            headers=headers,
+            http=self._sending,
+        )

@@ -2,6 +2,7 @@
 
 Exit status: 0 done, 1 the request failed (one line on stderr says why), 2 bad usage.
 """
+
 from __future__ import annotations
 
 import math
@@ -99,8 +100,12 @@ def read_password(username: str, from_stdin: bool, confirm: bool = False) -> str
         return password
     try:
         # On stderr, like getpass on a terminal: standard output stays for the results.
-        return click.prompt(f"Password for {username}", hide_input=True, err=True,
-                            confirmation_prompt="Repeat the password" if confirm else False)
+        return click.prompt(
+            f"Password for {username}",
+            hide_input=True,
+            err=True,
+            confirmation_prompt="Repeat the password" if confirm else False,
+        )
     except click.Abort as aborted:
         if isinstance(aborted.__context__, EOFError):
             raise CliError("no password given") from None
@@ -140,43 +145,58 @@ class Seconds(click.FloatRange):
 def url_options(from_environment: bool) -> list[click.Option]:
     """--chat-url, --login-url, --profile-url. Accepted before the command (where the
     environment and the defaults apply) and after it (where a flag given wins)."""
-    return [click.Option([f"--{service}-url", f"{service}_url"], metavar="URL",
-                         envvar=f"CHATSYS_{service.upper()}_URL" if from_environment else None,
-                         default=default if from_environment else None,
-                         help=f"{service} service (env CHATSYS_{service.upper()}_URL, default {default})")
-            for service, default in DEFAULT_URLS.items()]
+    return [
+        click.Option(
+            [f"--{service}-url", f"{service}_url"],
+            metavar="URL",
+            envvar=f"CHATSYS_{service.upper()}_URL" if from_environment else None,
+            default=default if from_environment else None,
+            help=f"{service} service (env CHATSYS_{service.upper()}_URL, default {default})",
+        )
+        for service, default in DEFAULT_URLS.items()
+    ]
 
 
 def password_options() -> list[click.Parameter]:
-    return [click.Argument(["username"], metavar="USER", type=USERNAME),
-            click.Option(["--password-stdin"], is_flag=True,
-                         help="read the password from the first line of standard input (for scripts)")]
+    return [
+        click.Argument(["username"], metavar="USER", type=USERNAME),
+        click.Option(
+            ["--password-stdin"],
+            is_flag=True,
+            help="read the password from the first line of standard input (for scripts)",
+        ),
+    ]
 
 
 def _remember_urls(**urls: str) -> None:
     click.get_current_context().obj = urls
 
 
-cli = click.Group(PROG, params=url_options(from_environment=True), callback=_remember_urls,
-                  help="Terminal client of the chatsys chat service.",
-                  context_settings={"help_option_names": ["-h", "--help"]})
+cli = click.Group(
+    PROG,
+    params=url_options(from_environment=True),
+    callback=_remember_urls,
+    help="Terminal client of the chatsys chat service.",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 
 
 def resolve_urls(given: dict[str, str | None]) -> ServiceUrls:
     """Flag after the command, else the one before it, else CHATSYS_<SERVICE>_URL, else the
     contract's default port on this host."""
     before = click.get_current_context().find_root().obj or {}
-    return ServiceUrls(**{service: (given[f"{service}_url"] or before[f"{service}_url"]).rstrip("/")
-                          for service in DEFAULT_URLS})
+    return ServiceUrls(
+        **{service: (given[f"{service}_url"] or before[f"{service}_url"]).rstrip("/") for service in DEFAULT_URLS}
+    )
 
 
 def command(name: str, help_text: str, *params: click.Parameter):
     """Add `handler(context, **params)` to the command line as `name`: with the URL options,
     one line on stderr and exit status 1 for a failed request, and the client closed after."""
+
     def register(handler: Callable[..., int]) -> Callable[..., int]:
         def run(chat_url: str | None, login_url: str | None, profile_url: str | None, **values) -> int:
-            context = Context(resolve_urls({"chat_url": chat_url, "login_url": login_url,
-                                            "profile_url": profile_url}))
+            context = Context(resolve_urls({"chat_url": chat_url, "login_url": login_url, "profile_url": profile_url}))
             try:
                 return handler(context, **values)
             except (ServiceError, CliError, saved_session.SessionError) as error:
@@ -192,9 +212,17 @@ def command(name: str, help_text: str, *params: click.Parameter):
             finally:
                 context.client.close()
 
-        cli.add_command(click.Command(name, callback=run, params=[*params, *url_options(from_environment=False)],
-                                      help=help_text, short_help=help_text))
+        cli.add_command(
+            click.Command(
+                name,
+                callback=run,
+                params=[*params, *url_options(from_environment=False)],
+                help=help_text,
+                short_help=help_text,
+            )
+        )
         return handler
+
     return register
 
 
@@ -215,8 +243,10 @@ def cmd_login(context: Context, username: str, password_stdin: bool) -> int:
         path = saved_session.save(saved_session.Session(answer["username"], answer["token"], answer["expires_at"]))
     except OSError as error:
         raise CliError(f"logged in, but cannot save the session: {error}") from None
-    show(f"logged in as {answer['username']} until {local_time(answer['expires_at'], '%Y-%m-%d %H:%M')}"
-         f" (session in {path})")
+    show(
+        f"logged in as {answer['username']} until {local_time(answer['expires_at'], '%Y-%m-%d %H:%M')}"
+        f" (session in {path})"
+    )
     return EXIT_OK
 
 
@@ -266,19 +296,25 @@ def cmd_create_room(context: Context, name: str) -> int:
     return EXIT_OK
 
 
-@command("send", "post a message", click.Argument(["room"], metavar="ROOM", type=ROOM),
-         click.Argument(["text"], metavar="TEXT...", nargs=-1, required=True))
+@command(
+    "send",
+    "post a message",
+    click.Argument(["room"], metavar="ROOM", type=ROOM),
+    click.Argument(["text"], metavar="TEXT...", nargs=-1, required=True),
+)
 def cmd_send(context: Context, room: str, text: tuple[str, ...]) -> int:
     context.resume_session()
     show(message_line(context.client.send(room, " ".join(text))))
     return EXIT_OK
 
 
-@command("read", "print a room's messages: the newest, or those after a seq",
-         click.Argument(["room"], metavar="ROOM", type=ROOM),
-         click.Option(["--after"], type=click.IntRange(min=0), metavar="N", help="only messages with seq above N"),
-         click.Option(["--limit"], type=click.IntRange(1, MAX_PAGE), metavar="N",
-                      help="at most N messages (default 50)"))
+@command(
+    "read",
+    "print a room's messages: the newest, or those after a seq",
+    click.Argument(["room"], metavar="ROOM", type=ROOM),
+    click.Option(["--after"], type=click.IntRange(min=0), metavar="N", help="only messages with seq above N"),
+    click.Option(["--limit"], type=click.IntRange(1, MAX_PAGE), metavar="N", help="at most N messages (default 50)"),
+)
 def cmd_read(context: Context, room: str, after: int | None, limit: int | None) -> int:
     context.resume_session()
     page = context.client.messages(room, after=after, limit=limit)
@@ -289,15 +325,32 @@ def cmd_read(context: Context, room: str, after: int | None, limit: int | None) 
     return EXIT_OK
 
 
-@command("follow", "print a room's messages live as they arrive",
-         click.Argument(["room"], metavar="ROOM", type=ROOM),
-         click.Option(["--last"], type=click.IntRange(0, MAX_PAGE), default=20, metavar="N",
-                      help="show the newest N messages first (default 20)"),
-         click.Option(["--interval"], type=Seconds(positive=True), default=1.0, metavar="SECONDS",
-                      help="time between plain polls (default 1)"),
-         click.Option(["--poll"], is_flag=True, help="poll every --interval instead of long polls held by the service"),
-         click.Option(["--max-seconds"], type=Seconds(positive=False), metavar="SECONDS",
-                      help="stop after this long (default: until Ctrl-C)"))
+@command(
+    "follow",
+    "print a room's messages live as they arrive",
+    click.Argument(["room"], metavar="ROOM", type=ROOM),
+    click.Option(
+        ["--last"],
+        type=click.IntRange(0, MAX_PAGE),
+        default=20,
+        metavar="N",
+        help="show the newest N messages first (default 20)",
+    ),
+    click.Option(
+        ["--interval"],
+        type=Seconds(positive=True),
+        default=1.0,
+        metavar="SECONDS",
+        help="time between plain polls (default 1)",
+    ),
+    click.Option(["--poll"], is_flag=True, help="poll every --interval instead of long polls held by the service"),
+    click.Option(
+        ["--max-seconds"],
+        type=Seconds(positive=False),
+        metavar="SECONDS",
+        help="stop after this long (default: until Ctrl-C)",
+    ),
+)
 def cmd_follow(context: Context, room: str, last: int, interval: float, poll: bool, max_seconds: float | None) -> int:
     context.resume_session()
     client = context.client
@@ -359,21 +412,30 @@ def cmd_follow(context: Context, room: str, last: int, interval: float, poll: bo
         return EXIT_OK
 
 
-@command("profile", "show a profile (yours by default)",
-         click.Argument(["username"], metavar="[USER]", type=USERNAME, required=False))
+@command(
+    "profile",
+    "show a profile (yours by default)",
+    click.Argument(["username"], metavar="[USER]", type=USERNAME, required=False),
+)
 def cmd_profile(context: Context, username: str | None) -> int:
     current = context.resume_session()
     show_profile(context.client.profile(username or current.username))
     return EXIT_OK
 
 
-@command("profile-edit", "change your profile",
-         click.Option(["--display-name"], metavar="TEXT"),
-         click.Option(["--bio"], metavar="TEXT", help='"" clears it'),
-         click.Option(["--avatar-url"], metavar="URL", help='an http(s) URL; "" clears it'))
+@command(
+    "profile-edit",
+    "change your profile",
+    click.Option(["--display-name"], metavar="TEXT"),
+    click.Option(["--bio"], metavar="TEXT", help='"" clears it'),
+    click.Option(["--avatar-url"], metavar="URL", help='an http(s) URL; "" clears it'),
+)
 def cmd_profile_edit(context: Context, display_name: str | None, bio: str | None, avatar_url: str | None) -> int:
-    changes = {field: value for field, value in (("display_name", display_name), ("bio", bio),
-                                                 ("avatar_url", avatar_url)) if value is not None}
+    changes = {
+        field: value
+        for field, value in (("display_name", display_name), ("bio", bio), ("avatar_url", avatar_url))
+        if value is not None
+    }
     if not changes:
         raise click.UsageError("give at least one of --display-name, --bio, --avatar-url")
     current = context.resume_session()
@@ -382,8 +444,7 @@ def cmd_profile_edit(context: Context, display_name: str | None, bio: str | None
 
 
 def show_profile(profile: dict) -> None:
-    labels = [("username", "username"), ("display name", "display_name"), ("bio", "bio"),
-              ("avatar url", "avatar_url")]
+    labels = [("username", "username"), ("display name", "display_name"), ("bio", "bio"), ("avatar url", "avatar_url")]
     for label, field in labels:
         show(f"{label + ':':<14}{safe_text(profile[field], indent=14)}")
     show(f"{'updated:':<14}{local_time(profile['updated_at'], '%Y-%m-%d %H:%M:%S')}")

@@ -3,6 +3,7 @@
 The token is a password for as long as it lives, so the folder is 0700 and the file is
 created 0600 from its first byte (never written first and narrowed afterwards).
 """
+
 from __future__ import annotations
 
 import json
@@ -41,8 +42,9 @@ def load() -> Session | None:
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError, TypeError) as error:
-        raise SessionError(f"cannot read the session file {path} ({error.__class__.__name__}); "
-                           "run: python -m chat_client login USER") from None
+        raise SessionError(
+            f"cannot read the session file {path} ({error.__class__.__name__}); run: python -m chat_client login USER"
+        ) from None
 
 
 def save(session: Session) -> Path:

@@ -1,4 +1,5 @@
 """Chat service: rooms and their messages, stateless so that any number can run side by side."""
+
 from __future__ import annotations
 
 from service_kit.app import create_service_app

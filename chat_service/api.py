@@ -1,4 +1,5 @@
 """Routes of the chat service, as in the service contract."""
+
 from __future__ import annotations
 
 import re
@@ -100,13 +101,23 @@ def _refuse_if_too_many_rooms(settings) -> None:
     (ROOMS_PER_USER per ROOM_WINDOW_SECONDS) and in all (MAX_ROOMS). Requests racing each
     other can pass a limit by as many as run at once."""
     window = settings.room_window_seconds
-    if settings.rooms_per_user > 0 and \
-            store.rooms_created_since(g.username, utcnow() - timedelta(seconds=window)) >= settings.rooms_per_user:
-        raise Problem(429, "Too Many Requests", f"You may create {settings.rooms_per_user} rooms per {window} s; "
-                      "wait before creating another.", headers={"Retry-After": str(window)})
+    if (
+        settings.rooms_per_user > 0
+        and store.rooms_created_since(g.username, utcnow() - timedelta(seconds=window)) >= settings.rooms_per_user
+    ):
+        raise Problem(
+            429,
+            "Too Many Requests",
+            f"You may create {settings.rooms_per_user} rooms per {window} s; wait before creating another.",
+            headers={"Retry-After": str(window)},
+        )
     if settings.max_rooms > 0 and store.room_count() >= settings.max_rooms:
-        raise Problem(429, "Too Many Requests", f"The server holds its maximum of {settings.max_rooms} rooms.",
-                      headers={"Retry-After": str(window)})
+        raise Problem(
+            429,
+            "Too Many Requests",
+            f"The server holds its maximum of {settings.max_rooms} rooms.",
+            headers={"Retry-After": str(window)},
+        )
 
 
 @blueprint.post("/rooms/<room>/messages")
@@ -142,8 +153,9 @@ def read_messages(room: str):
         if not messages:
             existing = _existing_room(room)  # an empty page needs the room to exist; a full one proves it
             if wait:
-                messages = live.wait_for_messages(room, after, limit, wait, _client_gone,
-                                                  known=existing.get("last_seq", 0))
+                messages = live.wait_for_messages(
+                    room, after, limit, wait, _client_gone, known=existing.get("last_seq", 0)
+                )
     next_after = store.seq_of(messages[-1]) if messages else (after or 0)
     return jsonify(room=room, messages=[_message_view(m, room) for m in messages], next_after=next_after)
 

@@ -8,11 +8,12 @@ of each reading the same messages again. A request whose position the page does 
 reach reads from the database itself, so every answer is a contiguous run after its
 `after`, as without waiting.
 """
+
 from __future__ import annotations
 
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from flask import Flask, current_app
 
@@ -22,7 +23,7 @@ from service_kit.problems import unavailable
 # How many messages one poll reads at most; a longer burst is read by the requests.
 POLL_PAGE = 200
 
-_watchers: dict[str, "RoomWatcher"] = {}
+_watchers: dict[str, RoomWatcher] = {}
 _watchers_lock = threading.Lock()
 # Set when the process is told to stop: every wait ends at once with an empty page, so the
 # followers ask again, through HAProxy, of a server that is not going away.
@@ -95,7 +96,7 @@ class RoomWatcher:
                 self.changed.wait(min(remaining, 1.0))
             page = self.page
         if page and store.seq_of(page[0]) <= after + 1 <= store.seq_of(page[-1]):
-            return page[after + 1 - store.seq_of(page[0]):][:limit]
+            return page[after + 1 - store.seq_of(page[0]) :][:limit]
         return store.read_after(self.room, after, limit)
 
 
@@ -105,8 +106,9 @@ def is_watched(room: str) -> bool:
         return room in _watchers
 
 
-def wait_for_messages(room: str, after: int, limit: int, seconds: float, client_gone: Callable[[], bool],
-                      known: int = 0) -> list[dict]:
+def wait_for_messages(
+    room: str, after: int, limit: int, seconds: float, client_gone: Callable[[], bool], known: int = 0
+) -> list[dict]:
     """Hold the request until the room has messages after `after` (any chat server may
     store them) or `seconds` pass. `known` is a seq known to be stored, where a new
     watcher starts looking for the newest."""

@@ -18,6 +18,7 @@ earlier: a reader can never see 7 while 6 is still on its way. Servers racing fo
 same k collide on `_id`; the loser looks up the newest seq and tries the next one. Nothing relies on transactions or
 on atomic read-modify-write updates, which FerretDB's SQLite backend does not provide.
 """
+
 from __future__ import annotations
 
 import re
@@ -73,7 +74,11 @@ def seq_of(message: dict) -> int:
 def ensure_schema() -> None:
     db = database.db()
     db.idempotency_keys.create_index([("created_at", ASCENDING)])
-    db.rooms.create_index([("created_by", ASCENDING), ("created_at", ASCENDING)])
+    # Room creations are counted in a collection of their own: `rooms` is updated on every
+    # post (last_seq), and a secondary index there would be kept up on every post too.
+    db.room_creations.create_index([("creator", ASCENDING), ("at", ASCENDING)])
+    if "created_by_1_created_at_1" in db.rooms.index_information():
+        db.rooms.drop_index("created_by_1_created_at_1")  # this layout's first cut had one
     migrate_partitions()
     find_room(LOBBY)
 
@@ -110,6 +115,7 @@ def create_room(name: str, creator: str | None = None) -> dict | None:
     room = {"_id": name, "created_at": utcnow(), "last_seq": 0}
     if creator is not None:
         room["created_by"] = creator
+        database.db().room_creations.insert_one({"creator": creator, "at": room["created_at"]})
     try:
         database.db().rooms.insert_one(room)
     except DuplicateKeyError:
@@ -118,7 +124,8 @@ def create_room(name: str, creator: str | None = None) -> dict | None:
 
 
 def rooms_created_since(creator: str, since) -> int:
-    return database.db().rooms.count_documents({"created_by": creator, "created_at": {"$gt": since}})
+    forget_old_room_creations()
+    return database.db().room_creations.count_documents({"creator": creator, "at": {"$gt": since}})
 
 
 def room_count() -> int:
@@ -128,7 +135,7 @@ def room_count() -> int:
 def _find_by_ids(ids: list[str], projection: dict | None = None) -> list[dict]:
     found = []
     for start in range(0, len(ids), MAX_IDS_PER_QUERY):
-        found += _messages().find({"_id": {"$in": ids[start:start + MAX_IDS_PER_QUERY]}}, projection)
+        found += _messages().find({"_id": {"$in": ids[start : start + MAX_IDS_PER_QUERY]}}, projection)
     return found
 
 
@@ -227,7 +234,8 @@ class _Claim:
         """Insert the claim, with `seq` as its first attempt; False when the key is claimed."""
         try:
             database.db().idempotency_keys.insert_one(
-                {"_id": self.id, "owner": self.owner, "seqs": [seq], "created_at": utcnow()})
+                {"_id": self.id, "owner": self.owner, "seqs": [seq], "created_at": utcnow()}
+            )
         except DuplicateKeyError:
             return False
         return True
@@ -270,8 +278,13 @@ def _resolve_existing_claim(claim: _Claim) -> dict | None:
             keys.delete_one({"_id": claim.id, "owner": existing["owner"]})
             return None
         if time.monotonic() > deadline:
-            raise Problem(409, "Conflict", "A request with this Idempotency-Key is still being processed.",
-                          kind="idempotency-key-in-use", headers={"Retry-After": "1"})
+            raise Problem(
+                409,
+                "Conflict",
+                "A request with this Idempotency-Key is still being processed.",
+                kind="idempotency-key-in-use",
+                headers={"Retry-After": "1"},
+            )
         time.sleep(0.1)
 
 
@@ -280,6 +293,17 @@ def _forget_old_claims() -> None:
 
 
 forget_old_claims = Every(3600, _forget_old_claims)
+
+# How long a room creation counts against its creator's limit at most (ROOM_WINDOW_SECONDS
+# may be shorter; a longer window than this counts a day).
+ROOM_CREATIONS_KEPT = timedelta(days=1)
+
+
+def _forget_old_room_creations() -> None:
+    database.db().room_creations.delete_many({"at": {"$lt": utcnow() - ROOM_CREATIONS_KEPT}})
+
+
+forget_old_room_creations = Every(3600, _forget_old_room_creations)
 
 
 def post_message(name: str, author: str, text: str, idempotency_key: str | None) -> Posted | None:
@@ -330,5 +354,10 @@ def _store(name: str, author: str, text: str, seq: int, claim: _Claim | None) ->
 
 
 def message_view(message: dict, room: str) -> dict:
-    return {"room": room, "seq": seq_of(message), "author": message["author"], "text": message["text"],
-            "created_at": message["created_at"]}
+    return {
+        "room": room,
+        "seq": seq_of(message),
+        "author": message["author"],
+        "text": message["text"],
+        "created_at": message["created_at"],
+    }

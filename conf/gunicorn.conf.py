@@ -3,6 +3,7 @@
 Used the same way by the scripts, the systemd units and the containers:
     gunicorn -c conf/gunicorn.conf.py chat_service.wsgi:app
 """
+
 import os
 import signal
 import socket

@@ -1,11 +1,12 @@
 """Command line of the load-test tools (called by scripts/scale_test.sh; usable by hand).
 
-  python -m loadtest step RUN_DIR [--arrival-rate R]  one run's steady-state figures, one line
-  python -m loadtest max RESULTS_DIR SERIES       the series' maximum (req/s) and its threads, or 0 0
-  python -m loadtest report RESULTS_DIR           write summary.csv/.md, steps.csv, plots; print
-  python -m loadtest monitor --out FILE GROUP...  sample CPU (GROUP = NAME=PID or NAME=PID:TEXT)
-  python -m loadtest reset-db MONGO_URI           empty the database the URI names
+python -m loadtest step RUN_DIR [--arrival-rate R]  one run's steady-state figures, one line
+python -m loadtest max RESULTS_DIR SERIES       the series' maximum (req/s) and its threads, or 0 0
+python -m loadtest report RESULTS_DIR           write summary.csv/.md, steps.csv, plots; print
+python -m loadtest monitor --out FILE GROUP...  sample CPU (GROUP = NAME=PID or NAME=PID:TEXT)
+python -m loadtest reset-db MONGO_URI           empty the database the URI names
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,9 +21,11 @@ def _step(args) -> int:
     if figures is None:
         print("no steady-state samples")
         return 1
-    print(f"{figures.throughput:.1f} req/s ok, sent {figures.sent_rate:.1f}/s, p50 {figures.p50_ms:.0f} ms, "
-          f"p95 {figures.p95_ms:.0f} ms, p99 {figures.p99_ms:.0f} ms, errors {figures.error_rate:.2%} "
-          f"over {figures.seconds:.1f} s" + ("" if figures.qualifies else "  (cannot count as a maximum)"))
+    print(
+        f"{figures.throughput:.1f} req/s ok, sent {figures.sent_rate:.1f}/s, p50 {figures.p50_ms:.0f} ms, "
+        f"p95 {figures.p95_ms:.0f} ms, p99 {figures.p99_ms:.0f} ms, errors {figures.error_rate:.2%} "
+        f"over {figures.seconds:.1f} s" + ("" if figures.qualifies else "  (cannot count as a maximum)")
+    )
     return 0
 
 
@@ -73,8 +76,9 @@ def _reset_db(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m loadtest", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m loadtest", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     step = commands.add_parser("step", help="one run's steady-state figures")
     step.add_argument("run_dir")
@@ -89,8 +93,12 @@ def main(argv: list[str] | None = None) -> int:
     build.add_argument("--no-plots", action="store_true")
     build.set_defaults(run=_report)
     for command in (step, maximum, build):
-        command.add_argument("--settle-ms", type=int, default=samples.SETTLE_MS,
-                             help="start the steady window this long after the last setup request")
+        command.add_argument(
+            "--settle-ms",
+            type=int,
+            default=samples.SETTLE_MS,
+            help="start the steady window this long after the last setup request",
+        )
     monitor = commands.add_parser("monitor", help="sample CPU of process groups until SIGTERM")
     monitor.add_argument("--out", required=True)
     monitor.add_argument("--interval", type=float, default=1.0)

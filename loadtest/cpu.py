@@ -8,6 +8,7 @@ master and its workers) or the processes below PID whose command line contains a
 The monitor writes one row per process and sample (time, group, pid, cpu_seconds), so a
 process that ends or starts between samples still counts for the time it was seen.
 """
+
 from __future__ import annotations
 
 import csv
@@ -126,8 +127,9 @@ def _value_at(points: list[tuple[float, float]], moment: float, monitor_start: f
     return points[-1][1]
 
 
-def cores_in_window(series: dict[tuple[str, int], list[tuple[float, float]]], start: float, end: float,
-                    interval: float = 1.0) -> dict[str, float]:
+def cores_in_window(
+    series: dict[tuple[str, int], list[tuple[float, float]]], start: float, end: float, interval: float = 1.0
+) -> dict[str, float]:
     """Group -> average cores used between start and end (epoch seconds)."""
     if end <= start or not series:
         return {}

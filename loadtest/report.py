@@ -10,6 +10,7 @@ Output: steps.csv (every run), summary.csv (the maximum per series), summary.md,
 scaling.png (max throughput and p95 against servers) and open_model.png (p99 against
 offered load).
 """
+
 from __future__ import annotations
 
 import csv
@@ -93,8 +94,16 @@ def load_runs(results_dir: Path, settle_ms: int = SETTLE_MS) -> list[Run]:
     runs = []
     with open(results_dir / "runs.csv", newline="") as handle:
         for row in csv.DictReader(handle):
-            run = Run(row["series"], _number(row["servers"], int), row["phase"], _number(row["threads"], int),
-                      _number(row["arrival_rate"]), _number(row["fraction"]), row["dir"], row["status"])
+            run = Run(
+                row["series"],
+                _number(row["servers"], int),
+                row["phase"],
+                _number(row["threads"], int),
+                _number(row["arrival_rate"]),
+                _number(row["fraction"]),
+                row["dir"],
+                row["status"],
+            )
             if run.status == "ok":
                 rate = run.arrival_rate if run.phase == "open" else None
                 run.figures = figures_of_run(results_dir / run.dir, settle_ms, rate)
@@ -104,8 +113,9 @@ def load_runs(results_dir: Path, settle_ms: int = SETTLE_MS) -> list[Run]:
         series = cpu.read_series(cpu_file)
         for run in runs:
             if run.figures is not None:
-                run.cores = cpu.cores_in_window(series, run.figures.window_start_ms / 1000,
-                                                run.figures.window_end_ms / 1000)
+                run.cores = cpu.cores_in_window(
+                    series, run.figures.window_start_ms / 1000, run.figures.window_end_ms / 1000
+                )
     return runs
 
 
@@ -147,13 +157,16 @@ def limit_reading(run: Run, info: dict[str, str]) -> str:
             readings.append(f"chat servers at their CPU cap ({run.chat_cores:.2f} of {limit:.2f} cores)")
     machine = run.cores.get(cpu.MACHINE)
     if cores and machine is not None and machine >= SATURATED * cores:
-        ranked = sorted(((value, group) for group, value in _grouped(run).items() if group != cpu.MACHINE),
-                        reverse=True)[:3]
+        ranked = sorted(
+            ((value, group) for group, value in _grouped(run).items() if group != cpu.MACHINE), reverse=True
+        )[:3]
         names = ", ".join(f"{group} {value:.2f}" for value, group in ranked)
         readings.append(f"machine CPU saturated ({machine:.2f} of {cores:.0f} cores busy; most: {names})")
     if not readings:
-        readings.append("no CPU limit reached: requests wait on something else "
-                        "(database writes, seq collisions in the one room, queues)")
+        readings.append(
+            "no CPU limit reached: requests wait on something else "
+            "(database writes, seq collisions in the one room, queues)"
+        )
     return "; ".join(readings)
 
 
@@ -184,8 +197,22 @@ def _servers_text(value: int | None) -> str:
 
 # --- files ---------------------------------------------------------------------------
 
-STEP_COLUMNS = ["series", "servers", "phase", "threads", "offered_rps", "sent_rps", "throughput_rps",
-                "p50_ms", "p95_ms", "p99_ms", "mean_ms", "error_rate", "window_s", "status"]
+STEP_COLUMNS = [
+    "series",
+    "servers",
+    "phase",
+    "threads",
+    "offered_rps",
+    "sent_rps",
+    "throughput_rps",
+    "p50_ms",
+    "p95_ms",
+    "p99_ms",
+    "mean_ms",
+    "error_rate",
+    "window_s",
+    "status",
+]
 
 
 def write_steps_csv(runs: list[Run], path: Path) -> None:
@@ -195,18 +222,39 @@ def write_steps_csv(runs: list[Run], path: Path) -> None:
         writer.writerow(STEP_COLUMNS + [f"cpu_{group}" for group in groups] + ["dir"])
         for run in runs:
             f = run.figures
-            row = [run.series, run.servers or "", run.phase, run.threads or "", _fmt(run.arrival_rate, "{:.1f}", ""),
-                   _fmt(f and f.sent_rate, "{:.2f}", ""), _fmt(f and f.throughput, "{:.2f}", ""),
-                   _fmt(f and f.p50_ms, "{:.0f}", ""), _fmt(f and f.p95_ms, "{:.0f}", ""),
-                   _fmt(f and f.p99_ms, "{:.0f}", ""), _fmt(f and f.mean_ms, "{:.1f}", ""),
-                   _fmt(f and f.error_rate, "{:.4f}", ""), _fmt(f and f.seconds, "{:.1f}", ""),
-                   run.status if f else "no data"]
+            row = [
+                run.series,
+                run.servers or "",
+                run.phase,
+                run.threads or "",
+                _fmt(run.arrival_rate, "{:.1f}", ""),
+                _fmt(f and f.sent_rate, "{:.2f}", ""),
+                _fmt(f and f.throughput, "{:.2f}", ""),
+                _fmt(f and f.p50_ms, "{:.0f}", ""),
+                _fmt(f and f.p95_ms, "{:.0f}", ""),
+                _fmt(f and f.p99_ms, "{:.0f}", ""),
+                _fmt(f and f.mean_ms, "{:.1f}", ""),
+                _fmt(f and f.error_rate, "{:.4f}", ""),
+                _fmt(f and f.seconds, "{:.1f}", ""),
+                run.status if f else "no data",
+            ]
             row += [_fmt(run.cores.get(group), "{:.3f}", "") for group in groups]
             writer.writerow(row + [run.dir])
 
 
-SUMMARY_COLUMNS = ["series", "servers", "cpu_cap_cores", "threads", "max_rps", "p50_ms", "p95_ms", "p99_ms",
-                   "error_rate", "speedup", "efficiency"]
+SUMMARY_COLUMNS = [
+    "series",
+    "servers",
+    "cpu_cap_cores",
+    "threads",
+    "max_rps",
+    "p50_ms",
+    "p95_ms",
+    "p99_ms",
+    "error_rate",
+    "speedup",
+    "efficiency",
+]
 
 
 def write_summary_csv(maxima: list[Maximum], info: dict[str, str], path: Path) -> None:
@@ -215,32 +263,50 @@ def write_summary_csv(maxima: list[Maximum], info: dict[str, str], path: Path) -
         writer.writerow(SUMMARY_COLUMNS)
         for m in maxima:
             f = m.run.figures if m.run else None
-            writer.writerow([m.series, m.servers or "", info.get("cap_cores_applied", ""),
-                             m.run.threads if m.run else "", _fmt(f and f.throughput, "{:.2f}", ""),
-                             _fmt(f and f.p50_ms, "{:.0f}", ""), _fmt(f and f.p95_ms, "{:.0f}", ""),
-                             _fmt(f and f.p99_ms, "{:.0f}", ""), _fmt(f and f.error_rate, "{:.4f}", ""),
-                             _fmt(m.speedup, "{:.3f}", ""), _fmt(m.efficiency, "{:.3f}", "")])
+            writer.writerow(
+                [
+                    m.series,
+                    m.servers or "",
+                    info.get("cap_cores_applied", ""),
+                    m.run.threads if m.run else "",
+                    _fmt(f and f.throughput, "{:.2f}", ""),
+                    _fmt(f and f.p50_ms, "{:.0f}", ""),
+                    _fmt(f and f.p95_ms, "{:.0f}", ""),
+                    _fmt(f and f.p99_ms, "{:.0f}", ""),
+                    _fmt(f and f.error_rate, "{:.4f}", ""),
+                    _fmt(m.speedup, "{:.3f}", ""),
+                    _fmt(m.efficiency, "{:.3f}", ""),
+                ]
+            )
 
 
 def summary_table(maxima: list[Maximum]) -> list[str]:
-    lines = ["| servers | max req/s | at threads | p50 ms | p95 ms | p99 ms | errors | speed-up | efficiency |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| servers | max req/s | at threads | p50 ms | p95 ms | p99 ms | errors | speed-up | efficiency |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for m in maxima:
         if m.run is None:
-            lines.append(f"| {_servers_text(m.servers) if m.servers else m.series} | no step under "
-                         f"{MAX_ERROR_RATE:.0%} errors | | | | | | | |")
+            lines.append(
+                f"| {_servers_text(m.servers) if m.servers else m.series} | no step under "
+                f"{MAX_ERROR_RATE:.0%} errors | | | | | | | |"
+            )
             continue
         f = m.run.measured
-        lines.append(f"| {_servers_text(m.servers) if m.servers else m.series} | {f.throughput:.1f} | {m.run.threads} "
-                     f"| {f.p50_ms:.0f} | {f.p95_ms:.0f} | {f.p99_ms:.0f} | {_percent(f.error_rate)} "
-                     f"| {_fmt(m.speedup, '{:.2f}x')} | {_fmt(m.efficiency, '{:.2f}')} |")
+        lines.append(
+            f"| {_servers_text(m.servers) if m.servers else m.series} | {f.throughput:.1f} | {m.run.threads} "
+            f"| {f.p50_ms:.0f} | {f.p95_ms:.0f} | {f.p99_ms:.0f} | {_percent(f.error_rate)} "
+            f"| {_fmt(m.speedup, '{:.2f}x')} | {_fmt(m.efficiency, '{:.2f}')} |"
+        )
     return lines
 
 
 def cpu_table(maxima: list[Maximum], info: dict[str, str]) -> list[str]:
-    lines = ["| servers | req/s | chat servers (each) | ferretdb | haproxy | login | jmeter | machine busy | "
-             "other | ferretdb ms/req | chat ms/req | reading |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| servers | req/s | chat servers (each) | ferretdb | haproxy | login | jmeter | machine busy | "
+        "other | ferretdb ms/req | chat ms/req | reading |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for m in maxima:
         run = m.run
         if run is None or not run.cores:
@@ -257,19 +323,24 @@ def cpu_table(maxima: list[Maximum], info: dict[str, str]) -> list[str]:
             f"| {_fmt(grouped.get('other'), '{:.2f}')} "
             f"| {_fmt(grouped.get('ferretdb', math.nan) * 1000 / rate if 'ferretdb' in grouped else None)} "
             f"| {_fmt(grouped.get('chat', math.nan) * 1000 / rate if 'chat' in grouped else None)} "
-            f"| {limit_reading(run, info)} |")
+            f"| {limit_reading(run, info)} |"
+        )
     return lines
 
 
 def open_table(runs: list[Run], maxima: list[Maximum]) -> list[str]:
     best = {m.series: m.run.measured.throughput for m in maxima if m.run}
-    lines = ["| servers | offered req/s | of max | sent req/s | succeeded req/s | p50 ms | p95 ms | p99 ms | errors "
-             "| note |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| servers | offered req/s | of max | sent req/s | succeeded req/s | p50 ms | p95 ms | p99 ms | errors "
+        "| note |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     rows = [r for r in runs if r.phase == "open"]
     for run in rows:
         f = run.figures
-        share = run.fraction or (run.arrival_rate / best[run.series] if run.arrival_rate and best.get(run.series)
-                                 else None)
+        share = run.fraction or (
+            run.arrival_rate / best[run.series] if run.arrival_rate and best.get(run.series) else None
+        )
         name = _servers_text(run.servers) if run.servers else run.series
         if f is None:
             lines.append(f"| {name} | {_fmt(run.arrival_rate)} | {_percent(share)} | failed | | | | | | |")
@@ -277,10 +348,12 @@ def open_table(runs: list[Run], maxima: list[Maximum]) -> list[str]:
         note = ""
         if run.arrival_rate and f.sent_rate < KEPT_UP * run.arrival_rate:
             note = "did not keep up: latency here is a lower bound"
-        lines.append(f"| {name} | {_fmt(run.arrival_rate)} | {_fmt(share and share * 100, '{:.0f} %')} "
-                     f"| {f.sent_rate:.1f} | {f.throughput:.1f} | {_fmt(f.p50_ms, '{:.0f}')} "
-                     f"| {_fmt(f.p95_ms, '{:.0f}')} | {_fmt(f.p99_ms, '{:.0f}')} | {_percent(f.error_rate)} "
-                     f"| {note} |")
+        lines.append(
+            f"| {name} | {_fmt(run.arrival_rate)} | {_fmt(share and share * 100, '{:.0f} %')} "
+            f"| {f.sent_rate:.1f} | {f.throughput:.1f} | {_fmt(f.p50_ms, '{:.0f}')} "
+            f"| {_fmt(f.p95_ms, '{:.0f}')} | {_fmt(f.p99_ms, '{:.0f}')} | {_percent(f.error_rate)} "
+            f"| {note} |"
+        )
     return lines if rows else []
 
 
@@ -293,8 +366,10 @@ def threads_table(runs: list[Run]) -> list[str]:
         return []
     by_key = {(r.series, r.threads): r for r in closed}
     baseline = next((r.series for r in closed if r.servers == 1), None)
-    lines = ["| threads | " + " | ".join(_series_label(closed, name) for name in names) + " |",
-             "|---|" + "---|" * len(names)]
+    lines = [
+        "| threads | " + " | ".join(_series_label(closed, name) for name in names) + " |",
+        "|---|" + "---|" * len(names),
+    ]
     for threads in sorted({r.threads for r in closed if r.threads is not None}):
         cells = []
         base = by_key.get((baseline, threads)) if baseline is not None else None
@@ -321,19 +396,33 @@ def _series_label(runs: list[Run], series: str) -> str:
 def steps_table(runs: list[Run]) -> list[str]:
     groups = sorted(g for g in {g for r in runs for g in _grouped(r)} if g != "other")
     per_request = [group for group in ("chat", "ferretdb", "jmeter") if group in groups]
-    header = "| servers | model | threads | offered | window s | req/s | p50 | p95 | p99 | errors | " + \
-             " | ".join(f"{group} cores" for group in groups) + "".join(f" | {group} ms/req" for group in per_request) + " |"
+    header = (
+        "| servers | model | threads | offered | window s | req/s | p50 | p95 | p99 | errors | "
+        + " | ".join(f"{group} cores" for group in groups)
+        + "".join(f" | {group} ms/req" for group in per_request)
+        + " |"
+    )
     lines = [header, "|" + "---|" * (10 + len(groups) + len(per_request))]
     for run in runs:
         f = run.figures
         grouped = _grouped(run)
-        cells = [_servers_text(run.servers) if run.servers else run.series, run.phase, _fmt(run.threads, "{}"),
-                 _fmt(run.arrival_rate, "{:.0f}")]
+        cells = [
+            _servers_text(run.servers) if run.servers else run.series,
+            run.phase,
+            _fmt(run.threads, "{}"),
+            _fmt(run.arrival_rate, "{:.0f}"),
+        ]
         if f is None:
             cells += ["", "failed" if run.status != "ok" else "no steady window", "", "", "", ""]
         else:
-            cells += [f"{f.seconds:.1f}", f"{f.throughput:.1f}", _fmt(f.p50_ms, "{:.0f}"), _fmt(f.p95_ms, "{:.0f}"),
-                      _fmt(f.p99_ms, "{:.0f}"), _percent(f.error_rate)]
+            cells += [
+                f"{f.seconds:.1f}",
+                f"{f.throughput:.1f}",
+                _fmt(f.p50_ms, "{:.0f}"),
+                _fmt(f.p95_ms, "{:.0f}"),
+                _fmt(f.p99_ms, "{:.0f}"),
+                _percent(f.error_rate),
+            ]
         cells += [_fmt(grouped.get(group), "{:.2f}") for group in groups]
         rate = f.throughput if f is not None else 0.0
         cells += [_fmt(grouped[group] * 1000 / rate if rate and group in grouped else None) for group in per_request]
@@ -351,60 +440,86 @@ def _open_settings(info: dict[str, str]) -> str:
     return f"open model at {shares} of each maximum, {info.get('open_duration', '')} s, users: {users}"
 
 
-def write_summary_md(runs: list[Run], maxima: list[Maximum], info: dict[str, str], path: Path,
-                     plots: list[str]) -> None:
+def write_summary_md(
+    runs: list[Run], maxima: list[Maximum], info: dict[str, str], path: Path, plots: list[str]
+) -> None:
     cap_line = {
         "off": "none (not requested)",
         "none": f"requested {info.get('cap_cores_requested')} core, NOT APPLIED: no usable cgroup "
-                f"({info.get('cap_reason', '')}); the servers shared the machine's CPU freely",
-    }.get(info.get("cap_mode", "off"),
-          f"{info.get('cap_cores_applied')} core per chat server (cgroup {info.get('cap_mode')}, "
-          f"gunicorn master and workers of each server in their own cgroup)")
-    lines = [f"# Chat scale test, {info.get('started', '')}", "",
-             f"- command: `{info.get('command', '')}`",
-             f"- machine: {info.get('cores', '?')} cores ({info.get('cpu_model', '?')}), "
-             f"{info.get('memory', '?')}, kernel {info.get('kernel', '?')}; JMeter runs on the same machine",
-             f"- target: {info.get('target_description', '')}",
-             f"- chat server CPU cap: {cap_line}",
-             f"- database: {info.get('database_reset', '')}",
-             f"- steps: closed model, threads {info.get('threads', '')}, {info.get('duration', '')} s each "
-             f"(ramp-up {info.get('rampup', '')} s), warm-up {info.get('warmup', '')} s per series; "
-             f"{_open_settings(info)}; plan properties {info.get('plan_properties', '') or 'defaults'}",
-             "", "Throughput counts successful \"post message\" and \"read messages\" requests per second of "
-             "the steady window (from one second after every virtual user finished register, login and "
-             "read latest, until "
-             "the last request). The maximum of a series is its closed-model step with the highest "
-             f"throughput among those with fewer than {MAX_ERROR_RATE:.0%} failed requests (and a steady "
-             f"window of {MIN_WINDOW_MS / 1000:.0f} s at least). Percentiles are "
-             "nearest-rank over all steady-window requests. Speed-up = max / max with one server; "
-             "efficiency = speed-up / servers.", "",
-             "## Maximum throughput", ""] + summary_table(maxima)
+        f"({info.get('cap_reason', '')}); the servers shared the machine's CPU freely",
+    }.get(
+        info.get("cap_mode", "off"),
+        f"{info.get('cap_cores_applied')} core per chat server (cgroup {info.get('cap_mode')}, "
+        f"gunicorn master and workers of each server in their own cgroup)",
+    )
+    lines = [
+        f"# Chat scale test, {info.get('started', '')}",
+        "",
+        f"- command: `{info.get('command', '')}`",
+        f"- machine: {info.get('cores', '?')} cores ({info.get('cpu_model', '?')}), "
+        f"{info.get('memory', '?')}, kernel {info.get('kernel', '?')}; JMeter runs on the same machine",
+        f"- target: {info.get('target_description', '')}",
+        f"- chat server CPU cap: {cap_line}",
+        f"- database: {info.get('database_reset', '')}",
+        f"- steps: closed model, threads {info.get('threads', '')}, {info.get('duration', '')} s each "
+        f"(ramp-up {info.get('rampup', '')} s), warm-up {info.get('warmup', '')} s per series; "
+        f"{_open_settings(info)}; plan properties {info.get('plan_properties', '') or 'defaults'}",
+        "",
+        'Throughput counts successful "post message" and "read messages" requests per second of '
+        "the steady window (from one second after every virtual user finished register, login and "
+        "read latest, until "
+        "the last request). The maximum of a series is its closed-model step with the highest "
+        f"throughput among those with fewer than {MAX_ERROR_RATE:.0%} failed requests (and a steady "
+        f"window of {MIN_WINDOW_MS / 1000:.0f} s at least). Percentiles are "
+        "nearest-rank over all steady-window requests. Speed-up = max / max with one server; "
+        "efficiency = speed-up / servers.",
+        "",
+        "## Maximum throughput",
+        "",
+    ] + summary_table(maxima)
     by_threads = threads_table(runs)
     if by_threads:
-        lines += ["", "## Throughput at each thread count", "",
-                  "Each read returns what the room received since the user's last read, so work per "
-                  "request grows with the number of users: this compares series at equal users.",
-                  ""] + by_threads
+        lines += [
+            "",
+            "## Throughput at each thread count",
+            "",
+            "Each read returns what the room received since the user's last read, so work per "
+            "request grows with the number of users: this compares series at equal users.",
+            "",
+        ] + by_threads
     cpu_lines = cpu_table(maxima, info)
     if len(cpu_lines) > 2:
-        lines += ["", "## What limited throughput: CPU at the maximum (cores, averaged over the steady window)", "",
-                  "`machine busy` is all CPU in use on the machine; `other` is the part no process of this "
-                  "test accounts for (other users of the machine, the kernel). `ms/req` is CPU "
-                  "milliseconds per successful request.", ""] + cpu_lines
+        lines += [
+            "",
+            "## What limited throughput: CPU at the maximum (cores, averaged over the steady window)",
+            "",
+            "`machine busy` is all CPU in use on the machine; `other` is the part no process of this "
+            "test accounts for (other users of the machine, the kernel). `ms/req` is CPU "
+            "milliseconds per successful request.",
+            "",
+        ] + cpu_lines
     table = open_table(runs, maxima)
     if table:
-        lines += ["", "## Open model: latency against offered load", "",
-                  "Requests arrive at a fixed rate (Poisson instants) whatever the response times, so "
-                  "slow answers cannot hold back the load (no coordinated omission) as long as `sent` "
-                  "keeps up with `offered`. When it falls short, every user of the pool was busy or the "
-                  "system could not absorb the load: requests then started late, and the latencies "
-                  "shown are lower bounds. The window of an open run starts once the arrivals that fell "
-                  "due during the users' setup have gone out.", ""] + table
+        lines += [
+            "",
+            "## Open model: latency against offered load",
+            "",
+            "Requests arrive at a fixed rate (Poisson instants) whatever the response times, so "
+            "slow answers cannot hold back the load (no coordinated omission) as long as `sent` "
+            "keeps up with `offered`. When it falls short, every user of the pool was busy or the "
+            "system could not absorb the load: requests then started late, and the latencies "
+            "shown are lower bounds. The window of an open run starts once the arrivals that fell "
+            "due during the users' setup have gone out.",
+            "",
+        ] + table
     lines += ["", "## Every step", ""] + steps_table(runs)
     if plots:
         lines += [""] + [f"![{name}]({name})" for name in plots]
-    lines += ["", "Each run's JMeter dashboard: `<series>/<step>/dashboard/index.html` next to this file "
-              "(not kept in docs/results)."]
+    lines += [
+        "",
+        "Each run's JMeter dashboard: `<series>/<step>/dashboard/index.html` next to this file "
+        "(not kept in docs/results).",
+    ]
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -412,6 +527,7 @@ def plot_scaling(runs: list[Run], maxima: list[Maximum], path: Path, info: dict[
     cap = (info or {}).get("cap_cores_applied")
     title = f"maximum throughput, chat servers capped at {cap} core" if cap else "maximum throughput"
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -426,13 +542,13 @@ def plot_scaling(runs: list[Run], maxima: list[Maximum], path: Path, info: dict[
         if base:
             left.plot(servers, [base * n for n in servers], "--", color="grey", label="linear (1 server x N)")
         for n, figures, speedup in scaled:
-            left.annotate(_fmt(speedup, "{:.2f}x", ""), (n, figures.throughput), textcoords="offset points",
-                          xytext=(6, -12))
+            left.annotate(
+                _fmt(speedup, "{:.2f}x", ""), (n, figures.throughput), textcoords="offset points", xytext=(6, -12)
+            )
         left.set_xlabel("chat servers in rotation")
         left.set_xticks(servers)
         right.plot(servers, [figures.p95_ms for _, figures, _ in scaled], "o-", color="tab:red", label="p95")
-        right.plot(servers, [figures.p99_ms for _, figures, _ in scaled], "s:", color="tab:red", alpha=0.5,
-                   label="p99")
+        right.plot(servers, [figures.p99_ms for _, figures, _ in scaled], "s:", color="tab:red", alpha=0.5, label="p99")
         right.set_xlabel("chat servers in rotation")
         right.set_xticks(servers)
         right.set_title("latency at the maximum")
@@ -465,6 +581,7 @@ def plot_open_model(runs: list[Run], path: Path) -> bool:
     if not open_runs:
         return False
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -472,8 +589,10 @@ def plot_open_model(runs: list[Run], path: Path) -> bool:
     for index, series in enumerate(series_order(open_runs)):
         # (offered rate, figures) of the series' open runs, by offered rate; every open run
         # of scripts/scale_test.sh has its rate
-        steps = sorted(((r.arrival_rate, r.measured) for r in open_runs
-                        if r.series == series and r.arrival_rate is not None), key=lambda step: step[0])
+        steps = sorted(
+            ((r.arrival_rate, r.measured) for r in open_runs if r.series == series and r.arrival_rate is not None),
+            key=lambda step: step[0],
+        )
         color = f"C{index}"
         name = _series_label(open_runs, series).removesuffix(" req/s")
         offered = [rate for rate, _ in steps]
@@ -482,8 +601,9 @@ def plot_open_model(runs: list[Run], path: Path) -> bool:
         for rate, figures in steps:
             kept_up = figures.sent_rate >= KEPT_UP * rate
             for value, marker in ((figures.p99_ms, "o"), (figures.p50_ms, "x")):
-                axis.plot([rate], [value], marker, color=color,
-                          markerfacecolor=color if kept_up or marker == "x" else "white")
+                axis.plot(
+                    [rate], [value], marker, color=color, markerfacecolor=color if kept_up or marker == "x" else "white"
+                )
     axis.set_xlabel("offered load (requests/s, open model)\nhollow: load not delivered, latency a lower bound")
     axis.set_ylabel("ms")
     axis.set_ylim(bottom=0)

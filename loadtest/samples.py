@@ -5,6 +5,7 @@ once-per-user setup (register, login, read latest), in the open model not before
 requests that fell due during the setup have gone out, and ends with the last chat request. Only "post message"
 and "read messages" count: they are the traffic the chat servers scale on.
 """
+
 from __future__ import annotations
 
 import csv
@@ -73,8 +74,11 @@ class StepFigures:
     def qualifies(self) -> bool:
         """May count as a maximum: a steady window of MIN_WINDOW_MS at least, some traffic,
         and errors under MAX_ERROR_RATE."""
-        return (self.window_end_ms - self.window_start_ms >= MIN_WINDOW_MS and self.requests > 0
-                and self.error_rate < MAX_ERROR_RATE)
+        return (
+            self.window_end_ms - self.window_start_ms >= MIN_WINDOW_MS
+            and self.requests > 0
+            and self.error_rate < MAX_ERROR_RATE
+        )
 
 
 def percentile(values: Sequence[float], percent: float) -> float:
@@ -91,8 +95,14 @@ def read_samples(path: Path | str) -> list[Sample]:
     with open(path, newline="", encoding="utf-8") as results:
         for row in csv.DictReader(results):
             try:
-                samples.append(Sample(row["label"], int(row["timeStamp"]), int(row["elapsed"]),
-                                      row["success"].strip().lower() == "true"))
+                samples.append(
+                    Sample(
+                        row["label"],
+                        int(row["timeStamp"]),
+                        int(row["elapsed"]),
+                        row["success"].strip().lower() == "true",
+                    )
+                )
             except (KeyError, ValueError):
                 continue  # a truncated last line of an interrupted run
     return samples
@@ -115,8 +125,9 @@ def _caught_up(samples: list[Sample], arrival_rate: float, not_before: int) -> i
     return None
 
 
-def steady_window(samples: list[Sample], settle_ms: int = SETTLE_MS,
-                  arrival_rate: float | None = None) -> tuple[int, int] | None:
+def steady_window(
+    samples: list[Sample], settle_ms: int = SETTLE_MS, arrival_rate: float | None = None
+) -> tuple[int, int] | None:
     """(start, end) in epoch ms, or None when no chat request ends after the setup."""
     steady = [s for s in samples if s.label in STEADY_LABELS]
     if not steady:
@@ -129,8 +140,9 @@ def steady_window(samples: list[Sample], settle_ms: int = SETTLE_MS,
     return (start, end) if end > start else None
 
 
-def step_figures(samples: list[Sample], settle_ms: int = SETTLE_MS,
-                 arrival_rate: float | None = None) -> StepFigures | None:
+def step_figures(
+    samples: list[Sample], settle_ms: int = SETTLE_MS, arrival_rate: float | None = None
+) -> StepFigures | None:
     window = steady_window(samples, settle_ms, arrival_rate)
     if window is None:
         return None
@@ -139,12 +151,14 @@ def step_figures(samples: list[Sample], settle_ms: int = SETTLE_MS,
     times = [s.elapsed_ms for s in inside]
     errors = sum(1 for s in inside if not s.success)
     mean = sum(times) / len(times) if times else math.nan
-    return StepFigures(start, end, len(inside), errors, percentile(times, 50), percentile(times, 95),
-                       percentile(times, 99), mean)
+    return StepFigures(
+        start, end, len(inside), errors, percentile(times, 50), percentile(times, 95), percentile(times, 99), mean
+    )
 
 
-def figures_of_run(run_dir: Path | str, settle_ms: int = SETTLE_MS,
-                   arrival_rate: float | None = None) -> StepFigures | None:
+def figures_of_run(
+    run_dir: Path | str, settle_ms: int = SETTLE_MS, arrival_rate: float | None = None
+) -> StepFigures | None:
     results = Path(run_dir) / "results.csv"
     if not results.is_file():
         return None

@@ -1,4 +1,5 @@
 """Login service: accounts, password login, opaque bearer tokens, validation, logout."""
+
 from __future__ import annotations
 
 from service_kit.app import create_service_app

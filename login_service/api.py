@@ -1,4 +1,5 @@
 """Routes of the login service, as in the service contract."""
+
 from __future__ import annotations
 
 import secrets
@@ -124,8 +125,12 @@ def _refuse_if_registering_too_often(settings) -> None:
     registrations = database.db().registrations
     recent = registrations.count_documents({"address": request.remote_addr, "at": {"$gt": since}})
     if recent >= settings.registrations_per_address:
-        raise Problem(429, "Too Many Requests", "Too many registrations from this address; try again later.",
-                      headers={"Retry-After": str(settings.registration_window_seconds)})
+        raise Problem(
+            429,
+            "Too Many Requests",
+            "Too many registrations from this address; try again later.",
+            headers={"Retry-After": str(settings.registration_window_seconds)},
+        )
     registrations.insert_one({"address": request.remote_addr, "at": utcnow()})
 
 
@@ -144,8 +149,9 @@ def register():
     try:
         database.db().users.insert_one(record)
     except DuplicateKeyError:
-        raise Problem(409, "Conflict", f"The username {credentials.username!r} is taken.",
-                      kind="username-taken") from None
+        raise Problem(
+            409, "Conflict", f"The username {credentials.username!r} is taken.", kind="username-taken"
+        ) from None
     response = jsonify(username=credentials.username)
     response.status_code = 201
     response.headers["Location"] = f"/users/{credentials.username}"
@@ -181,13 +187,26 @@ def _record_attempt_or_refuse(username: str, user: dict | None, settings) -> Non
     now = utcnow()
     address = request.remote_addr
     failures.insert_one({"username": username, "address": address, "at": now})
-    limits = [({"username": username, "address": address}, settings.login_max_failures,
-               "Too many failed logins for this username from this address; wait before trying again."),
-              ({"address": address}, settings.login_max_failures_per_address,
-               "Too many failed logins from this address; wait before trying again.")]
+    limits = [
+        (
+            {"username": username, "address": address},
+            settings.login_max_failures,
+            "Too many failed logins for this username from this address; wait before trying again.",
+        ),
+        (
+            {"address": address},
+            settings.login_max_failures_per_address,
+            "Too many failed logins from this address; wait before trying again.",
+        ),
+    ]
     if user is None or address not in user.get("login_addresses", ()):
-        limits.append(({"username": username}, settings.login_max_failures_per_user,
-                       "Too many failed logins for this username; wait before trying again."))
+        limits.append(
+            (
+                {"username": username},
+                settings.login_max_failures_per_user,
+                "Too many failed logins for this username; wait before trying again.",
+            )
+        )
     for query, limit, detail in limits:
         retry_after = _seconds_until_within(failures, query, limit, window, now)
         if retry_after is not None:
@@ -217,17 +236,23 @@ def login():
 
     address = request.remote_addr
     db.login_failures.delete_many({"username": key, "address": address})
-    known = [address] + [a for a in user.get("login_addresses", ()) if a != address][:KNOWN_ADDRESSES - 1]
+    known = [address] + [a for a in user.get("login_addresses", ()) if a != address][: KNOWN_ADDRESSES - 1]
     if known != user.get("login_addresses"):
         db.users.update_one({"_id": key}, {"$set": {"login_addresses": known}})
     username = user.get("username", user["_id"])
     token = secrets.token_urlsafe(32)
     issued = utcnow()
     expires_at = issued + timedelta(seconds=settings.token_ttl_seconds)
-    db.tokens.insert_one({"_id": token_digest(token), "username": username,
-                          "issued_at": issued, "expires_at": expires_at})
-    return jsonify(token=token, token_type="Bearer", username=username,
-                   expires_at=iso(expires_at), expires_in=settings.token_ttl_seconds)
+    db.tokens.insert_one(
+        {"_id": token_digest(token), "username": username, "issued_at": issued, "expires_at": expires_at}
+    )
+    return jsonify(
+        token=token,
+        token_type="Bearer",
+        username=username,
+        expires_at=iso(expires_at),
+        expires_in=settings.token_ttl_seconds,
+    )
 
 
 @blueprint.get("/validate")

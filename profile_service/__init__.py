@@ -1,4 +1,5 @@
 """Profile service: one public profile per user, editable only by its owner."""
+
 from __future__ import annotations
 
 from service_kit.app import create_service_app

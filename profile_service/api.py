@@ -1,4 +1,5 @@
 """Routes of the profile service, as in the service contract."""
+
 from __future__ import annotations
 
 import re
@@ -96,8 +97,9 @@ def write_profile(username: str):
     profiles = database.db().profiles
     for attempt in range(2):
         try:
-            profile = profiles.find_one_and_update({"_id": username}, changes, upsert=True,
-                                                   return_document=ReturnDocument.AFTER)
+            profile = profiles.find_one_and_update(
+                {"_id": username}, changes, upsert=True, return_document=ReturnDocument.AFTER
+            )
             break
         except DuplicateKeyError:
             # Two first PUTs at once: one upsert inserts, the other must update instead.

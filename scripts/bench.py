@@ -11,6 +11,7 @@ Two modes:
 - `data-size`: the same requests against an empty database and against one seeded with a
   long history, many live tokens and many rooms, side by side.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,7 +26,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psutil
@@ -40,8 +41,10 @@ from service_kit.token_cache import token_digest  # noqa: E402
 from tests import harness  # noqa: E402
 
 PASSWORD = "benchmark-pass"
-POST_SCRIPT = ('wrk.method = "POST"\nwrk.body = \'{"text": "benchmark message of some length"}\'\n'
-               'wrk.headers["Content-Type"] = "application/json"\n')
+POST_SCRIPT = (
+    'wrk.method = "POST"\nwrk.body = \'{"text": "benchmark message of some length"}\'\n'
+    'wrk.headers["Content-Type"] = "application/json"\n'
+)
 
 
 def cpu_seconds(pids: list[int]) -> float:
@@ -61,6 +64,7 @@ def cpu_seconds(pids: list[int]) -> float:
 @dataclass
 class Target:
     """One measured request: where it goes and whose CPU it costs."""
+
     url: str
     headers: dict[str, str]
     service_pids: list[int]
@@ -95,17 +99,22 @@ def wrk(target: Target, seconds: int, connections: int, database_pids: list[int]
     return Measurement(float(match.group(1)), service_used / count * 1000, database_used / count * 1000)
 
 
-def side_by_side(pairs: dict[str, Target], rounds: int, seconds: int, connections: int,
-                 database_pids: list[int]) -> dict[str, Measurement]:
+def side_by_side(
+    pairs: dict[str, Target], rounds: int, seconds: int, connections: int, database_pids: list[int]
+) -> dict[str, Measurement]:
     """Median rate and CPU per name; each round measures every name once, in turn."""
     runs: dict[str, list[Measurement]] = {name: [] for name in pairs}
     for _ in range(rounds):
         for name, target in pairs.items():
             runs[name].append(wrk(target, seconds, connections, database_pids))
-    return {name: Measurement(statistics.median(m.rate for m in values),
-                              statistics.median(m.service_ms for m in values),
-                              statistics.median(m.database_ms for m in values))
-            for name, values in runs.items()}
+    return {
+        name: Measurement(
+            statistics.median(m.rate for m in values),
+            statistics.median(m.service_ms for m in values),
+            statistics.median(m.database_ms for m in values),
+        )
+        for name, values in runs.items()
+    }
 
 
 def rss_mb(pid: int) -> float:
@@ -120,6 +129,7 @@ def rss_mb(pid: int) -> float:
 @dataclass
 class Stack:
     """Login and chat services on one database, with a user, a room and its token."""
+
     database_uri: str
     login: harness.Service
     chat: harness.Service
@@ -141,12 +151,16 @@ def start_stack(group: harness.ProcessGroup, database_uri: str, warm_up_messages
     chat = harness.start_service(group, "chat", {**base, "LOGIN_URL": login.url, **env})
     user, room = f"bench{secrets.token_hex(4)}", f"bench-{secrets.token_hex(4)}"
     requests.post(f"{login.url}/users", json={"username": user, "password": PASSWORD}, timeout=10)
-    token = requests.post(f"{login.url}/login", json={"username": user, "password": PASSWORD}, timeout=10).json()["token"]
+    token = requests.post(f"{login.url}/login", json={"username": user, "password": PASSWORD}, timeout=10).json()[
+        "token"
+    ]
     auth = {"Authorization": f"Bearer {token}"}
     requests.post(f"{chat.url}/rooms", json={"name": room}, headers=auth, timeout=10)
     with requests.Session() as session:
         for number in range(warm_up_messages):
-            session.post(f"{chat.url}/rooms/{room}/messages", json={"text": f"warm-up {number}"}, headers=auth, timeout=10)
+            session.post(
+                f"{chat.url}/rooms/{room}/messages", json={"text": f"warm-up {number}"}, headers=auth, timeout=10
+            )
     return Stack(database_uri, login, chat, auth, user, room)
 
 
@@ -158,16 +172,19 @@ def request_targets(stack: Stack, lua: str, prefix: str = "") -> dict[str, dict[
     follower = f"{messages}?after={stack.newest_seq() - 3}"
     return {
         "login": {f"{prefix}login /validate": Target(f"{login.url}/validate", auth, stack.pids(login))},
-        "get": {f"{prefix}chat GET newest 50": Target(f"{messages}?limit=50", auth, stack.pids(chat)),
-                f"{prefix}chat GET after (3 new)": Target(follower, auth, stack.pids(chat))},
+        "get": {
+            f"{prefix}chat GET newest 50": Target(f"{messages}?limit=50", auth, stack.pids(chat)),
+            f"{prefix}chat GET after (3 new)": Target(follower, auth, stack.pids(chat)),
+        },
         "post": {f"{prefix}chat POST message": Target(messages, auth, stack.pids(chat), lua)},
     }
 
 
 def run_ratios(args, group: harness.ProcessGroup, database_uri: str, database_pids: list[int]) -> dict:
     stack = start_stack(group, database_uri)
-    uncached = harness.start_service(group, "chat", {"MONGO_URI": database_uri, "LOGIN_URL": stack.login.url,
-                                                     "TOKEN_CACHE": "off"})
+    uncached = harness.start_service(
+        group, "chat", {"MONGO_URI": database_uri, "LOGIN_URL": stack.login.url, "TOKEN_CACHE": "off"}
+    )
     balancer = harness.start_haproxy(group, [stack.chat.port, harness.free_port(), harness.free_port()])
     harness.wait_until(lambda: balancer.server_states().get("chat1") == "UP", 15, "HAProxy to see chat1")
     for server in ("chat2", "chat3"):
@@ -178,37 +195,59 @@ def run_ratios(args, group: harness.ProcessGroup, database_uri: str, database_pi
     login_health = Target(f"{stack.login.url}/health", {}, stack.pids(stack.login))
     chat_health = Target(f"{stack.chat.url}/health", {}, stack.pids(stack.chat))
 
-    everyday = [(stack.login, "/validate"), (stack.chat, f"/rooms/{stack.room}/messages?limit=50"),
-                (uncached, f"/rooms/{stack.room}/messages?limit=50")]
+    everyday = [
+        (stack.login, "/validate"),
+        (stack.chat, f"/rooms/{stack.room}/messages?limit=50"),
+        (uncached, f"/rooms/{stack.room}/messages?limit=50"),
+    ]
     for server, path in everyday:
         with requests.Session() as session:
             for _ in range(1000):
                 session.get(f"{server.url}{path}", headers=stack.auth, timeout=10)
-    memory = {f"{name}@{server.port}": rss_mb(server.process.popen.pid)
-              for name, server in (("login", stack.login), ("chat", stack.chat), ("chat-uncached", uncached))}
+    memory = {
+        f"{name}@{server.port}": rss_mb(server.process.popen.pid)
+        for name, server in (("login", stack.login), ("chat", stack.chat), ("chat-uncached", uncached))
+    }
 
     common = dict(rounds=args.rounds, seconds=args.seconds, connections=args.connections, database_pids=database_pids)
     results = {}
     results.update(side_by_side({"login /health": login_health, **targets["login"]}, **common))
-    results.update(side_by_side({
-        "chat /health": chat_health, **targets["get"],
-        "chat GET newest 50, token cache off": Target(newest.url.replace(stack.chat.url, uncached.url), stack.auth,
-                                                      [uncached.process.popen.pid]),
-    }, **common))
+    results.update(
+        side_by_side(
+            {
+                "chat /health": chat_health,
+                **targets["get"],
+                "chat GET newest 50, token cache off": Target(
+                    newest.url.replace(stack.chat.url, uncached.url), stack.auth, [uncached.process.popen.pid]
+                ),
+            },
+            **common,
+        )
+    )
     results.update(side_by_side({"chat /health (with POST)": chat_health, **targets["post"]}, **common))
-    results.update(side_by_side({
-        "direct /health": chat_health,
-        "HAProxy /health": Target(f"{balancer.url}/health", {}, stack.pids(stack.chat)),
-        "direct GET newest 50": newest,
-        "HAProxy GET newest 50": Target(newest.url.replace(stack.chat.url, balancer.url), stack.auth, stack.pids(stack.chat)),
-    }, **common))
+    results.update(
+        side_by_side(
+            {
+                "direct /health": chat_health,
+                "HAProxy /health": Target(f"{balancer.url}/health", {}, stack.pids(stack.chat)),
+                "direct GET newest 50": newest,
+                "HAProxy GET newest 50": Target(
+                    newest.url.replace(stack.chat.url, balancer.url), stack.auth, stack.pids(stack.chat)
+                ),
+            },
+            **common,
+        )
+    )
     rate = {name: measurement.rate for name, measurement in results.items()}
     ratios = {
         "/validate ÷ /health (login)": (rate["login /validate"] / rate["login /health"], 0.6),
         "GET newest 50 ÷ /health (chat)": (rate["chat GET newest 50"] / rate["chat /health"], 0.5),
         "GET after, 3 new ÷ /health (chat)": (rate["chat GET after (3 new)"] / rate["chat /health"], 0.6),
         "POST message ÷ /health (chat)": (rate["chat POST message"] / rate["chat /health (with POST)"], 0.35),
-        "GET newest 50, cache on ÷ cache off": (rate["chat GET newest 50"] / rate["chat GET newest 50, token cache off"], None),
+        "GET newest 50, cache on ÷ cache off": (
+            rate["chat GET newest 50"] / rate["chat GET newest 50, token cache off"],
+            None,
+        ),
         "HAProxy ÷ direct, /health": (rate["HAProxy /health"] / rate["direct /health"], 0.9),
         "HAProxy ÷ direct, GET newest 50": (rate["HAProxy GET newest 50"] / rate["direct GET newest 50"], 0.9),
     }
@@ -219,7 +258,7 @@ def seed(database_uri: str, room: str, messages: int, tokens: int, rooms: int) -
     """Write history straight into the database, in batches: messages into `room`, live
     tokens of unknown users, and empty rooms. Returns seconds per part."""
     db = pymongo.MongoClient(database_uri, tz_aware=True).get_default_database()
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     batch_size, took = 5000, {}
 
     def insert(collection, documents) -> None:
@@ -234,13 +273,27 @@ def seed(database_uri: str, room: str, messages: int, tokens: int, rooms: int) -
 
     started = time.monotonic()
     first = db.rooms.find_one({"_id": room})["last_seq"] + 1
-    insert(db.messages, ({"_id": message_id(room, seq), "author": "seed", "text": f"seeded message {seq}",
-                          "created_at": now} for seq in range(first, first + messages)))
+    insert(
+        db.messages,
+        (
+            {"_id": message_id(room, seq), "author": "seed", "text": f"seeded message {seq}", "created_at": now}
+            for seq in range(first, first + messages)
+        ),
+    )
     db.rooms.update_one({"_id": room}, {"$set": {"last_seq": first + messages - 1}})
     took["messages"] = time.monotonic() - started
     started = time.monotonic()
-    insert(db.tokens, ({"_id": token_digest(secrets.token_urlsafe(32)), "username": f"seed{number}",
-                        "expires_at": now + timedelta(hours=1)} for number in range(tokens)))
+    insert(
+        db.tokens,
+        (
+            {
+                "_id": token_digest(secrets.token_urlsafe(32)),
+                "username": f"seed{number}",
+                "expires_at": now + timedelta(hours=1),
+            }
+            for number in range(tokens)
+        ),
+    )
     took["tokens"] = time.monotonic() - started
     started = time.monotonic()
     insert(db.rooms, ({"_id": f"seed-{number}", "created_at": now, "last_seq": 0} for number in range(rooms)))
@@ -264,10 +317,17 @@ def run_data_size(args, group: harness.ProcessGroup, database_uri: str, database
         if name.startswith("empty: "):
             request = name.removeprefix("empty: ")
             ratios[f"{request}: seeded ÷ empty, CPU per request"] = (
-                total_ms(results[f"seeded: {request}"]) / total_ms(results[name]), 1.2)
-    memory = {f"{name}@{service.port}": rss_mb(service.process.popen.pid)
-              for name, service in (("chat, empty", empty.chat), ("chat, seeded", seeded.chat),
-                                    ("login, seeded", seeded.login))}
+                total_ms(results[f"seeded: {request}"]) / total_ms(results[name]),
+                1.2,
+            )
+    memory = {
+        f"{name}@{service.port}": rss_mb(service.process.popen.pid)
+        for name, service in (
+            ("chat, empty", empty.chat),
+            ("chat, seeded", seeded.chat),
+            ("login, seeded", seeded.login),
+        )
+    }
     return {"results": results, "ratios": ratios, "memory": memory, "seeding": seeding}
 
 
@@ -303,7 +363,7 @@ def main() -> int:
     if not shutil.which("wrk"):
         print("wrk is not installed (scripts/setup.sh installs it)", file=sys.stderr)
         return 2
-    out = args.out or ROOT / "results" / f"bench-{args.mode}-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}"
+    out = args.out or ROOT / "results" / f"bench-{args.mode}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
     out.mkdir(parents=True, exist_ok=True)
     group = harness.ProcessGroup(prefix="chatsys-bench-")
     try:
@@ -319,11 +379,19 @@ def main() -> int:
         group.close()
     report = render(args, database_name, outcome)
     (out / "bench.md").write_text(report)
-    (out / "bench.json").write_text(json.dumps({
-        "command": command_line(args), "database": database_name,
-        "results": {name: vars(m) for name, m in outcome["results"].items()},
-        "ratios": {name: value for name, (value, _) in outcome["ratios"].items()},
-        "rss_mb": outcome["memory"], "seeding_seconds": outcome.get("seeding")}, indent=2))
+    (out / "bench.json").write_text(
+        json.dumps(
+            {
+                "command": command_line(args),
+                "database": database_name,
+                "results": {name: vars(m) for name, m in outcome["results"].items()},
+                "ratios": {name: value for name, (value, _) in outcome["ratios"].items()},
+                "rss_mb": outcome["memory"],
+                "seeding_seconds": outcome.get("seeding"),
+            },
+            indent=2,
+        )
+    )
     print(report)
     print(f"written to {out}")
     return 0
@@ -337,19 +405,28 @@ def command_line(args) -> str:
 
 
 def render(args, database_name: str, outcome: dict) -> str:
-    lines = [f"# Service benchmarks, {args.mode} ({datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC)", "",
-             f"Command: `{command_line(args)}`; wrk -t2 -c{args.connections}, median of {args.rounds} alternating "
-             f"rounds of {args.seconds} s; {os.cpu_count()} cores; each service 1 gunicorn worker with 8 threads; "
-             f"database: {database_name}. CPU is user + system time of the answering service (all its processes) "
-             "and of the database server over the run, divided by the requests wrk completed.", ""]
+    lines = [
+        f"# Service benchmarks, {args.mode} ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC)",
+        "",
+        f"Command: `{command_line(args)}`; wrk -t2 -c{args.connections}, median of {args.rounds} alternating "
+        f"rounds of {args.seconds} s; {os.cpu_count()} cores; each service 1 gunicorn worker with 8 threads; "
+        f"database: {database_name}. CPU is user + system time of the answering service (all its processes) "
+        "and of the database server over the run, divided by the requests wrk completed.",
+        "",
+    ]
     if outcome.get("seeding"):
         seeding = outcome["seeding"]
-        lines += [f"Seeded database: {args.seed_messages:,} messages in the room read and posted to "
-                  f"({seeding['messages']:.0f} s), {args.seed_tokens:,} live tokens ({seeding['tokens']:.0f} s), "
-                  f"{args.seed_rooms:,} more rooms ({seeding['rooms']:.0f} s), written straight into the database.", ""]
+        lines += [
+            f"Seeded database: {args.seed_messages:,} messages in the room read and posted to "
+            f"({seeding['messages']:.0f} s), {args.seed_tokens:,} live tokens ({seeding['tokens']:.0f} s), "
+            f"{args.seed_rooms:,} more rooms ({seeding['rooms']:.0f} s), written straight into the database.",
+            "",
+        ]
     lines += ["| measurement | requests/s | service CPU ms/req | database CPU ms/req |", "|---|---|---|---|"]
-    lines += [f"| {name} | {m.rate:,.0f} | {m.service_ms:.2f} | {m.database_ms:.2f} |"
-              for name, m in outcome["results"].items()]
+    lines += [
+        f"| {name} | {m.rate:,.0f} | {m.service_ms:.2f} | {m.database_ms:.2f} |"
+        for name, m in outcome["results"].items()
+    ]
     lines += ["", "| ratio (same run) | value | goal |", "|---|---|---|"]
     for name, (value, goal) in outcome["ratios"].items():
         bound = "" if goal is None else (f"≤ {goal}" if "seeded ÷ empty" in name else f"≥ {goal}")

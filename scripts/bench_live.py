@@ -7,6 +7,7 @@ Reports, per mode and N: delivery latency from a post's 201 to each follower hol
 count), database commands per second (FerretDB's own counters) and the CPU of every
 process. Starts everything it measures on free ports (tests/harness.py).
 """
+
 from gevent import monkey
 
 monkey.patch_all()
@@ -49,8 +50,11 @@ class Tier:
     auth: dict[str, str]
 
     def processes(self) -> dict[str, int]:
-        named = {"ferretdb": self.database.process.popen.pid, "haproxy": self.balancer.process.popen.pid,
-                 "login": self.login.process.popen.pid}
+        named = {
+            "ferretdb": self.database.process.popen.pid,
+            "haproxy": self.balancer.process.popen.pid,
+            "login": self.login.process.popen.pid,
+        }
         named.update({f"chat@{chat.port}": chat.process.popen.pid for chat in self.chats})
         named["benchmark client"] = os.getpid()
         return named
@@ -58,8 +62,12 @@ class Tier:
     def database_commands(self) -> dict[str, int]:
         with urllib.request.urlopen(self.metrics_url, timeout=5) as answer:
             text = answer.read().decode()
-        return {command: int(count) for command, count in
-                re.findall(r'^ferretdb_client_requests_total\{command="([^"]+)",opcode="OP_MSG"\} (\d+)', text, re.M)}
+        return {
+            command: int(count)
+            for command, count in re.findall(
+                r'^ferretdb_client_requests_total\{command="([^"]+)",opcode="OP_MSG"\} (\d+)', text, re.M
+            )
+        }
 
     def tier_requests(self) -> int:
         return haproxy_stats.frontend_requests(self.balancer.command("show stat"), "entry")
@@ -78,20 +86,32 @@ def start_tier(group: harness.ProcessGroup) -> Tier:
     database = harness.start_ferretdb(group, debug_port=metrics_port)
     env = {"MONGO_URI": database.uri}
     login = harness.start_service(group, "login", env)
-    chats = [harness.start_service(group, "chat", {**env, "LOGIN_URL": login.url, "GUNICORN_WORKERS": "1"})
-             for _ in range(3)]
+    chats = [
+        harness.start_service(group, "chat", {**env, "LOGIN_URL": login.url, "GUNICORN_WORKERS": "1"}) for _ in range(3)
+    ]
     balancer = harness.start_haproxy(group, [chat.port for chat in chats])
     harness.wait_until(lambda: list(balancer.server_states().values()).count("UP") == 3, 20, "three chat servers up")
     user = f"live{int(time.time())}"
     requests.post(f"{login.url}/users", json={"username": user, "password": PASSWORD}, timeout=10)
-    token = requests.post(f"{login.url}/login", json={"username": user, "password": PASSWORD}, timeout=10).json()["token"]
-    return Tier(database, f"http://127.0.0.1:{metrics_port}/debug/metrics", login, chats, balancer,
-                {"Authorization": f"Bearer {token}"})
+    token = requests.post(f"{login.url}/login", json={"username": user, "password": PASSWORD}, timeout=10).json()[
+        "token"
+    ]
+    return Tier(
+        database,
+        f"http://127.0.0.1:{metrics_port}/debug/metrics",
+        login,
+        chats,
+        balancer,
+        {"Authorization": f"Bearer {token}"},
+    )
 
 
 def new_room(tier: Tier, label: str) -> str:
     name = f"{label}-{int(time.time() * 1000)}"
-    assert requests.post(f"{tier.balancer.url}/rooms", json={"name": name}, headers=tier.auth, timeout=10).status_code == 201
+    assert (
+        requests.post(f"{tier.balancer.url}/rooms", json={"name": name}, headers=tier.auth, timeout=10).status_code
+        == 201
+    )
     return name
 
 
@@ -113,8 +133,12 @@ class Run:
         return max(self.posted, default=0)
 
     def latencies_ms(self) -> list[float]:
-        return [(held - self.posted[seq]) * 1000 for follower in self.received for seq, held in follower.items()
-                if seq in self.posted]
+        return [
+            (held - self.posted[seq]) * 1000
+            for follower in self.received
+            for seq, held in follower.items()
+            if seq in self.posted
+        ]
 
     def missed(self) -> int:
         return sum(len(set(self.posted) - set(follower)) for follower in self.received)
@@ -172,8 +196,12 @@ def measure(tier: Tier, mode: str, followers: int, post_rate: float, seconds: fl
     with requests.Session() as poster:
         for number in range(int(seconds * post_rate)):
             gevent.sleep(max(0.0, started + number / post_rate - time.monotonic()))
-            answer = poster.post(f"{tier.balancer.url}/rooms/{room}/messages", json={"text": f"live {number}"},
-                                 headers=tier.auth, timeout=10)
+            answer = poster.post(
+                f"{tier.balancer.url}/rooms/{room}/messages",
+                json={"text": f"live {number}"},
+                headers=tier.auth,
+                timeout=10,
+            )
             if answer.status_code == 201:
                 run.posted[answer.json()["seq"]] = time.monotonic()
     gevent.sleep(max(0.0, started + seconds - time.monotonic()))
@@ -181,7 +209,9 @@ def measure(tier: Tier, mode: str, followers: int, post_rate: float, seconds: fl
     run.seconds = time.monotonic() - started
     commands_after, requests_after = tier.database_commands(), tier.tier_requests()
     run.cpu = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in tier.processes().items()}
-    run.database_commands = {command: count - commands_before.get(command, 0) for command, count in commands_after.items()}
+    run.database_commands = {
+        command: count - commands_before.get(command, 0) for command, count in commands_after.items()
+    }
     run.tier_requests = requests_after - requests_before
     if not pool.join(timeout=LONG_POLL_WAIT + 30):
         pool.kill()
@@ -198,7 +228,9 @@ def posting_rate(tier: Tier, idle_followers: int, seconds: float) -> float:
     def idle() -> None:
         with requests.Session() as session:
             try:
-                session.get(url, params={"after": 0, "wait": LONG_POLL_WAIT}, headers=tier.auth, timeout=LONG_POLL_WAIT + 15)
+                session.get(
+                    url, params={"after": 0, "wait": LONG_POLL_WAIT}, headers=tier.auth, timeout=LONG_POLL_WAIT + 15
+                )
             except requests.RequestException:
                 pass
 
@@ -210,8 +242,12 @@ def posting_rate(tier: Tier, idle_followers: int, seconds: float) -> float:
     def poster() -> None:
         with requests.Session() as session:
             while time.monotonic() < deadline:
-                if session.post(f"{tier.balancer.url}/rooms/{room}/messages", json={"text": "x"}, headers=tier.auth,
-                                timeout=10).status_code == 201:
+                if (
+                    session.post(
+                        f"{tier.balancer.url}/rooms/{room}/messages", json={"text": "x"}, headers=tier.auth, timeout=10
+                    ).status_code
+                    == 201
+                ):
                     count[0] += 1
 
     posters = [pool.spawn(poster) for _ in range(8)]
@@ -221,15 +257,19 @@ def posting_rate(tier: Tier, idle_followers: int, seconds: float) -> float:
 
 
 def render(args, runs: list[Run], rates: dict[int, float]) -> str:
-    lines = [f"# Live delivery benchmark ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC)", "",
-             f"Command: `scripts/bench_live.sh --followers {' '.join(map(str, args.followers))} --seconds {args.seconds:g} "
-             f"--post-rate {args.post_rate:g}`; {os.cpu_count()} cores; one room; 3 chat servers (gevent, 1 worker each) "
-             f"behind HAProxy, FerretDB on SQLite (patched); long polls with wait={LONG_POLL_WAIT}, or a poll every "
-             "second; posts at a fixed rate through HAProxy. Latency: from the post's 201 to the follower holding the "
-             "message, on one clock. Database: FerretDB's own command counters.", "",
-             "| mode | followers | posts | p50 ms | p99 ms | max ms | missed | repeated | failed requests | tier req/s | "
-             "database commands/s | of them find/s | CPU cores (chat servers / haproxy / ferretdb / client) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# Live delivery benchmark ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC)",
+        "",
+        f"Command: `scripts/bench_live.sh --followers {' '.join(map(str, args.followers))} --seconds {args.seconds:g} "
+        f"--post-rate {args.post_rate:g}`; {os.cpu_count()} cores; one room; 3 chat servers (gevent, 1 worker each) "
+        f"behind HAProxy, FerretDB on SQLite (patched); long polls with wait={LONG_POLL_WAIT}, or a poll every "
+        "second; posts at a fixed rate through HAProxy. Latency: from the post's 201 to the follower holding the "
+        "message, on one clock. Database: FerretDB's own command counters.",
+        "",
+        "| mode | followers | posts | p50 ms | p99 ms | max ms | missed | repeated | failed requests | tier req/s | "
+        "database commands/s | of them find/s | CPU cores (chat servers / haproxy / ferretdb / client) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for run in runs:
         latencies = run.latencies_ms()
         chat_cpu = sum(value for name, value in run.cpu.items() if name.startswith("chat@")) / run.seconds
@@ -240,11 +280,18 @@ def render(args, runs: list[Run], rates: dict[int, float]) -> str:
             f"{percentile(latencies, 99):.0f} | {max(latencies, default=float('nan')):.0f} | {run.missed()} | "
             f"{run.repeated} | {run.failures} | {run.tier_requests / run.seconds:.0f} | {commands:.0f} | {finds:.0f} | "
             f"{chat_cpu:.2f} / {run.cpu['haproxy'] / run.seconds:.2f} / {run.cpu['ferretdb'] / run.seconds:.2f} / "
-            f"{run.cpu['benchmark client'] / run.seconds:.2f} |")
+            f"{run.cpu['benchmark client'] / run.seconds:.2f} |"
+        )
     if rates:
         base = rates[0]
-        lines += ["", "Posting rate, 8 posters on one room, while idle followers long-poll another room "
-                  f"({args.rate_seconds:g} s each):", "", "| idle followers | posts/s | ÷ without |", "|---|---|---|"]
+        lines += [
+            "",
+            "Posting rate, 8 posters on one room, while idle followers long-poll another room "
+            f"({args.rate_seconds:g} s each):",
+            "",
+            "| idle followers | posts/s | ÷ without |",
+            "|---|---|---|",
+        ]
         lines += [f"| {followers} | {rate:.0f} | {rate / base:.2f} |" for followers, rate in rates.items()]
     return "\n".join(lines) + "\n"
 
@@ -275,14 +322,34 @@ def main() -> int:
         group.close()
     report = render(args, runs, rates)
     (out / "report.md").write_text(report)
-    (out / "report.json").write_text(json.dumps({
-        "runs": [{"mode": r.mode, "followers": r.followers, "seconds": r.seconds, "posted": len(r.posted),
-                  "latency_ms": {"p50": percentile(r.latencies_ms(), 50), "p99": percentile(r.latencies_ms(), 99),
-                                 "max": max(r.latencies_ms(), default=None)},
-                  "missed": r.missed(), "repeated": r.repeated, "failures": r.failures,
-                  "tier_requests": r.tier_requests, "database_commands": r.database_commands,
-                  "cpu_seconds": r.cpu} for r in runs],
-        "posting_rate": rates}, indent=2))
+    (out / "report.json").write_text(
+        json.dumps(
+            {
+                "runs": [
+                    {
+                        "mode": r.mode,
+                        "followers": r.followers,
+                        "seconds": r.seconds,
+                        "posted": len(r.posted),
+                        "latency_ms": {
+                            "p50": percentile(r.latencies_ms(), 50),
+                            "p99": percentile(r.latencies_ms(), 99),
+                            "max": max(r.latencies_ms(), default=None),
+                        },
+                        "missed": r.missed(),
+                        "repeated": r.repeated,
+                        "failures": r.failures,
+                        "tier_requests": r.tier_requests,
+                        "database_commands": r.database_commands,
+                        "cpu_seconds": r.cpu,
+                    }
+                    for r in runs
+                ],
+                "posting_rate": rates,
+            },
+            indent=2,
+        )
+    )
     print(report)
     print(f"written to {out}")
     return 0

@@ -8,6 +8,7 @@ carry an Idempotency-Key; a failed post is retried later with the same key, as a
 client would. At the end every room is read back and compared with what was acknowledged.
 This is a benchmark, not a test: it prints figures and writes results/soak-<time>/.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,6 +39,7 @@ RETRY_DEADLINE = 90.0  # seconds to get every pending post acknowledged at the e
 
 # --- memory ---------------------------------------------------------------------------------
 
+
 def children(pid: int) -> list[int]:
     try:
         return [child.pid for child in psutil.Process(pid).children()]
@@ -57,13 +59,17 @@ def memory_snapshot(processes: dict[str, int]) -> dict[str, dict]:
     snapshot = {}
     for name, pid in processes.items():
         kids = children(pid)
-        snapshot[name] = {"pid": pid, "rss_mib": rss_kib(pid) / 1024,
-                          "children": {child: rss_kib(child) / 1024 for child in kids}}
+        snapshot[name] = {
+            "pid": pid,
+            "rss_mib": rss_kib(pid) / 1024,
+            "children": {child: rss_kib(child) / 1024 for child in kids},
+        }
         snapshot[name]["total_mib"] = snapshot[name]["rss_mib"] + sum(snapshot[name]["children"].values())
     return snapshot
 
 
 # --- the load ---------------------------------------------------------------------------------
+
 
 class Soak:
     def __init__(self, url: str, users: list[dict], rooms: list[str], rate: float, seconds: float, clients: int):
@@ -113,8 +119,15 @@ class Soak:
             text = f"c{client}-{key[:12]}"
             with self.lock:
                 self.posted[key] = (room, text)
-        response = self._call(session, "post", due, "POST", f"/rooms/{room}/messages", json={"text": text},
-                              headers={**user["auth"], "Idempotency-Key": key})
+        response = self._call(
+            session,
+            "post",
+            due,
+            "POST",
+            f"/rooms/{room}/messages",
+            json={"text": text},
+            headers={**user["auth"], "Idempotency-Key": key},
+        )
         if response is not None and response.status_code in (200, 201):
             with self.lock:
                 self.acknowledged.setdefault(key, response.json())
@@ -124,8 +137,15 @@ class Soak:
     def _read(self, session, client: int, user: dict, due: float) -> None:
         room = random.choice(self.rooms)
         after = self.follow_after.get((client, room), 0)
-        response = self._call(session, "read", due, "GET", f"/rooms/{room}/messages",
-                              params={"after": after, "limit": 100}, headers=user["auth"])
+        response = self._call(
+            session,
+            "read",
+            due,
+            "GET",
+            f"/rooms/{room}/messages",
+            params={"after": after, "limit": 100},
+            headers=user["auth"],
+        )
         if response is not None and response.status_code == 200:
             self.follow_after[(client, room)] = response.json()["next_after"]
 
@@ -168,8 +188,12 @@ class Soak:
             client, key, room, text = left.pop(0)
             user = self.users[client % len(self.users)]
             try:
-                response = session.post(f"{self.url}/rooms/{room}/messages", json={"text": text},
-                                        headers={**user["auth"], "Idempotency-Key": key}, timeout=30)
+                response = session.post(
+                    f"{self.url}/rooms/{room}/messages",
+                    json={"text": text},
+                    headers={**user["auth"], "Idempotency-Key": key},
+                    timeout=30,
+                )
             except requests.RequestException:
                 response = None
             self.retried_keys.add(key)
@@ -184,8 +208,9 @@ class Soak:
 def read_room(url: str, auth: dict, room: str) -> list[dict]:
     messages, after = [], 0
     for _ in range(100000):
-        page = requests.get(f"{url}/rooms/{room}/messages", params={"after": after, "limit": 200}, headers=auth,
-                            timeout=60).json()
+        page = requests.get(
+            f"{url}/rooms/{room}/messages", params={"after": after, "limit": 200}, headers=auth, timeout=60
+        ).json()
         if not page["messages"]:
             return messages
         messages += page["messages"]
@@ -199,11 +224,17 @@ def audit(soak: Soak, url: str, auth: dict) -> dict:
     texts = Counter(message["text"] for messages in stored_by_room.values() for message in messages)
     acknowledged_texts = {message["text"] for message in soak.acknowledged.values()}
     posted_texts = {text for _, text in soak.posted.values()}
-    gaps = [room for room, messages in stored_by_room.items()
-            if [m["seq"] for m in messages] != list(range(1, len(messages) + 1))]
+    gaps = [
+        room
+        for room, messages in stored_by_room.items()
+        if [m["seq"] for m in messages] != list(range(1, len(messages) + 1))
+    ]
     stored_copy = {(room, m["seq"]): m for room, messages in stored_by_room.items() for m in messages}
-    mismatched = [key for key, message in soak.acknowledged.items()
-                  if stored_copy.get((message["room"], message["seq"])) != message]
+    mismatched = [
+        key
+        for key, message in soak.acknowledged.items()
+        if stored_copy.get((message["room"], message["seq"])) != message
+    ]
     return {
         "posted": len(soak.posted),
         "acknowledged": len(soak.acknowledged),
@@ -219,46 +250,71 @@ def audit(soak: Soak, url: str, auth: dict) -> dict:
 
 # --- report -------------------------------------------------------------------------------------
 
+
 def render(args, rate, soak: Soak, books: dict, memory: list[tuple[str, dict]], worker_pids, elapsed, left) -> str:
     total = sum(sum(counter.values()) for counter in soak.outcomes.values())
-    errors = sum(count for counter in soak.outcomes.values() for outcome, count in counter.items()
-                 if outcome not in (200, 201))
-    lines = [f"# Soak ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC)", "",
-             f"Command: `scripts/soak.sh {' '.join(sys.argv[1:])}`", "",
-             f"{rate:.1f} requests/s offered for {args.minutes:g} min ({elapsed:.0f} s measured) through HAProxy to "
-             f"3 chat servers ({args.workers} gunicorn workers × {args.threads} threads each), login, FerretDB on "
-             f"SQLite; {args.clients} client threads, {len(soak.users)} users, {len(soak.rooms)} rooms; "
-             f"{int(POST_SHARE * 100)} % posts with Idempotency-Key, {int(LIST_SHARE * 100)} % room lists, the rest "
-             f"reads with after=next_after. {os.cpu_count()} cores shared with whatever else runs; load average at "
-             f"the end {os.getloadavg()[0]:.1f}.", "",
-             "## Answers", "",
-             f"{total:,} requests, {errors:,} not 2xx: error rate {errors / max(1, total) * 100:.3f} %; "
-             f"{soak.late_starts} started over 1 s late (client side could not keep the schedule).", "",
-             "| kind | requests | answers | p50 ms | p95 ms | p99 ms | max ms |", "|---|---|---|---|---|---|---|"]
+    errors = sum(
+        count for counter in soak.outcomes.values() for outcome, count in counter.items() if outcome not in (200, 201)
+    )
+    lines = [
+        f"# Soak ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC)",
+        "",
+        f"Command: `scripts/soak.sh {' '.join(sys.argv[1:])}`",
+        "",
+        f"{rate:.1f} requests/s offered for {args.minutes:g} min ({elapsed:.0f} s measured) through HAProxy to "
+        f"3 chat servers ({args.workers} gunicorn workers × {args.threads} threads each), login, FerretDB on "
+        f"SQLite; {args.clients} client threads, {len(soak.users)} users, {len(soak.rooms)} rooms; "
+        f"{int(POST_SHARE * 100)} % posts with Idempotency-Key, {int(LIST_SHARE * 100)} % room lists, the rest "
+        f"reads with after=next_after. {os.cpu_count()} cores shared with whatever else runs; load average at "
+        f"the end {os.getloadavg()[0]:.1f}.",
+        "",
+        "## Answers",
+        "",
+        f"{total:,} requests, {errors:,} not 2xx: error rate {errors / max(1, total) * 100:.3f} %; "
+        f"{soak.late_starts} started over 1 s late (client side could not keep the schedule).",
+        "",
+        "| kind | requests | answers | p50 ms | p95 ms | p99 ms | max ms |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for kind in ("post", "read", "list"):
         values = soak.latencies.get(kind, [])
         answers = ", ".join(f"{outcome}: {count:,}" for outcome, count in sorted(soak.outcomes[kind].items(), key=str))
-        lines.append(f"| {kind} | {len(values):,} | {answers} | {percentile(values, 50) * 1000:.0f} | "
-                     f"{percentile(values, 95) * 1000:.0f} | {percentile(values, 99) * 1000:.0f} | "
-                     f"{max(values, default=0) * 1000:.0f} |")
+        lines.append(
+            f"| {kind} | {len(values):,} | {answers} | {percentile(values, 50) * 1000:.0f} | "
+            f"{percentile(values, 95) * 1000:.0f} | {percentile(values, 99) * 1000:.0f} | "
+            f"{max(values, default=0) * 1000:.0f} |"
+        )
     lines += ["", "## Messages (read back at the end)", "", "| measure | count |", "|---|---|"]
-    lines += [f"| {name.replace('_', ' ')} | {value if not isinstance(value, list) else len(value)} |"
-              for name, value in books.items()]
+    lines += [
+        f"| {name.replace('_', ' ')} | {value if not isinstance(value, list) else len(value)} |"
+        for name, value in books.items()
+    ]
     lines += [f"| posts still unacknowledged after {RETRY_DEADLINE:.0f} s of retries | {left} |"]
-    lines += ["", "## Resident memory (MiB)", "",
-              "| process | " + " | ".join(label for label, _ in memory) + " |",
-              "|---|" + "---|" * len(memory)]
+    lines += [
+        "",
+        "## Resident memory (MiB)",
+        "",
+        "| process | " + " | ".join(label for label, _ in memory) + " |",
+        "|---|" + "---|" * len(memory),
+    ]
     for name in memory[0][1]:
         cells = []
         for _, snapshot in memory:
             entry = snapshot[name]
             parts = [f"{entry['rss_mib']:.0f}"] + [f"{size:.0f}" for size in entry["children"].values()]
-            cells.append(f"{entry['total_mib']:.0f} ({' + '.join(parts)})" if entry["children"] else f"{entry['total_mib']:.0f}")
+            cells.append(
+                f"{entry['total_mib']:.0f} ({' + '.join(parts)})" if entry["children"] else f"{entry['total_mib']:.0f}"
+            )
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    lines += ["", "Gunicorn rows: total (master + each worker). "
-              + ("Worker processes were the same at the end as at the start (none restarted)."
-                 if worker_pids[0] == worker_pids[1] else
-                 f"Worker processes changed during the run: {worker_pids[0]} -> {worker_pids[1]}.")]
+    lines += [
+        "",
+        "Gunicorn rows: total (master + each worker). "
+        + (
+            "Worker processes were the same at the end as at the start (none restarted)."
+            if worker_pids[0] == worker_pids[1]
+            else f"Worker processes changed during the run: {worker_pids[0]} -> {worker_pids[1]}."
+        ),
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -299,15 +355,25 @@ def run(args, rate: float, group, out: Path) -> int:
     users = []
     for _ in range(args.users):
         name, password = f"soak{uuid.uuid4().hex[:10]}", "soak-password"
-        requests.post(f"{login.url}/users", json={"username": name, "password": password}, timeout=30).raise_for_status()
-        token = requests.post(f"{login.url}/login", json={"username": name, "password": password}, timeout=30).json()["token"]
+        requests.post(
+            f"{login.url}/users", json={"username": name, "password": password}, timeout=30
+        ).raise_for_status()
+        token = requests.post(f"{login.url}/login", json={"username": name, "password": password}, timeout=30).json()[
+            "token"
+        ]
         users.append({"username": name, "auth": {"Authorization": f"Bearer {token}"}})
     rooms = [f"soak-{uuid.uuid4().hex[:8]}" for _ in range(args.rooms)]
     for room in rooms:
-        requests.post(f"{balancer.url}/rooms", json={"name": room}, headers=users[0]["auth"], timeout=30).raise_for_status()
+        requests.post(
+            f"{balancer.url}/rooms", json={"name": room}, headers=users[0]["auth"], timeout=30
+        ).raise_for_status()
 
-    pids = {"login": login.process.popen.pid, **{f"chat@{chat.port}": chat.process.popen.pid for chat in chats},
-            "FerretDB": database.process.popen.pid, "HAProxy": balancer.process.popen.pid}
+    pids = {
+        "login": login.process.popen.pid,
+        **{f"chat@{chat.port}": chat.process.popen.pid for chat in chats},
+        "FerretDB": database.process.popen.pid,
+        "HAProxy": balancer.process.popen.pid,
+    }
     memory = [("start", memory_snapshot(pids))]
     workers_at_start = {name: children(pid) for name, pid in pids.items() if name.startswith(("login", "chat"))}
     soak = Soak(balancer.url, users, rooms, rate, args.minutes * 60, args.clients)
@@ -335,16 +401,31 @@ def run(args, rate: float, group, out: Path) -> int:
 
     report = render(args, rate, soak, books, memory, (workers_at_start, workers_at_end), elapsed, left)
     (out / "soak.md").write_text(report)
-    (out / "soak.json").write_text(json.dumps({
-        "rate": rate, "minutes": args.minutes, "outcomes": {kind: {str(k): v for k, v in counter.items()}
-                                                            for kind, counter in soak.outcomes.items()},
-        "latency_ms": {kind: {"p50": percentile(v, 50) * 1000, "p95": percentile(v, 95) * 1000,
-                              "p99": percentile(v, 99) * 1000, "max": max(v, default=0) * 1000,
-                              "mean": statistics.fmean(v) * 1000 if v else 0}
-                       for kind, v in soak.latencies.items()},
-        "books": books, "unacknowledged_after_retries": left, "late_starts": soak.late_starts,
-        "memory_mib": {label: snapshot for label, snapshot in memory},
-    }, indent=2, default=str))
+    (out / "soak.json").write_text(
+        json.dumps(
+            {
+                "rate": rate,
+                "minutes": args.minutes,
+                "outcomes": {kind: {str(k): v for k, v in counter.items()} for kind, counter in soak.outcomes.items()},
+                "latency_ms": {
+                    kind: {
+                        "p50": percentile(v, 50) * 1000,
+                        "p95": percentile(v, 95) * 1000,
+                        "p99": percentile(v, 99) * 1000,
+                        "max": max(v, default=0) * 1000,
+                        "mean": statistics.fmean(v) * 1000 if v else 0,
+                    }
+                    for kind, v in soak.latencies.items()
+                },
+                "books": books,
+                "unacknowledged_after_retries": left,
+                "late_starts": soak.late_starts,
+                "memory_mib": {label: snapshot for label, snapshot in memory},
+            },
+            indent=2,
+            default=str,
+        )
+    )
     print(report)
     print(f"written to {out}")
     clean = books["lost"] == 0 and books["duplicated"] == 0 and not books["rooms_with_seq_gaps"] and left == 0

@@ -3,6 +3,7 @@
 
     .venv/bin/python scripts/web_screenshots.py [--out docs/web-client]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,10 +52,12 @@ def main() -> int:
             charles.register_and_log_in("charles")
             charles.open_room("engines")
             ada.open_room("engines")
-            for author, text in ((ada, "Is the mill ready for the next card?"),
-                                 (charles, "Almost: the store holds 1,000 numbers now."),
-                                 (ada, "Then the Bernoulli table runs tonight.\nI bring the cards."),
-                                 (charles, "<b>markup</b> stays text, as it should.")):
+            for author, text in (
+                (ada, "Is the mill ready for the next card?"),
+                (charles, "Almost: the store holds 1,000 numbers now."),
+                (ada, "Then the Bernoulli table runs tonight.\nI bring the cards."),
+                (charles, "<b>markup</b> stays text, as it should."),
+            ):
                 author.post(text)
                 expect(ada.page.locator("#messages .text").first).to_have_text(text)
                 expect(charles.page.locator("#messages .text").first).to_have_text(text)

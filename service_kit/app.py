@@ -1,9 +1,10 @@
 """The app factory every service starts from, and the endpoints every service answers."""
+
 from __future__ import annotations
 
 import ipaddress
 import logging
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from flask import Blueprint, Flask, current_app, jsonify, request
 from flask.json.provider import DefaultJSONProvider
@@ -27,8 +28,9 @@ def readiness_check():
     try:
         database.ping(timeout_seconds=1.0)
     except Exception:  # any failure to answer within 1 s means "not ready"
-        return problem_response(503, "Service Unavailable", "The database did not answer a ping within 1 s.",
-                                headers={"Retry-After": "1"})
+        return problem_response(
+            503, "Service Unavailable", "The database did not answer a ping within 1 s.", headers={"Retry-After": "1"}
+        )
     settings = current_app.config["SETTINGS"]
     return jsonify(status="ready", service=settings.service, instance=settings.instance)
 

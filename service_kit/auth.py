@@ -4,6 +4,7 @@ The login service checks tokens against its own database (`LocalTokenCheck`); pr
 chat ask the login service over HTTP (`LoginServiceClient`) through a keep-alive pool with
 connect and read timeouts, a bounded number of calls in flight, and the token cache.
 """
+
 from __future__ import annotations
 
 import functools
@@ -57,8 +58,9 @@ class LoginServiceClient:
         self._in_flight = threading.BoundedSemaphore(max(1, settings.validate_concurrency))
         self._pending: dict[str, threading.Event] = {}
         self._pending_lock = threading.Lock()
-        self.cache = TokenCache(settings.token_cache_size if settings.token_cache_enabled else 0,
-                                settings.token_cache_seconds)
+        self.cache = TokenCache(
+            settings.token_cache_size if settings.token_cache_enabled else 0, settings.token_cache_seconds
+        )
 
     def username_for(self, token: str) -> str:
         digest = token_digest(token)
@@ -91,8 +93,7 @@ class LoginServiceClient:
         if not self._in_flight.acquire(timeout=self._timeout[1]):
             raise unavailable("Too many token checks in flight; try again shortly.")
         try:
-            response = self._session.get(self._url, headers={"Authorization": f"Bearer {token}"},
-                                         timeout=self._timeout)
+            response = self._session.get(self._url, headers={"Authorization": f"Bearer {token}"}, timeout=self._timeout)
         except requests.RequestException:
             raise unavailable("The login service is not answering; try again shortly.") from None
         finally:

@@ -1,4 +1,5 @@
 """Configuration read from the environment, in one place, with safe local defaults."""
+
 from __future__ import annotations
 
 import os
@@ -69,7 +70,7 @@ class Settings:
     wait_poll_seconds: float = 0.25
 
     @classmethod
-    def from_env(cls, service: str) -> "Settings":
+    def from_env(cls, service: str) -> Settings:
         return cls(
             service=service,
             port=_int("PORT", DEFAULT_PORTS[service]),
@@ -86,8 +87,7 @@ class Settings:
             scrypt_n=_int("SCRYPT_N", cls.scrypt_n),
             login_max_failures=_int("LOGIN_MAX_FAILURES", cls.login_max_failures),
             login_max_failures_per_user=_int("LOGIN_MAX_FAILURES_PER_USER", cls.login_max_failures_per_user),
-            login_max_failures_per_address=_int("LOGIN_MAX_FAILURES_PER_ADDRESS",
-                                                cls.login_max_failures_per_address),
+            login_max_failures_per_address=_int("LOGIN_MAX_FAILURES_PER_ADDRESS", cls.login_max_failures_per_address),
             login_failure_window_seconds=_int("LOGIN_FAILURE_WINDOW_SECONDS", cls.login_failure_window_seconds),
             registrations_per_address=_int("REGISTRATIONS_PER_ADDRESS", cls.registrations_per_address),
             registration_window_seconds=_int("REGISTRATION_WINDOW_SECONDS", cls.registration_window_seconds),
@@ -99,7 +99,7 @@ class Settings:
             wait_poll_seconds=_float("WAIT_POLL_SECONDS", cls.wait_poll_seconds),
         )
 
-    def replace(self, **changes) -> "Settings":
+    def replace(self, **changes) -> Settings:
         known = {f.name for f in fields(self)}
         unknown = set(changes) - known
         if unknown:

@@ -5,6 +5,7 @@ pymongo's pooled client in place of a per-request connection). Gunicorn loads th
 each worker after it forks (no preload), so every worker builds its own client; PyMongo
 clients must never cross a fork.
 """
+
 from __future__ import annotations
 
 import pymongo
@@ -42,7 +43,6 @@ def ping(timeout_seconds: float = 1.0) -> None:
     """Raise unless the database answers a ping within the timeout."""
     with pymongo.timeout(timeout_seconds):
         db().command("ping")
-
 
 
 def close(app: Flask) -> None:

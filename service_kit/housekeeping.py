@@ -1,9 +1,10 @@
 """Chores a process does now and then on the request path, at most once per interval."""
+
 from __future__ import annotations
 
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 
 class Every:

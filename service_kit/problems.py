@@ -1,10 +1,17 @@
 """RFC 9457 problem details: the one error path of every service."""
+
 from __future__ import annotations
 
 import logging
 
 from flask import Flask, Response, json
-from pymongo.errors import ConnectionFailure, ExecutionTimeout, NetworkTimeout, PyMongoError, ServerSelectionTimeoutError
+from pymongo.errors import (
+    ConnectionFailure,
+    ExecutionTimeout,
+    NetworkTimeout,
+    PyMongoError,
+    ServerSelectionTimeoutError,
+)
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 log = logging.getLogger(__name__)
@@ -15,8 +22,16 @@ PROBLEM_TYPE_BASE = "https://chatsys.example/problems/"
 class Problem(Exception):
     """Raise anywhere in a request to answer with a problem+json body."""
 
-    def __init__(self, status: int, title: str, detail: str = "", *, kind: str | None = None,
-                 headers: dict | None = None, extra: dict | None = None):
+    def __init__(
+        self,
+        status: int,
+        title: str,
+        detail: str = "",
+        *,
+        kind: str | None = None,
+        headers: dict | None = None,
+        extra: dict | None = None,
+    ):
         super().__init__(detail or title)
         self.status = status
         self.title = title
@@ -26,8 +41,15 @@ class Problem(Exception):
         self.extra = extra or {}
 
 
-def problem_response(status: int, title: str, detail: str, *, kind: str | None = None,
-                     headers: dict | None = None, extra: dict | None = None) -> Response:
+def problem_response(
+    status: int,
+    title: str,
+    detail: str,
+    *,
+    kind: str | None = None,
+    headers: dict | None = None,
+    extra: dict | None = None,
+) -> Response:
     body = {
         "type": PROBLEM_TYPE_BASE + (kind or title.lower().replace(" ", "-")),
         "title": title,
@@ -44,7 +66,9 @@ def problem_response(status: int, title: str, detail: str, *, kind: str | None =
 
 
 def unauthorized(detail: str) -> Problem:
-    return Problem(401, "Unauthorized", detail, headers={"WWW-Authenticate": 'Bearer realm="chatsys", error="invalid_token"'})
+    return Problem(
+        401, "Unauthorized", detail, headers={"WWW-Authenticate": 'Bearer realm="chatsys", error="invalid_token"'}
+    )
 
 
 def bad_request(detail: str, errors: list | None = None) -> Problem:
@@ -61,8 +85,9 @@ _DATABASE_DOWN = (ServerSelectionTimeoutError, ConnectionFailure, NetworkTimeout
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(Problem)
     def _problem(error: Problem):
-        return problem_response(error.status, error.title, error.detail, kind=error.kind,
-                                headers=error.headers, extra=error.extra)
+        return problem_response(
+            error.status, error.title, error.detail, kind=error.kind, headers=error.headers, extra=error.extra
+        )
 
     @app.errorhandler(HTTPException)
     def _http(error: HTTPException):
@@ -75,8 +100,12 @@ def register_error_handlers(app: Flask) -> None:
     def _database(error: PyMongoError):
         if isinstance(error, _DATABASE_DOWN):
             log.warning("database unavailable: %s", error)
-            return problem_response(503, "Service Unavailable", "The database is not answering; try again shortly.",
-                                    headers={"Retry-After": "1"})
+            return problem_response(
+                503,
+                "Service Unavailable",
+                "The database is not answering; try again shortly.",
+                headers={"Retry-After": "1"},
+            )
         log.exception("database error")
         return problem_response(500, "Internal Server Error", "The request could not be completed.")
 

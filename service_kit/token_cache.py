@@ -5,6 +5,7 @@ expired token is refused at once and a logged-out one within the cache bound. To
 login service refused are remembered for the same bound, so a flood of one bad token does
 not become a flood of calls; tokens are never stored, only their SHA-256.
 """
+
 from __future__ import annotations
 
 import hashlib

@@ -1,4 +1,5 @@
 """Declared request validation: a pydantic model per body, one path to a 400 problem."""
+
 from __future__ import annotations
 
 import json
@@ -24,15 +25,18 @@ def _refuse_nul(value: str) -> str:
     return value
 
 
-def text_checks(min_length: int = 0, max_length: int | None = None, pattern: str | None = None,
-                rule: str = "") -> tuple[object, ...]:
+def text_checks(
+    min_length: int = 0, max_length: int | None = None, pattern: str | None = None, rule: str = ""
+) -> tuple[object, ...]:
     """The checks of a string field, for a module-level alias mypy sees as a type:
     `Username = Annotated[str, *text_checks(pattern=..., rule=...)]`. Strict (no coercion
     from numbers, objects or null), lengths in code points, free of NUL (which the database
     cannot store reliably), and, with `pattern`, checked against it with `rule` as the
     message a client reads."""
-    checks: list[object] = [StringConstraints(min_length=min_length or None, max_length=max_length),
-                            AfterValidator(_refuse_nul)]
+    checks: list[object] = [
+        StringConstraints(min_length=min_length or None, max_length=max_length),
+        AfterValidator(_refuse_nul),
+    ]
     if pattern is not None:
         compiled = re.compile(pattern)
 
@@ -82,8 +86,9 @@ def read_json_object() -> dict:
         if request.environ["wsgi.input"].read(1):
             raise RequestEntityTooLarge()
     try:
-        body = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant,
-                          object_pairs_hook=_refuse_duplicate_keys)
+        body = json.loads(
+            raw.decode("utf-8"), parse_constant=_reject_constant, object_pairs_hook=_refuse_duplicate_keys
+        )
     except _DuplicateKey as error:
         raise bad_request(f"The body names the key {error.args[0]!r} more than once.") from None
     except (UnicodeDecodeError, ValueError) as error:

@@ -4,6 +4,7 @@ Conformance mode: set CHATSYS_LOGIN_URL and CHATSYS_PROFILE_URL (and optionally
 CHATSYS_CHAT_URL) to point the contract tests at somebody's deployment; tests marked
 `local` (they start, stop or kill processes) are then left out.
 """
+
 from __future__ import annotations
 
 import os
@@ -134,8 +135,9 @@ def stack(request) -> Stack:
     profile = harness.start_service(processes, "profile", service_env(database, login.url))
     chats = [harness.start_service(processes, "chat", service_env(database, login.url)) for _ in range(3)]
     balancer = harness.start_haproxy(processes, [chat.port for chat in chats], login=login, profile=profile)
-    harness.wait_until(lambda: list(balancer.server_states().values()).count("UP") == 3, 15,
-                       "HAProxy to see three chat servers up")
+    harness.wait_until(
+        lambda: list(balancer.server_states().values()).count("UP") == 3, 15, "HAProxy to see three chat servers up"
+    )
     # Clients reach login and profile through HAProxy, as in every deployment.
     return Stack(balancer.login_url, balancer.profile_url, balancer.url, database, login, profile, chats, balancer)
 

@@ -1,4 +1,5 @@
 """Assertions every contract test shares: problem+json shape, X-Instance, 401 shape."""
+
 from __future__ import annotations
 
 import re

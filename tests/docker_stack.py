@@ -2,6 +2,7 @@
 answers, else a private dockerd that is stopped again at the end), the images and one
 compose project of our own on free loopback ports, through the scripts a user runs
 (scripts/docker-engine.sh, scripts/docker-stack.sh)."""
+
 from __future__ import annotations
 
 import json
@@ -24,12 +25,15 @@ STACK_SCRIPT = ROOT / "scripts" / "docker-stack.sh"
 SERVICES = ("mongo", "login", "profile", "chat", "haproxy")
 
 
-def run(argv: list[str], env: dict[str, str], timeout: float = 120, check: bool = True,
-        **kwargs) -> subprocess.CompletedProcess:
+def run(
+    argv: list[str], env: dict[str, str], timeout: float = 120, check: bool = True, **kwargs
+) -> subprocess.CompletedProcess:
     result = subprocess.run(argv, env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout, **kwargs)
     if check and result.returncode != 0:
-        raise AssertionError(f"{' '.join(map(str, argv))} failed ({result.returncode}):\n"
-                             f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+        raise AssertionError(
+            f"{' '.join(map(str, argv))} failed ({result.returncode}):\n"
+            f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        )
     return result
 
 
@@ -110,17 +114,25 @@ class Stack:
         if not ids:
             return []
         found = json.loads(self.engine.docker("inspect", *ids).stdout)
-        return sorted(found, key=lambda c: (c["Config"]["Labels"]["com.docker.compose.service"],
-                                            int(c["Config"]["Labels"].get("com.docker.compose.container-number", 0))))
+        return sorted(
+            found,
+            key=lambda c: (
+                c["Config"]["Labels"]["com.docker.compose.service"],
+                int(c["Config"]["Labels"].get("com.docker.compose.container-number", 0)),
+            ),
+        )
 
     def health(self) -> dict[str, str]:
-        return {c["Name"].lstrip("/"): (c["State"].get("Health") or {}).get("Status", "none")
-                for c in self.containers(running_only=False)}
+        return {
+            c["Name"].lstrip("/"): (c["State"].get("Health") or {}).get("Status", "none")
+            for c in self.containers(running_only=False)
+        }
 
     def wait_all_healthy(self, expected: int, timeout: float = 180) -> None:
         def all_healthy():
             health = self.health()
             return len(health) == expected and all(status == "healthy" for status in health.values())
+
         try:
             harness.wait_until(all_healthy, timeout, f"{expected} healthy containers", interval=1)
         except TimeoutError:
@@ -140,8 +152,9 @@ class Stack:
 
     def wait_servers_up(self, count: int, timeout: float = 60) -> None:
         try:
-            harness.wait_until(lambda: self.servers_up() == count, timeout, f"HAProxy to see {count} chat servers up",
-                               interval=0.5)
+            harness.wait_until(
+                lambda: self.servers_up() == count, timeout, f"HAProxy to see {count} chat servers up", interval=0.5
+            )
         except TimeoutError:
             raise AssertionError(f"HAProxy's chat servers: {self.server_states()}") from None
 
@@ -157,16 +170,28 @@ def new_stack(engine: Engine, var_dir: Path) -> Stack:
     """A compose project of our own: its own name, loopback ports and state directory."""
     project = f"chatsys-test-{uuid.uuid4().hex[:8]}"
     names = ("CHAT_PUBLISHED_PORT", "STATS_PUBLISHED_PORT", "LOGIN_PUBLISHED_PORT", "PROFILE_PUBLISHED_PORT")
-    ports = dict(zip(names, free_ports(len(names))))
-    env = {**engine.env, "COMPOSE_PROJECT_NAME": project, "CHATSYS_VAR": str(var_dir),
-           # The tests always use the local stand-ins: FerretDB as the database, as elsewhere.
-           "DOCKER_IMAGES": "local", **{name: str(port) for name, port in ports.items()},
-           # A tag of its own, so that a user's chatsys:latest on a shared engine stays as it is.
-           "CHATSYS_IMAGE": "chatsys-local/chatsys:latest",
-           # Every test client is one address (Docker's gateway) registering hundreds of users:
-           # the edge limits are lifted, as for the other test stacks (tests/harness.py).
-           **harness.UNLIMITED_EDGE}
-    for name in ("PUBLISHED_ADDRESS", "MONGO_IMAGE", "HAPROXY_IMAGE", "PYTHON_IMAGE", "MONGO_HEALTHCHECK",
-                 "DOCKER_COMPOSE_FILES", "COMPOSE_FILE"):
+    ports = dict(zip(names, free_ports(len(names)), strict=True))
+    env = {
+        **engine.env,
+        "COMPOSE_PROJECT_NAME": project,
+        "CHATSYS_VAR": str(var_dir),
+        # The tests always use the local stand-ins: FerretDB as the database, as elsewhere.
+        "DOCKER_IMAGES": "local",
+        **{name: str(port) for name, port in ports.items()},
+        # A tag of its own, so that a user's chatsys:latest on a shared engine stays as it is.
+        "CHATSYS_IMAGE": "chatsys-local/chatsys:latest",
+        # Every test client is one address (Docker's gateway) registering hundreds of users:
+        # the edge limits are lifted, as for the other test stacks (tests/harness.py).
+        **harness.UNLIMITED_EDGE,
+    }
+    for name in (
+        "PUBLISHED_ADDRESS",
+        "MONGO_IMAGE",
+        "HAPROXY_IMAGE",
+        "PYTHON_IMAGE",
+        "MONGO_HEALTHCHECK",
+        "DOCKER_COMPOSE_FILES",
+        "COMPOSE_FILE",
+    ):
         env.pop(name, None)  # the caller's settings would change what is tested
     return Stack(engine, project, ports, env)

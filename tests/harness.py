@@ -3,6 +3,7 @@
 Everything started here is stopped at the end of the session, even when a test fails.
 The same helpers serve the benchmarks under scripts/.
 """
+
 from __future__ import annotations
 
 import os
@@ -78,12 +79,19 @@ class Process:
     cwd: Path = ROOT
     popen: subprocess.Popen | None = None
 
-    def start(self) -> "Process":
+    def start(self) -> Process:
         if self.running:
             return self
         log = open(self.log_path, "ab")
-        self.popen = subprocess.Popen(self.argv, env=self.env, cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT,
-                                      stdin=subprocess.DEVNULL, start_new_session=True)
+        self.popen = subprocess.Popen(
+            self.argv,
+            env=self.env,
+            cwd=self.cwd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         log.close()
         return self
 
@@ -142,8 +150,9 @@ class ProcessGroup:
 
 def ferretdb_binary() -> Path:
     """The patched FerretDB build; scripts/ferretdb.sh builds it once and names it."""
-    path = subprocess.run([str(ROOT / "scripts" / "ferretdb.sh"), "path"], check=True,
-                          capture_output=True, text=True).stdout.strip()
+    path = subprocess.run(
+        [str(ROOT / "scripts" / "ferretdb.sh"), "path"], check=True, capture_output=True, text=True
+    ).stdout.strip()
     return Path(path)
 
 
@@ -173,9 +182,16 @@ def start_ferretdb(group: ProcessGroup, name: str = "ferretdb", debug_port: int 
     (data / "data").mkdir(parents=True)
     (data / "state").mkdir()
     debug_addr = f"127.0.0.1:{debug_port}" if debug_port else "-"
-    argv = [str(ferretdb_binary()), "--handler=sqlite", f"--sqlite-url=file:{data}/data/",
-            f"--state-dir={data}/state", f"--listen-addr=127.0.0.1:{port}", f"--debug-addr={debug_addr}",
-            "--telemetry=disable", "--log-level=warn"]
+    argv = [
+        str(ferretdb_binary()),
+        "--handler=sqlite",
+        f"--sqlite-url=file:{data}/data/",
+        f"--state-dir={data}/state",
+        f"--listen-addr=127.0.0.1:{port}",
+        f"--debug-addr={debug_addr}",
+        "--telemetry=disable",
+        "--log-level=warn",
+    ]
     database = Database(group.spawn(name, argv, {}), port)
     wait_until(lambda: port_open(port), 30, "FerretDB to listen")
     return database
@@ -196,7 +212,7 @@ class Service:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 30) -> "Service":
+    def start(self, timeout: float = 30) -> Service:
         self.process.start()
         self.wait_ready(timeout)
         return self
@@ -262,15 +278,27 @@ class LoadBalancer:
 UNLIMITED_EDGE = {"HAPROXY_AUTH_RATE": "1000000", "HAPROXY_POST_RATE": "1000000", "HAPROXY_ROOM_RATE": "1000000"}
 
 
-def start_haproxy(group: ProcessGroup, chat_ports: list[int], extra_env: dict[str, str] | None = None,
-                  login: "Service | None" = None, profile: "Service | None" = None) -> LoadBalancer:
+def start_haproxy(
+    group: ProcessGroup,
+    chat_ports: list[int],
+    extra_env: dict[str, str] | None = None,
+    login: Service | None = None,
+    profile: Service | None = None,
+) -> LoadBalancer:
     """HAProxy in front of the chat servers and, when given, the login and profile services,
     on free ports, with the edge limits lifted unless `extra_env` sets them."""
     port, stats_port, login_port, profile_port = free_port(), free_port(), free_port(), free_port()
     socket_path = group.dir / f"haproxy-{port}.sock"
-    env = {"HAPROXY_BIND": "127.0.0.1", "HAPROXY_PORT": str(port), "HAPROXY_STATS_BIND": "127.0.0.1",
-           "HAPROXY_STATS_PORT": str(stats_port), "HAPROXY_RUNTIME_SOCKET": str(socket_path),
-           "HAPROXY_LOGIN_PORT": str(login_port), "HAPROXY_PROFILE_PORT": str(profile_port), **UNLIMITED_EDGE}
+    env = {
+        "HAPROXY_BIND": "127.0.0.1",
+        "HAPROXY_PORT": str(port),
+        "HAPROXY_STATS_BIND": "127.0.0.1",
+        "HAPROXY_STATS_PORT": str(stats_port),
+        "HAPROXY_RUNTIME_SOCKET": str(socket_path),
+        "HAPROXY_LOGIN_PORT": str(login_port),
+        "HAPROXY_PROFILE_PORT": str(profile_port),
+        **UNLIMITED_EDGE,
+    }
     for index, chat_port in enumerate(chat_ports, start=1):
         env[f"CHAT_SERVER_{index}"] = f"127.0.0.1:{chat_port}"
     if login is not None:
@@ -284,5 +312,7 @@ def start_haproxy(group: ProcessGroup, chat_ports: list[int], extra_env: dict[st
     wait_until(lambda: port_open(port) and socket_path.exists(), 10, "HAProxy to listen")
     for name, service in (("login", login), ("profile", profile)):
         if service is not None:
-            wait_until(lambda: balancer.server_states(name).get(name) == "UP", 15, f"HAProxy to see {name} up")
+            wait_until(
+                lambda name=name: balancer.server_states(name).get(name) == "UP", 15, f"HAProxy to see {name} up"
+            )
     return balancer

@@ -6,6 +6,7 @@ One kind of answer is not a problem, and the tests say so precisely: HAProxy 2.6
 its built-in HTML page for the errors its HTTP parser raises before any rule runs (headers
 that overflow its buffer or its 101 fields, or do not arrive within `timeout http-request`).
 """
+
 from __future__ import annotations
 
 import json
@@ -39,6 +40,7 @@ LOGIN_MAX_FAILURES = 5
 
 # --- raw HTTP: what a hostile client sends is not what requests would --------------------
 
+
 @dataclass
 class RawResponse:
     status: int
@@ -71,12 +73,15 @@ def read_response(sock: socket.socket, started: float, timeout: float) -> RawRes
         head, separator, body = data.partition(b"\r\n\r\n")
         if separator:
             lines = head.decode("latin-1").split("\r\n")
-            headers = {name.strip().lower(): value.strip()
-                       for name, _, value in (line.partition(":") for line in lines[1:])}
+            headers = {
+                name.strip().lower(): value.strip() for name, _, value in (line.partition(":") for line in lines[1:])
+            }
             length = int(headers.get("content-length", -1))
             if 0 <= length <= len(body) or (not chunk and length < 0):
                 status = int(lines[0].split()[1])
-                return RawResponse(status, headers, body[:length] if length >= 0 else body, first, head.decode("latin-1"))
+                return RawResponse(
+                    status, headers, body[:length] if length >= 0 else body, first, head.decode("latin-1")
+                )
         if not chunk:
             raise AssertionError(f"connection closed without a complete answer: {data[:200]!r}")
 
@@ -97,12 +102,14 @@ def request_bytes(method: str, target: str, headers: dict[str, str], body: bytes
 
 
 def chunked(body: bytes, size: int = 4096) -> bytes:
-    pieces = [b"%x\r\n%s\r\n" % (len(body[i:i + size]), body[i:i + size]) for i in range(0, len(body), size)]
+    pieces = [b"%x\r\n%s\r\n" % (len(body[i : i + size]), body[i : i + size]) for i in range(0, len(body), size)]
     return b"".join(pieces) + b"0\r\n\r\n"
 
 
 def haproxy_version() -> tuple[int, int]:
-    output = subprocess.run([shutil.which("haproxy") or "/usr/sbin/haproxy", "-v"], capture_output=True, text=True).stdout
+    output = subprocess.run(
+        [shutil.which("haproxy") or "/usr/sbin/haproxy", "-v"], capture_output=True, text=True
+    ).stdout
     major, minor = re.search(r"version (\d+)\.(\d+)", output).groups()
     return int(major), int(minor)
 
@@ -132,6 +139,7 @@ def assert_instance(response: RawResponse, instance: str) -> None:
 
 
 # --- fixtures -----------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def entry(processes, stack):
@@ -192,6 +200,7 @@ class KeepServing:
 
 # --- slow clients -------------------------------------------------------------------------
 
+
 def trickle_headers(port: int, results: list, limit: float = 15.0) -> None:
     """Slowloris: a request line, then one more header line a second, never the blank line."""
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
@@ -237,8 +246,13 @@ def test_a_body_sent_too_slowly_gets_a_408_problem_and_never_reaches_a_server(en
     body = json.dumps({"text": "slowly"}).encode()
     with socket.create_connection(("127.0.0.1", entry.port), timeout=5) as sock:
         started = time.monotonic()
-        sock.sendall(request_bytes("POST", f"/rooms/{room}/messages",
-                                   {**user.auth, "Content-Type": "application/json", "Content-Length": str(len(body))}))
+        sock.sendall(
+            request_bytes(
+                "POST",
+                f"/rooms/{room}/messages",
+                {**user.auth, "Content-Type": "application/json", "Content-Length": str(len(body))},
+            )
+        )
         selector = selectors.DefaultSelector()
         selector.register(sock, selectors.EVENT_READ)
         for byte in body[:10]:  # one byte a second, never the whole body
@@ -276,11 +290,13 @@ def test_a_service_reached_directly_cuts_stalled_requests_and_keeps_serving(stac
             sock.close()
         # HAProxy's health checks may have found login busy meanwhile and marked it down:
         # the next test registers through HAProxy, so leave the stack as it was found.
-        harness.wait_until(lambda: stack.balancer.server_states("login").get("login") == "UP", 15,
-                           "HAProxy to see login up again")
+        harness.wait_until(
+            lambda: stack.balancer.server_states("login").get("login") == "UP", 15, "HAProxy to see login up again"
+        )
 
 
 # --- oversized bodies ----------------------------------------------------------------------
+
 
 @pytest.mark.local
 @pytest.mark.chat
@@ -290,7 +306,7 @@ def test_a_declared_oversized_body_gets_413_before_it_is_sent(entry, stack, user
     at_entry = exchange(entry.port, request_bytes("POST", f"/rooms/{room}/messages", headers, b'{"text": "'))
     assert_raw_problem(at_entry, 413)
     assert at_entry.seconds < HTTP_REQUEST_TIMEOUT - 1, "HAProxy waited for the body before refusing it"
-    for name, (port, method, path, _) in services_direct(stack, user).items():
+    for port, method, path, _ in services_direct(stack, user).values():
         assert_raw_problem(exchange(port, request_bytes(method, path, headers, b'{"text": "')), 413)
 
 
@@ -301,19 +317,36 @@ def test_an_oversized_chunked_body_gets_413_and_a_small_one_is_accepted(entry, s
     big = json.dumps({"text": "a" * (MAX_BODY + 1000)}).encode()
     room = new_room(entry.url, user)
     headers = {**user.auth, "Content-Type": "application/json", "Transfer-Encoding": "chunked", "Connection": "close"}
-    assert_raw_problem(exchange(entry.port, request_bytes("POST", f"/rooms/{room}/messages", headers, chunked(big))), 413)
+    assert_raw_problem(
+        exchange(entry.port, request_bytes("POST", f"/rooms/{room}/messages", headers, chunked(big))), 413
+    )
     for name, (port, method, path, auth) in services_direct(stack, user).items():
-        raw_headers = {**auth, "Content-Type": "application/json", "Transfer-Encoding": "chunked", "Connection": "close"}
-        body = json.dumps({"username": unique_name(), "password": "p" * MAX_BODY} if name == "login"
-                          else {"bio": "b" * MAX_BODY} if name == "profile" else {"text": "t" * MAX_BODY}).encode()
+        raw_headers = {
+            **auth,
+            "Content-Type": "application/json",
+            "Transfer-Encoding": "chunked",
+            "Connection": "close",
+        }
+        body = json.dumps(
+            {"username": unique_name(), "password": "p" * MAX_BODY}
+            if name == "login"
+            else {"bio": "b" * MAX_BODY}
+            if name == "profile"
+            else {"text": "t" * MAX_BODY}
+        ).encode()
         assert_raw_problem(exchange(port, request_bytes(method, path, raw_headers, chunked(body))), 413)
-    small = exchange(entry.port, request_bytes("POST", f"/rooms/{room}/messages", headers,
-                                               chunked(json.dumps({"text": "chunked but small"}).encode())))
+    small = exchange(
+        entry.port,
+        request_bytes(
+            "POST", f"/rooms/{room}/messages", headers, chunked(json.dumps({"text": "chunked but small"}).encode())
+        ),
+    )
     assert small.status == 201, small.body
     assert small.json()["text"] == "chunked but small"
 
 
 # --- oversized headers and request lines ---------------------------------------------------
+
 
 def oversized_requests(token: str) -> dict[str, bytes]:
     auth = {"Authorization": f"Bearer {token}", "Connection": "close"}
@@ -357,6 +390,7 @@ def test_huge_or_numerous_headers_sent_straight_to_a_service_get_431_problems(st
 
 # --- a flood of bad tokens -----------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def counted_login(processes, database):
     """A login service that logs every request, and a chat server that asks only it."""
@@ -368,8 +402,9 @@ def counted_login(processes, database):
 
 def validate_calls(access_log, chat) -> int:
     time.sleep(0.3)  # let the access log flush
-    return sum(1 for line in access_log.read_text().splitlines()
-               if "/validate" in line and f"chatsys-chat@{chat.port}" in line)
+    return sum(
+        1 for line in access_log.read_text().splitlines() if "/validate" in line and f"chatsys-chat@{chat.port}" in line
+    )
 
 
 @pytest.mark.local
@@ -390,8 +425,9 @@ def test_a_flood_of_bad_tokens_costs_one_check_each_at_most_while_a_user_is_serv
     def send(tokens):
         session = requests.Session()
         for token in tokens:
-            response = session.get(f"{chat.url}/rooms/lobby/messages", headers={"Authorization": f"Bearer {token}"},
-                                   timeout=15)
+            response = session.get(
+                f"{chat.url}/rooms/lobby/messages", headers={"Authorization": f"Bearer {token}"}, timeout=15
+            )
             try:
                 assert_problem(response, response.status_code)
             except AssertionError as error:
@@ -409,8 +445,10 @@ def test_a_flood_of_bad_tokens_costs_one_check_each_at_most_while_a_user_is_serv
             thread.join(120)
     calls = validate_calls(access_log, chat) - before
     unavailable = answers[(True, 503)]
-    print(f"\n{len(flood)} well-formed and {len(malformed)} malformed bad tokens: {dict(answers)}, "
-          f"{calls} /validate calls; the user's answers {dict(reader.statuses)}, slowest {reader.slowest:.2f} s")
+    print(
+        f"\n{len(flood)} well-formed and {len(malformed)} malformed bad tokens: {dict(answers)}, "
+        f"{calls} /validate calls; the user's answers {dict(reader.statuses)}, slowest {reader.slowest:.2f} s"
+    )
     assert not not_problems, not_problems[:3]
     assert set(answers) <= {(True, 401), (True, 503), (False, 401)}, answers
     assert answers[(False, 401)] == len(malformed)
@@ -422,6 +460,7 @@ def test_a_flood_of_bad_tokens_costs_one_check_each_at_most_while_a_user_is_serv
 
 # --- guessing passwords, and what the answer time tells -----------------------------------
 
+
 @pytest.mark.local
 def test_parallel_password_guesses_are_cut_off_after_a_few_beyond_the_limit(stack):
     victim = register_and_login(stack.login_url)
@@ -431,14 +470,20 @@ def test_parallel_password_guesses_are_cut_off_after_a_few_beyond_the_limit(stac
 
     def guess(number):
         barrier.wait()
-        answers.append(requests.post(f"{stack.login_url}/login",
-                                     json={"username": victim.username, "password": f"guess number {number}"}, timeout=30))
+        answers.append(
+            requests.post(
+                f"{stack.login_url}/login",
+                json={"username": victim.username, "password": f"guess number {number}"},
+                timeout=30,
+            )
+        )
 
     guessers = [threading.Thread(target=guess, args=(n,), daemon=True) for n in range(20)]
     for thread in guessers:
         thread.start()
-    bystander_login = requests.post(f"{stack.login_url}/login",
-                                    json={"username": bystander.username, "password": bystander.password}, timeout=30)
+    bystander_login = requests.post(
+        f"{stack.login_url}/login", json={"username": bystander.username, "password": bystander.password}, timeout=30
+    )
     for thread in guessers:
         thread.join(60)
     codes = Counter(answer.status_code for answer in answers)
@@ -450,8 +495,9 @@ def test_parallel_password_guesses_are_cut_off_after_a_few_beyond_the_limit(stac
     # many arrive at once, at most LOGIN_MAX_FAILURES reach the password check.
     assert codes[401] <= LOGIN_MAX_FAILURES and codes[429] >= 20 - LOGIN_MAX_FAILURES, codes
     assert bystander_login.status_code == 200
-    right_password = requests.post(f"{stack.login_url}/login",
-                                   json={"username": victim.username, "password": victim.password}, timeout=30)
+    right_password = requests.post(
+        f"{stack.login_url}/login", json={"username": victim.username, "password": victim.password}, timeout=30
+    )
     assert_problem(right_password, 429)
 
 
@@ -464,17 +510,21 @@ def test_unknown_user_and_wrong_password_take_about_as_long(stack):
     for user in known:
         for username, times in ((unique_name(), unknown_times), (user.username, wrong_times)):
             started = time.monotonic()
-            response = requests.post(f"{stack.login_url}/login", json={"username": username, "password": "not it at all"},
-                                     timeout=30)
+            response = requests.post(
+                f"{stack.login_url}/login", json={"username": username, "password": "not it at all"}, timeout=30
+            )
             times.append(time.monotonic() - started)
             assert_problem(response, 401)
     ratio = statistics.median(unknown_times) / statistics.median(wrong_times)
-    print(f"\nmedian login answer: unknown user {statistics.median(unknown_times) * 1000:.0f} ms, "
-          f"wrong password {statistics.median(wrong_times) * 1000:.0f} ms, ratio {ratio:.2f}")
+    print(
+        f"\nmedian login answer: unknown user {statistics.median(unknown_times) * 1000:.0f} ms, "
+        f"wrong password {statistics.median(wrong_times) * 1000:.0f} ms, ratio {ratio:.2f}"
+    )
     assert 0.5 <= ratio <= 2.0, ratio
 
 
 # --- per-address rate limit at HAProxy ------------------------------------------------------
+
 
 def get_from(port: int, source: str, path: str = "/health") -> RawResponse:
     with socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(source, 0)) as sock:
@@ -523,35 +573,48 @@ def test_awkward_unicode_round_trips_exactly_through_post_and_get(stack, user):
     room = new_room(stack.chat_url, user)
     posted = []
     for name, text in AWKWARD_TEXTS.items():
-        response = requests.post(f"{stack.chat_url}/rooms/{room}/messages", json={"text": text}, headers=user.auth,
-                                 timeout=10)
+        response = requests.post(
+            f"{stack.chat_url}/rooms/{room}/messages", json={"text": text}, headers=user.auth, timeout=10
+        )
         assert response.status_code == 201, f"{name}: {response.text}"
         assert response.json()["text"] == text, name
         posted.append(text)
     # The same again as raw UTF-8 instead of \u escapes.
     raw = json.dumps({"text": "".join(AWKWARD_TEXTS.values())[:2000]}, ensure_ascii=False).encode("utf-8")
-    response = requests.post(f"{stack.chat_url}/rooms/{room}/messages", data=raw,
-                             headers={**user.auth, "Content-Type": "application/json"}, timeout=10)
+    response = requests.post(
+        f"{stack.chat_url}/rooms/{room}/messages",
+        data=raw,
+        headers={**user.auth, "Content-Type": "application/json"},
+        timeout=10,
+    )
     assert response.status_code == 201, response.text
     posted.append("".join(AWKWARD_TEXTS.values())[:2000])
-    stored = requests.get(f"{stack.chat_url}/rooms/{room}/messages", params={"after": 0, "limit": 200},
-                          headers=user.auth, timeout=10).json()["messages"]
+    stored = requests.get(
+        f"{stack.chat_url}/rooms/{room}/messages", params={"after": 0, "limit": 200}, headers=user.auth, timeout=10
+    ).json()["messages"]
     assert [message["text"] for message in stored] == posted
 
 
 @pytest.mark.chat
-@pytest.mark.parametrize("raw_text, expected", [
-    (b'"\\ud800"', None),  # a lone high surrogate
-    (b'"\\udc00\\ud800"', None),  # a pair in the wrong order
-    (b'"\\ud83d\\ude00"', "😀"),  # a proper pair: one code point
-    (b'"\xed\xa0\x80"', None),  # a surrogate encoded in UTF-8 (invalid UTF-8)
-    (b'"\xc0\xaf"', None),  # an overlong encoding
-    (b'"\xff"', None),  # not UTF-8 at all
-])
+@pytest.mark.parametrize(
+    "raw_text, expected",
+    [
+        (b'"\\ud800"', None),  # a lone high surrogate
+        (b'"\\udc00\\ud800"', None),  # a pair in the wrong order
+        (b'"\\ud83d\\ude00"', "😀"),  # a proper pair: one code point
+        (b'"\xed\xa0\x80"', None),  # a surrogate encoded in UTF-8 (invalid UTF-8)
+        (b'"\xc0\xaf"', None),  # an overlong encoding
+        (b'"\xff"', None),  # not UTF-8 at all
+    ],
+)
 def test_surrogates_and_invalid_utf8_are_refused_or_round_trip_exactly(stack, user, raw_text, expected):
     room = new_room(stack.chat_url, user)
-    response = requests.post(f"{stack.chat_url}/rooms/{room}/messages", data=b'{"text": ' + raw_text + b"}",
-                             headers={**user.auth, "Content-Type": "application/json"}, timeout=10)
+    response = requests.post(
+        f"{stack.chat_url}/rooms/{room}/messages",
+        data=b'{"text": ' + raw_text + b"}",
+        headers={**user.auth, "Content-Type": "application/json"},
+        timeout=10,
+    )
     stored = requests.get(f"{stack.chat_url}/rooms/{room}/messages", headers=user.auth, timeout=10).json()["messages"]
     if expected is None:
         assert_problem(response, 400)

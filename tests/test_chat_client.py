@@ -1,4 +1,5 @@
 """The terminal client, run as a user runs it (`python -m chat_client ...`) against the real stack."""
+
 from __future__ import annotations
 
 import json
@@ -32,29 +33,48 @@ class Terminal:
     def __init__(self, stack, config_home: Path):
         self.config_home = config_home
         self.username = ""
-        self.env = {**os.environ, "CHATSYS_CHAT_URL": stack.chat_url, "CHATSYS_LOGIN_URL": stack.login_url,
-                    "CHATSYS_PROFILE_URL": stack.profile_url, "XDG_CONFIG_HOME": str(config_home),
-                    "PYTHONUTF8": "1"}
+        self.env = {
+            **os.environ,
+            "CHATSYS_CHAT_URL": stack.chat_url,
+            "CHATSYS_LOGIN_URL": stack.login_url,
+            "CHATSYS_PROFILE_URL": stack.profile_url,
+            "XDG_CONFIG_HOME": str(config_home),
+            "PYTHONUTF8": "1",
+        }
 
     @property
     def session_file(self) -> Path:
         return self.config_home / "chatsys" / "session.json"
 
     def run(self, *args: str, stdin: str | None = None, umask: int = -1, **env: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "chat_client", *args], input=stdin, capture_output=True,
-                              text=True, env={**self.env, **env}, cwd=harness.ROOT, timeout=60, umask=umask)
+        return subprocess.run(
+            [sys.executable, "-m", "chat_client", *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            env={**self.env, **env},
+            cwd=harness.ROOT,
+            timeout=60,
+            umask=umask,
+        )
 
     def start(self, *args: str, **env: str) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-m", "chat_client", *args], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
-                                env={**self.env, **env}, cwd=harness.ROOT)
+        return subprocess.Popen(
+            [sys.executable, "-m", "chat_client", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            env={**self.env, **env},
+            cwd=harness.ROOT,
+        )
 
     def ok(self, *args: str, stdin: str | None = None, **env: str) -> str:
         done = self.run(*args, stdin=stdin, **env)
         assert done.returncode == 0, done.stderr
         return done.stdout
 
-    def sign_up(self) -> "Terminal":
+    def sign_up(self) -> Terminal:
         self.username = unique_name()
         self.ok("register", self.username, "--password-stdin", stdin=PASSWORD + "\n")
         self.ok("login", self.username, "--password-stdin", stdin=PASSWORD + "\n")
@@ -129,9 +149,13 @@ def test_sent_messages_read_back_in_order_exactly_as_typed(alice):
     alice.ok("send", room, "héllo 👋 ünïcode")
     alice.ok("send", room, "third")
     assert message_lines(alice.ok("read", room)) == [
-        (1, alice.username, "hello world"), (2, alice.username, "héllo 👋 ünïcode"), (3, alice.username, "third")]
+        (1, alice.username, "hello world"),
+        (2, alice.username, "héllo 👋 ünïcode"),
+        (3, alice.username, "third"),
+    ]
     assert message_lines(alice.ok("read", room, "--after", "1", "--limit", "1")) == [
-        (2, alice.username, "héllo 👋 ünïcode")]
+        (2, alice.username, "héllo 👋 ünïcode")
+    ]
     missing = alice.run("read", unique_name("no-such-room-"))
     assert missing.returncode == 1 and missing.stderr.startswith("error: No room named")
     not_a_room_name = alice.run("read", "a/b")
@@ -180,8 +204,11 @@ class _ProxyHandler(BaseHTTPRequestHandler):
 
     def _forward(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        headers = {name: value for name, value in self.headers.items()
-                   if name.lower() in ("authorization", "content-type", "idempotency-key")}
+        headers = {
+            name: value
+            for name, value in self.headers.items()
+            if name.lower() in ("authorization", "content-type", "idempotency-key")
+        }
         answer = requests.request(self.command, self.server.target + self.path, data=body, headers=headers, timeout=10)
         if self.command == "POST":
             self.server.posts.append(self.headers.get("Idempotency-Key"))
@@ -231,12 +258,16 @@ class _RefusingHandler(BaseHTTPRequestHandler):
         self.server.posts.append(self.headers.get("Idempotency-Key"))
         if len(self.server.posts) == 1:
             status = self.server.status
-            content = json.dumps({"type": "about:blank", "title": "Refused", "status": status,
-                                  "detail": f"refused with {status}"}).encode()
+            content = json.dumps(
+                {"type": "about:blank", "title": "Refused", "status": status, "detail": f"refused with {status}"}
+            ).encode()
             kind, extra = "application/problem+json", {"Retry-After": "3600"}
         else:
-            headers = {name: value for name, value in self.headers.items()
-                       if name.lower() in ("authorization", "content-type", "idempotency-key")}
+            headers = {
+                name: value
+                for name, value in self.headers.items()
+                if name.lower() in ("authorization", "content-type", "idempotency-key")
+            }
             answer = requests.post(self.server.target + self.path, data=body, headers=headers, timeout=10)
             status, content, kind, extra = answer.status_code, answer.content, answer.headers["Content-Type"], {}
         self.send_response(status)
@@ -273,6 +304,7 @@ def read_lines_into(stream, lines: queue.Queue) -> threading.Thread:
     def pump():
         for line in stream:
             lines.put(line)
+
     reader = threading.Thread(target=pump, daemon=True)
     reader.start()
     return reader
@@ -288,8 +320,9 @@ def follow_while_bob_posts(alice, stack, room: str, texts: tuple[str, ...], *arg
         try:
             first = lines.get(timeout=6)  # follow is running once it has shown the newest message
             for text in texts:
-                posted = requests.post(f"{stack.chat_url}/rooms/{room}/messages", json={"text": text},
-                                       headers=bob.auth, timeout=10)
+                posted = requests.post(
+                    f"{stack.chat_url}/rooms/{room}/messages", json={"text": text}, headers=bob.auth, timeout=10
+                )
                 assert posted.status_code == 201, posted.text
             assert follower.wait(timeout=30) == 0
         finally:
@@ -304,8 +337,18 @@ def test_follow_prints_messages_from_others_live_and_in_order(alice, stack):
     room = new_room(alice)
     for text in ("old one", "old two", "before"):
         alice.ok("send", room, text)
-    output, errors = follow_while_bob_posts(alice, stack, room, ("first from bob", "second from bob"),
-                                            "--last", "1", "--interval", "0.2", "--max-seconds", "6")
+    output, errors = follow_while_bob_posts(
+        alice,
+        stack,
+        room,
+        ("first from bob", "second from bob"),
+        "--last",
+        "1",
+        "--interval",
+        "0.2",
+        "--max-seconds",
+        "6",
+    )
     lines = message_lines(output)
     assert [(seq, text) for seq, _, text in lines] == [(3, "before"), (4, "first from bob"), (5, "second from bob")]
     assert lines[0][1] == alice.username and lines[1][1] == lines[2][1] != alice.username
@@ -329,10 +372,15 @@ class _CountingHandler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         self.server.reads.append(self.path)
         if self.server.v1 and "wait=" in self.path:
-            status, body, kind = 400, b'{"type":"about:blank","title":"Bad Request","status":400}', "application/problem+json"
+            status, body, kind = (
+                400,
+                b'{"type":"about:blank","title":"Bad Request","status":400}',
+                "application/problem+json",
+            )
         else:
-            answer = requests.get(self.server.target + self.path, headers={"Authorization": self.headers["Authorization"]},
-                                  timeout=60)
+            answer = requests.get(
+                self.server.target + self.path, headers={"Authorization": self.headers["Authorization"]}, timeout=60
+            )
             status, body, kind = answer.status_code, answer.content, answer.headers.get("Content-Type", "")
         self.send_response(status)
         self.send_header("Content-Type", kind)
@@ -349,8 +397,19 @@ def test_follow_long_polls_and_falls_back_to_polling_on_a_v1_server(alice, stack
     room = new_room(alice)
     alice.ok("send", room, "before")
     with CountingProxy(stack.chat_url, v1) as proxy:
-        output, errors = follow_while_bob_posts(alice, stack, room, ("from bob",), "--last", "1", "--interval", "0.2",
-                                                "--max-seconds", "5", CHATSYS_CHAT_URL=proxy.url)
+        output, errors = follow_while_bob_posts(
+            alice,
+            stack,
+            room,
+            ("from bob",),
+            "--last",
+            "1",
+            "--interval",
+            "0.2",
+            "--max-seconds",
+            "5",
+            CHATSYS_CHAT_URL=proxy.url,
+        )
     assert [(seq, text) for seq, _, text in message_lines(output)] == [(1, "before"), (2, "from bob")]
     waits = [path for path in proxy.reads if "wait=" in path]
     if v1:
@@ -381,8 +440,15 @@ def test_follow_stops_cleanly_on_ctrl_c(alice):
 def test_profile_edit_then_profile_shows_it(alice, stack):
     never_written = alice.run("profile")
     assert failed_with(never_written, f"error: No profile for {alice.username!r}.")
-    edited = alice.ok("profile-edit", "--display-name", "Alice Liddell", "--bio", "down the rabbit hole",
-                      "--avatar-url", "https://example.org/alice.png")
+    edited = alice.ok(
+        "profile-edit",
+        "--display-name",
+        "Alice Liddell",
+        "--bio",
+        "down the rabbit hole",
+        "--avatar-url",
+        "https://example.org/alice.png",
+    )
     shown = alice.ok("profile")
     assert edited == shown
     assert f"username:     {alice.username}\n" in shown
@@ -393,8 +459,9 @@ def test_profile_edit_then_profile_shows_it(alice, stack):
     assert "bio:          \n" in alice.ok("profile") and "display name: Alice Liddell\n" in alice.ok("profile")
 
     bob = register_and_login(stack.login_url)
-    written = requests.put(f"{stack.profile_url}/profiles/{bob.username}", json={"display_name": "Bob"},
-                           headers=bob.auth, timeout=10)
+    written = requests.put(
+        f"{stack.profile_url}/profiles/{bob.username}", json={"display_name": "Bob"}, headers=bob.auth, timeout=10
+    )
     assert written.status_code == 200, written.text
     assert "display name: Bob\n" in alice.ok("profile", bob.username)
 
@@ -421,9 +488,13 @@ def test_after_logout_commands_fail_with_a_one_line_login_hint(alice, stack):
 def test_an_unreachable_service_is_a_one_line_error(alice, terminal):
     dead = f"http://127.0.0.1:{harness.free_port()}"
     assert failed_with(alice.run("rooms", CHATSYS_CHAT_URL=dead), f"error: cannot reach the chat service at {dead}")
-    assert failed_with(alice.run("--chat-url", dead, "send", "lobby", "hi"),
-                       f"error: cannot reach the chat service at {dead}")
-    assert failed_with(alice.run("profile", "--profile-url", dead + "/"),
-                       f"error: cannot reach the profile service at {dead}")
-    assert failed_with(terminal.run("login", "nobody", "--password-stdin", stdin=PASSWORD + "\n",
-                                    CHATSYS_LOGIN_URL=dead), f"error: cannot reach the login service at {dead}")
+    assert failed_with(
+        alice.run("--chat-url", dead, "send", "lobby", "hi"), f"error: cannot reach the chat service at {dead}"
+    )
+    assert failed_with(
+        alice.run("profile", "--profile-url", dead + "/"), f"error: cannot reach the profile service at {dead}"
+    )
+    assert failed_with(
+        terminal.run("login", "nobody", "--password-stdin", stdin=PASSWORD + "\n", CHATSYS_LOGIN_URL=dead),
+        f"error: cannot reach the login service at {dead}",
+    )

@@ -1,4 +1,5 @@
 """The chat service holds to the contract: rooms, posting, reading with after and limit."""
+
 from __future__ import annotations
 
 import uuid
@@ -45,7 +46,10 @@ def test_rooms_page_by_name_with_limit_and_after_and_the_pages_join_up(stack, us
     prefix = unique_name("page-")
     names = sorted(f"{prefix}-{n}" for n in range(5))
     for name in names:
-        assert requests.post(f"{stack.chat_url}/rooms", json={"name": name}, headers=user.auth, timeout=10).status_code == 201
+        assert (
+            requests.post(f"{stack.chat_url}/rooms", json={"name": name}, headers=user.auth, timeout=10).status_code
+            == 201
+        )
     everything = requests.get(f"{stack.chat_url}/rooms", headers=user.auth, timeout=10).json()
     assert "next_after" not in everything
     paged, after = [], None
@@ -78,8 +82,20 @@ def test_creating_a_room_answers_201_and_a_second_time_409(stack, user):
     assert_problem(again, 409)
 
 
-@pytest.mark.parametrize("body", [{}, {"name": ""}, {"name": "r" * 65}, {"name": "has space"}, {"name": "dot.ted"},
-                                  {"name": 7}, {"name": None}, {"name": "ok", "topic": "x"}, {"name": "é"}])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"name": ""},
+        {"name": "r" * 65},
+        {"name": "has space"},
+        {"name": "dot.ted"},
+        {"name": 7},
+        {"name": None},
+        {"name": "ok", "topic": "x"},
+        {"name": "é"},
+    ],
+)
 def test_invalid_room_bodies_are_400(stack, user, body):
     assert_problem(requests.post(f"{stack.chat_url}/rooms", json=body, headers=user.auth, timeout=10), 400)
 
@@ -92,14 +108,18 @@ def test_posting_numbers_messages_from_one(stack, user):
     body = first.json()
     assert set(body) == {"room", "seq", "author", "text", "created_at"}
     assert body["room"] == room and body["author"] == user.username and body["text"] == "one"
-    listed = {r["name"]: r for r in requests.get(f"{stack.chat_url}/rooms", headers=user.auth, timeout=10).json()["rooms"]}
+    listed = {
+        r["name"]: r for r in requests.get(f"{stack.chat_url}/rooms", headers=user.auth, timeout=10).json()["rooms"]
+    }
     assert listed[room]["last_seq"] == 2
 
 
 @pytest.mark.parametrize("text", ["", "x" * 2001, None, 5, ["a"], {"$ne": 1}, "nul\u0000"])
 def test_invalid_message_texts_are_400(stack, user, text):
     room = new_room(stack, user)
-    response = requests.post(f"{stack.chat_url}/rooms/{room}/messages", json={"text": text}, headers=user.auth, timeout=10)
+    response = requests.post(
+        f"{stack.chat_url}/rooms/{room}/messages", json={"text": text}, headers=user.auth, timeout=10
+    )
     assert_problem(response, 400)
 
 
@@ -118,9 +138,11 @@ def test_unknown_room_is_404(stack, user):
 
 
 def test_chat_calls_need_a_valid_token(stack):
-    for response in (requests.get(f"{stack.chat_url}/rooms", timeout=10),
-                     requests.get(f"{stack.chat_url}/rooms/lobby/messages", headers={"Authorization": "Bearer nope"}, timeout=10),
-                     requests.post(f"{stack.chat_url}/rooms/lobby/messages", json={"text": "x"}, timeout=10)):
+    for response in (
+        requests.get(f"{stack.chat_url}/rooms", timeout=10),
+        requests.get(f"{stack.chat_url}/rooms/lobby/messages", headers={"Authorization": "Bearer nope"}, timeout=10),
+        requests.post(f"{stack.chat_url}/rooms/lobby/messages", json={"text": "x"}, timeout=10),
+    ):
         assert_problem(response, 401)
 
 
@@ -141,8 +163,10 @@ def test_reading_after_and_limit_follow_the_contract(stack, user):
     assert nothing["messages"] == [] and nothing["next_after"] == 0
 
 
-@pytest.mark.parametrize("params", [{"limit": 0}, {"limit": 201}, {"limit": "ten"}, {"after": -1}, {"after": "x"},
-                                    {"limit": "1.5"}, {"after": ""}])
+@pytest.mark.parametrize(
+    "params",
+    [{"limit": 0}, {"limit": 201}, {"limit": "ten"}, {"after": -1}, {"after": "x"}, {"limit": "1.5"}, {"after": ""}],
+)
 def test_out_of_range_query_parameters_are_400(stack, user, params):
     assert_problem(read(stack, user, "lobby", **params), 400)
 

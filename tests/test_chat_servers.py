@@ -1,4 +1,5 @@
 """Several chat servers on one database: exact order, nothing lost, tokens cached within bounds."""
+
 from __future__ import annotations
 
 import threading
@@ -50,8 +51,9 @@ def post(session, url, user, room, text, key=None):
 def read_all(url, user, room) -> list[dict]:
     messages, after = [], 0
     while True:
-        page = requests.get(f"{url}/rooms/{room}/messages", params={"after": after, "limit": 200},
-                            headers=user.auth, timeout=10).json()
+        page = requests.get(
+            f"{url}/rooms/{room}/messages", params={"after": after, "limit": 200}, headers=user.auth, timeout=10
+        ).json()
         if not page["messages"]:
             return messages
         messages += page["messages"]
@@ -107,8 +109,9 @@ def test_nothing_acknowledged_is_lost_when_a_server_is_killed_and_restarted(clus
     assert [m["seq"] for m in stored] == list(range(1, len(stored) + 1))
     assert {m["text"] for m in acknowledged} <= {m["text"] for m in stored}
     assert len({m["text"] for m in stored}) == len(stored), "a message was stored twice"
-    assert any(port == victim.port and at > restarted_at for port, at in acknowledged_at), \
+    assert any(port == victim.port and at > restarted_at for port, at in acknowledged_at), (
         "the restarted server stored nothing"
+    )
 
 
 def test_followers_see_every_acknowledged_message_once_in_order_across_servers(cluster):
@@ -134,8 +137,12 @@ def test_followers_see_every_acknowledged_message_once_in_order_across_servers(c
         for turn in range(100000):
             server = cluster.chats[(index + turn) % 3]
             writers_finished = done.is_set()  # read before the request, or a late ack slips by
-            page = session.get(f"{server.url}/rooms/{room}/messages", params={"after": after, "limit": 7},
-                               headers=users[index].auth, timeout=10).json()
+            page = session.get(
+                f"{server.url}/rooms/{room}/messages",
+                params={"after": after, "limit": 7},
+                headers=users[index].auth,
+                timeout=10,
+            ).json()
             seen += page["messages"]
             after = page["next_after"]
             if writers_finished and not page["messages"]:
@@ -189,8 +196,10 @@ def test_an_expired_token_is_refused_by_every_server_at_once(processes, database
 
 
 def test_a_logged_out_token_is_refused_within_the_cache_bound(processes, database, cluster):
-    chats = [harness.start_service(processes, "chat", service_env(database, cluster.login.url, TOKEN_CACHE_SECONDS=1))
-             for _ in range(2)]
+    chats = [
+        harness.start_service(processes, "chat", service_env(database, cluster.login.url, TOKEN_CACHE_SECONDS=1))
+        for _ in range(2)
+    ]
     user = register_and_login(cluster.login.url)
     for chat in chats:
         assert requests.get(f"{chat.url}/rooms", headers=user.auth, timeout=10).status_code == 200
@@ -222,8 +231,11 @@ def test_login_service_down_gives_503_for_new_tokens_while_cached_tokens_keep_wo
         assert requests.get(f"{chat.url}/rooms", headers=cached.auth, timeout=10).status_code == 200
     finally:
         login.process.signal(__import__("signal").SIGCONT)
-    harness.wait_until(lambda: requests.get(f"{chat.url}/rooms", headers=uncached.auth, timeout=10).status_code == 200,
-                       10, "chat to accept the token once login answers again")
+    harness.wait_until(
+        lambda: requests.get(f"{chat.url}/rooms", headers=uncached.auth, timeout=10).status_code == 200,
+        10,
+        "chat to accept the token once login answers again",
+    )
 
 
 def test_concurrent_retries_with_one_idempotency_key_store_one_message(cluster):

@@ -9,6 +9,7 @@ is stopped again at the end; its images stay in the user cache, so a second run 
 nothing. The images are the local stand-ins (scripts/docker-local-images.sh): this machine
 can pull nothing, and the database container is the embedded default, FerretDB.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -47,6 +48,7 @@ SERVICES_AND_DATABASE = ("mongo", "login", "profile", "chat", "haproxy")
 
 
 # --- reading the files ----------------------------------------------------------------------
+
 
 @dataclass
 class Instruction:
@@ -105,8 +107,7 @@ class Dockerfile:
 
 def clean_compose_environment() -> dict[str, str]:
     """No chatsys setting and no COMPOSE_* variable from the caller's shell."""
-    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/tmp"),
-            "LANG": "C.UTF-8"}
+    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/tmp"), "LANG": "C.UTF-8"}
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +118,12 @@ def compose(tmp_path_factory) -> dict:
     empty_env_file.write_text("")
     result = subprocess.run(
         [docker_compose, "-f", str(COMPOSE_FILE), "--env-file", str(empty_env_file), "config"],
-        cwd=ROOT, env=clean_compose_environment(), capture_output=True, text=True, timeout=60)
+        cwd=ROOT,
+        env=clean_compose_environment(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, f"docker-compose config failed:\n{result.stderr}"
     return yaml.safe_load(result.stdout)
 
@@ -175,6 +181,7 @@ def mounts_of(spec: dict) -> list[tuple[str, str, bool]]:
 
 # --- the files hold to the rules --------------------------------------------------------------
 
+
 def test_compose_file_is_valid_without_an_env_file(compose):
     # The fixture ran `docker-compose config` with no .env file and asserted it passed.
     assert set(compose["services"]) >= {"mongo", "login", "profile", "chat", "haproxy"}
@@ -188,27 +195,35 @@ def test_each_service_and_the_database_run_in_their_own_containers(compose):
     for name in SERVICES:
         assert builds_our_image(services[name]), f"{name} is not built from the Dockerfile"
         module = f"{name}_service.wsgi:app"
-        assert services[name]["command"] == ["gunicorn", "-c", "conf/gunicorn.conf.py", module], \
+        assert services[name]["command"] == ["gunicorn", "-c", "conf/gunicorn.conf.py", module], (
             f"{name} must start like outside Docker (tests/harness.py gunicorn_argv)"
+        )
     images = {services[name]["image"] for name in SERVICES}
     assert len(images) == 1, "login, profile and chat share one image"
 
 
 def test_service_image_is_slim_python_by_default_with_dependencies_in_a_cached_layer(dockerfile):
     assert dockerfile.all("FROM")[0].arguments.split()[0] == "${PYTHON_IMAGE}"
-    base_argument = [instruction for instruction in dockerfile.all("ARG")
-                     if instruction.arguments.startswith("PYTHON_IMAGE=")]
-    assert base_argument and base_argument[0].arguments == "PYTHON_IMAGE=python:3.11-slim", \
+    base_argument = [
+        instruction for instruction in dockerfile.all("ARG") if instruction.arguments.startswith("PYTHON_IMAGE=")
+    ]
+    assert base_argument and base_argument[0].arguments == "PYTHON_IMAGE=python:3.11-slim", (
         "users build on the official image unless they say otherwise"
+    )
     copy_requirements = dockerfile.index("COPY", lambda arguments: arguments.split()[0] == "requirements.lock")
     install = dockerfile.index("RUN", lambda arguments: "pip install --require-hashes -r" in arguments)
     first_code_copy = dockerfile.index("COPY", lambda arguments: "_service" in arguments or "service_kit" in arguments)
-    assert copy_requirements < install < first_code_copy, \
+    assert copy_requirements < install < first_code_copy, (
         "requirements.lock must be copied and installed before the code, so code changes reuse that layer"
-    pinned = [line for line in (ROOT / "requirements.lock").read_text().splitlines()
-              if line.strip() and not line.startswith((" ", "#"))]
-    assert pinned and all("==" in line and line.endswith("\\") for line in pinned), \
+    )
+    pinned = [
+        line
+        for line in (ROOT / "requirements.lock").read_text().splitlines()
+        if line.strip() and not line.startswith((" ", "#"))
+    ]
+    assert pinned and all("==" in line and line.endswith("\\") for line in pinned), (
         "every dependency is pinned, with its hashes on the lines that follow"
+    )
 
 
 def test_service_image_runs_as_a_non_root_user(dockerfile):
@@ -231,8 +246,11 @@ def test_service_image_listens_beyond_loopback_and_starts_through_the_entry_scri
 
 
 def test_image_copies_files_that_exist_and_are_not_ignored(dockerfile):
-    ignored = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
-               if line.strip() and not line.startswith("#")}
+    ignored = {
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
     for instruction in dockerfile.all("COPY"):
         *sources, _ = [word for word in instruction.arguments.split() if not word.startswith("--")]
         for source in sources:
@@ -258,8 +276,12 @@ def test_every_container_has_a_healthcheck(compose, dockerfile):
 
 def test_containers_start_only_after_their_dependencies_are_healthy(compose):
     services = compose["services"]
-    expected = {"login": {"mongo"}, "profile": {"mongo", "login"}, "chat": {"mongo", "login"},
-                "haproxy": {"chat", "login", "profile"}}
+    expected = {
+        "login": {"mongo"},
+        "profile": {"mongo", "login"},
+        "chat": {"mongo", "login"},
+        "haproxy": {"chat", "login", "profile"},
+    }
     for name, needs in expected.items():
         depends_on = services[name].get("depends_on") or {}
         assert isinstance(depends_on, dict), f"{name}: depends_on needs conditions"
@@ -292,21 +314,28 @@ def test_chat_tier_is_one_scaled_service_haproxy_finds_through_dns(compose):
     assert environment["CHAT_DNS_PORT"] == environment_of(chat)["PORT"]
     assert environment["HAPROXY_BIND"] == environment["HAPROXY_STATS_BIND"] == "0.0.0.0"
     targets = {target for _, target in published_ports(haproxy)}
-    assert targets == {int(environment[name]) for name in
-                       ("HAPROXY_PORT", "HAPROXY_LOGIN_PORT", "HAPROXY_PROFILE_PORT", "HAPROXY_STATS_PORT")}
+    assert targets == {
+        int(environment[name])
+        for name in ("HAPROXY_PORT", "HAPROXY_LOGIN_PORT", "HAPROXY_PROFILE_PORT", "HAPROXY_STATS_PORT")
+    }
     assert environment["LOGIN_SERVER"] == f"login:{CONTRACT_PORTS['login']}"
     assert environment["PROFILE_SERVER"] == f"profile:{CONTRACT_PORTS['profile']}"
-    assert environment["HAPROXY_RUNTIME_SOCKET"].startswith(("/tmp/", "/var/lib/haproxy/")), \
+    assert environment["HAPROXY_RUNTIME_SOCKET"].startswith(("/tmp/", "/var/lib/haproxy/")), (
         "the official image runs as user haproxy, who can write only there"
+    )
     assert "LOGIN_URL" in environment_of(chat) and "LOGIN_URL" in environment_of(services["profile"])
 
 
 def test_haproxy_mounts_the_shared_config_and_the_web_client_read_only(compose):
-    mounts = {(ROOT / source).resolve(): (target, read_only)
-              for source, target, read_only in mounts_of(compose["services"]["haproxy"])}
-    assert mounts == {ROOT / HAPROXY_CONFIG: (HAPROXY_IMAGE_CONFIG, True),
-                      # the config's default HAPROXY_WEB_ROOT: ../../web from its own folder
-                      ROOT / "web": ("/usr/local/web", True)}
+    mounts = {
+        (ROOT / source).resolve(): (target, read_only)
+        for source, target, read_only in mounts_of(compose["services"]["haproxy"])
+    }
+    assert mounts == {
+        ROOT / HAPROXY_CONFIG: (HAPROXY_IMAGE_CONFIG, True),
+        # the config's default HAPROXY_WEB_ROOT: ../../web from its own folder
+        ROOT / "web": ("/usr/local/web", True),
+    }
 
 
 def test_env_example_lists_every_compose_setting():
@@ -322,8 +351,15 @@ def test_swarm_stack_file_is_accepted_by_docker_stack(tmp_path):
     assert stack.returncode == 0, stack.stderr
     # `docker stack config` is the loader of `docker stack deploy`; it needs no engine.
     environment = {**clean_compose_environment(), "DOCKER_CONFIG": str(tmp_path)}
-    result = subprocess.run([docker, "stack", "config", "-c", "-"], input=stack.stdout, cwd=ROOT,
-                            env=environment, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [docker, "stack", "config", "-c", "-"],
+        input=stack.stdout,
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     services = yaml.safe_load(result.stdout)["services"]
     assert services["chat"]["deploy"]["replicas"] == 3
@@ -337,8 +373,14 @@ def haproxy_binary() -> str:
 
 def test_haproxy_config_is_valid_with_the_compose_environment(compose):
     environment = {"PATH": os.environ.get("PATH", ""), **environment_of(compose["services"]["haproxy"])}
-    result = subprocess.run([haproxy_binary(), "-c", "-f", HAPROXY_CONFIG], cwd=ROOT, env=environment,
-                            capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        [haproxy_binary(), "-c", "-f", HAPROXY_CONFIG],
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -346,6 +388,7 @@ def test_haproxy_config_is_valid_with_the_compose_environment(compose):
 
 
 # --- the stack on a real engine ----------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def engine():
@@ -372,8 +415,13 @@ def test_every_container_is_healthy_when_up_returns(stack):
     health = stack.health()
     assert len(health) == CONTAINERS, health
     assert set(health.values()) == {"healthy"}, health
-    assert {container["Config"]["Labels"]["com.docker.compose.service"] for container in stack.containers()} \
-        == {"mongo", "login", "profile", "chat", "haproxy"}
+    assert {container["Config"]["Labels"]["com.docker.compose.service"] for container in stack.containers()} == {
+        "mongo",
+        "login",
+        "profile",
+        "chat",
+        "haproxy",
+    }
     assert stack.chat_url in stack.up_output and stack.login_url in stack.up_output, "up prints the URLs"
 
 
@@ -389,8 +437,11 @@ def test_every_container_runs_as_a_non_root_user(stack):
 
 def listening_addresses(port: int) -> set[str]:
     """The host addresses something listens on at this TCP port (IPv4 and IPv6)."""
-    return {connection.laddr.ip for connection in psutil.net_connections(kind="tcp")
-            if connection.status == psutil.CONN_LISTEN and connection.laddr.port == port}
+    return {
+        connection.laddr.ip
+        for connection in psutil.net_connections(kind="tcp")
+        if connection.status == psutil.CONN_LISTEN and connection.laddr.port == port
+    }
 
 
 @pytest.mark.local
@@ -411,10 +462,20 @@ def test_contract_tests_pass_against_the_containers(stack):
     # The contract suites in conformance mode (scripts/conformance.sh does the same), pointed
     # at the published ports: login and profile directly, chat through HAProxy.
     suites = sorted(str(path.relative_to(ROOT)) for path in (ROOT / "tests").glob("test_*_contract.py"))
-    environment = {**os.environ, "CHATSYS_LOGIN_URL": stack.login_url, "CHATSYS_PROFILE_URL": stack.profile_url,
-                   "CHATSYS_CHAT_URL": stack.chat_url}
-    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *suites], cwd=ROOT,
-                            env=environment, capture_output=True, text=True, timeout=900)
+    environment = {
+        **os.environ,
+        "CHATSYS_LOGIN_URL": stack.login_url,
+        "CHATSYS_PROFILE_URL": stack.profile_url,
+        "CHATSYS_CHAT_URL": stack.chat_url,
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *suites],
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-2000:]
     assert " passed" in result.stdout and " failed" not in result.stdout
 
@@ -441,8 +502,9 @@ def test_three_chat_containers_answer_with_distinct_instances(stack):
 
 
 def repository_state() -> str:
-    status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=ROOT,
-                            capture_output=True, text=True, timeout=30).stdout
+    status = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=all"], cwd=ROOT, capture_output=True, text=True, timeout=30
+    ).stdout
     digests = [hashlib.sha256((ROOT / name).read_bytes()).hexdigest() for name in ("compose.yaml", HAPROXY_CONFIG)]
     return status + " ".join(digests)
 
@@ -467,8 +529,12 @@ def test_scaling_the_chat_tier_to_five_and_back_changes_no_file(stack):
 def read_all(url: str, room: str, user) -> list[dict]:
     messages: list[dict] = []
     for _ in range(100):
-        page = requests.get(f"{url}/rooms/{room}/messages", params={"after": messages[-1]["seq"] if messages else 0,
-                                                                    "limit": 200}, headers=user.auth, timeout=10)
+        page = requests.get(
+            f"{url}/rooms/{room}/messages",
+            params={"after": messages[-1]["seq"] if messages else 0, "limit": 200},
+            headers=user.auth,
+            timeout=10,
+        )
         assert page.status_code == 200, page.text
         if not page.json()["messages"]:
             return messages
@@ -484,8 +550,9 @@ def restart_count(stack, name: str) -> int:
 def test_killed_chat_containers_lose_no_acknowledged_message_and_come_back(stack):
     user = register_and_login(stack.login_url)
     room = unique_name("room-")
-    assert requests.post(f"{stack.chat_url}/rooms", json={"name": room}, headers=user.auth,
-                         timeout=10).status_code == 201
+    assert (
+        requests.post(f"{stack.chat_url}/rooms", json={"name": room}, headers=user.auth, timeout=10).status_code == 201
+    )
     outcomes: Counter = Counter()
     acknowledged: list[dict] = []
     stop = threading.Event()
@@ -497,13 +564,18 @@ def test_killed_chat_containers_lose_no_acknowledged_message_and_come_back(stack
             if stop.is_set() or time.monotonic() > deadline:
                 return
             try:
-                posted = session.post(f"{stack.chat_url}/rooms/{room}/messages", json={"text": f"c{client}-m{number}"},
-                                      headers={**user.auth, "Idempotency-Key": uuid.uuid4().hex}, timeout=20)
+                posted = session.post(
+                    f"{stack.chat_url}/rooms/{room}/messages",
+                    json={"text": f"c{client}-m{number}"},
+                    headers={**user.auth, "Idempotency-Key": uuid.uuid4().hex},
+                    timeout=20,
+                )
                 outcomes[posted.status_code] += 1
                 if posted.status_code == 201:
                     acknowledged.append(posted.json())
-                read = session.get(f"{stack.chat_url}/rooms/{room}/messages", params={"after": after},
-                                   headers=user.auth, timeout=20)
+                read = session.get(
+                    f"{stack.chat_url}/rooms/{room}/messages", params={"after": after}, headers=user.auth, timeout=20
+                )
                 outcomes[read.status_code] += 1
                 if read.status_code == 200:
                     after = read.json()["next_after"]
@@ -554,48 +626,74 @@ def test_killed_chat_containers_lose_no_acknowledged_message_and_come_back(stack
 def test_services_answer_503_problems_while_the_database_container_is_stopped_and_recover(stack):
     user = register_and_login(stack.login_url)
     room = unique_name("room-")
-    assert requests.post(f"{stack.chat_url}/rooms", json={"name": room}, headers=user.auth,
-                         timeout=10).status_code == 201
-    service_restarts = {container["Name"]: container["RestartCount"] for container in stack.containers()
-                        if container["Config"]["Labels"]["com.docker.compose.service"] != "mongo"}
+    assert (
+        requests.post(f"{stack.chat_url}/rooms", json={"name": room}, headers=user.auth, timeout=10).status_code == 201
+    )
+    service_restarts = {
+        container["Name"]: container["RestartCount"]
+        for container in stack.containers()
+        if container["Config"]["Labels"]["com.docker.compose.service"] != "mongo"
+    }
     stack.compose("stop", "mongo")
     try:
-        harness.wait_until(lambda: requests.get(stack.login_url + "/ready", timeout=10).status_code == 503, 30,
-                           "login to notice the database is gone", 0.5)
+        harness.wait_until(
+            lambda: requests.get(stack.login_url + "/ready", timeout=10).status_code == 503,
+            30,
+            "login to notice the database is gone",
+            0.5,
+        )
         assert_problem(requests.get(stack.login_url + "/ready", timeout=10), 503)
-        assert_problem(requests.post(stack.login_url + "/login", json={"username": user.username,
-                                                                         "password": user.password}, timeout=20), 503)
+        assert_problem(
+            requests.post(
+                stack.login_url + "/login", json={"username": user.username, "password": user.password}, timeout=20
+            ),
+            503,
+        )
         assert_problem(requests.get(stack.profile_url + "/ready", timeout=10), 503)
         # Every chat server fails /ready, so HAProxy takes them all out and answers itself.
         stack.wait_servers_up(0, 30)
-        assert_problem(requests.post(f"{stack.chat_url}/rooms/{room}/messages", json={"text": "while down"},
-                                     headers=user.auth, timeout=20), 503)
+        assert_problem(
+            requests.post(
+                f"{stack.chat_url}/rooms/{room}/messages", json={"text": "while down"}, headers=user.auth, timeout=20
+            ),
+            503,
+        )
     finally:
         stack.compose("start", "mongo")
     harness.wait_until(lambda: harness.http_ok(stack.login_url + "/ready"), 60, "login to recover", 0.5)
     stack.wait_servers_up(3, 60)
-    posted = requests.post(f"{stack.chat_url}/rooms/{room}/messages", json={"text": "after"}, headers=user.auth,
-                           timeout=10)
+    posted = requests.post(
+        f"{stack.chat_url}/rooms/{room}/messages", json={"text": "after"}, headers=user.auth, timeout=10
+    )
     assert posted.status_code == 201, posted.text
     assert [message["text"] for message in read_all(stack.chat_url, room, user)] == ["after"]
-    assert {container["Name"]: container["RestartCount"] for container in stack.containers()
-            if container["Name"] in service_restarts} == service_restarts, "a service container was restarted"
+    assert {
+        container["Name"]: container["RestartCount"]
+        for container in stack.containers()
+        if container["Name"] in service_restarts
+    } == service_restarts, "a service container was restarted"
 
 
 @pytest.mark.local
 def test_messages_survive_compose_down_and_up(stack):
     user = register_and_login(stack.login_url)
     room = unique_name("room-")
-    assert requests.post(f"{stack.chat_url}/rooms", json={"name": room}, headers=user.auth,
-                         timeout=10).status_code == 201
+    assert (
+        requests.post(f"{stack.chat_url}/rooms", json={"name": room}, headers=user.auth, timeout=10).status_code == 201
+    )
     texts = [f"kept {number}" for number in range(5)]
     for text in texts:
-        assert requests.post(f"{stack.chat_url}/rooms/{room}/messages", json={"text": text}, headers=user.auth,
-                             timeout=10).status_code == 201
+        assert (
+            requests.post(
+                f"{stack.chat_url}/rooms/{room}/messages", json={"text": text}, headers=user.auth, timeout=10
+            ).status_code
+            == 201
+        )
     stack.compose("down")  # no --volumes: the database volume stays
     assert stack.containers(running_only=False) == []
-    volumes = stack.engine.docker("volume", "ls", "--quiet", "--filter",
-                                  f"label=com.docker.compose.project={stack.project}").stdout.split()
+    volumes = stack.engine.docker(
+        "volume", "ls", "--quiet", "--filter", f"label=com.docker.compose.project={stack.project}"
+    ).stdout.split()
     assert volumes == [f"{stack.project}_mongo-data"]
     stack.up()
     stack.wait_all_healthy(CONTAINERS)
@@ -607,14 +705,20 @@ def test_messages_survive_compose_down_and_up(stack):
 def run_service_image(stack, *command: str, **environment: str) -> subprocess.CompletedProcess:
     image = stack.settings.get("CHATSYS_IMAGE", "chatsys:latest")
     settings = [word for name, value in environment.items() for word in ("-e", f"{name}={value}")]
-    return stack.engine.docker("run", "--rm", "--network", "none", *settings, image, *command, timeout=120,
-                               check=False)
+    return stack.engine.docker("run", "--rm", "--network", "none", *settings, image, *command, timeout=120, check=False)
 
 
 @pytest.mark.local
 def test_service_container_gives_up_when_the_database_never_answers(stack):
-    result = run_service_image(stack, "python", "-c", "print('command started')",
-                               MONGO_URI="mongodb://127.0.0.1:9/chatsys", PORT="4000", DB_WAIT_SECONDS="2")
+    result = run_service_image(
+        stack,
+        "python",
+        "-c",
+        "print('command started')",
+        MONGO_URI="mongodb://127.0.0.1:9/chatsys",
+        PORT="4000",
+        DB_WAIT_SECONDS="2",
+    )
     assert result.returncode != 0
     assert "command started" not in result.stdout
     assert "no answer from the database" in result.stderr
@@ -622,8 +726,9 @@ def test_service_container_gives_up_when_the_database_never_answers(stack):
 
 @pytest.mark.local
 def test_service_container_refuses_a_mongo_uri_without_a_database_name(stack):
-    result = run_service_image(stack, "python", "-c", "print('command started')",
-                               MONGO_URI="mongodb://127.0.0.1:9", PORT="4000")
+    result = run_service_image(
+        stack, "python", "-c", "print('command started')", MONGO_URI="mongodb://127.0.0.1:9", PORT="4000"
+    )
     assert result.returncode != 0 and "must name a database" in result.stderr
     assert "command started" not in result.stdout
 
@@ -649,24 +754,42 @@ def swarm(stack):
     # Loopback only: the swarm's own ports (2377, 7946) stay off the network.
     engine.docker("swarm", "init", "--advertise-addr", "127.0.0.1", "--listen-addr", "127.0.0.1:2377")
     try:
-        environment = {**engine.env, **{name: value for name, value in stack.settings.items()
-                                         if name.endswith(("_IMAGE", "_HEALTHCHECK"))}}
-        rendered = subprocess.run([str(ROOT / "docker" / "swarm-stack.sh")], env=environment, capture_output=True,
-                                  text=True, timeout=30, check=True).stdout
+        environment = {
+            **engine.env,
+            **{name: value for name, value in stack.settings.items() if name.endswith(("_IMAGE", "_HEALTHCHECK"))},
+        }
+        rendered = subprocess.run(
+            [str(ROOT / "docker" / "swarm-stack.sh")],
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        ).stdout
         loaded = yaml.safe_load(run_with_input(["docker", "stack", "config", "-c", "-"], rendered, environment))
         # The routing mesh publishes on every address of the node (swarm ignores host
         # addresses): here nothing is published, and the test looks from inside.
         for spec in loaded["services"].values():
             spec.pop("ports", None)
         # `docker stack deploy` interpolates again: what `config` resolved must stay literal.
-        run_with_input(["docker", "stack", "deploy", "-c", "-", SWARM_STACK],
-                       yaml.safe_dump(loaded).replace("$", "$$"), environment)
+        run_with_input(
+            ["docker", "stack", "deploy", "-c", "-", SWARM_STACK],
+            yaml.safe_dump(loaded).replace("$", "$$"),
+            environment,
+        )
         yield engine
     finally:
         engine.docker("stack", "rm", SWARM_STACK, check=False)
-        harness.wait_until(lambda: not engine.docker("network", "ls", "--quiet", "--filter",
-                                                     f"label=com.docker.stack.namespace={SWARM_STACK}").stdout.strip(),
-                           60, "the swarm stack's network to go", 1)
+        harness.wait_until(
+            lambda: (
+                not engine.docker(
+                    "network", "ls", "--quiet", "--filter", f"label=com.docker.stack.namespace={SWARM_STACK}"
+                ).stdout.strip()
+            ),
+            60,
+            "the swarm stack's network to go",
+            1,
+        )
         engine.docker("swarm", "leave", "--force", check=False)
         engine.docker("network", "rm", "docker_gwbridge", check=False)
         engine.docker("volume", "rm", f"{SWARM_STACK}_mongo-data", check=False)
@@ -680,8 +803,9 @@ def run_with_input(argv: list[str], text: str, environment: dict[str, str]) -> s
 
 def swarm_containers(engine) -> dict[str, str]:
     """Task container name -> docker ps status, for our swarm stack."""
-    lines = engine.docker("ps", "--filter", f"label=com.docker.stack.namespace={SWARM_STACK}",
-                          "--format", "{{.Names}}\t{{.Status}}").stdout
+    lines = engine.docker(
+        "ps", "--filter", f"label=com.docker.stack.namespace={SWARM_STACK}", "--format", "{{.Names}}\t{{.Status}}"
+    ).stdout
     return dict(line.split("\t", 1) for line in lines.splitlines() if line.strip())
 
 
@@ -698,10 +822,18 @@ def test_swarm_starts_every_service_of_the_stack_with_three_chat_replicas(swarm)
     harness.wait_until(lambda: swarm_tasks_per_service(swarm) == wanted, 90, "a task container per replica", 1)
     # The two services that need no other one become healthy on any kernel.
     try:
-        harness.wait_until(lambda: sum("(healthy)" in status and name.startswith((f"{SWARM_STACK}_mongo.",
-                                                                                  f"{SWARM_STACK}_haproxy."))
-                                       for name, status in swarm_containers(swarm).items()) == 2,
-                           90, "the database and HAProxy tasks to be healthy", 1)
+        harness.wait_until(
+            lambda: (
+                sum(
+                    "(healthy)" in status and name.startswith((f"{SWARM_STACK}_mongo.", f"{SWARM_STACK}_haproxy."))
+                    for name, status in swarm_containers(swarm).items()
+                )
+                == 2
+            ),
+            90,
+            "the database and HAProxy tasks to be healthy",
+            1,
+        )
     except TimeoutError:
         raise AssertionError(f"swarm tasks: {swarm_containers(swarm)}") from None
 
@@ -718,12 +850,19 @@ def test_swarm_stack_serves_chat_through_haproxy(swarm):
     wanted = {f"{SWARM_STACK}_{name}": "1/1" for name in SERVICES_AND_DATABASE}
     wanted[f"{SWARM_STACK}_chat"] = "3/3"
     harness.wait_until(lambda: swarm_services(swarm) == wanted, 120, "every swarm task to be healthy", 1)
-    haproxy = swarm.docker("ps", "--quiet", "--filter", f"label=com.docker.swarm.service.name={SWARM_STACK}_haproxy"
-                           ).stdout.split()[0]
+    haproxy = swarm.docker(
+        "ps", "--quiet", "--filter", f"label=com.docker.swarm.service.name={SWARM_STACK}_haproxy"
+    ).stdout.split()[0]
 
     def servers_up() -> int:
-        stats = swarm.docker("exec", haproxy, "bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/8404 && printf "
-                             "'GET /stats;csv HTTP/1.0\\r\\n\\r\\n' >&3 && cat <&3", check=False).stdout
+        stats = swarm.docker(
+            "exec",
+            haproxy,
+            "bash",
+            "-c",
+            "exec 3<>/dev/tcp/127.0.0.1/8404 && printf 'GET /stats;csv HTTP/1.0\\r\\n\\r\\n' >&3 && cat <&3",
+            check=False,
+        ).stdout
         return sum(1 for row in stats.splitlines() if row.startswith("chat_servers,") and ",UP," in row)
 
     harness.wait_until(lambda: servers_up() == 3, 120, "HAProxy in the swarm to see three chat servers", 1)

@@ -5,6 +5,7 @@ acknowledged message is stored exactly once, also when clients retry with their 
 The module runs its own FerretDB, login, three chat servers and HAProxy, so stopping the
 database disturbs no other test.
 """
+
 from __future__ import annotations
 
 import re
@@ -58,8 +59,10 @@ def fault_stack(processes) -> FaultStack:
     database = harness.start_ferretdb(processes, name=unique_name("ferretdb-faults-"))
     login = harness.start_service(processes, "login", service_env(database))
     # A long cache bound: the login outage test relies on tokens cached before it.
-    chats = [harness.start_service(processes, "chat", service_env(database, login.url, TOKEN_CACHE_SECONDS=300))
-             for _ in range(3)]
+    chats = [
+        harness.start_service(processes, "chat", service_env(database, login.url, TOKEN_CACHE_SECONDS=300))
+        for _ in range(3)
+    ]
     # Traffic is logged at level info: a failing assertion quotes HAProxy's view of the errors.
     balancer = harness.start_haproxy(processes, [chat.port for chat in chats], {"HAPROXY_LOG_LEVEL": "info"})
     stack = FaultStack(database, login, chats, balancer)
@@ -77,8 +80,9 @@ def new_room(url: str, user: User) -> str:
 def read_all(url: str, user: User, room: str) -> list[dict]:
     messages, after = [], 0
     for _ in range(1000):
-        response = requests.get(f"{url}/rooms/{room}/messages", params={"after": after, "limit": 200},
-                                headers=user.auth, timeout=20)
+        response = requests.get(
+            f"{url}/rooms/{room}/messages", params={"after": after, "limit": 200}, headers=user.auth, timeout=20
+        )
         assert response.status_code == 200, response.text
         page = response.json()
         if not page["messages"]:
@@ -100,8 +104,9 @@ class ChatLoad:
     the same key until it is acknowledged; followers poll with after=next_after. Every
     answer is recorded: status, time taken, and whether an error was a proper problem."""
 
-    def __init__(self, url: str, users: list[User], room: str, writers: int = 3, followers: int = 2,
-                 pace: float = 0.05):
+    def __init__(
+        self, url: str, users: list[User], room: str, writers: int = 3, followers: int = 2, pace: float = 0.05
+    ):
         self.url, self.users, self.room, self.pace = url, users, room, pace
         self.outcomes: Counter = Counter()
         self.slowest = 0.0
@@ -117,9 +122,11 @@ class ChatLoad:
         self.writers_done = threading.Event()
         self.retry_until = 0.0
         self.writer_threads = [threading.Thread(target=self._write, args=(i,), daemon=True) for i in range(writers)]
-        self.follower_threads = [threading.Thread(target=self._follow, args=(i,), daemon=True) for i in range(followers)]
+        self.follower_threads = [
+            threading.Thread(target=self._follow, args=(i,), daemon=True) for i in range(followers)
+        ]
 
-    def start(self) -> "ChatLoad":
+    def start(self) -> ChatLoad:
         self.retry_until = time.monotonic() + 600  # reset by finish()
         for thread in self.writer_threads + self.follower_threads:
             thread.start()
@@ -162,13 +169,15 @@ class ChatLoad:
                 if attempt:
                     with self.lock:
                         self.retried_keys.add(key)
-                response = self._request(session, "POST", f"/rooms/{self.room}/messages", json={"text": text},
-                                         headers=headers)
+                response = self._request(
+                    session, "POST", f"/rooms/{self.room}/messages", json={"text": text}, headers=headers
+                )
                 if response is not None and response.status_code in (200, 201):
                     self._acknowledge(key, response.json())
                     if attempt:  # once more: a repeat must answer the message first stored
-                        repeat = self._request(session, "POST", f"/rooms/{self.room}/messages", json={"text": text},
-                                               headers=headers)
+                        repeat = self._request(
+                            session, "POST", f"/rooms/{self.room}/messages", json={"text": text}, headers=headers
+                        )
                         if repeat is not None and repeat.status_code == 200:
                             self._acknowledge(key, repeat.json())
                     break
@@ -188,8 +197,9 @@ class ChatLoad:
         after, seen = 0, []
         for _ in range(100000):
             writers_finished = self.writers_done.is_set()  # read before the request: no late ack slips by
-            response = self._request(session, "GET", f"/rooms/{self.room}/messages",
-                                     params={"after": after, "limit": 50}, headers=user.auth)
+            response = self._request(
+                session, "GET", f"/rooms/{self.room}/messages", params={"after": after, "limit": 50}, headers=user.auth
+            )
             if response is None or response.status_code != 200:
                 time.sleep(0.2)
                 continue
@@ -229,7 +239,7 @@ def assert_exactly_once(load: ChatLoad, stack: FaultStack, user: User) -> list[d
     assert not unacknowledged, f"{len(unacknowledged)} posts never acknowledged within {RETRY_WINDOW} s"
     assert set(texts) == set(load.attempted.values()), "stored messages differ from the ones posted"
     by_seq = {message["seq"]: message for message in stored}
-    for key, message in load.acknowledged.items():
+    for message in load.acknowledged.values():
         assert by_seq[message["seq"]] == message, f"acknowledged {message}, stored {by_seq[message['seq']]}"
     assert not load.repeats_differing, load.repeats_differing[:3]
     for index, seen in load.seen.items():
@@ -240,17 +250,20 @@ def assert_exactly_once(load: ChatLoad, stack: FaultStack, user: User) -> list[d
 def haproxy_errors(stack: FaultStack) -> str:
     """HAProxy's log lines of answers that were not 2xx, with their termination states."""
     lines = stack.balancer.process.log_path.read_text(errors="replace").splitlines()
-    failed = [line for line in lines if (match := re.search(r" -?\d+/-?\d+/-?\d+/-?\d+/-?\d+ (\d{3}) ", line))
-              and not match.group(1).startswith("2")]
+    failed = [
+        line
+        for line in lines
+        if (match := re.search(r" -?\d+/-?\d+/-?\d+/-?\d+/-?\d+ (\d{3}) ", line)) and not match.group(1).startswith("2")
+    ]
     return "\n".join(failed[-30:])
 
 
 def assert_errors_were_prompt_problems(load: ChatLoad, stack: FaultStack) -> None:
     assert not load.bad_errors, load.bad_errors[:5]
-    unexpected = {outcome: count for outcome, count in load.outcomes.items()
-                  if outcome not in (200, 201, 409, 503)}
-    assert not unexpected, \
+    unexpected = {outcome: count for outcome, count in load.outcomes.items() if outcome not in (200, 201, 409, 503)}
+    assert not unexpected, (
         f"answers other than 200/201/409/503: {unexpected} (all: {load.outcomes})\n{haproxy_errors(stack)}"
+    )
     assert load.slowest < ANSWER_BOUND, f"an answer took {load.slowest:.1f} s"
 
 
@@ -279,20 +292,25 @@ def run_database_fault(stack: FaultStack, interrupt, resume) -> tuple[ChatLoad, 
 
 def test_database_stopped_under_load_gives_prompt_503s_and_loses_or_doubles_nothing(fault_stack):
     load, stored, recovered_in = run_database_fault(fault_stack, fault_stack.database.stop, fault_stack.database.start)
-    print(f"\ndatabase stopped {OUTAGE_SECONDS} s: {len(stored)} messages, answers {dict(load.outcomes)}, "
-          f"{len(load.retried_keys)} posts retried with their key, slowest {load.slowest:.1f} s, "
-          f"all servers up {recovered_in:.1f} s after restart")
+    print(
+        f"\ndatabase stopped {OUTAGE_SECONDS} s: {len(stored)} messages, answers {dict(load.outcomes)}, "
+        f"{len(load.retried_keys)} posts retried with their key, slowest {load.slowest:.1f} s, "
+        f"all servers up {recovered_in:.1f} s after restart"
+    )
     assert load.outcomes[503] > 0, f"the outage was not noticed: {load.outcomes}"
     assert_errors_were_prompt_problems(load, fault_stack)
 
 
 def test_database_frozen_under_load_gives_prompt_503s_and_loses_or_doubles_nothing(fault_stack):
     process = fault_stack.database.process
-    load, stored, recovered_in = run_database_fault(fault_stack, lambda: process.signal(signal.SIGSTOP),
-                                                    lambda: process.signal(signal.SIGCONT))
-    print(f"\ndatabase frozen {OUTAGE_SECONDS} s: {len(stored)} messages, answers {dict(load.outcomes)}, "
-          f"{len(load.retried_keys)} posts retried with their key, slowest {load.slowest:.1f} s, "
-          f"all servers up {recovered_in:.1f} s after SIGCONT")
+    load, stored, recovered_in = run_database_fault(
+        fault_stack, lambda: process.signal(signal.SIGSTOP), lambda: process.signal(signal.SIGCONT)
+    )
+    print(
+        f"\ndatabase frozen {OUTAGE_SECONDS} s: {len(stored)} messages, answers {dict(load.outcomes)}, "
+        f"{len(load.retried_keys)} posts retried with their key, slowest {load.slowest:.1f} s, "
+        f"all servers up {recovered_in:.1f} s after SIGCONT"
+    )
     assert load.outcomes[503] > 0, f"the freeze was not noticed: {load.outcomes}"
     assert_errors_were_prompt_problems(load, fault_stack)
 
@@ -314,24 +332,32 @@ def test_login_stopped_under_load_cached_tokens_keep_working_and_new_ones_get_50
             assert_problem(requests.get(f"{stack.url}/rooms", headers=user.auth, timeout=20), 503)
             assert time.monotonic() - started < 5, "a token check waited past the login read timeout"
         with pytest.raises(requests.ConnectionError):
-            requests.post(f"{stack.login.url}/login", json={"username": users[0].username, "password": users[0].password},
-                          timeout=5)
+            requests.post(
+                f"{stack.login.url}/login",
+                json={"username": users[0].username, "password": users[0].password},
+                timeout=5,
+            )
         time.sleep(max(0.0, stopped_at + OUTAGE_SECONDS - time.monotonic()))
     finally:
         stack.login.start()
     restarted_at = time.monotonic()
     # Refusals are not cached for an unanswered check: the same fresh tokens now work.
     for user in fresh[:3]:
-        harness.wait_until(lambda: requests.get(f"{stack.url}/rooms", headers=user.auth, timeout=20).status_code == 200,
-                           15, "a fresh token to be accepted once login is back")
+        harness.wait_until(
+            lambda user=user: requests.get(f"{stack.url}/rooms", headers=user.auth, timeout=20).status_code == 200,
+            15,
+            "a fresh token to be accepted once login is back",
+        )
     for user in fresh[3:]:
         for chat in stack.chats:
             assert requests.get(f"{chat.url}/rooms", headers=user.auth, timeout=20).status_code == 200
     assert register_and_login(stack.login.url).token
     time.sleep(2)
     load.finish()
-    print(f"\nlogin stopped {OUTAGE_SECONDS} s: answers to cached tokens {dict(load.outcomes)}, "
-          f"slowest {load.slowest:.1f} s")
+    print(
+        f"\nlogin stopped {OUTAGE_SECONDS} s: answers to cached tokens {dict(load.outcomes)}, "
+        f"slowest {load.slowest:.1f} s"
+    )
     assert load.errors() == 0, f"a cached token was refused or failed: {load.outcomes}"
     assert_exactly_once(load, stack, users[0])
     assert any(at < restarted_at for at in load.acknowledged_at)

@@ -1,4 +1,5 @@
 """HAProxy on the entry port in front of three chat servers: spread, failover, rotation."""
+
 from __future__ import annotations
 
 import os
@@ -40,8 +41,9 @@ def spread(url: str, user, count: int) -> Counter:
 
 def rotation(balancer, count: int) -> str:
     env = {**os.environ, "HAPROXY_RUNTIME_SOCKET": str(balancer.socket_path)}
-    result = subprocess.run([str(harness.ROOT / "scripts/rotation.sh"), str(count)], env=env,
-                            capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        [str(harness.ROOT / "scripts/rotation.sh"), str(count)], env=env, capture_output=True, text=True, timeout=30
+    )
     assert result.returncode == 0, result.stderr
     return result.stdout
 
@@ -88,13 +90,18 @@ def test_killing_a_server_under_traffic_loses_nothing_and_it_rejoins(tier, stack
                 return
             key = uuid.uuid4().hex
             try:
-                posted = session.post(f"{balancer.url}/rooms/{room}/messages", json={"text": f"m{number}"},
-                                      headers={**user.auth, "Idempotency-Key": key}, timeout=10)
+                posted = session.post(
+                    f"{balancer.url}/rooms/{room}/messages",
+                    json={"text": f"m{number}"},
+                    headers={**user.auth, "Idempotency-Key": key},
+                    timeout=10,
+                )
                 outcomes[posted.status_code] += 1
                 if posted.status_code == 201:
                     acknowledged.append(posted.json())
-                read = session.get(f"{balancer.url}/rooms/{room}/messages", params={"after": after},
-                                   headers=user.auth, timeout=10)
+                read = session.get(
+                    f"{balancer.url}/rooms/{room}/messages", params={"after": after}, headers=user.auth, timeout=10
+                )
                 outcomes[read.status_code] += 1
                 if read.status_code == 200:
                     after = read.json()["next_after"]
@@ -123,11 +130,16 @@ def test_killing_a_server_under_traffic_loses_nothing_and_it_rejoins(tier, stack
     assert total >= 600, outcomes
     assert errors <= max(1, total // 1000), outcomes
     assert answered_by_victim_after_restart.is_set(), "the restarted server got no traffic"
-    stored = requests.get(f"{balancer.url}/rooms/{room}/messages", params={"after": 0, "limit": 200},
-                          headers=user.auth, timeout=10).json()["messages"]
+    stored = requests.get(
+        f"{balancer.url}/rooms/{room}/messages", params={"after": 0, "limit": 200}, headers=user.auth, timeout=10
+    ).json()["messages"]
     while len(stored) % 200 == 0 and stored:
-        more = requests.get(f"{balancer.url}/rooms/{room}/messages", params={"after": stored[-1]["seq"], "limit": 200},
-                            headers=user.auth, timeout=10).json()["messages"]
+        more = requests.get(
+            f"{balancer.url}/rooms/{room}/messages",
+            params={"after": stored[-1]["seq"], "limit": 200},
+            headers=user.auth,
+            timeout=10,
+        ).json()["messages"]
         if not more:
             break
         stored += more
@@ -150,12 +162,14 @@ def test_all_chat_servers_down_answers_503_problem_within_the_timeout(processes,
 
 def test_statistics_are_read_by_column_name_whatever_the_order():
     # HAProxy adds columns between versions; the reader goes by the header, not positions.
-    text = ("# svname,status,pxname,req_tot,scur\n"
-            "FRONTEND,OPEN,entry,42,1\n"
-            "chat1,UP,chat_servers,,0\n"
-            "chat2,MAINT,chat_servers,,0\n"
-            "BACKEND,UP,chat_servers,,0\n"
-            "\n")
+    text = (
+        "# svname,status,pxname,req_tot,scur\n"
+        "FRONTEND,OPEN,entry,42,1\n"
+        "chat1,UP,chat_servers,,0\n"
+        "chat2,MAINT,chat_servers,,0\n"
+        "BACKEND,UP,chat_servers,,0\n"
+        "\n"
+    )
     assert haproxy_stats.server_states(text) == {"chat1": "UP", "chat2": "MAINT"}
     assert haproxy_stats.frontend_requests(text, "entry") == 42
     assert haproxy_stats.frontend_requests(text, "no_such_frontend") == 0

@@ -7,6 +7,7 @@ as in every deployment. Clients come from different loopback addresses (127.0.0.
 per-address limits can be watched from one machine; HAProxy tells the services the address
 in X-Forwarded-For, which they trust only from HAProxy's own source address, 127.0.0.2.
 """
+
 from __future__ import annotations
 
 import signal
@@ -54,8 +55,9 @@ def login(session: requests.Session, url: str, username: str, password: str) -> 
 def edge(processes, stack, **limits) -> harness.LoadBalancer:
     """An HAProxy of our own in front of the session's services, with the given limits."""
     env = {key: str(value) for key, value in limits.items()}
-    balancer = harness.start_haproxy(processes, [chat.port for chat in stack.chat_servers], env,
-                                     login=stack.login, profile=stack.profile)
+    balancer = harness.start_haproxy(
+        processes, [chat.port for chat in stack.chat_servers], env, login=stack.login, profile=stack.profile
+    )
     harness.wait_until(lambda: list(balancer.server_states().values()).count("UP") == 3, 15, "three servers up")
     return balancer
 
@@ -69,6 +71,7 @@ def own_login(processes, database, **settings) -> tuple[harness.Service, harness
 
 
 # --- 1. slow clients at every public port ------------------------------------------------
+
 
 def hold_with_header_lines(port: int, seconds: float, interval: float, closed: list) -> None:
     """The review's attack: a request line, then a header line every `interval` seconds."""
@@ -98,8 +101,9 @@ def test_slow_clients_at_login_and_profile_ports_harm_no_real_user(stack, port_o
     user = register_and_login(stack.login_url)
     port = {"login": stack.balancer.login_port, "profile": stack.balancer.profile_port}[port_of]
     closed: list[float] = []
-    slow = [threading.Thread(target=hold_with_header_lines, args=(port, 12, 1.5, closed), daemon=True)
-            for _ in range(12)]  # more than the service's 8 threads
+    slow = [
+        threading.Thread(target=hold_with_header_lines, args=(port, 12, 1.5, closed), daemon=True) for _ in range(12)
+    ]  # more than the service's 8 threads
     for thread in slow:
         thread.start()
     time.sleep(1)
@@ -115,9 +119,11 @@ def test_slow_clients_at_login_and_profile_ports_harm_no_real_user(stack, port_o
         statuses[answer.status_code] += 1
     for thread in slow:
         thread.join(20)
-    print(f"\n12 slow clients at {port_of}: a real user's {sum(statuses.values())} requests {dict(statuses)}, "
-          f"median {statistics.median(latencies) * 1000:.0f} ms, slowest {max(latencies) * 1000:.0f} ms; "
-          f"slow connections cut after {min(closed):.1f}-{max(closed):.1f} s")
+    print(
+        f"\n12 slow clients at {port_of}: a real user's {sum(statuses.values())} requests {dict(statuses)}, "
+        f"median {statistics.median(latencies) * 1000:.0f} ms, slowest {max(latencies) * 1000:.0f} ms; "
+        f"slow connections cut after {min(closed):.1f}-{max(closed):.1f} s"
+    )
     assert set(statuses) <= {200, 404}, statuses
     # HAProxy's timeout http-request (5 s) bounds the whole request head, however it trickles.
     assert len(closed) == 12 and max(closed) < 9, closed
@@ -125,12 +131,16 @@ def test_slow_clients_at_login_and_profile_ports_harm_no_real_user(stack, port_o
 
 def test_the_services_listen_on_loopback_only(stack):
     for service in [stack.login, stack.profile, *stack.chat_servers]:
-        listening = [c.laddr.ip for c in psutil.net_connections("tcp")
-                     if c.status == psutil.CONN_LISTEN and c.laddr.port == service.port]
+        listening = [
+            c.laddr.ip
+            for c in psutil.net_connections("tcp")
+            if c.status == psutil.CONN_LISTEN and c.laddr.port == service.port
+        ]
         assert listening and set(listening) == {"127.0.0.1"}, (service.service, listening)
 
 
 # --- 2. rooms --------------------------------------------------------------------------
+
 
 def test_room_creation_is_limited_per_user_and_in_total(processes, database, stack):
     env = service_env(database, stack.login.url, ROOMS_PER_USER=3, MAX_ROOMS=8)
@@ -157,6 +167,7 @@ def test_room_creation_is_limited_per_user_and_in_total(processes, database, sta
 
 # --- 3 and 4. login throttling and registrations per real client address -----------------
 
+
 def test_five_wrong_passwords_from_one_address_never_lock_out_the_victim_elsewhere(stack):
     victim = register_and_login(stack.login_url)
     attacker, elsewhere = client_from("127.0.0.11"), client_from("127.0.0.12")
@@ -172,8 +183,10 @@ def test_five_wrong_passwords_from_one_address_never_lock_out_the_victim_elsewhe
 def test_guesses_from_many_addresses_hit_the_username_limit_but_spare_the_users_own_address(processes, database):
     service, balancer = own_login(processes, database, LOGIN_MAX_FAILURES_PER_USER=6)
     victim = register_and_login(balancer.login_url)  # from 127.0.0.1, which becomes a known address
-    answers = [login(client_from(f"127.0.1.{n}"), balancer.login_url, victim.username, "wrong guess").status_code
-               for n in range(1, 9)]
+    answers = [
+        login(client_from(f"127.0.1.{n}"), balancer.login_url, victim.username, "wrong guess").status_code
+        for n in range(1, 9)
+    ]
     assert answers[:6] == [401] * 6 and set(answers[6:]) == {429}, answers
     # A new address is refused even with the right password; the user's own is not.
     assert_problem(login(client_from("127.0.1.50"), balancer.login_url, victim.username, victim.password), 429)
@@ -201,9 +214,11 @@ def test_unknown_user_logins_are_limited_per_address_and_others_are_served(proce
     stop.set()
     watcher.join(30)
     times = [seconds for seconds, _ in latencies]
-    print(f"\n300 unknown-user logins from one address: {dict(statuses)}; a real user meanwhile: "
-          f"{len(times)} logins {Counter(code for _, code in latencies)}, median {statistics.median(times) * 1000:.0f} ms, "
-          f"slowest {max(times) * 1000:.0f} ms")
+    print(
+        f"\n300 unknown-user logins from one address: {dict(statuses)}; a real user meanwhile: "
+        f"{len(times)} logins {Counter(code for _, code in latencies)}, median {statistics.median(times) * 1000:.0f} ms, "
+        f"slowest {max(times) * 1000:.0f} ms"
+    )
     # At most the limit reach the password hash (plus those in flight when it was reached).
     assert statuses[401] <= 20 + 8 and statuses[429] >= 300 - 28, statuses
     assert {code for _, code in latencies} == {200}
@@ -214,8 +229,9 @@ def test_registrations_count_per_real_client_address_behind_haproxy(processes, d
     busy, other = client_from("127.0.0.31"), client_from("127.0.0.32")
 
     def register(session: requests.Session) -> requests.Response:
-        return session.post(f"{balancer.login_url}/users", json={"username": unique_name(), "password": "long enough 1"},
-                            timeout=30)
+        return session.post(
+            f"{balancer.login_url}/users", json={"username": unique_name(), "password": "long enough 1"}, timeout=30
+        )
 
     assert [register(busy).status_code for _ in range(3)] == [201] * 3
     assert_problem(register(busy), 429)
@@ -226,17 +242,25 @@ def test_x_forwarded_for_counts_only_when_haproxy_sets_it(processes, database):
     service, balancer = own_login(processes, database, REGISTRATIONS_PER_ADDRESS=2)
 
     def register(url: str, forwarded: str, source: str = "127.0.0.41") -> requests.Response:
-        return client_from(source).post(f"{url}/users", headers={"X-Forwarded-For": forwarded},
-                                        json={"username": unique_name(), "password": "long enough 1"}, timeout=30)
+        return client_from(source).post(
+            f"{url}/users",
+            headers={"X-Forwarded-For": forwarded},
+            json={"username": unique_name(), "password": "long enough 1"},
+            timeout=30,
+        )
 
     # Straight at the service port, a forged header is ignored: all count against 127.0.0.41.
     assert [register(service.url, f"198.51.100.{n}").status_code for n in range(3)] == [201, 201, 429]
     # Through HAProxy, a client's own header is replaced by the address HAProxy saw.
-    assert [register(balancer.login_url, f"203.0.113.{n}", "127.0.0.42").status_code for n in range(3)] == \
-        [201, 201, 429]
+    assert [register(balancer.login_url, f"203.0.113.{n}", "127.0.0.42").status_code for n in range(3)] == [
+        201,
+        201,
+        429,
+    ]
 
 
 # --- 5. failover --------------------------------------------------------------------------
+
 
 def test_a_chat_server_killed_during_200_concurrent_posts_costs_almost_no_errors(processes, database, stack):
     chats = [harness.start_service(processes, "chat", service_env(database, stack.login.url)) for _ in range(3)]
@@ -255,8 +279,12 @@ def test_a_chat_server_killed_during_200_concurrent_posts_costs_almost_no_errors
         # Each post carries an Idempotency-Key, as the chat client sends it: HAProxy may then
         # resend it to another server when its server dies before answering.
         try:
-            answer = session.post(f"{balancer.url}/rooms/{room}/messages", json={"text": f"post {number}"},
-                                  headers={**user.auth, "Idempotency-Key": f"k{number}"}, timeout=30)
+            answer = session.post(
+                f"{balancer.url}/rooms/{room}/messages",
+                json={"text": f"post {number}"},
+                headers={**user.auth, "Idempotency-Key": f"k{number}"},
+                timeout=30,
+            )
             with lock:
                 if answer.status_code in (200, 201):
                     acknowledged[number] = answer.json()["seq"]
@@ -269,20 +297,27 @@ def test_a_chat_server_killed_during_200_concurrent_posts_costs_almost_no_errors
     with ThreadPoolExecutor(200) as pool:
         for number in range(posts):
             pool.submit(post, number)
-        harness.wait_until(lambda: len(acknowledged) + sum(failures.values()) >= kill_after, 60,
-                           f"{kill_after} posts answered")
+        harness.wait_until(
+            lambda: len(acknowledged) + sum(failures.values()) >= kill_after, 60, f"{kill_after} posts answered"
+        )
         chats[1].kill()
     texts, after = [], 0
     while True:
-        page = requests.get(f"{balancer.url}/rooms/{room}/messages", params={"after": after, "limit": 200},
-                            headers=user.auth, timeout=10).json()
+        page = requests.get(
+            f"{balancer.url}/rooms/{room}/messages",
+            params={"after": after, "limit": 200},
+            headers=user.auth,
+            timeout=10,
+        ).json()
         if not page["messages"]:
             break
         texts += [message["text"] for message in page["messages"]]
         after = page["next_after"]
     failed = sum(failures.values())
-    print(f"\nchat server killed during {posts} posts at 200 concurrency: {failed} failed {dict(failures)}, "
-          f"{len(acknowledged)} acknowledged, {len(texts)} stored")
+    print(
+        f"\nchat server killed during {posts} posts at 200 concurrency: {failed} failed {dict(failures)}, "
+        f"{len(acknowledged)} acknowledged, {len(texts)} stored"
+    )
     assert failed <= posts * 0.001, failures
     assert {f"post {number}" for number in acknowledged} <= set(texts), "an acknowledged message is missing"
     assert len(texts) == len(set(texts)), "a message was stored twice"
@@ -303,14 +338,17 @@ def test_after_a_database_pause_servers_are_back_in_rotation_as_soon_as_ready(pr
     ready = time.monotonic()
     harness.wait_until(lambda: list(balancer.server_states().values()).count("UP") == 3, 20, "three servers up")
     up = time.monotonic()
-    print(f"\ndatabase paused: servers ready {ready - resumed:.2f} s after it resumed, "
-          f"all UP in HAProxy {up - ready:.2f} s later")
+    print(
+        f"\ndatabase paused: servers ready {ready - resumed:.2f} s after it resumed, "
+        f"all UP in HAProxy {up - ready:.2f} s later"
+    )
     # One check at the down servers' interval (250 ms) and rise 1; the servers themselves
     # were polled first, so HAProxy may even have been quicker.
     assert up - ready < 1.5
 
 
 # --- 6. limits at the edge ----------------------------------------------------------------
+
 
 def test_posts_and_rooms_are_limited_per_token_at_the_edge(processes, stack):
     limited = edge(processes, stack, HAPROXY_POST_RATE=5, HAPROXY_ROOM_RATE=2)
@@ -319,8 +357,9 @@ def test_posts_and_rooms_are_limited_per_token_at_the_edge(processes, stack):
     assert requests.post(f"{limited.url}/rooms", json={"name": room}, headers=first.auth, timeout=10).status_code == 201
 
     def post(user: User) -> requests.Response:
-        return requests.post(f"{limited.url}/rooms/{room}/messages", json={"text": "x" * 2000}, headers=user.auth,
-                             timeout=10)
+        return requests.post(
+            f"{limited.url}/rooms/{room}/messages", json={"text": "x" * 2000}, headers=user.auth, timeout=10
+        )
 
     statuses = [post(first).status_code for _ in range(8)]
     assert statuses == [201] * 4 + [429] * 4, statuses  # the room creation counted as one write
@@ -328,8 +367,12 @@ def test_posts_and_rooms_are_limited_per_token_at_the_edge(processes, stack):
     assert_problem(refused, 429)
     assert int(refused.headers["Retry-After"]) > 0
     assert post(second).status_code == 201, "another user has a count of their own"
-    rooms = [requests.post(f"{limited.url}/rooms", json={"name": unique_name("edge-")}, headers=second.auth,
-                           timeout=10).status_code for _ in range(3)]
+    rooms = [
+        requests.post(
+            f"{limited.url}/rooms", json={"name": unique_name("edge-")}, headers=second.auth, timeout=10
+        ).status_code
+        for _ in range(3)
+    ]
     assert rooms == [201, 201, 429], rooms
 
 
@@ -344,6 +387,7 @@ def test_logins_and_registrations_are_limited_per_address_at_the_edge(processes,
 
 # --- 7. stats and /metrics ----------------------------------------------------------------
 
+
 def test_stats_and_metrics_ask_for_the_password_when_one_is_set(processes, stack):
     guarded = edge(processes, stack, HAPROXY_STATS_PASSWORD="s3cret-stats")
     base = f"http://127.0.0.1:{guarded.stats_port}"
@@ -355,26 +399,38 @@ def test_stats_and_metrics_ask_for_the_password_when_one_is_set(processes, stack
 
 
 def test_start_refuses_to_expose_stats_without_a_password(tmp_path):
-    result = subprocess.run([str(harness.ROOT / "scripts/start.sh")], capture_output=True, text=True, timeout=30,
-                            env={"PATH": "/usr/bin:/bin:/usr/sbin:/sbin", "HOME": str(tmp_path),
-                                 "CHATSYS_VAR": str(tmp_path / "var"), "HAPROXY_STATS_BIND": "0.0.0.0"})
+    result = subprocess.run(
+        [str(harness.ROOT / "scripts/start.sh")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={
+            "PATH": "/usr/bin:/bin:/usr/sbin:/sbin",
+            "HOME": str(tmp_path),
+            "CHATSYS_VAR": str(tmp_path / "var"),
+            "HAPROXY_STATS_BIND": "0.0.0.0",
+        },
+    )
     assert result.returncode != 0 and "HAPROXY_STATS_PASSWORD" in result.stderr, result.stderr
     assert not (tmp_path / "var").exists(), "it refused before starting anything"
 
 
 # --- 8. small gaps ------------------------------------------------------------------------
 
+
 def test_usernames_are_unique_without_regard_to_case_and_keep_their_case(stack):
     name = "Case" + uuid.uuid4().hex[:8]
     user = register_and_login(stack.login_url, name)
     for look_alike in (name.lower(), name.upper()):
-        taken = requests.post(f"{stack.login_url}/users", json={"username": look_alike, "password": "another one 1"},
-                              timeout=10)
+        taken = requests.post(
+            f"{stack.login_url}/users", json={"username": look_alike, "password": "another one 1"}, timeout=10
+        )
         assert_problem(taken, 409)
     session = login(requests.Session(), stack.login_url, name.upper(), user.password)
     assert session.status_code == 200 and session.json()["username"] == name
-    validated = requests.get(f"{stack.login_url}/validate", headers={"Authorization": f"Bearer {session.json()['token']}"},
-                             timeout=10)
+    validated = requests.get(
+        f"{stack.login_url}/validate", headers={"Authorization": f"Bearer {session.json()['token']}"}, timeout=10
+    )
     assert validated.json()["username"] == name
 
 
@@ -382,18 +438,27 @@ def test_usernames_are_unique_without_regard_to_case_and_keep_their_case(stack):
 def test_the_bearer_scheme_is_accepted_in_any_case(stack, user, scheme):
     headers = {"Authorization": f"{scheme} {user.token}"}
     assert requests.get(f"{stack.login_url}/validate", headers=headers, timeout=10).status_code == 200
-    assert requests.get(f"{stack.profile_url}/profiles/{user.username}", headers=headers, timeout=10).status_code in (200, 404)
+    assert requests.get(f"{stack.profile_url}/profiles/{user.username}", headers=headers, timeout=10).status_code in (
+        200,
+        404,
+    )
     assert requests.get(f"{stack.chat_url}/rooms", headers=headers, timeout=10).status_code == 200
 
 
 def test_2000_emoji_sent_as_escapes_fit_the_32_kib_limit(stack, user):
     room = unique_name("emoji-")
-    assert requests.post(f"{stack.chat_url}/rooms", json={"name": room}, headers=user.auth, timeout=10).status_code == 201
+    assert (
+        requests.post(f"{stack.chat_url}/rooms", json={"name": room}, headers=user.auth, timeout=10).status_code == 201
+    )
     text = "😀" * 2000
     body = ('{"text": "' + "\\ud83d\\ude00" * 2000 + '"}').encode()
     assert 16 * 1024 < len(body) < 32 * 1024
-    posted = requests.post(f"{stack.chat_url}/rooms/{room}/messages", data=body, timeout=10,
-                           headers={**user.auth, "Content-Type": "application/json"})
+    posted = requests.post(
+        f"{stack.chat_url}/rooms/{room}/messages",
+        data=body,
+        timeout=10,
+        headers={**user.auth, "Content-Type": "application/json"},
+    )
     assert posted.status_code == 201, posted.text
     assert posted.json()["text"] == text
 
@@ -404,12 +469,16 @@ def test_a_services_own_warnings_reach_its_log_file(processes, tmp_path):
     log = tmp_path / "login.log"
     port = harness.free_port()
     unreachable = f"mongodb://127.0.0.1:{harness.free_port()}/nothing"
-    process = processes.spawn(f"login-log-{port}", harness.gunicorn_argv("login_service.wsgi:app") +
-                              ["--error-logfile", str(log)],
-                              {"PORT": str(port), "MONGO_URI": unreachable, "MONGO_TIMEOUT_SECONDS": "0.3",
-                               "GUNICORN_WORKERS": "1"})
+    process = processes.spawn(
+        f"login-log-{port}",
+        harness.gunicorn_argv("login_service.wsgi:app") + ["--error-logfile", str(log)],
+        {"PORT": str(port), "MONGO_URI": unreachable, "MONGO_TIMEOUT_SECONDS": "0.3", "GUNICORN_WORKERS": "1"},
+    )
     try:
-        harness.wait_until(lambda: log.exists() and "could not prepare the database" in log.read_text(), 30,
-                           "the app's warning in the log file")
+        harness.wait_until(
+            lambda: log.exists() and "could not prepare the database" in log.read_text(),
+            30,
+            "the app's warning in the log file",
+        )
     finally:
         process.stop()

@@ -1,6 +1,7 @@
 """The JMeter plan runs cleanly against the test stack, and the scale-test report reads
 runs the way docs/load-testing.md says (steady window, 1 % error rule, percentiles,
 speed-up). Benchmarks themselves live in scripts/scale_test.sh, not here."""
+
 from __future__ import annotations
 
 import csv
@@ -30,18 +31,34 @@ def test_plan_runs_against_the_stack_with_no_errors(stack, tmp_path):
     _, login_host, login_port = host_and_port(stack.login_url)
     out = tmp_path / "run"
     completed = subprocess.run(
-        [str(ROOT / "scripts" / "jmeter-run.sh"), f"-Jprotocol={scheme}", f"-Jchat_host={chat_host}",
-         f"-Jchat_port={chat_port}", f"-Jlogin_host={login_host}", f"-Jlogin_port={login_port}",
-         "-Jthreads=3", "-Jrampup=1", "-Jduration=6", "-Jfollowers=2", "-Jfollow_wait=2", "--out", str(out)],
-        capture_output=True, text=True, timeout=900)  # the first call may assemble JMeter
+        [
+            str(ROOT / "scripts" / "jmeter-run.sh"),
+            f"-Jprotocol={scheme}",
+            f"-Jchat_host={chat_host}",
+            f"-Jchat_port={chat_port}",
+            f"-Jlogin_host={login_host}",
+            f"-Jlogin_port={login_port}",
+            "-Jthreads=3",
+            "-Jrampup=1",
+            "-Jduration=6",
+            "-Jfollowers=2",
+            "-Jfollow_wait=2",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )  # the first call may assemble JMeter
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
 
     with open(out / "results.csv", newline="") as results:
         rows = list(csv.DictReader(results))
     assert rows, "no sample recorded"
     assert ALL_LABELS | {"follow messages"} <= {row["label"] for row in rows}
-    failed = [(row["label"], row["responseCode"], row["failureMessage"][:200]) for row in rows
-              if row["success"] != "true"]
+    failed = [
+        (row["label"], row["responseCode"], row["failureMessage"][:200]) for row in rows if row["success"] != "true"
+    ]
     assert failed == []
     figures = samples.figures_of_run(out)
     assert figures is not None and figures.requests > 0 and figures.throughput > 0
@@ -57,9 +74,12 @@ WINDOW_START = T0 + 1000 + samples.SETTLE_MS  # setup ends at T0 + 1 s
 def synthetic_samples(rate: int, failed: int, seconds: int = 10) -> list[samples.Sample]:
     """Setup until T0 + 1 s, one chat request before the window, then `rate` requests per
     second for exactly `seconds` of steady window, the first `failed` of them failed."""
-    rows = [samples.Sample("register", T0, 300, True), samples.Sample("login", T0 + 300, 300, True),
-            samples.Sample("read latest", T0 + 600, 400, True),
-            samples.Sample("post message", T0 + 700, 50, True)]  # before the window: left out
+    rows = [
+        samples.Sample("register", T0, 300, True),
+        samples.Sample("login", T0 + 300, 300, True),
+        samples.Sample("read latest", T0 + 600, 400, True),
+        samples.Sample("post message", T0 + 700, 50, True),
+    ]  # before the window: left out
     spacing = 1000 // rate
     total = rate * seconds
     for k in range(total):
@@ -73,11 +93,39 @@ def write_run(run_dir: Path, rows: list[samples.Sample]) -> None:
     run_dir.mkdir(parents=True)
     with open(run_dir / "results.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["timeStamp", "elapsed", "label", "responseCode", "responseMessage", "threadName",
-                         "success", "failureMessage", "bytes", "allThreads", "Latency", "Connect"])
+        writer.writerow(
+            [
+                "timeStamp",
+                "elapsed",
+                "label",
+                "responseCode",
+                "responseMessage",
+                "threadName",
+                "success",
+                "failureMessage",
+                "bytes",
+                "allThreads",
+                "Latency",
+                "Connect",
+            ]
+        )
         for row in rows:
-            writer.writerow([row.start_ms, row.elapsed_ms, row.label, 201 if row.success else 503, "",
-                             "closed model 1-1", "true" if row.success else "false", "", 100, 1, 1, 0])
+            writer.writerow(
+                [
+                    row.start_ms,
+                    row.elapsed_ms,
+                    row.label,
+                    201 if row.success else 503,
+                    "",
+                    "closed model 1-1",
+                    "true" if row.success else "false",
+                    "",
+                    100,
+                    1,
+                    1,
+                    0,
+                ]
+            )
 
 
 def test_nearest_rank_percentiles():
@@ -106,8 +154,11 @@ def test_steady_window_leaves_out_setup_and_counts_successes_per_second():
 def test_open_model_window_starts_once_the_setup_backlog_has_gone_out():
     # 10 arrivals/s scheduled from T0; setup ends at T0 + 3 s, so the 40 arrivals due by the
     # end of the settle second go out in a burst (every 5 ms), then one every 100 ms.
-    rows = [samples.Sample("register", T0, 1500, True), samples.Sample("login", T0 + 1500, 1000, True),
-            samples.Sample("read latest", T0 + 2500, 500, True)]
+    rows = [
+        samples.Sample("register", T0, 1500, True),
+        samples.Sample("login", T0 + 1500, 1000, True),
+        samples.Sample("read latest", T0 + 2500, 500, True),
+    ]
     rows += [samples.Sample("post message", T0 + 4000 + i * 5, 20, True) for i in range(45)]
     rows += [samples.Sample("read messages", T0 + 4300 + k * 100, 20, True) for k in range(100)]
 
@@ -127,12 +178,12 @@ def test_a_run_without_chat_requests_has_no_figures():
 
 def test_report_picks_the_best_step_under_one_percent_errors_and_the_speedup(tmp_path):
     steps = [  # series, servers, phase, threads, rate, failed, arrival_rate
-        ("servers-1", 1, "warmup", 8, 40, 0, ""),   # a warm-up never counts
+        ("servers-1", 1, "warmup", 8, 40, 0, ""),  # a warm-up never counts
         ("servers-1", 1, "closed", 4, 10, 0, ""),
-        ("servers-1", 1, "closed", 8, 20, 1, ""),   # 0.5 % errors: 19.9 req/s, the maximum
+        ("servers-1", 1, "closed", 8, 20, 1, ""),  # 0.5 % errors: 19.9 req/s, the maximum
         ("servers-1", 1, "closed", 16, 25, 5, ""),  # faster, but 2 % errors
         ("servers-1", 1, "open", 16, 14, 0, "14"),
-        ("servers-2", 2, "closed", 8, 40, 0, ""),   # 40 req/s: speed-up 40 / 19.9
+        ("servers-2", 2, "closed", 8, 40, 0, ""),  # 40 req/s: speed-up 40 / 19.9
         ("servers-2", 2, "closed", 16, 50, 5, ""),  # exactly 1 % errors: not under 1 %
     ]
     with open(tmp_path / "runs.csv", "w", newline="") as handle:
@@ -156,7 +207,9 @@ def test_report_picks_the_best_step_under_one_percent_errors_and_the_speedup(tmp
     with open(tmp_path / "summary.csv", newline="") as handle:
         summary = list(csv.DictReader(handle))
     assert [(row["servers"], row["threads"], row["max_rps"], row["speedup"]) for row in summary] == [
-        ("1", "8", "19.90", "1.000"), ("2", "8", "40.00", f"{40 / 19.9:.3f}")]
+        ("1", "8", "19.90", "1.000"),
+        ("2", "8", "40.00", f"{40 / 19.9:.3f}"),
+    ]
     assert summary[0]["p95_ms"] == "20" and summary[0]["error_rate"] == "0.0050"
     text = (tmp_path / "summary.md").read_text()
     assert "| 2 | 40.0 | 8 | 20 | 20 | 20 | 0.00 % | 2.01x | 1.01 |" in text

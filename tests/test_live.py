@@ -2,6 +2,7 @@
 message any server acknowledges, followers see every message once and in order, a server's
 death or the database's costs a follower nothing, and waiting costs the database per room,
 not per follower."""
+
 from __future__ import annotations
 
 import http.client
@@ -37,8 +38,9 @@ def post(url: str, user: User, room: str, text: str, session=requests) -> int:
 
 
 def poll(url: str, user: User, room: str, after: int, wait: int, session=requests) -> requests.Response:
-    return session.get(f"{url}/rooms/{room}/messages", params={"after": after, "wait": wait},
-                       headers=user.auth, timeout=wait + 15)
+    return session.get(
+        f"{url}/rooms/{room}/messages", params={"after": after, "wait": wait}, headers=user.auth, timeout=wait + 15
+    )
 
 
 @pytest.mark.local
@@ -93,8 +95,9 @@ def test_a_wait_ahead_of_the_room_waits_for_its_own_position(stack, user):
     assert answer.json()["messages"] == [] and answer.json()["next_after"] == 5
 
 
-@pytest.mark.parametrize("query", ["wait=5", "after=0&wait=31", "after=0&wait=-1", "after=0&wait=abc",
-                                   "after=0&wait=1.5", "after=0&wait="])
+@pytest.mark.parametrize(
+    "query", ["wait=5", "after=0&wait=31", "after=0&wait=-1", "after=0&wait=abc", "after=0&wait=1.5", "after=0&wait="]
+)
 def test_wait_out_of_range_or_without_after_is_a_400_problem(stack, user, query):
     room = new_room(stack.chat_url, user)
     answer = requests.get(f"{stack.chat_url}/rooms/{room}/messages?{query}", headers=user.auth, timeout=10)
@@ -162,8 +165,14 @@ def live(processes):
     chats = [harness.start_service(processes, "chat", service_env(database, login.url)) for _ in range(3)]
     balancer = harness.start_haproxy(processes, [chat.port for chat in chats])
     harness.wait_until(lambda: list(balancer.server_states().values()).count("UP") == 3, 15, "three chat servers up")
-    return LiveStack(database, f"http://127.0.0.1:{metrics_port}/debug/metrics", login, chats, balancer,
-                     register_and_login(login.url))
+    return LiveStack(
+        database,
+        f"http://127.0.0.1:{metrics_port}/debug/metrics",
+        login,
+        chats,
+        balancer,
+        register_and_login(login.url),
+    )
 
 
 def database_finds(live: LiveStack) -> int:
@@ -176,8 +185,10 @@ def database_finds(live: LiveStack) -> int:
 def hold_waits(url: str, token: str, room: str, after: int, count: int, wait: int) -> list[socket.socket]:
     """`count` long polls sent on raw connections, answers left unread."""
     port = int(url.rsplit(":", 1)[1])
-    request = (f"GET /rooms/{room}/messages?after={after}&wait={wait} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-               f"Authorization: Bearer {token}\r\n\r\n").encode()
+    request = (
+        f"GET /rooms/{room}/messages?after={after}&wait={wait} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Authorization: Bearer {token}\r\n\r\n"
+    ).encode()
     sockets = []
     for _ in range(count):
         connection = socket.create_connection(("127.0.0.1", port), timeout=wait + 15)
@@ -292,14 +303,23 @@ def test_a_follower_that_hangs_up_frees_its_connection_on_the_server(live):
 
     def server_side(states: set[str]) -> int:
         """The server's ends of our connections (HAProxy keeps connections of its own)."""
-        return sum(1 for connection in psutil.net_connections(kind="tcp")
-                   if connection.laddr and connection.laddr.port == chat.port and connection.raddr
-                   and connection.raddr.port in ours and connection.status in states)
+        return sum(
+            1
+            for connection in psutil.net_connections(kind="tcp")
+            if connection.laddr
+            and connection.laddr.port == chat.port
+            and connection.raddr
+            and connection.raddr.port in ours
+            and connection.status in states
+        )
 
     harness.wait_until(lambda: server_side({psutil.CONN_ESTABLISHED}) >= 5, 10, "five waits on the server")
     for connection in sockets:
         connection.close()
     # The server sees each connection closed (CLOSE_WAIT) and ends its wait within a second
     # or two, long before the 30 s the waits asked for.
-    harness.wait_until(lambda: server_side({psutil.CONN_CLOSE_WAIT, psutil.CONN_ESTABLISHED}) == 0, 10,
-                       "the server to close the hung-up waits")
+    harness.wait_until(
+        lambda: server_side({psutil.CONN_CLOSE_WAIT, psutil.CONN_ESTABLISHED}) == 0,
+        10,
+        "the server to close the hung-up waits",
+    )

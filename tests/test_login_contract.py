@@ -1,7 +1,8 @@
 """The login service holds to the contract: accounts, login, validate, logout, throttling."""
+
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 import requests
@@ -23,23 +24,26 @@ def test_taken_username_answers_409(stack, user):
     assert_problem(response, 409)
 
 
-@pytest.mark.parametrize("body", [
-    {"username": "ab", "password": "long enough"},
-    {"username": "x" * 33, "password": "long enough"},
-    {"username": "bad name", "password": "long enough"},
-    {"username": "ünïcode", "password": "long enough"},
-    {"username": "okname", "password": "short"},
-    {"username": "okname", "password": "p" * 129},
-    {"username": "okname"},
-    {"password": "long enough"},
-    {"username": "okname", "password": "long enough", "admin": True},
-    {"username": 12345, "password": "long enough"},
-    {"username": None, "password": "long enough"},
-    {"username": ["a", "b", "c"], "password": "long enough"},
-    {"username": "okname", "password": {"$ne": None}},
-    {"username": {"$gt": ""}, "password": "long enough"},
-    {"username": "okname", "password": "nul\u0000inside!"},
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"username": "ab", "password": "long enough"},
+        {"username": "x" * 33, "password": "long enough"},
+        {"username": "bad name", "password": "long enough"},
+        {"username": "ünïcode", "password": "long enough"},
+        {"username": "okname", "password": "short"},
+        {"username": "okname", "password": "p" * 129},
+        {"username": "okname"},
+        {"password": "long enough"},
+        {"username": "okname", "password": "long enough", "admin": True},
+        {"username": 12345, "password": "long enough"},
+        {"username": None, "password": "long enough"},
+        {"username": ["a", "b", "c"], "password": "long enough"},
+        {"username": "okname", "password": {"$ne": None}},
+        {"username": {"$gt": ""}, "password": "long enough"},
+        {"username": "okname", "password": "nul\u0000inside!"},
+    ],
+)
 def test_invalid_registration_is_a_400_problem(stack, body):
     assert_problem(json_post(f"{stack.login_url}/users", body), 400)
 
@@ -60,7 +64,7 @@ def test_login_returns_a_bearer_token_with_its_expiry(stack):
     assert len(body["token"]) >= 22  # 128 bits in URL-safe base64
     assert body["expires_at"].endswith("Z")
     expires = datetime.fromisoformat(body["expires_at"].replace("Z", "+00:00"))
-    remaining = (expires - datetime.now(timezone.utc)).total_seconds()
+    remaining = (expires - datetime.now(UTC)).total_seconds()
     assert isinstance(body["expires_in"], int) and abs(remaining - body["expires_in"]) < 60
 
 
@@ -78,13 +82,18 @@ def test_wrong_password_and_unknown_user_get_the_same_401(stack, user):
 
 def test_repeated_failures_for_one_username_get_429_with_retry_after(stack, user):
     for _ in range(5):
-        assert_problem(json_post(f"{stack.login_url}/login", {"username": user.username, "password": "wrong password"}), 401)
+        assert_problem(
+            json_post(f"{stack.login_url}/login", {"username": user.username, "password": "wrong password"}), 401
+        )
     blocked = json_post(f"{stack.login_url}/login", {"username": user.username, "password": user.password})
     assert_problem(blocked, 429)
     assert int(blocked.headers["Retry-After"]) > 0
     # Other users are not affected.
     other = register_and_login(stack.login_url)
-    assert json_post(f"{stack.login_url}/login", {"username": other.username, "password": other.password}).status_code == 200
+    assert (
+        json_post(f"{stack.login_url}/login", {"username": other.username, "password": other.password}).status_code
+        == 200
+    )
 
 
 def test_validate_names_the_user_and_the_expiry(stack, user):
@@ -94,8 +103,19 @@ def test_validate_names_the_user_and_the_expiry(stack, user):
     assert response.json()["expires_at"].endswith("Z")
 
 
-@pytest.mark.parametrize("header", [None, "", "Bearer", "Bearer ", "Basic dXNlcjpwYXNz", "Bearer not-a-real-token",
-                                    "Bearer " + "a" * 600, "Bearer a b"])
+@pytest.mark.parametrize(
+    "header",
+    [
+        None,
+        "",
+        "Bearer",
+        "Bearer ",
+        "Basic dXNlcjpwYXNz",
+        "Bearer not-a-real-token",
+        "Bearer " + "a" * 600,
+        "Bearer a b",
+    ],
+)
 def test_validate_refuses_missing_malformed_and_unknown_tokens(stack, header):
     headers = {} if header is None else {"Authorization": header}
     assert_problem(requests.get(f"{stack.login_url}/validate", headers=headers, timeout=10), 401)

@@ -7,6 +7,7 @@ all of schemathesis' checks plus the contract's own rules on every answer: no 5x
 status, header and body as documented, every error a problem+json, X-Instance naming the
 right service.
 """
+
 from __future__ import annotations
 
 import collections
@@ -37,8 +38,12 @@ DOCUMENT = yaml.safe_load(DOCUMENT_PATH.read_text(encoding="utf-8"))
 CONTRACT_CALLS = {
     "login": {("POST", "/users"), ("POST", "/login"), ("GET", "/validate"), ("POST", "/logout")},
     "profile": {("GET", "/profiles/{username}"), ("PUT", "/profiles/{username}")},
-    "chat": {("GET", "/rooms"), ("POST", "/rooms"), ("POST", "/rooms/{room}/messages"),
-             ("GET", "/rooms/{room}/messages")},
+    "chat": {
+        ("GET", "/rooms"),
+        ("POST", "/rooms"),
+        ("POST", "/rooms/{room}/messages"),
+        ("GET", "/rooms/{room}/messages"),
+    },
 }
 EVERY_SERVICE_CALLS = {("GET", "/health"), ("GET", "/ready")}
 PUBLIC_CALLS = {("POST", "/users"), ("POST", "/login")} | EVERY_SERVICE_CALLS
@@ -69,6 +74,7 @@ def resolve(document: dict, node):
 
 
 # --- the document ---------------------------------------------------------------------------
+
 
 def test_schemathesis_loads_the_document_as_valid_openapi():
     schema = schemathesis.openapi.from_path(DOCUMENT_PATH)
@@ -101,7 +107,7 @@ def test_every_call_of_the_contract_is_documented_under_its_service():
     for service, calls in CONTRACT_CALLS.items():
         for call in calls | EVERY_SERVICE_CALLS:
             assert service in documented[call].get("tags", []), f"{call} is not tagged {service}"
-        for method, path in calls:
+        for _, path in calls:
             ports = {server["variables"]["port"]["default"] for server in DOCUMENT["paths"][path]["servers"]}
             assert ports == {DEFAULT_PORTS[service]}, f"{path} should be served by {service}"
 
@@ -174,14 +180,25 @@ def test_the_document_accepts_and_refuses_what_the_contract_says():
 
     assert valid("Credentials", {"username": "a.b-c_9", "password": "p" * 8})
     assert valid("Credentials", {"username": "x" * 32, "password": "🙂" * 128})  # code points
-    for body in ({"username": "ab", "password": "p" * 8}, {"username": "bad name", "password": "p" * 8},
-                 {"username": "okname", "password": "p" * 129}, {"username": "okname"},
-                 {"username": "okname", "password": {"$ne": None}},
-                 {"username": "okname", "password": "p" * 8, "x": 1}):
+    for body in (
+        {"username": "ab", "password": "p" * 8},
+        {"username": "bad name", "password": "p" * 8},
+        {"username": "okname", "password": "p" * 129},
+        {"username": "okname"},
+        {"username": "okname", "password": {"$ne": None}},
+        {"username": "okname", "password": "p" * 8, "x": 1},
+    ):
         assert not valid("Credentials", body), body
     assert valid("ProfileUpdate", {"bio": ""}) and valid("ProfileUpdate", {"avatar_url": "https://example.org/a.png"})
-    for body in ({}, {"display_name": None}, {"display_name": ""}, {"avatar_url": "ftp://example.org/a"},
-                 {"avatar_url": "javascript:alert(1)"}, {"nickname": "x"}, {"bio": "nul\u0000"}):
+    for body in (
+        {},
+        {"display_name": None},
+        {"display_name": ""},
+        {"avatar_url": "ftp://example.org/a"},
+        {"avatar_url": "javascript:alert(1)"},
+        {"nickname": "x"},
+        {"bio": "nul\u0000"},
+    ):
         assert not valid("ProfileUpdate", body), body
     assert valid("NewMessage", {"text": "😀" * 2000}) and not valid("NewMessage", {"text": "x" * 2001})
     assert not valid("NewRoom", {"name": "dot.ted"}) and valid("NewRoom", {"name": "r" * 64})
@@ -204,8 +221,10 @@ LOGOUT_USERNAME = f"oa_{uuid.uuid4().hex[:12]}"
 
 def _fuzzing_document() -> dict:
     document = copy.deepcopy(DOCUMENT)
-    for path, name, value in (("/profiles/{username}", "username", FUZZ_USERNAME),
-                              ("/rooms/{room}/messages", "room", FUZZ_ROOM)):
+    for path, name, value in (
+        ("/profiles/{username}", "username", FUZZ_USERNAME),
+        ("/rooms/{room}/messages", "room", FUZZ_ROOM),
+    ):
         for parameter in document["paths"][path]["parameters"]:
             if parameter["name"] == name:
                 parameter["example"] = value
@@ -218,8 +237,9 @@ def _fuzzing_document() -> dict:
 
 SCHEMA = schemathesis.openapi.from_dict(_fuzzing_document())
 SCHEMA.config.generation.update(modes=[GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
-FUZZ_SETTINGS = hypothesis.settings(max_examples=MAX_EXAMPLES, deadline=None, database=None,
-                                    suppress_health_check=list(hypothesis.HealthCheck))
+FUZZ_SETTINGS = hypothesis.settings(
+    max_examples=MAX_EXAMPLES, deadline=None, database=None, suppress_health_check=list(hypothesis.HealthCheck)
+)
 
 # What every fuzzed operation answered, to show that fuzzing got past authentication.
 OUTCOMES: dict[str, set[int]] = collections.defaultdict(set)
@@ -245,12 +265,15 @@ def _body_is_valid(case, body) -> bool:
 
 
 def negative_data_rejection_but_nul_may_be_stored(ctx, response, case):
-    """"A NUL character may be refused with 400": storing it is allowed too."""
+    """ "A NUL character may be refused with 400": storing it is allowed too."""
     try:
         return negative_data_rejection(ctx, response, case)
     except AcceptedNegativeData:
-        if isinstance(case.body, dict) and json.dumps(case.body) != json.dumps(_nul_free(case.body)) \
-                and _body_is_valid(case, _nul_free(case.body)):
+        if (
+            isinstance(case.body, dict)
+            and json.dumps(case.body) != json.dumps(_nul_free(case.body))
+            and _body_is_valid(case, _nul_free(case.body))
+        ):
             return None
         raise
 
@@ -261,8 +284,9 @@ def positive_data_acceptance_but_edges_may_be_refused(ctx, response, case):
         return positive_data_acceptance(ctx, response, case)
     except RejectedPositiveData:
         if response.status_code == 400 and (
-                (isinstance(case.body, dict) and case.body.get("avatar_url") == "")
-                or int((case.query or {}).get("after") or 0) > JSON_SAFE_INTEGER):
+            (isinstance(case.body, dict) and case.body.get("avatar_url") == "")
+            or int((case.query or {}).get("after") or 0) > JSON_SAFE_INTEGER
+        ):
             return None
         raise
 
@@ -297,8 +321,10 @@ def contract_rules_for(service: str):
 
 load_all_checks()
 # Every check schemathesis has, the two above in place of the ones they wrap.
-REPLACED = {negative_data_rejection: negative_data_rejection_but_nul_may_be_stored,
-            positive_data_acceptance: positive_data_acceptance_but_edges_may_be_refused}
+REPLACED = {
+    negative_data_rejection: negative_data_rejection_but_nul_may_be_stored,
+    positive_data_acceptance: positive_data_acceptance_but_edges_may_be_refused,
+}
 ALL_CHECKS = [REPLACED.get(check, check) for check in CHECKS.get_all()]
 CONTRACT_RULES = {service: contract_rules_for(service) for service in CONTRACT_CALLS}
 
@@ -324,8 +350,9 @@ class FuzzUserToken:
 def fuzz_user(stack):
     user = register_and_login(stack.login_url, FUZZ_USERNAME, FUZZ_PASSWORD)
     # A profile to read, so reads of one's own profile answer 200 rather than 404.
-    written = requests.put(f"{stack.profile_url}/profiles/{FUZZ_USERNAME}", json={"bio": "fuzzed"},
-                           headers=user.auth, timeout=10)
+    written = requests.put(
+        f"{stack.profile_url}/profiles/{FUZZ_USERNAME}", json={"bio": "fuzzed"}, headers=user.auth, timeout=10
+    )
     assert written.status_code == 200, written.text
     return user
 
@@ -364,8 +391,9 @@ def call_and_validate(case, service: str, base_url: str):
     if case.headers and case.headers.get("Authorization") == TOKEN_PLACEHOLDER:
         token = TOKENS["fresh"]() if case.path == "/logout" else TOKENS["user"]
         case.headers["Authorization"] = f"Bearer {token}"
-    response = case.call_and_validate(base_url=base_url, checks=ALL_CHECKS,
-                                      additional_checks=[CONTRACT_RULES[service]], timeout=15)
+    response = case.call_and_validate(
+        base_url=base_url, checks=ALL_CHECKS, additional_checks=[CONTRACT_RULES[service]], timeout=15
+    )
     OUTCOMES[f"{service} {case.method} {case.path}"].add(response.status_code)
 
 
@@ -394,8 +422,9 @@ def test_a_successful_login_is_answered_as_documented(stack):
     credentials = {"username": f"oa_{uuid.uuid4().hex[:12]}", "password": FUZZ_PASSWORD}
     assert requests.post(f"{stack.login_url}/users", json=credentials, timeout=10).status_code == 201
     case = SCHEMA["/login"]["POST"].Case(body=credentials, media_type="application/json")
-    response = case.call_and_validate(base_url=stack.login_url, checks=ALL_CHECKS,
-                                      additional_checks=[CONTRACT_RULES["login"]], timeout=15)
+    response = case.call_and_validate(
+        base_url=stack.login_url, checks=ALL_CHECKS, additional_checks=[CONTRACT_RULES["login"]], timeout=15
+    )
     assert response.status_code == 200
     OUTCOMES["login POST /login"].add(response.status_code)
 

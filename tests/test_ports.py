@@ -1,5 +1,6 @@
 """The default ports have one home, service_kit/config.py (scripts/lib.sh for the shell); every
 other file that must name a port names the same one. No process is started."""
+
 from __future__ import annotations
 
 import re
@@ -17,8 +18,9 @@ SERVICE = {"chat": DEFAULT_PORTS["chat"], "login": DEFAULT_PORTS["login"], "prof
 def lib_sh_defaults() -> dict[str, str]:
     names = ["LOGIN_PORT", "PROFILE_PORT", "HAPROXY_PORT", "LOGIN_SERVICE_PORT", "PROFILE_SERVICE_PORT", "CHAT_PORTS"]
     script = f'source "{ROOT}/scripts/lib.sh"; ' + "; ".join(f'echo "{name}=${{{name}}}"' for name in names)
-    output = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=30, env={"PATH": "/usr/bin:/bin"},
-                            check=True).stdout
+    output = subprocess.run(
+        ["bash", "-c", script], capture_output=True, text=True, timeout=30, env={"PATH": "/usr/bin:/bin"}, check=True
+    ).stdout
     return dict(line.split("=", 1) for line in output.splitlines())
 
 
@@ -39,7 +41,10 @@ def test_haproxy_defaults_are_the_same_ports():
     assert int(defaults["HAPROXY_LOGIN_PORT"]) == PUBLIC_PORTS["login"]
     assert int(defaults["HAPROXY_PROFILE_PORT"]) == PUBLIC_PORTS["profile"]
     local = dict(re.findall(r'server (login|profile) "\$\{\w+-127\.0\.0\.1:(\d+)\}"', config))
-    assert {name: int(port) for name, port in local.items()} == {"login": SERVICE["login"], "profile": SERVICE["profile"]}
+    assert {name: int(port) for name, port in local.items()} == {
+        "login": SERVICE["login"],
+        "profile": SERVICE["profile"],
+    }
     assert int(defaults["CHAT_SERVER_1"].rsplit(":", 1)[1]) == SERVICE["chat"]
 
 

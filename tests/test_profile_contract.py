@@ -1,4 +1,5 @@
 """The profile service holds to the contract: owner-only writes, defaults, strict fields."""
+
 from __future__ import annotations
 
 import pytest
@@ -48,23 +49,28 @@ def test_nobody_edits_another_users_profile(stack, user, other_user):
 def test_reads_and_writes_need_a_valid_token(stack, user):
     assert_problem(requests.get(f"{stack.profile_url}/profiles/{user.username}", timeout=10), 401)
     bad = {"Authorization": "Bearer definitely-not-valid"}
-    assert_problem(requests.put(f"{stack.profile_url}/profiles/{user.username}", json={"bio": "x"}, headers=bad, timeout=10), 401)
+    assert_problem(
+        requests.put(f"{stack.profile_url}/profiles/{user.username}", json={"bio": "x"}, headers=bad, timeout=10), 401
+    )
 
 
-@pytest.mark.parametrize("body", [
-    {},
-    {"display_name": ""},
-    {"display_name": "d" * 65},
-    {"bio": "b" * 501},
-    {"avatar_url": "ftp://example.org/a.png"},
-    {"avatar_url": "javascript:alert(1)"},
-    {"avatar_url": "https://example.org/" + "a" * 490},
-    {"display_name": None},
-    {"bio": 5},
-    {"bio": {"$set": "x"}},
-    {"nickname": "x"},
-    {"display_name": "x\u0000y"},
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"display_name": ""},
+        {"display_name": "d" * 65},
+        {"bio": "b" * 501},
+        {"avatar_url": "ftp://example.org/a.png"},
+        {"avatar_url": "javascript:alert(1)"},
+        {"avatar_url": "https://example.org/" + "a" * 490},
+        {"display_name": None},
+        {"bio": 5},
+        {"bio": {"$set": "x"}},
+        {"nickname": "x"},
+        {"display_name": "x\u0000y"},
+    ],
+)
 def test_invalid_profile_bodies_are_400(stack, user, body):
     assert_problem(put(stack, user, user.username, body), 400)
 

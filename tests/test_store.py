@@ -1,6 +1,7 @@
 """The chat store in-process against the real embedded database: the message layout at its
 boundaries, the hints it may trust and must not, the upgrade from the earlier layout, and
 the FerretDB patch the layout's speed rests on (scripts/ferretdb.patch)."""
+
 from __future__ import annotations
 
 import pymongo
@@ -56,15 +57,18 @@ def test_posts_number_one_to_n_and_advance_the_hint(db):
     assert store.find_room(room["_id"])["last_seq"] == 5
 
 
-@pytest.mark.parametrize("after, limit, expected", [
-    (0, 50, list(range(1, 8))),  # fewer than the limit
-    (0, 3, [1, 2, 3]),
-    (5, 50, [6, 7]),
-    (7, 50, []),  # nothing after the newest
-    (100, 50, []),  # past the newest
-    (0, 1, [1]),
-    (6, 1, [7]),
-])
+@pytest.mark.parametrize(
+    "after, limit, expected",
+    [
+        (0, 50, list(range(1, 8))),  # fewer than the limit
+        (0, 3, [1, 2, 3]),
+        (5, 50, [6, 7]),
+        (7, 50, []),  # nothing after the newest
+        (100, 50, []),  # past the newest
+        (0, 1, [1]),
+        (6, 1, [7]),
+    ],
+)
 def test_read_after_returns_the_run_after_the_given_seq(db, after, limit, expected):
     room = new_room(db)
     post(room, 7)
@@ -88,8 +92,12 @@ def test_read_after_stops_at_a_missing_seq(db):
 
 def test_read_after_with_the_largest_limit_reads_a_whole_page(db):
     room = new_room(db)
-    db.messages.insert_many([{"_id": store.message_id(room["_id"], seq), "author": "a", "text": "t",
-                              "created_at": store.utcnow()} for seq in range(1, 451)])
+    db.messages.insert_many(
+        [
+            {"_id": store.message_id(room["_id"], seq), "author": "a", "text": "t", "created_at": store.utcnow()}
+            for seq in range(1, 451)
+        ]
+    )
     assert seqs_of(store.read_after(room["_id"], 10, 200)) == list(range(11, 211))
 
 
@@ -148,8 +156,10 @@ def test_a_seq_keeps_its_twelve_digits_up_to_the_largest():
     assert store.seq_of({"_id": store.message_id("r", largest)}) == largest
 
 
-@pytest.mark.parametrize("count", [0, 1, store.LOOKAHEAD - 1, store.LOOKAHEAD, store.LOOKAHEAD + 1,
-                                   2 * store.LOOKAHEAD, 2 * store.LOOKAHEAD + 1])
+@pytest.mark.parametrize(
+    "count",
+    [0, 1, store.LOOKAHEAD - 1, store.LOOKAHEAD, store.LOOKAHEAD + 1, 2 * store.LOOKAHEAD, 2 * store.LOOKAHEAD + 1],
+)
 def test_the_newest_seq_is_exact_at_every_lookahead_window_edge(db, count):
     room = new_room(db)
     post(room, count)
@@ -162,8 +172,12 @@ def test_the_newest_seq_is_exact_at_every_lookahead_window_edge(db, count):
 @pytest.mark.parametrize("limit", [1, store.LOOKAHEAD - 1, store.LOOKAHEAD, store.LOOKAHEAD + 1, 50, 200])
 def test_the_newest_page_has_the_last_messages_at_any_limit(db, limit):
     room = new_room(db)
-    db.messages.insert_many([{"_id": store.message_id(room["_id"], seq), "author": "a", "text": "t",
-                              "created_at": store.utcnow()} for seq in range(1, 231)])
+    db.messages.insert_many(
+        [
+            {"_id": store.message_id(room["_id"], seq), "author": "a", "text": "t", "created_at": store.utcnow()}
+            for seq in range(1, 231)
+        ]
+    )
     for hint in (230, 230 - store.LOOKAHEAD, 3):  # exact, a window behind, far behind
         db.rooms.update_one({"_id": room["_id"]}, {"$set": {"last_seq": hint}})
         newest = store.read_newest(store.find_room(room["_id"]), limit)
@@ -173,8 +187,12 @@ def test_the_newest_page_has_the_last_messages_at_any_limit(db, limit):
 def test_ids_past_one_query_are_read_in_batches(db):
     room = new_room(db)
     count = 2 * store.MAX_IDS_PER_QUERY + 1
-    db.messages.insert_many([{"_id": store.message_id(room["_id"], seq), "author": "a", "text": "t",
-                              "created_at": store.utcnow()} for seq in range(1, count + 1)])
+    db.messages.insert_many(
+        [
+            {"_id": store.message_id(room["_id"], seq), "author": "a", "text": "t", "created_at": store.utcnow()}
+            for seq in range(1, count + 1)
+        ]
+    )
     ids = [store.message_id(room["_id"], seq) for seq in range(1, count + 2)]  # and one that is not stored
     assert sorted(seqs_of(store._find_by_ids(ids))) == list(range(1, count + 1))
     assert store.newest_seq(room["_id"]) == count
@@ -194,8 +212,14 @@ def test_an_abandoned_claim_is_taken_over(db):
     """A claim with no message, older than CLAIM_ABANDONED, belongs to a request that died."""
     room = new_room(db)
     post(room, 2)
-    db.idempotency_keys.insert_one({"_id": f"{room['_id']}/alice/died", "owner": "a request that died",
-                                    "seqs": [3], "created_at": store.utcnow() - store.CLAIM_ABANDONED})
+    db.idempotency_keys.insert_one(
+        {
+            "_id": f"{room['_id']}/alice/died",
+            "owner": "a request that died",
+            "seqs": [3],
+            "created_at": store.utcnow() - store.CLAIM_ABANDONED,
+        }
+    )
     posted = store.post_message(room["_id"], "alice", "again", "died")
     assert posted.created and store.seq_of(posted.message) == 3
     assert not store.post_message(room["_id"], "alice", "again", "died").created
@@ -204,8 +228,9 @@ def test_an_abandoned_claim_is_taken_over(db):
 def test_a_claim_still_in_flight_answers_409_after_the_wait(db, monkeypatch):
     monkeypatch.setattr(store, "IN_FLIGHT_WAIT_SECONDS", 0.2)  # 5 s in service
     room = new_room(db)
-    db.idempotency_keys.insert_one({"_id": f"{room['_id']}/alice/busy", "owner": "another request",
-                                    "seqs": [1], "created_at": store.utcnow()})
+    db.idempotency_keys.insert_one(
+        {"_id": f"{room['_id']}/alice/busy", "owner": "another request", "seqs": [1], "created_at": store.utcnow()}
+    )
     with pytest.raises(Problem) as refused:
         store.post_message(room["_id"], "alice", "hi", "busy")
     assert refused.value.status == 409 and refused.value.kind == "idempotency-key-in-use"
@@ -215,8 +240,9 @@ def test_a_claim_still_in_flight_answers_409_after_the_wait(db, monkeypatch):
 def test_a_key_older_than_the_window_stores_a_new_message(db):
     room = new_room(db)
     first = store.post_message(room["_id"], "alice", "hi", "old-key")
-    db.idempotency_keys.update_one({"_id": f"{room['_id']}/alice/old-key"},
-                                   {"$set": {"created_at": store.utcnow() - store.IDEMPOTENCY_WINDOW}})
+    db.idempotency_keys.update_one(
+        {"_id": f"{room['_id']}/alice/old-key"}, {"$set": {"created_at": store.utcnow() - store.IDEMPOTENCY_WINDOW}}
+    )
     again = store.post_message(room["_id"], "alice", "hi", "old-key")
     assert again.created and store.seq_of(again.message) == store.seq_of(first.message) + 1
 
@@ -226,8 +252,16 @@ def test_a_claim_of_the_earlier_layout_still_finds_its_message(db):
     room = new_room(db)
     post(room, 4)
     claim = f"{room['_id']}/alice/earlier"
-    db.messages.insert_one({"_id": store.message_id(room["_id"], 5), "author": "alice", "text": "then",
-                            "created_at": store.utcnow(), "idem": claim, "owner": "o1"})
+    db.messages.insert_one(
+        {
+            "_id": store.message_id(room["_id"], 5),
+            "author": "alice",
+            "text": "then",
+            "created_at": store.utcnow(),
+            "idem": claim,
+            "owner": "o1",
+        }
+    )
     db.idempotency_keys.insert_one({"_id": claim, "owner": "o1", "seq": 5, "created_at": store.utcnow()})
     repeat = store.post_message(room["_id"], "alice", "then", "earlier")
     assert not repeat.created and store.seq_of(repeat.message) == 5
@@ -238,11 +272,20 @@ def test_a_message_under_another_owner_of_the_same_key_is_not_the_answer(db):
     removed claim of the same key does not count."""
     room = new_room(db)
     claim = f"{room['_id']}/alice/reused"
-    db.messages.insert_one({"_id": store.message_id(room["_id"], 1), "author": "alice", "text": "before",
-                            "created_at": store.utcnow(), "idem": claim, "owner": "gone"})
+    db.messages.insert_one(
+        {
+            "_id": store.message_id(room["_id"], 1),
+            "author": "alice",
+            "text": "before",
+            "created_at": store.utcnow(),
+            "idem": claim,
+            "owner": "gone",
+        }
+    )
     db.rooms.update_one({"_id": room["_id"]}, {"$set": {"last_seq": 1}})
-    db.idempotency_keys.insert_one({"_id": claim, "owner": "current", "seqs": [1],
-                                    "created_at": store.utcnow() - store.CLAIM_ABANDONED})
+    db.idempotency_keys.insert_one(
+        {"_id": claim, "owner": "current", "seqs": [1], "created_at": store.utcnow() - store.CLAIM_ABANDONED}
+    )
     posted = store.post_message(room["_id"], "alice", "now", "reused")
     assert posted.created and store.seq_of(posted.message) == 2 and posted.message["text"] == "now"
 
@@ -259,7 +302,8 @@ def test_the_earlier_layout_is_moved_into_one_collection(db):
     room = new_room(db)
     for partition, seqs in ((0, range(1, 101)), (1, range(101, 131))):
         db[f"messages.{room['_id']}.{partition:06d}"].insert_many(
-            [{"_id": seq, "author": "bob", "text": f"old {seq}", "created_at": store.utcnow()} for seq in seqs])
+            [{"_id": seq, "author": "bob", "text": f"old {seq}", "created_at": store.utcnow()} for seq in seqs]
+        )
     db.rooms.update_one({"_id": room["_id"]}, {"$set": {"last_seq": 130}})
     store.migrate_partitions()
     store.migrate_partitions()  # a second run (another worker) finds nothing to do
@@ -312,7 +356,8 @@ def test_list_rooms_costs_one_query_plus_one_per_id_batch(apps, database):
         for count in (10, store.MAX_IDS_PER_QUERY, store.MAX_IDS_PER_QUERY + 1, 1000):
             have = len(store.list_rooms())
             store.database.db().rooms.insert_many(
-                [{"_id": unique_name("many"), "created_at": store.utcnow(), "last_seq": 0} for _ in range(count - have)])
+                [{"_id": unique_name("many"), "created_at": store.utcnow(), "last_seq": 0} for _ in range(count - have)]
+            )
             commands.names.clear()
             assert len(store.list_rooms()) == count
             queries = [name for name in commands.names if name in ("find", "aggregate", "count", "getMore")]

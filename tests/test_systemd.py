@@ -5,6 +5,7 @@ systemd is not init on a test machine, so nothing here goes through systemctl st
 are checked with systemd-analyze, the install is staged with --root, and the ExecStart= lines
 are run directly with the environment systemd would give them.
 """
+
 from __future__ import annotations
 
 import os
@@ -68,6 +69,7 @@ def staged(tmp_path_factory) -> StagedInstall:
 
 
 # --- reading unit files the way systemd does (the parts these units use) ---------------------
+
 
 def unit_settings(path: Path) -> dict[str, list[str]]:
     """`Key` -> values in order, over all sections (these units repeat no key across sections)."""
@@ -157,6 +159,7 @@ def wait_ready(process, port: int) -> requests.Response:
 
 # --- systemd-analyze ------------------------------------------------------------------------
 
+
 def systemd_analyze(staged: StagedInstall, *args: str) -> subprocess.CompletedProcess:
     """systemd-analyze on the staged units, with the staged prefix seen at its real path.
 
@@ -167,13 +170,26 @@ def systemd_analyze(staged: StagedInstall, *args: str) -> subprocess.CompletedPr
     """
     harness.require_tool("systemd-analyze")
     mount_point = "/" + PREFIX.strip("/").split("/")[0]
-    with_prefix_mounted = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
-                           'mount --bind "$1" "$2" && shift 2 && exec "$@"', "sh",
-                           str(staged.path(mount_point)), mount_point]
-    if shutil.which("unshare") and Path(mount_point).is_dir() and \
-            subprocess.run([*with_prefix_mounted, "true"], capture_output=True, timeout=30).returncode == 0:
-        return subprocess.run([*with_prefix_mounted, "systemd-analyze", *args], capture_output=True, text=True,
-                              timeout=120)
+    with_prefix_mounted = [
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        'mount --bind "$1" "$2" && shift 2 && exec "$@"',
+        "sh",
+        str(staged.path(mount_point)),
+        mount_point,
+    ]
+    if (
+        shutil.which("unshare")
+        and Path(mount_point).is_dir()
+        and subprocess.run([*with_prefix_mounted, "true"], capture_output=True, timeout=30).returncode == 0
+    ):
+        return subprocess.run(
+            [*with_prefix_mounted, "systemd-analyze", *args], capture_output=True, text=True, timeout=120
+        )
     rewritten = [arg.replace(str(staged.unit_dir), str(pointed_units(staged))) for arg in args]
     return subprocess.run(["systemd-analyze", *rewritten], capture_output=True, text=True, timeout=120)
 
@@ -194,12 +210,14 @@ def test_systemd_accepts_every_unit_and_chat_instance_without_warnings(staged):
     # Debian's HAProxy unit is verified together with the chatsys drop-in found next to our units.
     haproxy = [str(DEBIAN_HAPROXY_UNIT)] if DEBIAN_HAPROXY_UNIT.exists() else []
     result = systemd_analyze(staged, "verify", "--man=no", *units, *instances, *haproxy)
-    assert result.returncode == 0 and not result.stdout.strip() and not result.stderr.strip(), \
+    assert result.returncode == 0 and not result.stdout.strip() and not result.stderr.strip(), (
         f"systemd-analyze verify:\n{result.stdout}{result.stderr}"
+    )
 
 
-@pytest.mark.parametrize("unit", ["login.service", "profile.service", "chat@.service:chat@4001.service",
-                                  "chatsys-ferretdb.service"])
+@pytest.mark.parametrize(
+    "unit", ["login.service", "profile.service", "chat@.service:chat@4001.service", "chatsys-ferretdb.service"]
+)
 def test_each_service_keeps_its_sandbox(staged, unit):
     # --threshold is on the 0-100 scale of the printed 0.0-10.0 exposure: 20 means at most 2.0 "OK".
     file, _, alias = unit.partition(":")
@@ -209,6 +227,7 @@ def test_each_service_keeps_its_sandbox(staged, unit):
 
 
 # --- the staged tree --------------------------------------------------------------------------
+
 
 def test_staged_install_has_units_config_and_boot_link(staged):
     for unit in UNITS:
@@ -266,18 +285,23 @@ def test_haproxy_gets_the_project_config_and_its_environment(staged):
     haproxy = harness.require_tool("haproxy", "/usr/sbin/haproxy")
     environment = {**os.environ, **unit_environment(staged, dropin, "")}
     environment["HAPROXY_WEB_ROOT"] = str(staged.path(environment["HAPROXY_WEB_ROOT"]))
-    result = subprocess.run([haproxy, "-c", "-f", str(installed)], env=environment, capture_output=True, text=True,
-                            timeout=30)
+    result = subprocess.run(
+        [haproxy, "-c", "-f", str(installed)], env=environment, capture_output=True, text=True, timeout=30
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_second_install_changes_nothing_and_keeps_local_settings(staged):
     with staged.env_file.open("a") as env_file:
         env_file.write("# a local edit the installer must keep\n")
+
     def snapshot():
         files = [staged.env_file, *sorted(staged.unit_dir.rglob("*"))]
-        return {str(path): os.readlink(path) if path.is_symlink() else path.read_bytes()
-                for path in files if path.is_file() or path.is_symlink()}
+        return {
+            str(path): os.readlink(path) if path.is_symlink() else path.read_bytes()
+            for path in files
+            if path.is_file() or path.is_symlink()
+        }
 
     before = snapshot()
     run_installer("--root", str(staged.root))
@@ -299,6 +323,7 @@ def test_uninstall_removes_a_staged_install(staged, tmp_path):
 
 # --- the units' own command lines -------------------------------------------------------------
 
+
 def test_unit_command_lines_serve_ready_with_their_environment(staged, processes, database):
     login_port, profile_port, chat_port = harness.free_port(), harness.free_port(), harness.free_port()
     login_url = f"http://127.0.0.1:{login_port}"
@@ -308,8 +333,11 @@ def test_unit_command_lines_serve_ready_with_their_environment(staged, processes
     # The instance is the port, as in chat@4001: PORT comes from Environment=PORT=%i.
     chat = spawn_unit(processes, staged, "chat@.service", str(chat_port), common)
     try:
-        for process, port, instance in ((login, login_port, "login"), (profile, profile_port, "profile"),
-                                        (chat, chat_port, "chat")):
+        for process, port, instance in (
+            (login, login_port, "login"),
+            (profile, profile_port, "profile"),
+            (chat, chat_port, "chat"),
+        ):
             answer = wait_ready(process, port)
             assert answer.status_code == 200
             assert answer.headers["X-Instance"] == f"{instance}@{port}"

@@ -2,6 +2,7 @@
 real stack (FerretDB, login, profile, three chat servers, HAProxy serving web/ and routing
 every API path on one port). Each person is a browser context of their own; every test ends
 with no uncaught page error, no dialog and no report from the Content-Security-Policy."""
+
 from __future__ import annotations
 
 import subprocess
@@ -18,10 +19,22 @@ pytestmark = [pytest.mark.local, pytest.mark.chat]
 
 PASSWORD = "correct horse 1"
 # Types a browser needs for each kind of file: a module with any other type is refused under nosniff.
-CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".css": "text/css; charset=utf-8",
-                 ".js": "text/javascript; charset=utf-8", ".svg": "image/svg+xml"}
-POLICY = ["default-src 'self'", "script-src 'self'", "style-src 'self'", "connect-src 'self'",
-          "object-src 'none'", "base-uri 'none'", "frame-ancestors 'none'", "require-trusted-types-for 'script'"]
+CONTENT_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".svg": "image/svg+xml",
+}
+POLICY = [
+    "default-src 'self'",
+    "script-src 'self'",
+    "style-src 'self'",
+    "connect-src 'self'",
+    "object-src 'none'",
+    "base-uri 'none'",
+    "frame-ancestors 'none'",
+    "require-trusted-types-for 'script'",
+]
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +100,7 @@ def signed_in(person, web: WebStack, **context_options) -> WebUser:
 
 # --- HAProxy serves the files -------------------------------------------------------------------
 
+
 def test_every_file_of_the_client_is_served_whole_with_its_type_and_headers(web):
     for path in web_files():
         url_path = "/" if path.name == "index.html" else "/" + path.relative_to(harness.ROOT / "web").as_posix()
@@ -124,14 +138,25 @@ def test_the_api_answers_on_the_same_port_with_its_own_stricter_policy(web):
 
 def test_haproxy_accepts_the_config_without_a_warning(web):
     """Each file must fit in one HAProxy buffer; one that does not gets a warning here."""
-    result = subprocess.run([harness.require_tool("haproxy", "/usr/sbin/haproxy"), "-c", "-f",
-                             str(harness.ROOT / "conf/haproxy/haproxy.cfg")], env=web.balancer.process.env,
-                            cwd="/", capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        [
+            harness.require_tool("haproxy", "/usr/sbin/haproxy"),
+            "-c",
+            "-f",
+            str(harness.ROOT / "conf/haproxy/haproxy.cfg"),
+        ],
+        env=web.balancer.process.env,
+        cwd="/",
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert result.returncode == 0, result.stderr
     assert "WARNING" not in result.stdout + result.stderr, result.stdout + result.stderr
 
 
 # --- people using it ----------------------------------------------------------------------------
+
 
 def test_a_message_posted_in_one_browser_appears_live_in_another(person, web):
     alice = person()
@@ -211,7 +236,9 @@ def test_a_reload_keeps_the_session_and_logging_out_revokes_the_token(person, we
 def test_a_session_ended_elsewhere_brings_back_the_log_in_form(person, web):
     someone = signed_in(person, web)
     token = someone.page.evaluate("JSON.parse(sessionStorage.getItem('chatsys.session')).token")
-    assert requests.post(f"{web.url}/logout", headers={"Authorization": f"Bearer {token}"}, timeout=10).status_code == 204
+    assert (
+        requests.post(f"{web.url}/logout", headers={"Authorization": f"Bearer {token}"}, timeout=10).status_code == 204
+    )
     # A chat server may still honour the token from its cache (TOKEN_CACHE_SECONDS); the page
     # asks the login service itself when it starts.
     someone.page.reload()
@@ -358,7 +385,7 @@ def test_both_pages_keep_working_when_a_chat_server_is_killed(person, web):
         for n in range(3):
             exchange(alice, f"alice after the crash {n}")
             exchange(bob, f"bob after the crash {n}")
-        expected = [(seq, text) for seq, text in zip(range(len(sent), 0, -1), reversed(sent))]
+        expected = [(seq, text) for seq, text in zip(range(len(sent), 0, -1), reversed(sent), strict=True)]
         assert alice.shown_messages() == expected
         assert bob.shown_messages() == expected
         expect(alice.page.locator("#error")).to_be_hidden()

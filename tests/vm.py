@@ -5,6 +5,7 @@ carries the checkout in, and SSH plus the service ports forwarded to free 127.0.
 QEMU's user-mode network with restrict=on: the machine reaches nothing outside it, and the
 host reaches it only through the forwarded ports.
 """
+
 from __future__ import annotations
 
 import os
@@ -41,12 +42,13 @@ class Image:
 
 def cached_image() -> Image:
     """The machine image, built by scripts/vm-image.sh when it is not cached yet."""
-    result = subprocess.run([str(harness.ROOT / "scripts/vm-image.sh")], capture_output=True, text=True,
-                            timeout=1800)
+    result = subprocess.run([str(harness.ROOT / "scripts/vm-image.sh")], capture_output=True, text=True, timeout=1800)
     assert result.returncode == 0, f"scripts/vm-image.sh failed:\n{result.stderr}"
     paths = dict(line.split("=", 1) for line in result.stdout.splitlines() if "=" in line)
-    return Image(*(Path(paths[name]) for name in ("image", "kernel", "initrd", "ssh_key", "wheels")),
-                 built="building the Debian 12 VM image" in result.stderr)
+    return Image(
+        *(Path(paths[name]) for name in ("image", "kernel", "initrd", "ssh_key", "wheels")),
+        built="building the Debian 12 VM image" in result.stderr,
+    )
 
 
 def qemu_binary() -> str:
@@ -64,10 +66,33 @@ def choose_accelerator(image: Image, scratch: Path) -> tuple[str, str]:
         return "tcg", "no usable /dev/kvm"
     console = scratch / "kvm-probe.log"
     probe = subprocess.Popen(
-        [qemu_binary(), "-accel", "kvm", "-cpu", "host", "-m", "256", "-no-reboot", "-display", "none",
-         "-monitor", "none", "-nic", "none", "-serial", f"file:{console}", "-kernel", str(image.kernel),
-         "-append", "console=ttyS0 panic=-1"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        [
+            qemu_binary(),
+            "-accel",
+            "kvm",
+            "-cpu",
+            "host",
+            "-m",
+            "256",
+            "-no-reboot",
+            "-display",
+            "none",
+            "-monitor",
+            "none",
+            "-nic",
+            "none",
+            "-serial",
+            f"file:{console}",
+            "-kernel",
+            str(image.kernel),
+            "-append",
+            "console=ttyS0 panic=-1",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline and probe.poll() is None:
@@ -98,23 +123,61 @@ class Machine:
     def console_log(self) -> Path:
         return self.scratch / "console.log"
 
-    def start(self) -> "Machine":
+    def start(self) -> Machine:
         overlay = self.scratch / "overlay.qcow2"
-        subprocess.run([harness.require_tool("qemu-img"), "create", "-q", "-f", "qcow2", "-F", "raw", "-b", str(self.image.image),
-                        str(overlay)], check=True, timeout=60)
+        subprocess.run(
+            [
+                harness.require_tool("qemu-img"),
+                "create",
+                "-q",
+                "-f",
+                "qcow2",
+                "-F",
+                "raw",
+                "-b",
+                str(self.image.image),
+                str(overlay),
+            ],
+            check=True,
+            timeout=60,
+        )
         self.ports = {name: harness.free_port() for name in GUEST_PORTS}
         forwards = ",".join(f"hostfwd=tcp:127.0.0.1:{self.ports[name]}-:{guest}" for name, guest in GUEST_PORTS.items())
         cpu = ["-accel", "kvm", "-cpu", "host"] if self.accel == "kvm" else ["-accel", "tcg", "-cpu", "max"]
-        argv = [qemu_binary(), "-name", "chatsys-vm", *cpu, "-smp", "2", "-m", "2048",
-                "-kernel", str(self.image.kernel), "-initrd", str(self.image.initrd),
-                "-append", "root=/dev/vda rw console=ttyS0",
-                "-drive", f"file={overlay},if=virtio,format=qcow2",
-                "-drive", f"file={self.payload},if=virtio,format=raw,readonly=on",
-                "-netdev", f"user,id=net0,restrict=on,{forwards}", "-device", "virtio-net-pci,netdev=net0",
-                "-display", "none", "-monitor", "none", "-serial", f"file:{self.console_log}"]
+        argv = [
+            qemu_binary(),
+            "-name",
+            "chatsys-vm",
+            *cpu,
+            "-smp",
+            "2",
+            "-m",
+            "2048",
+            "-kernel",
+            str(self.image.kernel),
+            "-initrd",
+            str(self.image.initrd),
+            "-append",
+            "root=/dev/vda rw console=ttyS0",
+            "-drive",
+            f"file={overlay},if=virtio,format=qcow2",
+            "-drive",
+            f"file={self.payload},if=virtio,format=raw,readonly=on",
+            "-netdev",
+            f"user,id=net0,restrict=on,{forwards}",
+            "-device",
+            "virtio-net-pci,netdev=net0",
+            "-display",
+            "none",
+            "-monitor",
+            "none",
+            "-serial",
+            f"file:{self.console_log}",
+        ]
         log = open(self.scratch / "qemu.log", "ab")
-        self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                        start_new_session=True)
+        self.process = subprocess.Popen(
+            argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        )
         log.close()
         self.powered_on = time.monotonic()
         return self
@@ -153,40 +216,76 @@ class Machine:
             return ""
 
     def assert_running(self) -> None:
-        assert self.process is not None and self.process.poll() is None, \
-            f"QEMU exited ({self.process.returncode if self.process else 'never started'}):\n" \
+        assert self.process is not None and self.process.poll() is None, (
+            f"QEMU exited ({self.process.returncode if self.process else 'never started'}):\n"
             f"{(self.scratch / 'qemu.log').read_text(errors='replace')}\n{self.console_tail()}"
+        )
 
     # --- commands inside, over SSH ---------------------------------------------------------
 
     def _ssh_argv(self, *extra: str) -> list[str]:
-        return ["ssh", "-i", str(self.image.ssh_key), "-p", str(self.ports.get("ssh", 0)),
-                "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
-                "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "-o", "ServerAliveInterval=5",
-                "-o", "ServerAliveCountMax=3", "-o", f"ControlPath={self.scratch}/ssh-%C", *extra, "root@127.0.0.1"]
+        return [
+            "ssh",
+            "-i",
+            str(self.image.ssh_key),
+            "-p",
+            str(self.ports.get("ssh", 0)),
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "LogLevel=ERROR",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "ConnectTimeout=10",
+            "-o",
+            "ServerAliveInterval=5",
+            "-o",
+            "ServerAliveCountMax=3",
+            "-o",
+            f"ControlPath={self.scratch}/ssh-%C",
+            *extra,
+            "root@127.0.0.1",
+        ]
 
     def connect(self) -> bool:
         """One SSH connection per boot that later commands share: a handshake is slow under
         TCG. It ends with the boot (or at `close`)."""
         try:
-            return subprocess.run(self._ssh_argv("-M", "-N", "-f"), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL, timeout=60).returncode == 0
+            return (
+                subprocess.run(
+                    self._ssh_argv("-M", "-N", "-f"),
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    timeout=60,
+                ).returncode
+                == 0
+            )
         except subprocess.TimeoutExpired:
             return False
 
     def ssh(self, command: str, timeout: float = 120) -> subprocess.CompletedProcess:
         """Run a shell command as root inside; never raises on its exit status."""
         try:
-            return subprocess.run([*self._ssh_argv("-o", "ControlMaster=no"), command], capture_output=True,
-                                  text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+            return subprocess.run(
+                [*self._ssh_argv("-o", "ControlMaster=no"), command],
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                stdin=subprocess.DEVNULL,
+            )
         except subprocess.TimeoutExpired as error:
             return subprocess.CompletedProcess(error.cmd, 124, "", f"timed out after {timeout} s: {command}")
 
     def run(self, command: str, timeout: float = 120) -> str:
         """Run a shell command as root inside; its standard output, or a failure naming it."""
         result = self.ssh(command, timeout)
-        assert result.returncode == 0, f"in the VM, `{command}` exited {result.returncode}:\n" \
-                                       f"{result.stdout}\n{result.stderr}"
+        assert result.returncode == 0, (
+            f"in the VM, `{command}` exited {result.returncode}:\n{result.stdout}\n{result.stderr}"
+        )
         return result.stdout
 
     def wait_for_ssh(self, timeout: float) -> None:
@@ -200,8 +299,12 @@ class Machine:
 
 def release_files(root: Path) -> list[str]:
     """The checkout's files the installer would take: tracked, or new and not ignored."""
-    listing = subprocess.run(["git", "-C", str(root), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                             capture_output=True, check=True, timeout=60).stdout.decode()
+    listing = subprocess.run(
+        ["git", "-C", str(root), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        capture_output=True,
+        check=True,
+        timeout=60,
+    ).stdout.decode()
     return [name for name in listing.split("\0") if name and (root / name).is_file() and not (root / name).is_symlink()]
 
 
@@ -217,8 +320,22 @@ def make_payload(scratch: Path, wheels: Path, ferretdb: Path) -> Path:
     shutil.copy2(ferretdb, tree / "ferretdb")
     size = sum(path.stat().st_size for path in tree.rglob("*") if path.is_file())
     disk = scratch / "payload.img"
-    subprocess.run(["mkfs.ext4", "-q", "-F", "-L", "chatsys-payload", "-d", str(tree), str(disk),
-                    f"{size * 3 // 2 // 2**20 + 64}M"], check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        [
+            "mkfs.ext4",
+            "-q",
+            "-F",
+            "-L",
+            "chatsys-payload",
+            "-d",
+            str(tree),
+            str(disk),
+            f"{size * 3 // 2 // 2**20 + 64}M",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     shutil.rmtree(tree)
     return disk
 
@@ -226,8 +343,14 @@ def make_payload(scratch: Path, wheels: Path, ferretdb: Path) -> Path:
 def host_ferretdb() -> Path:
     """The host's FerretDB build, at the path scripts/lib.sh names (built when missing)."""
     subprocess.run([str(harness.ROOT / "scripts/ferretdb.sh"), "build"], check=True, timeout=1800)
-    path = subprocess.run(["bash", "-c", 'source scripts/lib.sh && printf %s "$FERRETDB_BIN"'], cwd=harness.ROOT,
-                          capture_output=True, text=True, check=True, timeout=30).stdout
+    path = subprocess.run(
+        ["bash", "-c", 'source scripts/lib.sh && printf %s "$FERRETDB_BIN"'],
+        cwd=harness.ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    ).stdout
     return Path(path)
 
 

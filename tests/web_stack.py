@@ -3,6 +3,7 @@ HAProxy that also serves web/, and headless Chromium (Debian's) driven by Playwr
 
 tests/test_web.py and scripts/web_screenshots.py share these.
 """
+
 from __future__ import annotations
 
 import re
@@ -38,11 +39,14 @@ def start_web_stack(group: harness.ProcessGroup, database: harness.Database) -> 
     services = {**base, "LOGIN_URL": login.url}
     profile = harness.start_service(group, "profile", services)
     chats = [harness.start_service(group, "chat", services) for _ in range(3)]
-    balancer = harness.start_haproxy(group, [chat.port for chat in chats],
-                                     {"LOGIN_SERVER": f"127.0.0.1:{login.port}",
-                                      "PROFILE_SERVER": f"127.0.0.1:{profile.port}"})
-    harness.wait_until(lambda: list(balancer.server_states().values()).count("UP") == 3, 15,
-                       "HAProxy to see three chat servers up")
+    balancer = harness.start_haproxy(
+        group,
+        [chat.port for chat in chats],
+        {"LOGIN_SERVER": f"127.0.0.1:{login.port}", "PROFILE_SERVER": f"127.0.0.1:{profile.port}"},
+    )
+    harness.wait_until(
+        lambda: list(balancer.server_states().values()).count("UP") == 3, 15, "HAProxy to see three chat servers up"
+    )
     return WebStack(login, profile, chats, balancer)
 
 
@@ -63,7 +67,7 @@ class WebUser:
     dialogs: list[str] = field(default_factory=list)
 
     @classmethod
-    def open(cls, browser: Browser, base_url: str, **context_options) -> "WebUser":
+    def open(cls, browser: Browser, base_url: str, **context_options) -> WebUser:
         context: BrowserContext = browser.new_context(**context_options)
         user = cls(context.new_page(), base_url)
         user.page.on("console", user._console)
@@ -120,8 +124,10 @@ class WebUser:
     def shown_messages(self) -> list[tuple[int, str]]:
         """(seq, text) of every message on screen, top to bottom (newest first)."""
         items = self.page.locator("#messages > li")
-        return [(int(items.nth(i).get_attribute("data-seq")), items.nth(i).locator(".text").text_content())
-                for i in range(items.count())]
+        return [
+            (int(items.nth(i).get_attribute("data-seq")), items.nth(i).locator(".text").text_content())
+            for i in range(items.count())
+        ]
 
 
 def web_files() -> list[Path]:
