@@ -1,6 +1,6 @@
 """Side-by-side service benchmarks with wrk: ratios measured in one run, written to a report.
 
-Starts its own services and HAProxy on free ports (tests/harness.py), on its own FerretDB
+Starts its own services and HAProxy on free ports (loadtest/harness.py), on its own FerretDB
 or on the MongoDB that --mongo-uri names, measures pairs of endpoints alternately (A, B,
 A, B ...) so machine noise hits both alike, and reports requests per second, their ratios,
 the CPU each request cost the service and the database, and each process's resident memory.
@@ -37,8 +37,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from chat_service.store import message_id  # noqa: E402
+from loadtest import harness  # noqa: E402
 from service_kit.token_cache import token_digest  # noqa: E402
-from tests import harness  # noqa: E402
 
 PASSWORD = "benchmark-pass"
 POST_SCRIPT = (

@@ -5,7 +5,7 @@ side in one run; then the posting rate with and without N idle followers.
 Reports, per mode and N: delivery latency from a post's 201 to each follower holding it
 (p50, p99, max), missed and repeated messages, requests per second on the tier (HAProxy's
 count), database commands per second (FerretDB's own counters) and the CPU of every
-process. Starts everything it measures on free ports (tests/harness.py).
+process. Starts everything it measures on free ports (loadtest/harness.py).
 """
 
 from gevent import monkey
@@ -32,9 +32,11 @@ import requests  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from loadtest import haproxy_stats  # noqa: E402
+from loadtest import (
+    haproxy_stats,  # noqa: E402
+    harness,  # noqa: E402
+)
 from loadtest.samples import percentile  # noqa: E402
-from tests import harness  # noqa: E402
 
 PASSWORD = "benchmark-pass"
 LONG_POLL_WAIT = 25

@@ -2,7 +2,7 @@
 the books: error rate, lost or duplicated messages, latency, and each process's memory.
 
 Starts its own FerretDB, login, three chat servers and HAProxy on free ports
-(tests/harness.py). Requests are started on a fixed schedule (open loop): a slow answer
+(loadtest/harness.py). Requests are started on a fixed schedule (open loop): a slow answer
 does not slow the offered load, and latency is counted from the scheduled start. Posts
 carry an Idempotency-Key; a failed post is retried later with the same key, as a careful
 client would. At the end every room is read back and compared with what was acknowledged.
@@ -30,8 +30,8 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from loadtest import harness  # noqa: E402
 from loadtest.samples import percentile  # noqa: E402
-from tests import harness  # noqa: E402
 
 POST_SHARE, LIST_SHARE = 0.25, 0.05  # the rest are reads of new messages
 RETRY_DEADLINE = 90.0  # seconds to get every pending post acknowledged at the end

@@ -15,7 +15,7 @@ sys.path.insert(0, str(ROOT))
 
 from playwright.sync_api import expect, sync_playwright  # noqa: E402
 
-from tests import harness  # noqa: E402
+from loadtest import harness  # noqa: E402
 from tests.web_stack import WebUser, launch_chromium, start_web_stack  # noqa: E402
 
 PASSWORD = "correct horse 1"

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import pytest
 import requests
 
-from tests import harness, vm
+from loadtest import harness, vm
 
 REMOTE = {
     "login": os.environ.get("CHATSYS_LOGIN_URL", "").rstrip("/"),

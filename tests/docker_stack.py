@@ -16,8 +16,7 @@ from pathlib import Path
 
 import requests
 
-from loadtest import haproxy_stats
-from tests import harness
+from loadtest import haproxy_stats, harness
 
 ROOT = harness.ROOT
 ENGINE_SCRIPT = ROOT / "scripts" / "docker-engine.sh"
@@ -181,7 +180,7 @@ def new_stack(engine: Engine, var_dir: Path) -> Stack:
         # A tag of its own, so that a user's chatsys:latest on a shared engine stays as it is.
         "CHATSYS_IMAGE": "chatsys-local/chatsys:latest",
         # Every test client is one address (Docker's gateway) registering hundreds of users:
-        # the edge limits are lifted, as for the other test stacks (tests/harness.py).
+        # the edge limits are lifted, as for the other test stacks (loadtest/harness.py).
         **harness.UNLIMITED_EDGE,
     }
     for name in (

@@ -16,13 +16,13 @@ from flask import Flask
 from werkzeug.test import TestResponse
 
 from chat_service import create_app as create_chat_app
+from loadtest import harness
 from login_service import create_app as create_login_app
 from login_service.api import LocalTokenCheck
 from profile_service import create_app as create_profile_app
 from service_kit import database
 from service_kit.config import Settings
 from service_kit.problems import PROBLEM_TYPE_BASE
-from tests import harness
 from tests.conftest import unique_name
 
 # A lower scrypt cost than the services' default (2**14) keeps the many registrations and

@@ -27,14 +27,14 @@ from dataclasses import dataclass, field
 import pytest
 import requests
 
-from tests import harness
+from loadtest import harness
 from tests.conftest import register_and_login, service_env, unique_name
 from tests.contract import assert_problem
 
 # conf/haproxy/haproxy.cfg and conf/gunicorn.conf.py
 HTTP_REQUEST_TIMEOUT = 5.0
 MAX_BODY = 32 * 1024
-# tests/harness.py and service_kit/config.py defaults
+# loadtest/harness.py and service_kit/config.py defaults
 LOGIN_MAX_FAILURES = 5
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests import harness
+from loadtest import harness
 from tests.conftest import register_and_login, unique_name
 
 pytestmark = pytest.mark.chat

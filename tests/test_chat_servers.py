@@ -10,7 +10,7 @@ from collections import Counter
 import pytest
 import requests
 
-from tests import harness
+from loadtest import harness
 from tests.conftest import register_and_login, service_env, unique_name
 from tests.contract import assert_problem
 

@@ -196,7 +196,7 @@ def test_each_service_and_the_database_run_in_their_own_containers(compose):
         assert builds_our_image(services[name]), f"{name} is not built from the Dockerfile"
         module = f"{name}_service.wsgi:app"
         assert services[name]["command"] == ["gunicorn", "-c", "conf/gunicorn.conf.py", module], (
-            f"{name} must start like outside Docker (tests/harness.py gunicorn_argv)"
+            f"{name} must start like outside Docker (loadtest/harness.py gunicorn_argv)"
         )
     images = {services[name]["image"] for name in SERVICES}
     assert len(images) == 1, "login, profile and chat share one image"

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from chat_service import live
-from tests import harness
+from loadtest import harness
 from tests.conftest import unique_name
 from tests.fast import assert_problem, field_errors, fresh_database_uri, register_and_login
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import pytest
 import requests
 
-from tests import harness
+from loadtest import harness
 from tests.conftest import User, register_and_login, service_env, unique_name
 from tests.contract import assert_problem
 

@@ -12,8 +12,7 @@ from collections import Counter
 import pytest
 import requests
 
-from loadtest import haproxy_stats
-from tests import harness
+from loadtest import haproxy_stats, harness
 from tests.conftest import register_and_login, service_env, unique_name
 from tests.contract import assert_problem
 

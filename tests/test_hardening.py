@@ -24,7 +24,7 @@ import pytest
 import requests
 from requests.adapters import HTTPAdapter
 
-from tests import harness
+from loadtest import harness
 from tests.conftest import User, register_and_login, service_env, unique_name
 from tests.contract import assert_problem
 

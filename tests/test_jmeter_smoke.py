@@ -12,9 +12,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from loadtest import cpu, report, samples
-from tests import harness
-from tests.harness import ROOT
+from loadtest import cpu, harness, report, samples
+from loadtest.harness import ROOT
 
 ALL_LABELS = set(samples.SETUP_LABELS) | set(samples.STEADY_LABELS)
 

@@ -19,7 +19,7 @@ import psutil
 import pytest
 import requests
 
-from tests import harness
+from loadtest import harness
 from tests.conftest import User, register_and_login, service_env, unique_name
 
 pytestmark = pytest.mark.chat

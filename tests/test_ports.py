@@ -8,8 +8,8 @@ import subprocess
 
 import yaml
 
+from loadtest import harness
 from service_kit.config import DEFAULT_PORTS, PUBLIC_PORTS
-from tests import harness
 
 ROOT = harness.ROOT
 SERVICE = {"chat": DEFAULT_PORTS["chat"], "login": DEFAULT_PORTS["login"], "profile": DEFAULT_PORTS["profile"]}

@@ -7,7 +7,7 @@ import time
 import pytest
 import requests
 
-from tests import harness
+from loadtest import harness
 from tests.conftest import service_env, unique_name
 from tests.contract import assert_problem
 

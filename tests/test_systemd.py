@@ -21,7 +21,7 @@ import pymongo
 import pytest
 import requests
 
-from tests import harness
+from loadtest import harness
 
 pytestmark = pytest.mark.local
 

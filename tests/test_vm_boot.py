@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import pytest
 import requests
 
-from tests import harness, vm
+from loadtest import harness, vm
 
 pytestmark = [pytest.mark.local, pytest.mark.vm]
 

@@ -11,7 +11,7 @@ import pytest
 import requests
 from playwright.sync_api import expect, sync_playwright
 
-from tests import harness
+from loadtest import harness
 from tests.conftest import register_and_login, unique_name
 from tests.web_stack import WebStack, WebUser, launch_chromium, start_web_stack, web_files
 

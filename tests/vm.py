@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests import harness
+from loadtest import harness
 
 # The boot test's figures, printed at the end of the pytest run (tests/conftest.py).
 REPORT = pytest.StashKey[list]()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, Playwright, expect
 
-from tests import harness
+from loadtest import harness
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's package (scripts/setup.sh); Playwright downloads none
 WEB_ROOT = harness.ROOT / "web"

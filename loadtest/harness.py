@@ -1,4 +1,4 @@
-"""Real processes for the tests: FerretDB, gunicorn services and HAProxy on free ports.
+"""Real processes for the tests and the benchmarks: FerretDB, gunicorn services and HAProxy on free ports.
 
 Everything started here is stopped at the end of the session, even when a test fails.
 The same helpers serve the benchmarks under scripts/.
@@ -100,7 +100,7 @@ class Process:
         return self.popen is not None and self.popen.poll() is None
 
     def signal(self, signum: int) -> None:
-        if self.running:
+        if self.popen is not None and self.popen.poll() is None:
             os.killpg(self.popen.pid, signum)
 
     def kill(self) -> None:
@@ -113,7 +113,7 @@ class Process:
             self.popen.wait(10)
 
     def stop(self, timeout: float = 10) -> None:
-        if not self.running:
+        if self.popen is None or not self.running:
             return
         self.signal(signal.SIGCONT)
         self.signal(signal.SIGTERM)
