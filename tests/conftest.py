@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 import pytest
 import requests
 
-from loadtest import harness, vm
+from loadtest import harness
+from tests import vm
 
 REMOTE = {
     "login": os.environ.get("CHATSYS_LOGIN_URL", "").rstrip("/"),

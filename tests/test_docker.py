@@ -32,7 +32,8 @@ import pytest
 import requests
 import yaml
 
-from tests import docker_stack, harness
+from loadtest import harness
+from tests import docker_stack
 from tests.conftest import register_and_login, unique_name
 from tests.contract import assert_problem
 

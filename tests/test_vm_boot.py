@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 import pytest
 import requests
 
-from loadtest import harness, vm
+from loadtest import harness
+from tests import vm
 
 pytestmark = [pytest.mark.local, pytest.mark.vm]
 
