@@ -17,6 +17,7 @@ import click
 
 from chat_client import session as saved_session
 from chat_client.api import ChatsysClient, NotLoggedIn, ServiceError, ServiceUrls
+from service_kit import names
 from service_kit.config import PUBLIC_PORTS
 
 PROG = "python -m chat_client"
@@ -125,8 +126,8 @@ class Name(click.ParamType):
         return value
 
 
-ROOM = Name("room", r"[A-Za-z0-9_\-]{1,64}", "room names are 1 to 64 characters of A-Z, a-z, 0-9, _ and -")
-USERNAME = Name("user", r"[A-Za-z0-9_.\-]{3,32}", "user names are 3 to 32 characters of A-Z, a-z, 0-9, _, . and -")
+ROOM = Name("room", names.ROOM_NAME, "room names are " + names.ROOM_NAME_RULE)
+USERNAME = Name("user", names.USERNAME, "user names are " + names.USERNAME_RULE)
 
 
 class Seconds(click.FloatRange):

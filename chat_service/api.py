@@ -11,6 +11,7 @@ from typing import Annotated
 from flask import Blueprint, Flask, current_app, g, jsonify, request
 
 from chat_service import live, store
+from service_kit import names
 from service_kit.auth import LoginServiceClient, require_user
 from service_kit.problems import Problem, bad_request
 from service_kit.timeutil import iso, utcnow
@@ -18,14 +19,14 @@ from service_kit.validation import StrictBody, parse_body, query_int, text_check
 
 blueprint = Blueprint("chat", __name__)
 
-_ROOM_NAME = r"[A-Za-z0-9_\-]{1,64}"
-_IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9_\-]{1,64}")
+_ROOM_NAME = names.ROOM_NAME
+_IDEMPOTENCY_KEY = re.compile(names.IDEMPOTENCY_KEY)
 MAX_WAIT_SECONDS = 30
 MAX_ROOMS_PER_PAGE = 500
 DEFAULT_ROOMS_PER_PAGE = 100
 
 
-RoomName = Annotated[str, *text_checks(pattern=_ROOM_NAME, rule="1 to 64 characters of A-Z, a-z, 0-9, '_' and '-'")]
+RoomName = Annotated[str, *text_checks(pattern=names.ROOM_NAME, rule=names.ROOM_NAME_RULE)]
 MessageText = Annotated[str, *text_checks(min_length=1, max_length=2000)]
 
 
@@ -125,7 +126,7 @@ def _refuse_if_too_many_rooms(settings) -> None:
 def post_message(room: str):
     key = request.headers.get("Idempotency-Key")
     if key is not None and not _IDEMPOTENCY_KEY.fullmatch(key):
-        raise bad_request("Idempotency-Key must be 1 to 64 characters of A-Z, a-z, 0-9, _ and -.")
+        raise bad_request(f"Idempotency-Key must be {names.IDEMPOTENCY_KEY_RULE}.")
     text = parse_body(NewMessage).text
     posted = store.post_message(room, g.username, text, key) if re.fullmatch(_ROOM_NAME, room) else None
     if posted is None:

@@ -32,7 +32,7 @@ from datetime import timedelta
 from pymongo import ASCENDING
 from pymongo.errors import DuplicateKeyError
 
-from service_kit import database
+from service_kit import database, names
 from service_kit.housekeeping import Every
 from service_kit.problems import Problem, unavailable
 from service_kit.timeutil import utcnow
@@ -53,7 +53,7 @@ STORE_DEADLINE_SECONDS = 10.0
 CLAIM_ABANDONED = timedelta(seconds=30)
 IN_FLIGHT_WAIT_SECONDS = 5.0
 # Collections of the layout before one `messages` collection: messages.<room>.<partition>.
-_PARTITION_COLLECTION = re.compile(r"messages\.([A-Za-z0-9_\-]{1,64})\.\d{6}")
+_PARTITION_COLLECTION = re.compile(rf"messages\.({names.ROOM_NAME})\.\d{{6}}")
 
 # Threads of one process take turns per room: they would only collide with each other.
 _room_locks: dict[str, threading.Lock] = defaultdict(threading.Lock)

@@ -12,7 +12,7 @@ from pymongo.errors import DuplicateKeyError
 
 from login_service import passwords
 from login_service.passwords import dummy_hash, hash_password
-from service_kit import database
+from service_kit import database, names
 from service_kit.auth import bearer_token, require_user
 from service_kit.housekeeping import Every
 from service_kit.problems import Problem, unauthorized
@@ -22,9 +22,7 @@ from service_kit.validation import StrictBody, parse_body, text_checks
 
 blueprint = Blueprint("login", __name__)
 
-Username = Annotated[
-    str, *text_checks(pattern=r"[A-Za-z0-9_.\-]{3,32}", rule="3 to 32 characters of A-Z, a-z, 0-9, '_', '.' and '-'")
-]
+Username = Annotated[str, *text_checks(pattern=names.USERNAME, rule=names.USERNAME_RULE)]
 Password = Annotated[str, *text_checks(min_length=8, max_length=128)]
 
 

@@ -11,7 +11,7 @@ from pydantic import AfterValidator, model_validator
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
-from service_kit import database
+from service_kit import database, names
 from service_kit.auth import LoginServiceClient, require_user
 from service_kit.problems import Problem
 from service_kit.timeutil import iso, utcnow
@@ -19,7 +19,7 @@ from service_kit.validation import StrictBody, parse_body, text_checks
 
 blueprint = Blueprint("profile", __name__)
 
-_USERNAME = re.compile(r"[A-Za-z0-9_.\-]{3,32}")
+_USERNAME = re.compile(names.USERNAME)
 
 
 def _http_url(value: str) -> str:

@@ -1,15 +1,19 @@
-"""The default ports have one home, service_kit/config.py (scripts/lib.sh for the shell); every
-other file that must name a port names the same one. No process is started."""
+"""Constants with one home: the default ports (service_kit/config.py; scripts/lib.sh for the
+shell) and the problem-type base (service_kit/problems.py). Every other file that must name
+one names the same. No process is started, so these belong to the fast layer."""
 
 from __future__ import annotations
 
 import re
 import subprocess
 
+import pytest
 import yaml
 
 from loadtest import harness
 from service_kit.config import DEFAULT_PORTS, PUBLIC_PORTS
+
+pytestmark = pytest.mark.fast
 
 ROOT = harness.ROOT
 SERVICE = {"chat": DEFAULT_PORTS["chat"], "login": DEFAULT_PORTS["login"], "profile": DEFAULT_PORTS["profile"]}
@@ -71,3 +75,11 @@ def test_the_load_test_plan_defaults_to_the_public_ports():
     plan = (ROOT / "jmeter/chat_load.jmx").read_text()
     assert f"${{__P(chat_port,{PUBLIC_PORTS['chat']})}}" in plan
     assert f"${{__P(login_port,{PUBLIC_PORTS['login']})}}" in plan
+
+
+def test_haproxy_problems_use_the_services_problem_type_base():
+    """HAProxy's own problem+json bodies cannot import it; they must still name the same base."""
+    from service_kit.problems import PROBLEM_TYPE_BASE
+
+    types = re.findall(r'"type":"([^"]+)"', (ROOT / "conf/haproxy/haproxy.cfg").read_text())
+    assert types and all(kind.startswith(PROBLEM_TYPE_BASE) for kind in types), types
