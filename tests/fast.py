@@ -9,8 +9,6 @@ app factories, the real database and the real login code behind every token.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import pymongo
 from flask import Flask
 from werkzeug.test import TestResponse
@@ -23,6 +21,7 @@ from profile_service import create_app as create_profile_app
 from service_kit import database
 from service_kit.config import Settings
 from service_kit.problems import PROBLEM_TYPE_BASE
+from tests.conftest import User as Account
 from tests.conftest import unique_name
 
 # A lower scrypt cost than the services' default (2**14) keeps the many registrations and
@@ -86,17 +85,6 @@ class Apps:
     def close(self) -> None:
         for app in self._built:
             database.close(app)
-
-
-@dataclass
-class Account:
-    username: str
-    password: str
-    token: str
-
-    @property
-    def auth(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"}
 
 
 def register_and_login(
