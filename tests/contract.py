@@ -32,3 +32,18 @@ def assert_instance(response: requests.Response, service: str) -> str:
 
 def json_post(url: str, body, **kwargs) -> requests.Response:
     return requests.post(url, json=body, timeout=10, **kwargs)
+
+
+# Authorization headers that must get a 401 with a challenge: none, empty, a scheme alone,
+# another scheme, an unknown token, one beyond the length bound, and two malformed ones.
+BAD_AUTHORIZATION_HEADERS = [
+    None,
+    "",
+    "Bearer",
+    "Bearer ",
+    "Basic dXNlcjpwYXNz",
+    "Bearer not-a-real-token",
+    "Bearer " + "a" * 600,
+    "Bearer a b",
+    "Bearer\tabc",
+]
