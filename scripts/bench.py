@@ -272,7 +272,10 @@ def seed(database_uri: str, room: str, messages: int, tokens: int, rooms: int) -
             collection.insert_many(batch, ordered=False)
 
     started = time.monotonic()
-    first = db.rooms.find_one({"_id": room})["last_seq"] + 1
+    # Seeded before any post, so the room's log is empty and its allocator may simply
+    # move past the seeded history.
+    seeded = db.rooms.find_one({"_id": room})
+    first = seeded.get("allocated", seeded.get("last_seq", 0)) + 1
     insert(
         db.messages,
         (
@@ -280,7 +283,8 @@ def seed(database_uri: str, room: str, messages: int, tokens: int, rooms: int) -
             for seq in range(first, first + messages)
         ),
     )
-    db.rooms.update_one({"_id": room}, {"$set": {"last_seq": first + messages - 1}})
+    last = first + messages - 1
+    db.rooms.update_one({"_id": room}, {"$set": {"allocated": last, "log_base": last + 1, "log": []}})
     took["messages"] = time.monotonic() - started
     started = time.monotonic()
     insert(
