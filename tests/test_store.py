@@ -77,7 +77,7 @@ def hand_out_seq(db, room: dict, text: str, claim: dict | None = None) -> int:
         entry["idem"] = claim["_id"]
     allocated = db.rooms.find_one_and_update(
         {"_id": room["_id"]},
-        {"$inc": {"allocated": 1}, "$push": {"log": entry}},
+        {"$inc": {"allocated": 1}, "$push": {"log": store._encode(entry)}},
         return_document=ReturnDocument.AFTER,
     )
     return allocated["allocated"]
