@@ -3,7 +3,8 @@
 #
 # Runs a JMeter plan headless (default: jmeter/chat_load.jmx) and writes
 #   DIR/results.csv   one CSV line per sample (label, responseCode, success, elapsed,
-#                     Latency, Connect, timeStamp, bytes, threadName, allThreads, ...)
+#                     Latency, Connect, timeStamp, bytes, threadName, allThreads, ...,
+#                     and the plan's scheduled_ms, returned, served_by)
 #   DIR/dashboard/    JMeter's HTML report (open DIR/dashboard/index.html)
 #   DIR/jmeter.log    JMeter's log
 # then prints a per-label summary. Earlier results in DIR are replaced.
@@ -87,6 +88,9 @@ settings=(
   "-J$save.url=true"
   "-J$save.idle_time=true"
   "-J$save.response_data=false"
+  # The plan's per-sample variables: the open model's arrival (latency is counted from
+  # it), the messages a read returned, the server that answered (jmeter/*.groovy).
+  "-Jsample_variables=scheduled_ms,returned,served_by"
   "-J$save.subresults=false"
   # Dashboard: one-second points (the default of one minute flattens short runs).
   "-Jjmeter.reportgenerator.overall_granularity=1000"
