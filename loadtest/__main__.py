@@ -44,8 +44,13 @@ def _max(args) -> int:
 def _report(args) -> int:
     results_dir = Path(args.results_dir)
     maxima = report.build(results_dir, args.settle_ms, plots=not args.no_plots)
-    print("\n".join(report.summary_table(maxima)))
     info = report.read_info(results_dir)
+    slo = report.slo_maxima(results_dir, report.load_runs(results_dir, args.settle_ms), info)
+    if slo:
+        print("\n".join(report.slo_table(slo, info)))
+        print(f"\nreport: {results_dir / 'summary.md'}")
+        return 0
+    print("\n".join(report.summary_table(maxima)))
     cpu_lines = report.cpu_table(maxima, info)
     if len(cpu_lines) > 2:
         print()
@@ -117,6 +122,10 @@ def _search(args) -> int:
         plan_properties=args.plan_properties,
         threads=args.threads,
     )
+    if args.warm_up:  # one run at the start rate, recorded in runs.csv only
+        runner(args.start_rate, "warmup")
+        print("0.00")
+        return 0
     result = search.search(runner, plan, objective)
     search.write_record(search.result_record(result, args.series, args.servers, workload, plan), out)
     print(f"{result.maximum or 0:.2f}")
@@ -170,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     find.add_argument("--max-steps", type=int, default=14)
     find.add_argument("--threads", type=int, help="the open model's user pool (default: from the rate)")
     find.add_argument("--reset-uri", help="empty this database before every run")
+    find.add_argument("--warm-up", action="store_true", help="one uncounted run at --start-rate, no search")
     find.add_argument("plan_properties", nargs="*", help="-Jname=value for every run (after --)")
     objective_arguments(find)
     find.set_defaults(run=_search)
