@@ -3,14 +3,15 @@
 // already past (every user was busy) goes at once, and its latency is still counted from
 // the arrival (`scheduled_ms`, saved with every sample), so a slow system cannot hold the
 // load back unseen: no coordinated omission. The schedule starts once every user of the
-// pool has finished its setup (or `setup_timeout` seconds have passed) and lasts
+// pool has finished its setup (a user whose login failed has stopped and is not waited
+// for; at most `setup_timeout` seconds) and lasts
 // `arrival_seconds` (0: until the thread group's duration); then the test stops, so the
 // measured stretch does not depend on how long the setup took.
-import java.util.concurrent.CountDownLatch
-import java.util.concurrent.TimeUnit
+import java.util.concurrent.atomic.AtomicInteger
+import org.apache.jmeter.threads.JMeterContextService
 
 double rate = (vars.get('arrival_rate') ?: '10') as double
-int users = (vars.get('open_threads') ?: '1') as int
+long rampupMs = ((vars.get('rampup') ?: '0') as long) * 1000L
 long setupTimeoutMs = ((vars.get('setup_timeout') ?: '60') as long) * 1000L
 long arrivalMs = ((vars.get('arrival_seconds') ?: '0') as long) * 1000L
 String key = 'chatsys.arrivals'
@@ -18,14 +19,20 @@ Map schedule
 synchronized (props) {
   schedule = props.get(key)
   if (schedule == null) {
-    schedule = [ready: new CountDownLatch(users), next: 0d, origin: 0d, random: new Random()]
+    schedule = [joined: new AtomicInteger(), next: 0d, origin: 0d, random: new Random()]
     props.put(key, schedule)
   }
 }
 if (vars.get('arrival_joined') == null) {
   vars.put('arrival_joined', '1')
-  schedule.ready.countDown()
-  schedule.ready.await(setupTimeoutMs, TimeUnit.MILLISECONDS)
+  schedule.joined.incrementAndGet()
+  // Every user started (the ramp-up is over) and every one still running has joined.
+  long deadline = System.currentTimeMillis() + setupTimeoutMs
+  long rampedUp = JMeterContextService.getTestStartTime() + rampupMs
+  while (System.currentTimeMillis() < deadline && (System.currentTimeMillis() < rampedUp
+      || schedule.joined.get() < JMeterContextService.getNumberOfThreads())) {
+    Thread.sleep(20)
+  }
 }
 long slot
 synchronized (schedule) {
