@@ -267,6 +267,7 @@ class Runner:
     plan_properties: list[str] = field(default_factory=list)
     threads: int | None = None  # the open model's pool; None: pool_size(rate)
     count: int = 0
+    rooms_made: bool = False  # the workload's rooms exist (until the next reset)
 
     def __call__(self, rate: float, phase: str) -> Step:
         self.count += 1
@@ -277,7 +278,10 @@ class Runner:
             from loadtest.__main__ import reset_database
 
             reset_database(self.reset_uri)
-        ensure_rooms(self.chat_url, self.login_url, self.workload)
+            self.rooms_made = False
+        if not self.rooms_made:
+            ensure_rooms(self.chat_url, self.login_url, self.workload)
+            self.rooms_made = True
         users = self.threads or pool_size(rate)
         scheme, chat_host, chat_port = _split(self.chat_url)
         _, login_host, login_port = _split(self.login_url)
