@@ -793,6 +793,7 @@ def slo_table(maxima: list[SloMaximum], info: dict[str, str]) -> list[str]:
     for m in maxima:
         failing = f" ({m.record['failing_rps']:.1f})" if m.record.get("failing_rps") else ""
         errors = m.spread("error_rate")
+        valid = (m.shared_check or "yes") if m.runs else "-"
         lines.append(
             f"| {m.workload} | {_servers_text(m.servers) if m.servers else m.record['series']} "
             f"| {_fmt(m.maximum)} | {len(m.runs)} | {_range(m.spread('throughput'), '{:.1f}')} "
@@ -803,7 +804,7 @@ def slo_table(maxima: list[SloMaximum], info: dict[str, str]) -> list[str]:
             f"| {_fmt(m.ms_per_request('chat'), '{:.2f}')} | {_fmt(m.ms_per_request('ferretdb'), '{:.2f}')} "
             f"| {_fmt(m.ms_per_request('jmeter'), '{:.2f}')}"
             + "".join(f" | {_fmt(m.extra.get(name), '{:.3f}')}" for name in extra)
-            + f" | {slo_limit_reading(m, info)} | {m.shared_check or 'yes'} |"
+            + f" | {slo_limit_reading(m, info) if m.runs else '-'} | {valid} |"
         )
     return lines
 
@@ -863,7 +864,7 @@ def write_slo_csv(maxima: list[SloMaximum], info: dict[str, str], path: Path) ->
                     _fmt(m.ms_per_request("ferretdb"), "{:.3f}", ""),
                     _fmt(m.ms_per_request("jmeter"), "{:.3f}", ""),
                     _fmt(shared, "{:.3f}", ""),
-                    "no" if m.shared_check else "yes",
+                    ("no" if m.shared_check else "yes") if m.runs else "",
                 ]
             )
 

@@ -94,6 +94,9 @@ settings=(
   "-J$save.subresults=false"
   # Dashboard: one-second points (the default of one minute flattens short runs).
   "-Jjmeter.reportgenerator.overall_granularity=1000"
+  # Its scratch files in the run's own directory, not ./temp of the caller: two runs at
+  # once (a test beside a scale test) would otherwise delete each other's.
+  "-Jjmeter.reportgenerator.temp_dir=$out/dashboard-temp"
   "-Jjmeter.reportgenerator.report_title=chat load ($model model)"
 )
 
@@ -101,6 +104,7 @@ echo "jmeter-run: $jmeter -n -t $plan ${props[*]:-} -> $out" >&2
 status=0
 "$jmeter" -n -t "$plan" -l "$results" -j "$log" -e -o "$dashboard" -f \
   "${settings[@]}" ${props[@]+"${props[@]}"} ${extra[@]+"${extra[@]}"} || status=$?
+rm -rf "$out/dashboard-temp"
 
 [ "$status" -eq 0 ] || die "jmeter exited with status $status (see $log)"
 if [ ! -s "$results" ] || [ "$(wc -l < "$results")" -le 1 ]; then
