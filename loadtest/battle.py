@@ -59,7 +59,14 @@ def _check(preflight: Preflight, name: str, ok: bool, detail: str) -> bool:
     return ok
 
 
-def preflight(target: str, login: str, profile: str, probe_users: int = 30, probe_posts: int = 150) -> Preflight:
+# The probe's bursts, sized on what the plan asks of a target within 10 s (the window of
+# the usual limits): every run registers and logs in its whole pool (up to 96 users, 40 in
+# a quick run's reach); one user posts at most about 50 times (a pool of rate x 0.2 users
+# sends half its requests as posts); reads come from this one address.
+PROBE_USERS, PROBE_USERS_QUICK, PROBE_POSTS, PROBE_READS = 40, 20, 60, 150
+
+
+def preflight(target: str, login: str, profile: str, probe_users: int = PROBE_USERS) -> Preflight:
     """Health, a quick contract check, and a probe for rate limits that would cap the result."""
     import requests
 
@@ -111,7 +118,7 @@ def preflight(target: str, login: str, profile: str, probe_users: int = 30, prob
         )
         _check(result, "X-Instance", bool(read.headers.get("X-Instance")), read.headers.get("X-Instance", "missing"))
         if result.ok:
-            result.limits = probe_limits(target, login, auth, room, probe_users, probe_posts)
+            result.limits = probe_limits(target, login, auth, room, probe_users)
     except (requests.RequestException, ValueError) as error:
         _check(result, "contract", False, f"{error.__class__.__name__}: {error}")
     finally:
@@ -119,10 +126,11 @@ def preflight(target: str, login: str, profile: str, probe_users: int = 30, prob
     return result
 
 
-def probe_limits(target: str, login: str, auth: dict, room: str, users: int, posts: int) -> list[Limit]:
+def probe_limits(target: str, login: str, auth: dict, room: str, users: int) -> list[Limit]:
     """Bursts like the plan's, faster than one person: registrations and logins from this
     address (the plan registers every virtual user each run), posts with one token, reads.
-    Each burst stops at its first 429, which names the limit and its Retry-After."""
+    Each burst stops at its first 429, which names the limit and its Retry-After. A limit
+    above a burst's size is not found here; its 429s show in the search (errors by kind)."""
     import requests
 
     def burst(what: str, label: str, count: int, send) -> Limit | None:
@@ -155,8 +163,8 @@ def probe_limits(target: str, login: str, auth: dict, room: str, users: int, pos
 
     found = [
         burst("registrations and logins per client address", "POST /users + /login", users, register),
-        burst("posts per token", "POST /rooms/<room>/messages", posts, post),
-        burst("requests per client address", "GET /rooms/<room>/messages", posts, read),
+        burst("posts per token", "POST /rooms/<room>/messages", PROBE_POSTS, post),
+        burst("requests per client address", "GET /rooms/<room>/messages", PROBE_READS, read),
     ]
     return [limit for limit in found if limit is not None]
 
@@ -207,8 +215,10 @@ def _generator_cpu(out: Path, record: dict) -> dict:
     }
 
 
-def limited_by(generator: dict, failed_first: list[str]) -> str:
+def limited_by(generator: dict, failed_first: list[str], rate_limited: bool = False) -> str:
     """Which side limited the maximum, as far as this machine can tell."""
+    if rate_limited:
+        return f"a rate limit of the target (429 answers during the search): {LIMIT_ADVICE}"
     if not generator:
         return "unknown (no CPU figures)"
     cores = generator.get("cores") or 1
@@ -248,6 +258,7 @@ def workload_card(out: Path, record: dict) -> dict:
             "messages_per_read": round(sum(pages) / len(pages), 1) if pages else None,
         }
     generator = _generator_cpu(out, record)
+    rate_limited = any("HTTP 429" in (s["figures"] or {}).get("errors_by_kind", {}) for s in record["steps"])
     return {
         "workload": record["workload"],
         "description": record["workload_description"],
@@ -256,7 +267,7 @@ def workload_card(out: Path, record: dict) -> dict:
         "failing_rps": record["failing_rps"],
         "at_maximum": at_max,
         "load_generator": generator,
-        "limited_by": limited_by(generator, record["failed_first"]),
+        "limited_by": limited_by(generator, record["failed_first"], rate_limited),
         "curve": [
             {
                 "offered_rps": s["rate"],
@@ -396,7 +407,7 @@ def _battle(args) -> int:
     target, login, profile = args.target.rstrip("/"), args.login.rstrip("/"), (args.profile or "").rstrip("/")
     objective = args.objective_of(args)
     print(f"battle: {target} (login {login}), results in {out}", file=sys.stderr)
-    checked = preflight(target, login, profile, probe_users=10 if args.quick else 30)
+    checked = preflight(target, login, profile, PROBE_USERS_QUICK if args.quick else PROBE_USERS)
     card: dict = {
         "name": args.name or target,
         "target": target,

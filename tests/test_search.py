@@ -292,6 +292,14 @@ def test_the_verdict_of_a_score_card_follows_the_thresholds():
     assert battle.verdict(card([120.0], preflight_ok=False), None)[0] == battle.PREFLIGHT_FAILED
 
 
+def test_a_target_that_answered_429_during_the_search_is_named_as_the_limit():
+    generator = {"cores": 2, "machine_busy_cores": 0.5, "jmeter_cores": 0.1}
+    assert "battle profile (docs/conformance.md)" in battle.limited_by(generator, ["errors"], rate_limited=True)
+    assert battle.limited_by(generator, ["p99"]).startswith("the target (p99 failed first")
+    busy = {**generator, "machine_busy_cores": 1.9}
+    assert battle.limited_by(busy, ["p99"]).startswith("the load generator's machine")
+
+
 def test_the_leaderboard_ranks_deployments_by_their_maxima():
     slow, fast = card([50.0, 80.0]), card([120.0, 300.0])
     slow["name"], fast["name"] = "team-a", "team-b"
