@@ -40,7 +40,7 @@
 # (-XX:TieredStopAtLevel=1).
 set -euo pipefail
 
-usage() { sed -n '2,41p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,40p' "$0" | sed 's/^# \{0,1\}//'; }
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 export CHATSYS_VAR=${CHATSYS_VAR:-$root/var/scale}
