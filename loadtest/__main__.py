@@ -5,6 +5,10 @@ python -m loadtest max RESULTS_DIR SERIES       the series' maximum (req/s) and 
 python -m loadtest report RESULTS_DIR           write summary.csv/.md, steps.csv, plots; print
 python -m loadtest monitor --out FILE GROUP...  sample CPU (GROUP = NAME=PID or NAME=PID:TEXT)
 python -m loadtest reset-db MONGO_URI           empty the database the URI names
+python -m loadtest search --out DIR --series S --chat URL --login URL ...
+                                                the SLO search of one series and workload
+python -m loadtest battle --target URL --login URL ...   pre-flight, search, score card
+python -m loadtest compare CARD.json ...        leaderboard of score cards, side by side
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from loadtest import cpu, report, samples
+from loadtest import battle, cpu, report, samples, search
 
 
 def _step(args) -> int:
@@ -40,8 +44,13 @@ def _max(args) -> int:
 def _report(args) -> int:
     results_dir = Path(args.results_dir)
     maxima = report.build(results_dir, args.settle_ms, plots=not args.no_plots)
-    print("\n".join(report.summary_table(maxima)))
     info = report.read_info(results_dir)
+    slo = report.slo_maxima(results_dir, report.load_runs(results_dir, args.settle_ms), info)
+    if slo:
+        print("\n".join(report.slo_table(slo, info)))
+        print(f"\nreport: {results_dir / 'summary.md'}")
+        return 0
+    print("\n".join(report.summary_table(maxima)))
     cpu_lines = report.cpu_table(maxima, info)
     if len(cpu_lines) > 2:
         print()
@@ -57,12 +66,17 @@ def _monitor(args) -> int:
 
 
 def _reset_db(args) -> int:
+    reset_database(args.uri)
+    return 0
+
+
+def reset_database(uri: str) -> None:
     """Empty the database but keep what the services set up at their start: a collection
     with indexes of its own is emptied (its indexes stay), any other one is dropped (the
     chat servers recreate the lobby on the next request)."""
     import pymongo
 
-    client: pymongo.MongoClient = pymongo.MongoClient(args.uri, serverSelectionTimeoutMS=5000)
+    client: pymongo.MongoClient = pymongo.MongoClient(uri, serverSelectionTimeoutMS=5000)
     try:
         database = client.get_default_database()
         for name in database.list_collection_names():
@@ -72,6 +86,49 @@ def _reset_db(args) -> int:
                 database.drop_collection(name)
     finally:
         client.close()
+
+
+def objective_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--slo-p99", type=float, default=250.0, help="p99 objective, ms (250)")
+    parser.add_argument("--max-errors", type=float, default=1.0, help="errors must stay under this %% (1)")
+    parser.add_argument("--min-sent", type=float, default=99.0, help="sent must reach this %% of offered (99)")
+
+
+def objective_of(args) -> search.Objective:
+    return search.Objective(args.slo_p99, args.max_errors / 100, args.min_sent / 100)
+
+
+def _search(args) -> int:
+    out = Path(args.out)
+    search.ensure_runs_file(out)
+    workload = search.WORKLOADS[args.workload]
+    objective = objective_of(args)
+    plan = search.Plan(
+        start_rate=args.start_rate,
+        growth=args.growth,
+        confirmations=args.confirmations,
+        max_steps=args.max_steps,
+    )
+    runner = search.Runner(
+        out,
+        args.series,
+        args.servers,
+        args.chat.rstrip("/"),
+        args.login.rstrip("/"),
+        workload,
+        objective,
+        duration=args.duration,
+        reset_uri=args.reset_uri or "",
+        plan_properties=args.plan_properties,
+        threads=args.threads,
+    )
+    if args.warm_up:  # one run at the start rate, recorded in runs.csv only
+        runner(args.start_rate, "warmup")
+        print("0.00")
+        return 0
+    result = search.search(runner, plan, objective)
+    search.write_record(search.result_record(result, args.series, args.servers, workload, plan), out)
+    print(f"{result.maximum or 0:.2f}")
     return 0
 
 
@@ -108,6 +165,25 @@ def main(argv: list[str] | None = None) -> int:
     reset = commands.add_parser("reset-db", help="empty the database a MongoDB URI names, keeping indexes")
     reset.add_argument("uri")
     reset.set_defaults(run=_reset_db)
+    find = commands.add_parser("search", help="the SLO search of one series and workload")
+    find.add_argument("--out", required=True)
+    find.add_argument("--series", required=True)
+    find.add_argument("--servers", type=int)
+    find.add_argument("--chat", required=True, help="chat entry point URL")
+    find.add_argument("--login", required=True, help="login service URL")
+    find.add_argument("--workload", choices=sorted(search.WORKLOADS), default="hot")
+    find.add_argument("--duration", type=int, default=15, help="seconds per JMeter run (15)")
+    find.add_argument("--start-rate", type=float, default=40.0)
+    find.add_argument("--growth", type=float, default=1.5)
+    find.add_argument("--confirmations", type=int, default=3)
+    find.add_argument("--max-steps", type=int, default=14)
+    find.add_argument("--threads", type=int, help="the open model's user pool (default: from the rate)")
+    find.add_argument("--reset-uri", help="empty this database before every run")
+    find.add_argument("--warm-up", action="store_true", help="one uncounted run at --start-rate, no search")
+    find.add_argument("plan_properties", nargs="*", help="-Jname=value for every run (after --)")
+    objective_arguments(find)
+    find.set_defaults(run=_search)
+    battle.add_commands(commands, objective_arguments, objective_of)
     args = parser.parse_args(argv)
     return args.run(args)
 

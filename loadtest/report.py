@@ -6,25 +6,36 @@ Input, written by scripts/scale_test.sh into the results directory:
   run.info    key=value lines: command, machine, cap, settings
   cpu.csv     CPU time per process group (loadtest.cpu)
   <dir>/results.csv   each run's samples
-Output: steps.csv (every run), summary.csv (the maximum per series), summary.md,
-scaling.png (max throughput and p95 against servers) and open_model.png (p99 against
-offered load).
+  <series>/<workload>/search.json   each SLO search (loadtest.search)
+Output: slo.csv and slo.png (the maximum within the objective per workload and series,
+the headline), steps.csv (every run), summary.md; for results with a closed-model sweep
+(reports made before the SLO search) also summary.csv, scaling.png and open_model.png.
 """
 
 from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from loadtest import cpu
+from loadtest import cpu, search
 from loadtest.samples import MAX_ERROR_RATE, MIN_WINDOW_MS, SETTLE_MS, StepFigures, figures_of_run
 
 # Groups the report names, in this order; chat servers are the groups chat-<port>.
 SERVICE_GROUPS = ("ferretdb", "haproxy", "login", "profile", "jmeter")
 SATURATED = 0.9  # share of a limit above which a resource counts as the limit
 KEPT_UP = 0.95  # open model: sent/offered below this means the offered load was not delivered
+# The chat tier is the bottleneck only if everything else leaves it room: at each maximum,
+# what is not a chat server must use under this share of the cores the caps leave.
+SHARED_SHARE_LIMIT = 0.5
+JMETER_MS_TARGET = 1.0  # the load generator's CPU per request must stay at or under this
+
+# Per-run figures other parts of the project add to the report (e.g. the store's seq
+# collisions): NAME -> function(run directory) returning a number or None. Each one becomes
+# a column of the SLO table, averaged over the runs at the maximum.
+EXTRA_FIGURES: dict[str, Callable[[Path], float | None]] = {}
 
 
 @dataclass
@@ -39,6 +50,8 @@ class Run:
     status: str
     figures: StepFigures | None = None
     cores: dict[str, float] = field(default_factory=dict)
+    workload: str = "hot"
+    arrival_seconds: float | None = None  # SLO-search runs: seconds of arrivals after setup
 
     @property
     def ok(self) -> bool:
@@ -103,10 +116,12 @@ def load_runs(results_dir: Path, settle_ms: int = SETTLE_MS) -> list[Run]:
                 _number(row["fraction"]),
                 row["dir"],
                 row["status"],
+                workload=row.get("workload") or "hot",
+                arrival_seconds=_number(row.get("duration") or ""),
             )
             if run.status == "ok":
-                rate = run.arrival_rate if run.phase == "open" else None
-                run.figures = figures_of_run(results_dir / run.dir, settle_ms, rate)
+                rate = run.arrival_rate if run.phase != "closed" else None
+                run.figures = figures_of_run(results_dir / run.dir, settle_ms, rate, run.arrival_seconds)
             runs.append(run)
     cpu_file = results_dir / "cpu.csv"
     if cpu_file.is_file():
@@ -441,7 +456,12 @@ def _open_settings(info: dict[str, str]) -> str:
 
 
 def write_summary_md(
-    runs: list[Run], maxima: list[Maximum], info: dict[str, str], path: Path, plots: list[str]
+    runs: list[Run],
+    maxima: list[Maximum],
+    info: dict[str, str],
+    path: Path,
+    plots: list[str],
+    slo: list[SloMaximum] | None = None,
 ) -> None:
     cap_line = {
         "off": "none (not requested)",
@@ -461,6 +481,31 @@ def write_summary_md(
         f"- target: {info.get('target_description', '')}",
         f"- chat server CPU cap: {cap_line}",
         f"- database: {info.get('database_reset', '')}",
+    ]
+    if slo:
+        lines += [
+            f"- runs: open model, {info.get('duration', '')} s of arrivals per run after its users' setup, "
+            f"a warm-up of {info.get('warmup', '0')} s per series; plan properties "
+            f"{info.get('plan_properties', '') or 'defaults'}",
+            "",
+            *slo_section(slo, info),
+        ]
+        jmeter = [value for m in slo if (value := m.ms_per_request("jmeter")) is not None]
+        if jmeter:
+            lines += [
+                "",
+                f"The load generator: JMeter used {min(jmeter):.2f} to {max(jmeter):.2f} ms of CPU per "
+                f"successful request at the maxima (target: at most {JMETER_MS_TARGET:.1f} ms)"
+                + (
+                    "."
+                    if max(jmeter) <= JMETER_MS_TARGET
+                    else "; above the target where marked: those maxima may be the generator's, read `limited by`."
+                ),
+            ]
+        write_steps_section(lines, runs, plots)
+        path.write_text("\n".join(lines) + "\n")
+        return
+    lines += [
         f"- steps: closed model, threads {info.get('threads', '')}, {info.get('duration', '')} s each "
         f"(ramp-up {info.get('rampup', '')} s), warm-up {info.get('warmup', '')} s per series; "
         f"{_open_settings(info)}; plan properties {info.get('plan_properties', '') or 'defaults'}",
@@ -476,7 +521,8 @@ def write_summary_md(
         "",
         "## Maximum throughput",
         "",
-    ] + summary_table(maxima)
+    ]
+    lines += summary_table(maxima)
     by_threads = threads_table(runs)
     if by_threads:
         lines += [
@@ -512,15 +558,18 @@ def write_summary_md(
             "due during the users' setup have gone out.",
             "",
         ] + table
+    write_steps_section(lines, runs, plots)
+    path.write_text("\n".join(lines) + "\n")
+
+
+def write_steps_section(lines: list[str], runs: list[Run], plots: list[str]) -> None:
     lines += ["", "## Every step", ""] + steps_table(runs)
     if plots:
         lines += [""] + [f"![{name}]({name})" for name in plots]
     lines += [
         "",
-        "Each run's JMeter dashboard: `<series>/<step>/dashboard/index.html` next to this file "
-        "(not kept in docs/results).",
+        "Each run's JMeter dashboard: `<series>/<step>/dashboard/index.html` next to this file.",
     ]
-    path.write_text("\n".join(lines) + "\n")
 
 
 def plot_scaling(runs: list[Run], maxima: list[Maximum], path: Path, info: dict[str, str] | None = None) -> bool:
@@ -615,19 +664,326 @@ def plot_open_model(runs: list[Run], path: Path) -> bool:
     return True
 
 
+# --- the maximum within the objective (SLO search) ------------------------------------
+
+
+@dataclass
+class SloMaximum:
+    """One SLO search's result with the figures of the runs that confirmed it."""
+
+    record: dict  # search.json
+    runs: list[Run]  # the confirmed runs at the maximum
+    speedup: float | None = None
+    shared_check: str = ""  # "" when it holds or does not apply, else why the series is invalid
+    extra: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def workload(self) -> str:
+        return self.record["workload"]
+
+    @property
+    def servers(self) -> int | None:
+        return self.record["servers"]
+
+    @property
+    def maximum(self) -> float | None:
+        return self.record["maximum_rps"]
+
+    def spread(self, attribute: str) -> tuple[float, float] | None:
+        values = [getattr(r.figures, attribute) for r in self.runs if r.figures is not None]
+        values = [value for value in values if value is not None and not math.isnan(value)]
+        return (min(values), max(values)) if values else None
+
+    def mean(self, attribute: str) -> float | None:
+        values = [getattr(r.figures, attribute) for r in self.runs if r.figures is not None]
+        values = [value for value in values if value is not None and not math.isnan(value)]
+        return sum(values) / len(values) if values else None
+
+    def cores(self) -> dict[str, float]:
+        """Cores per group (chat servers summed as `chat`), averaged over the runs."""
+        grouped = [_grouped(run) for run in self.runs if run.cores]
+        names = {name for groups in grouped for name in groups}
+        return {name: sum(g.get(name, 0.0) for g in grouped) / len(grouped) for name in names} if grouped else {}
+
+    def ms_per_request(self, group: str) -> float | None:
+        cores, rate = self.cores().get(group), self.mean("throughput")
+        return cores * 1000 / rate if cores is not None and rate else None
+
+
+def slo_maxima(results_dir: Path, runs: list[Run], info: dict[str, str]) -> list[SloMaximum]:
+    by_dir = {run.dir: run for run in runs}
+    maxima = [
+        SloMaximum(record, [by_dir[d] for d in record["confirmed_dirs"] if d in by_dir and by_dir[d].ok])
+        for record in search.read_records(results_dir)
+    ]
+    order = {name: index for index, name in enumerate(series_order(runs))}
+    maxima.sort(key=lambda m: (m.workload != "hot", m.workload, order.get(m.record["series"], 99)))
+    for m in maxima:
+        base = next((b for b in maxima if b.workload == m.workload and b.servers == 1 and b.maximum), None)
+        if base is not None and m.maximum and base.maximum:
+            m.speedup = m.maximum / base.maximum
+        m.shared_check = shared_parts_check(m, info)
+        for name, figure in EXTRA_FIGURES.items():
+            values = [v for v in (figure(results_dir / run.dir) for run in m.runs) if v is not None]
+            if values:
+                m.extra[name] = sum(values) / len(values)
+    return maxima
+
+
+def shared_parts_check(m: SloMaximum, info: dict[str, str]) -> str:
+    """The chat tier is provably the bottleneck only if everything but the chat servers
+    (the database, HAProxy, login, JMeter, the kernel, other users) uses under half of the
+    cores the caps leave. Returns why a series is invalid, or ""."""
+    cores = _number(info.get("cores", "")) or 0
+    cap = _number(info.get("cap_cores_applied", ""))
+    grouped = m.cores()
+    if not cores or cpu.MACHINE not in grouped or not m.servers:
+        return ""
+    chat = grouped.get("chat", 0.0)
+    left = cores - (cap * m.servers if cap else chat)
+    shared = grouped[cpu.MACHINE] - chat
+    if left <= 0 or shared < SHARED_SHARE_LIMIT * left:
+        return ""
+    return f"INVALID: all but the chat servers used {shared:.2f} of the {left:.2f} cores the caps leave (limit 50 %)"
+
+
+def slo_limit_reading(m: SloMaximum, info: dict[str, str]) -> str:
+    """Which process limited the maximum: the criterion that failed first, read with the
+    CPU at the maximum (a reading, not a proof)."""
+    failed = ", ".join(m.record["failed_first"]) or "none within the step budget"
+    if not m.runs or not m.runs[0].cores:
+        return f"{failed} failed first; no CPU figures"
+    grouped = m.cores()
+    cores = _number(info.get("cores", "")) or 0
+    cap = _number(info.get("cap_cores_applied", ""))
+    jmeter_ms = m.ms_per_request("jmeter")
+    if jmeter_ms is not None and jmeter_ms > JMETER_MS_TARGET * 1.5 and grouped.get("jmeter", 0) > 0.5:
+        who = f"the load generator (JMeter {grouped['jmeter']:.2f} cores, {jmeter_ms:.1f} ms/req)"
+    elif cap and m.servers and grouped.get("chat", 0) >= SATURATED * cap * m.servers:
+        who = f"the chat servers (at their cap, {grouped['chat']:.2f} of {cap * m.servers:.2f} cores)"
+    elif cores and grouped.get(cpu.MACHINE, 0) >= SATURATED * cores:
+        ranked = sorted(((v, g) for g, v in grouped.items() if g not in (cpu.MACHINE, "other")), reverse=True)[:2]
+        who = "the machine's CPU (" + ", ".join(f"{g} {v:.2f}" for v, g in ranked) + " cores)"
+    else:
+        biggest = max(((v, g) for g, v in grouped.items() if g not in (cpu.MACHINE, "other")), default=None)
+        who = "no process at a CPU limit" + (f" (most: {biggest[1]} {biggest[0]:.2f} cores)" if biggest else "")
+    return f"{failed} failed first; {who}"
+
+
+def _range(values: tuple[float, float] | None, pattern: str = "{:.0f}") -> str:
+    if values is None:
+        return "-"
+    low, high = values
+    return (
+        pattern.format(low)
+        if pattern.format(low) == pattern.format(high)
+        else f"{pattern.format(low)}-{pattern.format(high)}"
+    )
+
+
+def slo_table(maxima: list[SloMaximum], info: dict[str, str]) -> list[str]:
+    extra = sorted({name for m in maxima for name in m.extra})
+    lines = [
+        "| workload | servers | max req/s | runs | ok req/s | p50 ms | p95 ms | p99 ms | errors | msgs/read "
+        "| speed-up | failed first (req/s) | chat ms/req | FerretDB ms/req | JMeter ms/req"
+        + "".join(f" | {name}" for name in extra)
+        + " | limited by | valid |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|" + "---|" * len(extra) + "---|---|",
+    ]
+    for m in maxima:
+        failing = f" ({m.record['failing_rps']:.1f})" if m.record.get("failing_rps") else ""
+        errors = m.spread("error_rate")
+        valid = (m.shared_check or "yes") if m.runs else "-"
+        lines.append(
+            f"| {m.workload} | {_servers_text(m.servers) if m.servers else m.record['series']} "
+            f"| {_fmt(m.maximum)} | {len(m.runs)} | {_range(m.spread('throughput'), '{:.1f}')} "
+            f"| {_range(m.spread('p50_ms'))} | {_range(m.spread('p95_ms'))} | {_range(m.spread('p99_ms'))} "
+            f"| {_range(errors and (errors[0] * 100, errors[1] * 100), '{:.2f} %')} "
+            f"| {_fmt(m.mean('messages_per_read'))} | {_fmt(m.speedup, '{:.2f}x')} "
+            f"| {', '.join(m.record['failed_first']) or '-'}{failing} "
+            f"| {_fmt(m.ms_per_request('chat'), '{:.2f}')} | {_fmt(m.ms_per_request('ferretdb'), '{:.2f}')} "
+            f"| {_fmt(m.ms_per_request('jmeter'), '{:.2f}')}"
+            + "".join(f" | {_fmt(m.extra.get(name), '{:.3f}')}" for name in extra)
+            + f" | {slo_limit_reading(m, info) if m.runs else '-'} | {valid} |"
+        )
+    return lines
+
+
+SLO_COLUMNS = [
+    "workload",
+    "series",
+    "servers",
+    "cpu_cap_cores",
+    "max_rps",
+    "runs_at_max",
+    "throughput_min",
+    "throughput_max",
+    "p50_ms",
+    "p95_ms",
+    "p99_ms_min",
+    "p99_ms_max",
+    "messages_per_read",
+    "speedup",
+    "failed_first",
+    "failing_rps",
+    "chat_ms_per_req",
+    "ferretdb_ms_per_req",
+    "jmeter_ms_per_req",
+    "shared_cores",
+    "valid",
+]
+
+
+def write_slo_csv(maxima: list[SloMaximum], info: dict[str, str], path: Path) -> None:
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(SLO_COLUMNS)
+        for m in maxima:
+            throughput, p99 = m.spread("throughput") or ("", ""), m.spread("p99_ms") or ("", "")
+            grouped = m.cores()
+            shared = grouped.get(cpu.MACHINE, math.nan) - grouped.get("chat", 0.0) if grouped else None
+            writer.writerow(
+                [
+                    m.workload,
+                    m.record["series"],
+                    m.servers or "",
+                    info.get("cap_cores_applied", ""),
+                    _fmt(m.maximum, "{:.2f}", ""),
+                    len(m.runs),
+                    _fmt(throughput[0] or None, "{:.2f}", ""),
+                    _fmt(throughput[1] or None, "{:.2f}", ""),
+                    _fmt(m.mean("p50_ms"), "{:.0f}", ""),
+                    _fmt(m.mean("p95_ms"), "{:.0f}", ""),
+                    _fmt(p99[0] or None, "{:.0f}", ""),
+                    _fmt(p99[1] or None, "{:.0f}", ""),
+                    _fmt(m.mean("messages_per_read"), "{:.1f}", ""),
+                    _fmt(m.speedup, "{:.3f}", ""),
+                    " ".join(m.record["failed_first"]),
+                    _fmt(m.record.get("failing_rps"), "{:.2f}", ""),
+                    _fmt(m.ms_per_request("chat"), "{:.3f}", ""),
+                    _fmt(m.ms_per_request("ferretdb"), "{:.3f}", ""),
+                    _fmt(m.ms_per_request("jmeter"), "{:.3f}", ""),
+                    _fmt(shared, "{:.3f}", ""),
+                    ("no" if m.shared_check else "yes") if m.runs else "",
+                ]
+            )
+
+
+def plot_slo(maxima: list[SloMaximum], runs: list[Run], path: Path, info: dict[str, str]) -> bool:
+    if not maxima:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    workloads = sorted({m.workload for m in maxima}, key=lambda name: (name != "hot", name))
+    figure, axes = plt.subplots(1, 1 + len(workloads), figsize=(5 * (1 + len(workloads)), 4), squeeze=False)
+    left = axes[0][0]
+    for index, name in enumerate(workloads):
+        # (servers, arrival rate found, (lowest, highest) successful req/s of its runs)
+        rows = [
+            (m.servers, m.maximum, spread)
+            for m in maxima
+            if m.workload == name and m.servers and m.maximum and (spread := m.spread("throughput"))
+        ]
+        if not rows:
+            continue
+        servers = [n for n, _, _ in rows]
+        left.errorbar(
+            servers,
+            [rate for _, rate, _ in rows],
+            yerr=[
+                [max(rate - low, 0) for _, rate, (low, _) in rows],
+                [max(high - rate, 0) for _, rate, (_, high) in rows],
+            ],
+            fmt="o-",
+            color=f"C{index}",
+            capsize=4,
+            label=f"{name} (bars: ok req/s of its runs)",
+        )
+        base = next((rate for n, rate, _ in rows if n == 1), None)
+        if base:
+            left.plot(servers, [base * n for n in servers], "--", color=f"C{index}", alpha=0.4)
+    cap = info.get("cap_cores_applied")
+    objective = maxima[0].record["objective"]
+    left.set_title(f"maximum at p99 <= {objective['p99_ms']:.0f} ms" + (f", cap {cap} core" if cap else ""))
+    left.set_xlabel("chat servers (dashed: linear)")
+    left.set_ylabel("arrival rate, req/s")
+    left.set_ylim(bottom=0)
+    left.legend(fontsize="small")
+    for axis, name in zip(axes[0][1:], workloads, strict=True):
+        for index, series in enumerate(series_order(runs)):
+            steps = sorted(
+                (r for r in runs if r.series == series and r.workload == name and r.ok and r.phase in SEARCH_PHASES),
+                key=lambda r: r.arrival_rate or 0,
+            )
+            if steps:
+                axis.plot(
+                    [r.arrival_rate for r in steps],
+                    [r.measured.p99_ms for r in steps],
+                    "o-",
+                    color=f"C{index}",
+                    label=_series_label(steps, series).removesuffix(" req/s"),
+                )
+        axis.axhline(objective["p99_ms"], color="grey", linestyle="--", label="objective")
+        axis.set_title(f"{name}: p99 from scheduled arrival")
+        axis.set_xlabel("offered req/s")
+        axis.set_ylabel("ms")
+        axis.set_ylim(bottom=0, top=objective["p99_ms"] * 3)
+        axis.legend(fontsize="small")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return True
+
+
+SEARCH_PHASES = ("grow", "shrink", "bisect", "confirm")
+
+
+def slo_section(maxima: list[SloMaximum], info: dict[str, str]) -> list[str]:
+    if not maxima:
+        return []
+    objective = maxima[0].record["objective"]
+    plan = maxima[0].record["plan"]
+    descriptions = {m.workload: m.record["workload_description"] for m in maxima}
+    lines = [
+        "## Maximum within the objective",
+        "",
+        f"The highest open-model arrival rate with p99 <= {objective['p99_ms']:.0f} ms, errors under "
+        f"{objective['max_error_rate']:.0%} and at least {objective['min_sent_ratio']:.0%} of the offered requests "
+        "sent. Latency counts from each request's scheduled arrival (no coordinated omission). The search "
+        f"grows the rate by {plan['growth']:g}x until a criterion fails, bisects to within "
+        f"{plan['precision']:.0%}, then runs the rate found until {plan['confirmations']} runs of it pass "
+        "(`runs`); ranges are over those runs. `failed first` names the criteria that failed at the lowest "
+        "failing rate. `valid`: at each maximum everything but the chat servers used under half of the "
+        "cores the caps leave (else the chat tier is not shown to be the bottleneck).",
+        "",
+        *[f"- {name}: {text}" for name, text in descriptions.items()],
+        "",
+    ]
+    return lines + slo_table(maxima, info)
+
+
 def build(results_dir: Path | str, settle_ms: int = SETTLE_MS, plots: bool = True) -> list[Maximum]:
     """Write every report file into results_dir; returns the maxima."""
     results_dir = Path(results_dir)
     info = read_info(results_dir)
     runs = load_runs(results_dir, settle_ms)
     maxima = find_maxima(runs)
+    slo = slo_maxima(results_dir, runs, info)
     write_steps_csv(runs, results_dir / "steps.csv")
-    write_summary_csv(maxima, info, results_dir / "summary.csv")
     made = []
-    if plots:
-        if plot_scaling(runs, maxima, results_dir / "scaling.png", info):
-            made.append("scaling.png")
-        if plot_open_model(runs, results_dir / "open_model.png"):
-            made.append("open_model.png")
-    write_summary_md(runs, maxima, info, results_dir / "summary.md", made)
+    if slo:
+        write_slo_csv(slo, info, results_dir / "slo.csv")
+        if plots and plot_slo(slo, runs, results_dir / "slo.png", info):
+            made.append("slo.png")
+    else:
+        write_summary_csv(maxima, info, results_dir / "summary.csv")
+        if plots:
+            if plot_scaling(runs, maxima, results_dir / "scaling.png", info):
+                made.append("scaling.png")
+            if plot_open_model(runs, results_dir / "open_model.png"):
+                made.append("open_model.png")
+    write_summary_md(runs, maxima, info, results_dir / "summary.md", made, slo)
     return maxima

@@ -3,7 +3,8 @@
 #
 # Runs a JMeter plan headless (default: jmeter/chat_load.jmx) and writes
 #   DIR/results.csv   one CSV line per sample (label, responseCode, success, elapsed,
-#                     Latency, Connect, timeStamp, bytes, threadName, allThreads, ...)
+#                     Latency, Connect, timeStamp, bytes, threadName, allThreads, ...,
+#                     and the plan's scheduled_ms, returned, served_by)
 #   DIR/dashboard/    JMeter's HTML report (open DIR/dashboard/index.html)
 #   DIR/jmeter.log    JMeter's log
 # then prints a per-label summary. Earlier results in DIR are replaced.
@@ -87,9 +88,15 @@ settings=(
   "-J$save.url=true"
   "-J$save.idle_time=true"
   "-J$save.response_data=false"
+  # The plan's per-sample variables: the open model's arrival (latency is counted from
+  # it), the messages a read returned, the server that answered (jmeter/*.groovy).
+  "-Jsample_variables=scheduled_ms,returned,served_by"
   "-J$save.subresults=false"
   # Dashboard: one-second points (the default of one minute flattens short runs).
   "-Jjmeter.reportgenerator.overall_granularity=1000"
+  # Its scratch files in the run's own directory, not ./temp of the caller: two runs at
+  # once (a test beside a scale test) would otherwise delete each other's.
+  "-Jjmeter.reportgenerator.temp_dir=$out/dashboard-temp"
   "-Jjmeter.reportgenerator.report_title=chat load ($model model)"
 )
 
@@ -97,6 +104,7 @@ echo "jmeter-run: $jmeter -n -t $plan ${props[*]:-} -> $out" >&2
 status=0
 "$jmeter" -n -t "$plan" -l "$results" -j "$log" -e -o "$dashboard" -f \
   "${settings[@]}" ${props[@]+"${props[@]}"} ${extra[@]+"${extra[@]}"} || status=$?
+rm -rf "$out/dashboard-temp"
 
 [ "$status" -eq 0 ] || die "jmeter exited with status $status (see $log)"
 if [ ! -s "$results" ] || [ "$(wc -l < "$results")" -le 1 ]; then

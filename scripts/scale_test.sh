@@ -1,33 +1,36 @@
 #!/usr/bin/env bash
-# Usage: scripts/scale_test.sh [--quick] [--cpu-cap CORES] [--threads "4 8 16 32"] [--duration S]
-#          [--rampup S] [--warmup S] [--servers "1 2 3"] [--open-fractions "0.5 0.7 0.9"]
-#          [--open-duration S] [--open-threads N|auto] [--out DIR] [--docker]
-#          [--target URL --login URL] [-- -Jname=value ...]
+# Usage: scripts/scale_test.sh [--quick] [--cpu-cap CORES] [--servers "1 2 3"]
+#          [--workloads "hot rooms"] [--slo-p99 MS] [--duration S] [--warmup S]
+#          [--start-rate R] [--out DIR] [--docker] [-- -Jname=value ...]
+#        scripts/scale_test.sh --target URL --login URL [...]   (= scripts/battle.sh)
 #
-# How chat throughput scales with chat servers. Starts its own stack once (scripts/start.sh,
-# three chat servers, on ports of its own), then for 1, 2 and 3 servers in HAProxy's
-# rotation (scripts/rotation.sh): a warm-up, a closed-model sweep over --threads (the
-# maximum is the best step with < 1 % errors), then open-model runs at --open-fractions of
-# that maximum. The database is emptied before every run (indexes kept), so each starts
-# from the same empty history and the steps compare like with like.
+# The maximum one, two and three chat servers sustain within a latency objective. Starts
+# its own stack once (scripts/start.sh, three chat servers, on ports of its own), then for
+# 1, 2 and 3 servers in HAProxy's rotation (scripts/rotation.sh) and each workload (the
+# hot room; many rooms with a Zipf skew): a warm-up, then the SLO search
+# (python -m loadtest search): the highest open-model arrival rate with p99 <= --slo-p99
+# (250 ms, counted from each request's scheduled arrival), errors < 1 % and >= 99 % of the
+# offered requests sent; grown until a criterion fails, bisected to within 5 %, confirmed
+# by 3 runs. The database is emptied before every run (indexes kept).
 #
-#   --quick            about 3 minutes: threads "8 16", 10 s steps, no warm-up, one open
-#                      run at 70 % (a smoke run: too short for figures worth keeping)
+#   --quick            a smoke run of a few minutes: 6 s runs, three runs per search, no
+#                      confirmation, no warm-up (too short for figures worth keeping)
 #   --cpu-cap CORES    each chat server (gunicorn master + workers) in its own cgroup capped
 #                      at CORES cores (scripts/cpu_cap.sh), like separate small hosts
 #   --docker           the same, against the compose stack (scripts/docker-stack.sh, project
 #                      chatsys-scale, the ports below published on loopback): the chat tier
 #                      scaled to 1, 2 and 3 containers, and --cpu-cap is Docker's own `cpus`
 #                      limit per chat container; the stack is removed at the end
+#   --duration S       seconds of arrivals per run, after its users' setup (10)
+#   --start-rate R     the one-server search's first rate (40 req/s); later series start
+#                      from the previous maximum scaled by the servers
 #   --target URL --login URL
-#                      battle mode: the same plan and report against another deployment
-#                      (chat entry point and login service); nothing local is started
-#   --open-fractions ""  no open-model runs
-#   -- -Jname=value    extra plan properties for every run (e.g. -Jreads_per_write=3)
+#                      battle mode: runs scripts/battle.sh with the same arguments
+#   -- -Jname=value    extra plan properties for every run
 #
-# Writes results/<UTC time>/ (or --out): summary.md, summary.csv, steps.csv, scaling.png,
-# open_model.png, cpu.csv, run.info and <series>/<step>/dashboard/ per JMeter run.
-# The full default run takes 12 to 15 minutes. Stack environment (defaults differ from
+# Writes results/<UTC time>/ (or --out): summary.md, slo.csv, slo.png, steps.csv, cpu.csv,
+# run.info, runs.csv and <series>/<workload>/<run>/ per JMeter run (with its dashboard)
+# and search.json per search. The full run takes about 20 to 25 minutes. Stack environment (defaults differ from
 # start.sh so a dev stack on the usual ports is left alone): CHATSYS_VAR (var/scale),
 # MONGO_PORT (27117), LOGIN_PORT (4110), PROFILE_PORT (4210), LOGIN_SERVICE_PORT (4111),
 # PROFILE_SERVICE_PORT (4211), CHAT_PORTS ("4010 4011 4012"),
@@ -37,7 +40,7 @@
 # (-XX:TieredStopAtLevel=1).
 set -euo pipefail
 
-usage() { sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,40p' "$0" | sed 's/^# \{0,1\}//'; }
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 export CHATSYS_VAR=${CHATSYS_VAR:-$root/var/scale}
@@ -58,81 +61,61 @@ command_line="scripts/scale_test.sh${*:+ $*}"
 # halved the load generator's CPU per request on 20-second steps (docs/load-testing.md).
 export JVM_ARGS=${JVM_ARGS--XX:TieredStopAtLevel=1}
 
-# open_fractions may be given empty (no open-model runs): "default" means not given.
-quick=no servers='' threads='' duration='' rampup='' warmup='' open_fractions=default open_duration=''
-open_threads='' cpu_cap='' out='' target='' login='' plan_props=() docker=no
+for arg in "$@"; do
+    [[ $arg != --target && $arg != --target=* ]] || exec "$root/scripts/battle.sh" "$@"
+    [[ $arg != -- ]] || break
+done
+quick=no servers='' workloads='hot rooms' slo_p99=250 duration='' warmup='' start_rate=40
+cpu_cap='' out='' plan_props=() docker=no
 while (($#)); do
     case $1 in
         --quick) quick=yes; shift ;;
         --servers) servers=${2:?--servers needs a list}; shift 2 ;;
-        --threads) threads=${2:?--threads needs a list}; shift 2 ;;
+        --workloads) workloads=${2:?--workloads needs a list}; shift 2 ;;
+        --slo-p99) slo_p99=${2:?}; shift 2 ;;
         --duration) duration=${2:?}; shift 2 ;;
-        --rampup) rampup=${2:?}; shift 2 ;;
         --warmup) warmup=${2:?}; shift 2 ;;
-        --open-fractions) open_fractions=${2?}; shift 2 ;;
-        --open-duration) open_duration=${2:?}; shift 2 ;;
-        --open-threads) open_threads=${2:?}; shift 2 ;;
+        --start-rate) start_rate=${2:?}; shift 2 ;;
         --cpu-cap) cpu_cap=${2:?--cpu-cap needs a number of cores}; shift 2 ;;
         --out) out=${2:?}; shift 2 ;;
         --docker) docker=yes; shift ;;
-        --target) target=${2:?}; shift 2 ;;
-        --login) login=${2:?}; shift 2 ;;
         -h|--help) usage; exit 0 ;;
         --) shift; plan_props=("$@"); break ;;
         *) usage >&2; die "unknown argument '$1'" ;;
     esac
 done
+search_args=(--confirmations 3 --max-steps 12)
 if [[ $quick == yes ]]; then
-    threads=${threads:-"8 16"} duration=${duration:-10} rampup=${rampup:-2} warmup=${warmup:-0}
-    [[ $open_fractions != default ]] || open_fractions=0.7
-    open_duration=${open_duration:-10} open_threads=${open_threads:-16}
+    duration=${duration:-6} warmup=${warmup:-0}
+    search_args=(--confirmations 1 --max-steps 3)
 fi
-servers=${servers:-"1 2 3"} threads=${threads:-"4 8 16 32"} duration=${duration:-20} rampup=${rampup:-3}
-warmup=${warmup:-15} open_duration=${open_duration:-25}
-[[ $open_fractions != default ]] || open_fractions="0.5 0.7 0.9"
-open_threads=${open_threads:-auto}
+servers=${servers:-"1 2 3"} duration=${duration:-10} warmup=${warmup:-8}
 
 number='^[0-9]+$'
-for value in $threads $servers "$duration" "$rampup" "$warmup" "$open_duration"; do
+for value in $servers "$duration" "$warmup"; do
     [[ $value =~ $number ]] || die "counts and durations are whole numbers, not '$value'"
 done
-[[ $open_threads == auto || $open_threads =~ $number ]] || die "--open-threads is a number or auto"
-for value in $open_fractions ${cpu_cap:+"$cpu_cap"}; do
-    [[ $value =~ ^[0-9]*\.?[0-9]+$ ]] || die "fractions and --cpu-cap are numbers, not '$value'"
+for value in "$slo_p99" "$start_rate" ${cpu_cap:+"$cpu_cap"}; do
+    [[ $value =~ ^[0-9]*\.?[0-9]+$ ]] || die "--slo-p99, --start-rate and --cpu-cap are numbers, not '$value'"
+done
+for workload in $workloads; do
+    [[ $workload == hot || $workload == rooms ]] || die "workloads are hot and rooms, not '$workload'"
 done
 for prop in ${plan_props[@]+"${plan_props[@]}"}; do
     [[ $prop == -J?*=* ]] || die "arguments after -- are -Jname=value, not '$prop'"
 done
-((duration > rampup)) || die "--duration must be longer than --rampup"
 
 # --- where the load goes ------------------------------------------------------------------
-# parse_url URL: sets url_scheme, url_host, url_port.
-parse_url() {
-    [[ $1 =~ ^(https?)://([^/:]+)(:([0-9]+))?/?$ ]] || die "not an http(s)://HOST[:PORT] URL: $1"
-    url_scheme=${BASH_REMATCH[1]} url_host=${BASH_REMATCH[2]}
-    url_port=${BASH_REMATCH[4]:-$([[ $url_scheme == https ]] && echo 443 || echo 80)}
-}
-if [[ -n $target || -n $login ]]; then
-    [[ -n $target && -n $login ]] || die "battle mode needs both --target (chat entry point) and --login"
-    [[ -z $cpu_cap ]] || die "--cpu-cap applies to local chat servers only; not with --target"
-    [[ $docker == no ]] || die "--docker and --target exclude each other"
-    mode=target
-    parse_url "$target"; chat_scheme=$url_scheme chat_host=$url_host chat_port=$url_port
-    parse_url "$login"; login_host=$url_host login_port=$url_port
-    [[ $url_scheme == "$chat_scheme" ]] || die "the plan uses one protocol for chat and login"
-    series_list=(target)
-else
-    mode=local
-    [[ $docker == no ]] || mode=docker
-    chat_scheme=http chat_host=127.0.0.1 chat_port=$HAPROXY_PORT login_host=127.0.0.1 login_port=$LOGIN_PORT
-    read -r -a chat_ports <<< "$CHAT_PORTS"
-    series_list=()
-    for n in $servers; do
-        ((n >= 1 && n <= ${#chat_ports[@]})) || die "--servers values must be 1 to ${#chat_ports[@]}"
-        series_list+=("servers-$n")
-    done
-    [[ $mode == docker ]] || command -v haproxy >/dev/null || die "haproxy is not installed (scripts/setup.sh installs it)"
-fi
+mode=local
+[[ $docker == no ]] || mode=docker
+chat_url=http://127.0.0.1:$HAPROXY_PORT login_url=http://127.0.0.1:$LOGIN_PORT
+read -r -a chat_ports <<< "$CHAT_PORTS"
+series_list=()
+for n in $servers; do
+    ((n >= 1 && n <= ${#chat_ports[@]})) || die "--servers values must be 1 to ${#chat_ports[@]}"
+    series_list+=("servers-$n")
+done
+[[ $mode == docker ]] || command -v haproxy >/dev/null || die "haproxy is not installed (scripts/setup.sh installs it)"
 
 [[ -x $VENV/bin/python ]] || die "no virtualenv at $VENV (run scripts/setup.sh)"
 "$VENV/bin/python" -c 'import matplotlib, pymongo' 2>/dev/null ||
@@ -145,16 +128,16 @@ loadtest() { PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}" "$VENV/bin/python" -m
 out=${out:-$root/results/$(date -u +%Y%m%dT%H%M%SZ)}
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
-echo "series,servers,phase,threads,arrival_rate,fraction,dir,status" > "$out/runs.csv"
+echo "series,servers,phase,threads,arrival_rate,fraction,dir,status,workload,duration" > "$out/runs.csv"
 
 # --- cleanup: everything this script starts is stopped on any exit -------------------------
-monitor_pid='' jmeter_pid='' stack_started=no
+monitor_pid='' search_pid='' stack_started=no
 cleanup() {
     local status=$?
     trap - EXIT INT TERM
-    if [[ -n $jmeter_pid ]] && kill -0 "$jmeter_pid" 2>/dev/null; then
-        kill -TERM -- "-$jmeter_pid" 2>/dev/null || true  # its own process group: JMeter too
-        wait "$jmeter_pid" 2>/dev/null || true
+    if [[ -n $search_pid ]] && kill -0 "$search_pid" 2>/dev/null; then
+        kill -TERM -- "-$search_pid" 2>/dev/null || true  # its own process group: JMeter too
+        wait "$search_pid" 2>/dev/null || true
     fi
     if [[ -n $monitor_pid ]]; then
         kill "$monitor_pid" 2>/dev/null || true
@@ -306,52 +289,37 @@ stop_monitor() {
     echo "loadavg_start=$(cut -d' ' -f1-3 /proc/loadavg)"
     if [[ $mode == local ]]; then
         echo "target_description=local stack started by the script: HAProxy :$HAPROXY_PORT, chat servers ${chat_ports[*]} (gunicorn ${GUNICORN_WORKERS:-2} gevent workers each), login :$LOGIN_PORT"
-    elif [[ $mode == docker ]]; then
-        echo "target_description=compose stack started by the script (scripts/docker-stack.sh, images $(sed -n 's/^CHATSYS_DOCKER_IMAGES=//p' "$CHATSYS_VAR/docker/chatsys-scale.env"), Docker $(DOCKER_HOST=$docker_host docker version --format '{{.Server.Version}}')): HAProxy container on :$HAPROXY_PORT, chat containers scaled to each series' count (gunicorn ${GUNICORN_WORKERS:-2} gevent workers each), login container :$LOGIN_PORT; ports through docker-proxy on loopback"
     else
-        echo "target_description=battle mode: chat $target, login $login (no local servers; CPU figures are the load generator's and this machine's only)"
+        echo "target_description=compose stack started by the script (scripts/docker-stack.sh, images $(sed -n 's/^CHATSYS_DOCKER_IMAGES=//p' "$CHATSYS_VAR/docker/chatsys-scale.env"), Docker $(DOCKER_HOST=$docker_host docker version --format '{{.Server.Version}}')): HAProxy container on :$HAPROXY_PORT, chat containers scaled to each series' count (gunicorn ${GUNICORN_WORKERS:-2} gevent workers each), login container :$LOGIN_PORT; ports through docker-proxy on loopback"
     fi
+    echo "commit=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)"
     echo "cap_mode=$cap_mode"
     echo "cap_cores_requested=$cpu_cap"
     echo "cap_cores_applied=$cap_applied"
     echo "cap_reason=$cap_reason"
     echo "database_reset=$database_reset"
-    echo "threads=$threads"
+    echo "workloads=$workloads"
+    echo "slo_p99_ms=$slo_p99"
     echo "duration=$duration"
-    echo "rampup=$rampup"
     echo "warmup=$warmup"
-    echo "open_fractions=$open_fractions"
-    echo "open_duration=$open_duration"
-    echo "open_threads=$open_threads"
     echo "plan_properties=${plan_props[*]:-}"
 } > "$out/run.info"
 
-# --- one JMeter run -------------------------------------------------------------------------
-# run_step SERIES SERVERS PHASE THREADS RATE FRACTION DIR DURATION
-run_step() {
-    local series=$1 servers=$2 phase=$3 step_threads=$4 rate=$5 fraction=$6 dir=$7 seconds=$8 status=ok
-    local props=(${plan_props[@]+"${plan_props[@]}"}
-        "-Jprotocol=$chat_scheme" "-Jchat_host=$chat_host" "-Jchat_port=$chat_port"
-        "-Jlogin_host=$login_host" "-Jlogin_port=$login_port" "-Jduration=$seconds" "-Jrampup=$rampup")
-    if [[ $phase == open ]]; then
-        props+=(-Jmodel=open "-Jarrival_rate=$rate" "-Jopen_threads=$step_threads")
-    else
-        props+=(-Jmodel=closed "-Jthreads=$step_threads")
-    fi
-    [[ $mode == target || -n ${MONGO_URI:-} ]] || loadtest reset-db "$mongo_uri"
-    mkdir -p "$out/$dir"
-    setsid "$root/scripts/jmeter-run.sh" "${props[@]}" --out "$out/$dir" > "$out/$dir/console.log" 2>&1 &
-    jmeter_pid=$!
-    wait "$jmeter_pid" || status=failed
-    jmeter_pid=''
-    echo "$series,${servers},$phase,$step_threads,$rate,$fraction,$dir,$status" >> "$out/runs.csv"
-    local what="$phase $step_threads threads"
-    [[ $phase != open ]] || what="open $rate req/s offered ($step_threads users)"
-    if [[ $status == ok ]]; then
-        printf '  %-12s %-34s %s\n' "$series" "$what" "$(loadtest step ${rate:+--arrival-rate "$rate"} "$out/$dir")" >&2
-    else
-        printf '  %-12s %-34s FAILED (see %s)\n' "$series" "$what" "$out/$dir/console.log" >&2
-    fi
+# --- one SLO search -------------------------------------------------------------------------
+# run_search SERIES SERVERS WORKLOAD START_RATE GROWTH [EXTRA...]: sets `maximum` (0.00: none).
+run_search() {
+    local series=$1 servers=$2 workload=$3 rate=$4 growth=$5
+    shift 5
+    local args=(search --out "$out" --series "$series" --servers "$servers" --chat "$chat_url"
+        --login "$login_url" --workload "$workload" --duration "$duration" --slo-p99 "$slo_p99"
+        --start-rate "$rate" --growth "$growth" "$@")
+    [[ -n ${MONGO_URI:-} ]] || args+=(--reset-uri "$mongo_uri")
+    args+=(-- ${plan_props[@]+"${plan_props[@]}"})
+    PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}" setsid "$VENV/bin/python" -m loadtest "${args[@]}" > "$out/.maximum" &
+    search_pid=$!
+    wait "$search_pid" || die "the search of $series, $workload failed"
+    search_pid=''
+    maximum=$(cat "$out/.maximum")
 }
 
 # wait_rotation N: until HAProxy reports exactly N chat servers UP.
@@ -370,17 +338,16 @@ wait_rotation() {
     die "HAProxy does not show $wanted chat servers up"
 }
 
-# --- the sweep ------------------------------------------------------------------------------
+# --- the searches ---------------------------------------------------------------------------
 started=$SECONDS
 log "results in $out"
+declare -A previous=()  # workload -> "servers maximum" of the last series
 for series in "${series_list[@]}"; do
-    n=''
+    n=${series#servers-}
     if [[ $mode == local ]]; then
-        n=${series#servers-}
         "$root/scripts/rotation.sh" "$n" >&2
         wait_rotation "$n"
-    elif [[ $mode == docker ]]; then
-        n=${series#servers-}
+    else
         log "scaling the chat tier to $n container(s)"
         docker_stack compose up -d --scale chat="$n" >/dev/null 2>&1 || die "docker compose --scale chat=$n failed"
         wait_rotation "$n"
@@ -393,30 +360,25 @@ for series in "${series_list[@]}"; do
         fi
         start_monitor "$out/cpu-$series.csv"
     fi
-    if ((warmup > 0)); then
-        run_step "$series" "$n" warmup "$(awk '{print $2 ? $2 : $1}' <<< "$threads")" "" "" "$series/warmup" "$warmup"
+    if ((warmup > 0)); then  # one run at the start rate, never counted
+        run_search "$series" "$n" hot "$start_rate" 2 --duration "$warmup" --warm-up
     fi
-    for t in $threads; do
-        run_step "$series" "$n" closed "$t" "" "" "$series/closed-$(printf '%03d' "$t")-threads" "$duration"
-    done
-    read -r best best_threads < <(loadtest max "$out" "$series")
-    if [[ -z $open_fractions ]]; then
-        continue
-    elif [[ $best == 0 ]]; then
-        log "  $series: no closed step stayed under 1 % errors; no open-model runs"
-        continue
-    fi
-    users=$open_threads
-    # Enough users that arrivals rarely find them all busy (Little: rate x latency), yet few
-    # enough that their register/login (scrypt) does not eat the run.
-    [[ $users != auto ]] || users=$(( best_threads * 3 < 24 ? 24 : best_threads * 3 > 96 ? 96 : best_threads * 3 ))
-    for fraction in $open_fractions; do
-        rate=$(awk -v m="$best" -v f="$fraction" 'BEGIN {r = m * f; printf "%.0f", r < 1 ? 1 : r}')
-        pct=$(awk -v f="$fraction" 'BEGIN {printf "%03.0f", f * 100}')
-        run_step "$series" "$n" open "$users" "$rate" "$fraction" "$series/open-$pct-percent" "$open_duration"
+    for workload in $workloads; do
+        rate=$start_rate growth=1.5
+        if [[ -n ${previous[$workload]:-} ]]; then
+            # The last series' maximum per server, times these servers, a little under it.
+            read -r last_n last_max <<< "${previous[$workload]}"
+            rate=$(awk -v m="$last_max" -v a="$last_n" -v b="$n" 'BEGIN {r = m / a * b * 0.85; printf "%.1f", r < 1 ? 1 : r}')
+            growth=1.25
+        fi
+        log "  $series, $workload: search from $rate req/s"
+        run_search "$series" "$n" "$workload" "$rate" "$growth" "${search_args[@]}"
+        log "  $series, $workload: maximum within the objective $maximum req/s"
+        [[ $maximum == 0.00 ]] || previous[$workload]="$n $maximum"
     done
     [[ $mode != docker ]] || stop_monitor
 done
+rm -f "$out/.maximum"
 echo "loadavg_end=$(cut -d' ' -f1-3 /proc/loadavg)" >> "$out/run.info"
 echo "elapsed_seconds=$((SECONDS - started))" >> "$out/run.info"
 

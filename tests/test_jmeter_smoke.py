@@ -39,9 +39,14 @@ def test_plan_runs_against_the_stack_with_no_errors(stack, tmp_path):
             f"-Jlogin_port={login_port}",
             "-Jthreads=3",
             "-Jrampup=1",
-            "-Jduration=6",
+            # Rounds, not seconds: on a busy machine the users' setup (scrypt) can take all of a
+            # short duration and leave no chat request after it. Ten rounds per user after its
+            # setup always do; the duration is only a bound.
+            "-Jloops=10",
+            "-Jduration=300",
             "-Jfollowers=2",
             "-Jfollow_wait=2",
+            "-Jfollow_loops=3",
             "--out",
             str(out),
         ],
@@ -59,8 +64,12 @@ def test_plan_runs_against_the_stack_with_no_errors(stack, tmp_path):
         (row["label"], row["responseCode"], row["failureMessage"][:200]) for row in rows if row["success"] != "true"
     ]
     assert failed == []
-    figures = samples.figures_of_run(out)
+    # From the end of the last setup: the last user's ten rounds come after it, however slow
+    # the machine (the default settle second could outlast them on a fast one).
+    figures = samples.figures_of_run(out, settle_ms=0)
     assert figures is not None and figures.requests > 0 and figures.throughput > 0
+    assert figures.messages_per_read is not None and 0 <= figures.messages_per_read <= 20  # bounded pages
+    assert set(figures.served_by) <= {"chat1", "chat2", "chat3"} and figures.served_by
     assert (out / "dashboard" / "index.html").is_file()
 
 
