@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from loadtest import cpu, search
+from loadtest import cpu, search, store_figures
 from loadtest.samples import MAX_ERROR_RATE, MIN_WINDOW_MS, SETTLE_MS, StepFigures, figures_of_run
 
 # Groups the report names, in this order; chat servers are the groups chat-<port>.
@@ -35,7 +35,10 @@ JMETER_MS_TARGET = 1.0  # the load generator's CPU per request must stay at or u
 # Per-run figures other parts of the project add to the report (e.g. the store's seq
 # collisions): NAME -> function(run directory) returning a number or None. Each one becomes
 # a column of the SLO table, averaged over the runs at the maximum.
-EXTRA_FIGURES: dict[str, Callable[[Path], float | None]] = {}
+EXTRA_FIGURES: dict[str, Callable[[Path], float | None]] = {
+    "extra insert attempts per post": store_figures.figure("extra_attempts_per_post"),
+    "seqs per message": store_figures.figure("seqs_per_message"),
+}
 
 
 @dataclass

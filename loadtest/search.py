@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from loadtest import store_figures
 from loadtest.samples import StepFigures, figures_of_run
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -302,6 +303,8 @@ class Runner:
             f"-Jopen_threads={users}",
         ]
         status = "ok" if run_jmeter(props, run_dir) == 0 else "failed"
+        if self.reset_uri and status == "ok":
+            store_figures.write(self.reset_uri, run_dir)  # before the next run's reset
         with open(self.out / "runs.csv", "a", newline="") as handle:
             csv.writer(handle).writerow(
                 [self.series, self.servers or "", phase, users, f"{rate:.2f}", "", name, status]

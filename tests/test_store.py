@@ -12,6 +12,7 @@ import pytest
 from pymongo import ReturnDocument
 
 from chat_service import store
+from loadtest import store_figures
 from service_kit.problems import Problem
 from tests.conftest import unique_name
 from tests.fast import fresh_database_uri
@@ -471,3 +472,28 @@ def test_list_rooms_costs_one_query_plus_one_per_id_batch(apps, database):
             queries = [name for name in commands.names if name in ("find", "aggregate", "count", "getMore")]
             batches = -(-count // store.MAX_IDS_PER_QUERY)
             assert queries.count("find") + queries.count("aggregate") <= 1 + batches, (count, commands.names)
+
+
+def test_the_scale_reports_store_figures_count_one_seq_and_one_attempt_per_post(apps, database):
+    """loadtest.store_figures, the report's collision column: keyed posts from 4 threads
+    in 2 rooms, and one claim of the earlier design that tried 3 seqs."""
+    uri = fresh_database_uri(database, "chatsys_store_figures")
+    app = apps.chat(uri)
+    with app.app_context():
+        rooms = [store.create_room(unique_name("f")) for _ in range(2)]
+
+        def poster(number: int) -> None:
+            with app.app_context():
+                for index in range(10):
+                    store.post_message(rooms[index % 2]["_id"], f"u{number}", f"{index}", f"k{index}")
+
+        threads = [threading.Thread(target=poster, args=(number,)) for number in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        figures = store_figures.collect(uri)
+        assert (figures["messages"], figures["seqs_handed_out"], figures["claims"]) == (40, 40, 40)
+        assert figures["extra_attempts_per_post"] == 0 and figures["seqs_per_message"] == 1
+        store.database.db().idempotency_keys.insert_one({"_id": "earlier", "seqs": [1, 2, 3]})
+        assert store_figures.collect(uri)["extra_attempts_per_post"] == 2 / 41
