@@ -129,6 +129,92 @@ def test_slow_clients_at_login_and_profile_ports_harm_no_real_user(stack, port_o
     assert len(closed) == 12 and max(closed) < 9, closed
 
 
+# conf/haproxy/haproxy.cfg: the whole request, head and body, arrives within this or is cut.
+HTTP_REQUEST_TIMEOUT = 5.0
+
+
+def hold_with_a_slow_body(port: int, head: bytes, prefill: int, seconds: float, cut: list) -> None:
+    """The review's slow-body attack: a head declaring a 32,000-byte body, `prefill` bytes
+    of it at once, then one byte a second. Appends when the connection was cut (or None)."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        began = time.monotonic()
+        sock.sendall(head + b"x" * prefill)
+        sock.settimeout(1.0)
+        while time.monotonic() - began < seconds:
+            try:
+                if sock.recv(4096) == b"":
+                    break
+            except TimeoutError:
+                pass
+            except OSError:
+                break
+            try:
+                sock.sendall(b"x")
+            except OSError:
+                break
+        else:
+            cut.append(None)
+            return
+        cut.append(time.monotonic() - began)
+
+
+def slow_body_head(method: str, path: str, headers: dict[str, str]) -> bytes:
+    lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1", "Content-Type: application/json", "Content-Length: 32000"]
+    lines += [f"{name}: {value}" for name, value in headers.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+@pytest.mark.parametrize("prefill", [16_000, 31_000])  # past the 16 KiB buffer HAProxy had
+@pytest.mark.parametrize("port_of", ["login", "profile", "chat"])
+def test_slow_bodies_at_every_public_port_are_cut_and_harm_no_real_user(stack, port_of, prefill):
+    attacker, real = register_and_login(stack.login_url), register_and_login(stack.login_url)
+    room = unique_name("slow-")
+    assert requests.post(f"{stack.chat_url}/rooms", json={"name": room}, headers=real.auth, timeout=10).ok
+    target = {
+        "login": (stack.balancer.login_port, "POST", "/login", {}),
+        "profile": (stack.balancer.profile_port, "PUT", f"/profiles/{attacker.username}", attacker.auth),
+        "chat": (stack.balancer.port, "POST", f"/rooms/{room}/messages", attacker.auth),
+    }
+    port, method, path, headers = target[port_of]
+    connections = 24 if port_of == "chat" else 12  # more than a server's threads or its maxconn
+    cut: list[float | None] = []  # seconds until each slow connection was cut, None if never
+    head = slow_body_head(method, path, headers)
+    slow = [
+        threading.Thread(target=hold_with_a_slow_body, args=(port, head, prefill, 20, cut), daemon=True)
+        for _ in range(connections)
+    ]
+    for thread in slow:
+        thread.start()
+    time.sleep(1)
+    statuses: Counter = Counter()
+    session = requests.Session()
+    for number in range(10000):
+        if all(not thread.is_alive() for thread in slow) and number >= 10:
+            break
+        if port_of == "login":
+            answer = login(session, stack.login_url, real.username, real.password)
+        elif port_of == "profile":
+            answer = session.get(f"{stack.profile_url}/profiles/{real.username}", headers=real.auth, timeout=30)
+        else:
+            answer = session.post(
+                f"{stack.chat_url}/rooms/{room}/messages", json={"text": f"{number}"}, headers=real.auth, timeout=30
+            )
+        statuses[answer.status_code] += 1
+    for thread in slow:
+        thread.join(30)
+    print(
+        f"\n{connections} slow bodies ({prefill} bytes at once, then a byte a second) at {port_of}: "
+        f"cut after {[round(c, 1) if c else c for c in sorted(cut, key=lambda c: c or 1e9)][:: connections - 1]} s; "
+        f"a real user's {sum(statuses.values())} requests {dict(statuses)}"
+    )
+    # Each slow sender is cut (408) once its request has taken timeout http-request, well
+    # before the attack's 20 s; none holds a server.
+    assert len(cut) == connections and None not in cut, cut
+    assert set(statuses) <= {200, 201, 404}, statuses
+
+
 def test_the_services_listen_on_loopback_only(stack):
     for service in [stack.login, stack.profile, *stack.chat_servers]:
         listening = [
