@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import re
 import select
 import socket
+from contextlib import nullcontext
 from datetime import timedelta
 from typing import Annotated
 
@@ -145,20 +147,46 @@ def read_messages(room: str):
     if after is None:
         if "wait" in request.args:
             raise bad_request("Query parameter 'wait' needs 'after': a wait is for messages after a seq.")
-        messages = store.read_newest(_existing_room(room), limit)
+        messages = _within_page_bytes(store.read_newest(_existing_room(room), limit), newest=True)
     elif wait and live.is_watched(room):
         # The room's watcher read the database a moment ago: wait on it without a read.
         messages = live.wait_for_messages(room, after, limit, wait, _client_gone)
     else:
-        messages = store.read_after(room, after, limit) if re.fullmatch(_ROOM_NAME, room) else []
+        # A long poll that finds messages at once does a plain read's work, so it takes a
+        # plain read's turn (live.immediate_read), though HAProxy sent it past their queue.
+        with live.immediate_read() if wait else nullcontext():
+            messages = store.read_after(room, after, limit) if re.fullmatch(_ROOM_NAME, room) else []
         if not messages:
             existing = _existing_room(room)  # an empty page needs the room to exist; a full one proves it
             if wait:
                 messages = live.wait_for_messages(
                     room, after, limit, wait, _client_gone, known=existing.get("last_seq", 0)
                 )
+    messages = _within_page_bytes(messages)
     next_after = store.seq_of(messages[-1]) if messages else (after or 0)
     return jsonify(room=room, messages=[_message_view(m, room) for m in messages], next_after=next_after)
+
+
+# The JSON one page of messages carries, about: a page ends before the message that would
+# pass this (a message of 2,000 emoji is 24 KB as JSON escapes, so 200 of them would be
+# 4.8 MB). `next_after` then says where to go on; a page keeps at least one message.
+MAX_PAGE_BYTES = 256 * 1024
+_MESSAGE_OVERHEAD = 160  # the fields around the text: room, seq, author, created_at
+
+
+def _within_page_bytes(messages: list[dict], newest: bool = False) -> list[dict]:
+    """The longest run of `messages` within MAX_PAGE_BYTES: from the oldest, or with
+    `newest` (a room's newest page) from the newest."""
+    ordered = list(reversed(messages)) if newest else messages
+    total, kept = 0, 0
+    for message in ordered:
+        total += len(json.dumps(message["text"])) + len(message["_id"]) + _MESSAGE_OVERHEAD
+        if kept and total > MAX_PAGE_BYTES:
+            break
+        kept += 1
+    if kept == len(messages):
+        return messages
+    return messages[len(messages) - kept :] if newest else messages[:kept]
 
 
 def _client_gone() -> bool:

@@ -11,6 +11,7 @@ in X-Forwarded-For, which they trust only from HAProxy's own source address, 127
 from __future__ import annotations
 
 import signal
+import socket
 import statistics
 import subprocess
 import threading
@@ -75,8 +76,6 @@ def own_login(processes, database, **settings) -> tuple[harness.Service, harness
 
 def hold_with_header_lines(port: int, seconds: float, interval: float, closed: list) -> None:
     """The review's attack: a request line, then a header line every `interval` seconds."""
-    import socket
-
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
         sock.sendall(b"POST /login HTTP/1.1\r\nHost: 127.0.0.1\r\n")
         began = time.monotonic()
@@ -136,8 +135,6 @@ HTTP_REQUEST_TIMEOUT = 5.0
 def hold_with_a_slow_body(port: int, head: bytes, prefill: int, seconds: float, cut: list) -> None:
     """The review's slow-body attack: a head declaring a 32,000-byte body, `prefill` bytes
     of it at once, then one byte a second. Appends when the connection was cut (or None)."""
-    import socket
-
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
         began = time.monotonic()
         sock.sendall(head + b"x" * prefill)
@@ -568,3 +565,96 @@ def test_a_services_own_warnings_reach_its_log_file(processes, tmp_path):
         )
     finally:
         process.stop()
+
+
+# --- 9. long polls are a budget -------------------------------------------------------------
+
+
+def open_wait(port: int, source: str, authorization: str, room: str, after: int) -> socket.socket:
+    """A long poll (30 s) on a raw connection from `source`, its answer left unread."""
+    connection = socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(source, 0))
+    connection.sendall(
+        f"GET /rooms/{room}/messages?after={after}&wait=30 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Authorization: {authorization}\r\n\r\n".encode()
+    )
+    return connection
+
+
+def refused_at_once(connection: socket.socket) -> bool:
+    """True when the wait got a 429 at once; False while it is held."""
+    connection.settimeout(1.0)
+    try:
+        head = connection.recv(4096)
+    except TimeoutError:
+        return False
+    assert head.startswith(b"HTTP/1.1 429") and b"retry-after:" in head.lower(), head[:200]
+    return True
+
+
+def test_long_polls_are_a_budget_per_token_and_address_and_a_hung_up_wait_frees_its_slot(processes, stack):
+    limited = edge(processes, stack, HAPROXY_WAITS_PER_TOKEN=3, HAPROXY_WAITS_PER_ADDRESS=5)
+    first, second = register_and_login(stack.login_url), register_and_login(stack.login_url)
+    room = unique_name("waits-")
+    made = requests.post(f"{limited.url}/rooms", json={"name": room}, headers=first.auth, timeout=10)
+    assert made.status_code == 201
+    # Header variants the services accept are the same token, not a new budget each.
+    variants = [f"Bearer {first.token}", f"bearer  {first.token}", f"BEARER {first.token}", f"bEaReR   {first.token}"]
+    held = [open_wait(limited.port, "127.0.0.61", variant, room, 0) for variant in variants[:3]]
+    assert not any(refused_at_once(connection) for connection in held)
+    over = open_wait(limited.port, "127.0.0.61", variants[3], room, 0)
+    assert refused_at_once(over), "a fourth wait with the same token"
+    over.close()
+    # Another token from the same address: two more, then the address is at its five.
+    held += [open_wait(limited.port, "127.0.0.61", f"Bearer {second.token}", room, 0) for _ in range(2)]
+    assert not any(refused_at_once(connection) for connection in held[3:])
+    over = open_wait(limited.port, "127.0.0.61", f"Bearer {second.token}", room, 0)
+    assert refused_at_once(over), "a sixth wait from the same address"
+    over.close()
+    elsewhere = open_wait(limited.port, "127.0.0.62", f"Bearer {second.token}", room, 0)
+    assert not refused_at_once(elsewhere), "the token's third wait, from another address"
+    # Clients that hang up free their slots within a second or two, not after their 30 s.
+    for connection in held[:3]:
+        connection.close()
+    hung_up = time.monotonic()
+
+    def first_token_waits_again() -> bool:
+        again = open_wait(limited.port, "127.0.0.63", f"Bearer {first.token}", room, 0)
+        if refused_at_once(again):
+            again.close()
+            return False
+        held.append(again)
+        return True
+
+    harness.wait_until(first_token_waits_again, 20, "the hung-up waits to free their slots", interval=0.2)
+    print(f"\nwaits of a client that hung up freed in {time.monotonic() - hung_up:.1f} s")
+    for connection in [*held[3:], elsewhere]:
+        connection.close()
+
+
+def test_a_page_of_messages_carries_a_bounded_number_of_bytes(stack, user):
+    room = unique_name("bytes-")
+    assert requests.post(f"{stack.chat_url}/rooms", json={"name": room}, headers=user.auth, timeout=10).ok
+    total = 24
+    with requests.Session() as session:
+        for _ in range(total):  # 2,000 emoji each: 24 KB of JSON escapes per message
+            posted = session.post(
+                f"{stack.chat_url}/rooms/{room}/messages", json={"text": "😀" * 2000}, headers=user.auth, timeout=10
+            )
+            assert posted.status_code == 201
+        for query in ({"after": 0, "limit": 200}, {"after": 0, "limit": 200, "wait": 1}, {"limit": 200}):
+            page = session.get(f"{stack.chat_url}/rooms/{room}/messages", params=query, headers=user.auth, timeout=10)
+            assert page.status_code == 200
+            assert len(page.content) <= 300 * 1024, (query, len(page.content))
+            assert 0 < len(page.json()["messages"]) < total
+        # Page by page, the reader still gets every message once, in order.
+        seqs, after = [], 0
+        while after < total:
+            page = session.get(
+                f"{stack.chat_url}/rooms/{room}/messages",
+                params={"after": after, "limit": 200},
+                headers=user.auth,
+                timeout=10,
+            ).json()
+            seqs += [message["seq"] for message in page["messages"]]
+            after = page["next_after"]
+    assert seqs == list(range(1, total + 1))
