@@ -89,8 +89,15 @@ def list_rooms():
 @require_user
 def create_room():
     name = parse_body(NewRoom).name
-    _refuse_if_too_many_rooms(current_app.config["SETTINGS"])
-    room = store.create_room(name, g.username)
+    settings = current_app.config["SETTINGS"]
+    _refuse_if_too_many_rooms(settings)
+    window = settings.room_window_seconds
+    try:
+        room = store.create_room(
+            name, g.username, max(0, settings.rooms_per_user), utcnow() - timedelta(seconds=window)
+        )
+    except store.TooManyRooms:
+        raise _too_many_rooms_per_user(settings) from None
     if room is None:
         raise Problem(409, "Conflict", f"A room named {name!r} exists already.", kind="room-exists")
     response = jsonify(_room_view(room))
@@ -99,21 +106,27 @@ def create_room():
     return response
 
 
+def _too_many_rooms_per_user(settings) -> Problem:
+    window = settings.room_window_seconds
+    return Problem(
+        429,
+        "Too Many Requests",
+        f"You may create {settings.rooms_per_user} rooms per {window} s; wait before creating another.",
+        headers={"Retry-After": str(window)},
+    )
+
+
 def _refuse_if_too_many_rooms(settings) -> None:
     """Rooms cannot be deleted, so their number is bounded: per user per window
-    (ROOMS_PER_USER per ROOM_WINDOW_SECONDS) and in all (MAX_ROOMS). Requests racing each
-    other can pass a limit by as many as run at once."""
+    (ROOMS_PER_USER per ROOM_WINDOW_SECONDS; store.create_room holds it exactly, however
+    many requests race) and in all (MAX_ROOMS, which racing requests can pass by as many
+    as run at once)."""
     window = settings.room_window_seconds
     if (
         settings.rooms_per_user > 0
         and store.rooms_created_since(g.username, utcnow() - timedelta(seconds=window)) >= settings.rooms_per_user
     ):
-        raise Problem(
-            429,
-            "Too Many Requests",
-            f"You may create {settings.rooms_per_user} rooms per {window} s; wait before creating another.",
-            headers={"Retry-After": str(window)},
-        )
+        raise _too_many_rooms_per_user(settings)
     if settings.max_rooms > 0 and store.room_count() >= settings.max_rooms:
         raise Problem(
             429,
