@@ -701,3 +701,59 @@ def test_64_concurrent_room_creations_of_one_user_make_exactly_the_per_user_limi
     print(f"\n64 concurrent creations of one user: {dict(statuses)}")
     assert statuses[201] <= 20 and set(statuses) <= {201, 429}, statuses
     assert statuses[201] >= 1, statuses
+
+
+# --- 10. lockout ----------------------------------------------------------------------------
+
+
+def test_1000_wrong_passwords_from_10_addresses_never_lock_users_out_of_their_own_address(processes, database):
+    service, balancer = own_login(processes, database)
+    newcomer_address, regular_address = "127.0.3.1", "127.0.3.2"
+    newcomer = client_from(newcomer_address).post(
+        f"{balancer.login_url}/users", json={"username": unique_name(), "password": "correct horse 1"}, timeout=10
+    )
+    assert newcomer.status_code == 201
+    newcomer_name = newcomer.json()["username"]
+    regular = register_and_login(balancer.login_url)  # registered from 127.0.0.1 ...
+    assert login(
+        client_from(regular_address), balancer.login_url, regular.username, regular.password
+    ).ok  # ... and here
+
+    def guess(address: str) -> Counter:
+        session, answers = client_from(address), Counter()
+        for number in range(50):
+            for name in (newcomer_name, regular.username):
+                answers[login(session, balancer.login_url, name, f"wrong guess {number}").status_code] += 1
+        return answers
+
+    with ThreadPoolExecutor(10) as pool:
+        answers = sum(pool.map(guess, [f"127.0.4.{n}" for n in range(1, 11)]), Counter())
+    print(f"\n1,000 wrong passwords from 10 addresses: {dict(answers)}")
+    assert sum(answers.values()) == 1000 and set(answers) == {401, 429}, answers
+    # Each logs in from their own address at once, the newcomer before any first login.
+    assert login(client_from(newcomer_address), balancer.login_url, newcomer_name, "correct horse 1").ok
+    assert login(client_from(regular_address), balancer.login_url, regular.username, regular.password).ok
+
+
+def test_refused_login_attempts_do_not_keep_a_lock_on(processes, database):
+    window = 4
+    service, balancer = own_login(
+        processes, database, LOGIN_MAX_FAILURES_PER_USER=3, LOGIN_FAILURE_WINDOW_SECONDS=window
+    )
+    victim = register_and_login(balancer.login_url)
+    attacker = client_from("127.0.5.1")
+    guessed = time.monotonic()
+    answers = [login(attacker, balancer.login_url, victim.username, "wrong guess").status_code for _ in range(4)]
+    assert answers == [401, 401, 401, 429], answers
+    # The attacker keeps knocking past the window; the knocks are refused, not failures.
+    knocks = Counter()
+    while time.monotonic() - guessed < window + 1.5:
+        knocks[login(attacker, balancer.login_url, victim.username, "wrong guess").status_code] += 1
+        time.sleep(0.1)
+    assert knocks[429] >= 1
+    # From a new address, once the window of the three real failures has passed:
+    harness.wait_until(
+        lambda: login(client_from("127.0.5.2"), balancer.login_url, victim.username, victim.password).ok,
+        2 * window,
+        "the lock to end with the window of the failures",
+    )
