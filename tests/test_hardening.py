@@ -10,6 +10,7 @@ in X-Forwarded-For, which they trust only from HAProxy's own source address, 127
 
 from __future__ import annotations
 
+import re
 import signal
 import socket
 import statistics
@@ -757,3 +758,28 @@ def test_refused_login_attempts_do_not_keep_a_lock_on(processes, database):
         2 * window,
         "the lock to end with the window of the failures",
     )
+
+
+# --- 11. the request log --------------------------------------------------------------------
+
+
+def test_haproxy_logs_every_request_with_its_server_timings_status_and_the_limit_that_refused_it(processes, stack):
+    logged = edge(processes, stack, HAPROXY_POST_RATE=1)
+    user = register_and_login(stack.login_url)
+    room = unique_name("log-")
+    assert requests.post(f"{logged.url}/rooms", json={"name": room}, headers=user.auth, timeout=10).ok
+    refused = requests.post(f"{logged.url}/rooms/{room}/messages", json={"text": "x"}, headers=user.auth, timeout=10)
+    assert refused.status_code == 429
+    marker = unique_name("marker")
+    assert requests.get(f"{logged.url}/rooms?after={marker}", headers=user.auth, timeout=10).ok
+
+    def lines() -> list[str]:
+        return logged.process.log_path.read_text(errors="replace").splitlines()
+
+    served = harness.wait_until(lambda: [line for line in lines() if marker in line], 10, "the request's log line")
+    # client address:port, frontend, backend/server, five timings, status, the limit, request
+    assert re.search(
+        r"127\.0\.0\.1:\d+ \[.+\] entry chat_servers/chat\d (-?\d+/){4}\d+ 200 .* refused_by=- ", served[0]
+    )
+    refusal = next(line for line in lines() if f"POST /rooms/{room}/messages" in line)
+    assert re.search(r" entry entry/<NOSRV> .* 429 .* refused_by=posts_per_token ", refusal), refusal
