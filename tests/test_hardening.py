@@ -783,3 +783,39 @@ def test_haproxy_logs_every_request_with_its_server_timings_status_and_the_limit
     )
     refusal = next(line for line in lines() if f"POST /rooms/{room}/messages" in line)
     assert re.search(r" entry entry/<NOSRV> .* 429 .* refused_by=posts_per_token ", refusal), refusal
+
+
+# --- 12. the battle profile -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("profile", ["default", "battle"])
+def test_the_battle_profile_lifts_the_rates_a_load_test_trips_and_keeps_every_bound(
+    processes, stack, monkeypatch, profile
+):
+    monkeypatch.setattr(harness, "UNLIMITED_EDGE", {})  # the rates of the profile, as deployed
+    settings = {"CHATSYS_PROFILE": "battle"} if profile == "battle" else {}
+    balancer = edge(processes, stack, **settings)
+    user = register_and_login(stack.login_url)
+    room = unique_name("battle-")
+    assert requests.post(f"{balancer.url}/rooms", json={"name": room}, headers=user.auth, timeout=10).ok
+    with requests.Session() as session:
+        posts = Counter(
+            session.post(
+                f"{balancer.url}/rooms/{room}/messages", json={"text": "x"}, headers=user.auth, timeout=10
+            ).status_code
+            for _ in range(120)
+        )
+        # Logins of one address (bodies refused at once, 400: no password is hashed).
+        logins = Counter(
+            session.post(f"{balancer.login_url}/login", json={}, timeout=10).status_code for _ in range(70)
+        )
+    print(f"\n{profile} profile: 120 posts of one token {dict(posts)}, 70 logins of one address {dict(logins)}")
+    if profile == "battle":
+        assert posts == {201: 120} and logins == {400: 70}
+    else:
+        assert posts[429] >= 1 and logins[429] >= 1
+    # Whatever the profile, a token holds at most 8 long polls at once.
+    waits = [open_wait(balancer.port, "127.0.0.81", f"Bearer {user.token}", room, 1000) for _ in range(9)]
+    assert [refused_at_once(connection) for connection in waits] == [False] * 8 + [True]
+    for connection in waits:
+        connection.close()
