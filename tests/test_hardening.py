@@ -819,3 +819,9 @@ def test_the_battle_profile_lifts_the_rates_a_load_test_trips_and_keeps_every_bo
     assert [refused_at_once(connection) for connection in waits] == [False] * 8 + [True]
     for connection in waits:
         connection.close()
+
+
+def test_answers_through_haproxy_do_not_name_the_server_software(stack, user):
+    for url in (f"{stack.login_url}/health", f"{stack.profile_url}/health", f"{stack.chat_url}/rooms"):
+        answer = requests.get(url, headers=user.auth, timeout=10)
+        assert answer.ok and "Server" not in answer.headers, (url, answer.headers.get("Server"))
