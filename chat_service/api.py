@@ -173,7 +173,7 @@ def read_messages(room: str):
             existing = _existing_room(room)  # an empty page needs the room to exist; a full one proves it
             if wait:
                 messages = live.wait_for_messages(
-                    room, after, limit, wait, _client_gone, known=existing.get("last_seq", 0)
+                    room, after, limit, wait, _client_gone, known=store.stored_through(existing)
                 )
     messages = _within_page_bytes(messages)
     next_after = store.seq_of(messages[-1]) if messages else (after or 0)

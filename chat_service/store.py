@@ -1,35 +1,37 @@
 """Rooms and messages in MongoDB, numbered 1, 2, 3 ... per room without gaps or repeats.
 
 Layout (docs/chat-ordering.md has the whole argument, docs/architecture.md the indexes):
-- `rooms`: one document per room, `_id` the name, with `last_seq`, a hint that only ever
-  holds a seq that is stored.
+- `rooms`: one document per room, `_id` the name, with the seq allocator: `allocated`, the
+  highest seq handed out, and `log`, the messages of the seqs from `log_base` on, written
+  in the same atomic update that hands their seq out. Every seq up to `allocated` is
+  stored in `messages` or still in the log, so none can be lost by a poster that dies.
 - `messages`: every message of every room, `_id` = `<room>/<seq, 12 digits>`. The unique
   `_id` index is the (room, seq) uniqueness, and every read names the `_id`s it wants
   (`$in`), so each query is a lookup in that index whatever the history's size, on
   MongoDB and on the embedded FerretDB alike (scripts/ferretdb.patch pushes `$in` on
   `_id` down to its index).
 - `idempotency_keys`: one claim per (room, author, Idempotency-Key), inserted before the
-  message and holding every seq its owner tried, so a retry finds the message the first
-  attempt stored.
+  seq is allocated and told the seq before the message is stored, so a retry finds the
+  message the first attempt stored, or the log entry it left.
 
-Why the order is exact: a message is one insert of one document, and a server only
-tries seq k after it has seen k-1 stored. So whenever k is visible, k-1 was committed
-earlier: a reader can never see 7 while 6 is still on its way. Servers racing for the
-same k collide on `_id`; the loser looks up the newest seq and tries the next one. Nothing relies on transactions or
-on atomic read-modify-write updates, which FerretDB's SQLite backend does not provide.
+Why it costs the same with any number of servers: a post is one atomic `$inc`-and-`$push`
+on the room (atomic on MongoDB; on FerretDB through scripts/ferretdb.patch) and one insert.
+Servers never race for a seq, so nothing is retried. Why the order stays exact: a reader
+returns only the contiguous run after its `after`, and a seq missing below a stored one is
+stored from the log by the reader that finds it, so a follower can be delayed, never made
+to skip a message.
 """
 
 from __future__ import annotations
 
+import json
 import re
-import threading
 import time
 import uuid
-from collections import defaultdict
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from pymongo import ASCENDING
+from pymongo import ASCENDING, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from service_kit import database, names
@@ -46,17 +48,24 @@ LOOKAHEAD = 16
 # The most `_id`s one query names (the embedded database pushes down up to 1000).
 MAX_IDS_PER_QUERY = 500
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
-MAX_INSERT_ATTEMPTS = 200
-# A request gives up storing after this long, so a claim older than CLAIM_ABANDONED
-# can only belong to a request that died; its key may then be taken over.
+# A request gives up before its seq is allocated after this long, so a claim older than
+# CLAIM_ABANDONED with no seq and no log entry can only belong to a request that died; its
+# key may then be taken over.
 STORE_DEADLINE_SECONDS = 10.0
 CLAIM_ABANDONED = timedelta(seconds=30)
 IN_FLIGHT_WAIT_SECONDS = 5.0
+# Every SWEEP_EVERY-th post moves the log's older entries out of the room document once
+# their messages are stored; the newest SWEEP_EVERY stay for their posters. The log holds
+# between SWEEP_EVERY and twice as many entries. Each entry is one JSON string: FerretDB
+# rewrites the whole room on every post, and a string costs it a fraction of a document
+# (a post's update with 16 string entries: 1.1 ms of its CPU; with 16 documents: 3.1 ms).
+SWEEP_EVERY = 8
+# Names of rooms seen to exist. Rooms are never deleted, so this caches a fact that cannot
+# go stale; its only use is to answer a post to a room that does not exist without a claim.
+KNOWN_ROOMS_KEPT = 10_000
+_known_rooms: set[str] = set()
 # Collections of the layout before one `messages` collection: messages.<room>.<partition>.
 _PARTITION_COLLECTION = re.compile(rf"messages\.({names.ROOM_NAME})\.\d{{6}}")
-
-# Threads of one process take turns per room: they would only collide with each other.
-_room_locks: dict[str, threading.Lock] = defaultdict(threading.Lock)
 
 
 def _messages():
@@ -120,7 +129,7 @@ def create_room(name: str, creator: str | None = None, limit: int = 0, since=Non
     before the count, which counts it too: however many run at once, the last of those
     that pass counts all the others, so none passes the limit (racing ones may all be
     refused, never all let through)."""
-    room = {"_id": name, "created_at": utcnow(), "last_seq": 0}
+    room = {"_id": name, "created_at": utcnow(), "allocated": 0, "log_base": 1, "log": []}
     if creator is not None:
         room["created_by"] = creator
         claim = database.db().room_creations.insert_one({"creator": creator, "at": room["created_at"]})
@@ -153,8 +162,8 @@ def _find_by_ids(ids: list[str], projection: dict | None = None) -> list[dict]:
 def _contiguous(messages: list[dict], first: int) -> list[dict]:
     """The run of messages first, first+1, ... up to the first missing seq.
 
-    By construction k stored means k-1 stored; this cut is the safety net that keeps a
-    follower from ever stepping over a number it has not seen."""
+    A follower must never step over a number it has not seen: a seq whose poster is still
+    storing it (or died before it could) ends the run until it is stored."""
     by_seq = {seq_of(message): message for message in messages}
     run: list[dict] = []
     while first + len(run) in by_seq:
@@ -162,31 +171,57 @@ def _contiguous(messages: list[dict], first: int) -> list[dict]:
     return run
 
 
+def _top(room: dict) -> int:
+    """The highest seq the room handed out; in a room not yet moved to the allocator (see
+    _adopt_allocator), a stored seq at or below the newest."""
+    return room["allocated"] if "allocated" in room else room.get("last_seq", 0)
+
+
+def stored_through(room: dict) -> int:
+    """A seq of the room known to be stored with every seq before it (or 0)."""
+    return room["log_base"] - 1 if "log_base" in room else room.get("last_seq", 0)
+
+
 def list_rooms(after: str | None = None, limit: int | None = None) -> list[dict]:
-    """Every room, by name, with its exact newest seq, or with `limit` those after `after`:
-    the room list and one `$in` query per MAX_IDS_PER_QUERY rooms (plus one per room whose
-    hint is more than a message behind). MAX_ROOMS bounds the count, and so the list and
+    """Every room, by name, with its newest seq (`last_seq`), or with `limit` those after
+    `after`: the room list and one `$in` query per MAX_IDS_PER_QUERY rooms (plus one per room
+    whose newest seq is still in flight). MAX_ROOMS bounds the count, and so the list and
     its cost."""
     rooms_of = database.db().rooms
+    projection = {"log": 0}
     if limit is not None:
-        rooms = list(rooms_of.find({"_id": {"$gt": after}} if after else {}).sort("_id", ASCENDING).limit(limit))
+        query = {"_id": {"$gt": after}} if after else {}
+        rooms = list(rooms_of.find(query, projection).sort("_id", ASCENDING).limit(limit))
     else:
-        rooms = list(rooms_of.find({}).sort("_id", ASCENDING))
+        rooms = list(rooms_of.find({}, projection).sort("_id", ASCENDING))
         if not any(room["_id"] == LOBBY for room in rooms):
             find_room(LOBBY)
-            rooms = list(rooms_of.find({}).sort("_id", ASCENDING))
-    hints = {room["_id"]: room.get("last_seq", 0) for room in rooms}
-    beyond = _find_by_ids([message_id(name, hint + 1) for name, hint in hints.items()], {"_id": 1})
-    for message in beyond:
-        name = message["_id"].rsplit("/", 1)[0]
-        hints[name] = newest_seq(name, known=hints[name] + 1)
+            rooms = list(rooms_of.find({}, projection).sort("_id", ASCENDING))
+    # A room with the allocator: its top is almost always stored, so one lookup confirms it.
+    # A room of the earlier layout: its hint may lag, so look one past it.
+    probes = {
+        room["_id"]: _top(room) if "allocated" in room else _top(room) + 1
+        for room in rooms
+        if "allocated" not in room or room["allocated"] > 0
+    }
+    found = {message["_id"] for message in _find_by_ids([message_id(n, seq) for n, seq in probes.items()], {"_id": 1})}
     for room in rooms:
-        room["last_seq"] = hints[room["_id"]]
+        name, top = room["_id"], _top(room)
+        if name not in probes:
+            newest = 0
+        elif "allocated" in room:
+            newest = top if message_id(name, top) in found else newest_seq(name, known=stored_through(room))
+        else:
+            newest = newest_seq(name, known=top + 1) if message_id(name, top + 1) in found else top
+        room["last_seq"] = newest
+        for field in ("allocated", "log_base"):
+            room.pop(field, None)
     return rooms
 
 
 def newest_seq(room: str, known: int = 0) -> int:
-    """The highest stored seq of the room; `known` is a seq known to be stored (or 0)."""
+    """The highest seq of the room's contiguous stored run; `known` is a seq known to be
+    stored (or 0)."""
     newest = known
     while True:
         window = [message_id(room, seq) for seq in range(newest + 1, newest + LOOKAHEAD + 1)]
@@ -208,17 +243,26 @@ def read_after(room: str, after: int, limit: int) -> list[dict]:
 
 
 def _read_run(room: str, first: int, last: int) -> list[dict]:
-    return _contiguous(_find_by_ids([message_id(room, seq) for seq in range(first, last + 1)]), first)
+    ids = [message_id(room, seq) for seq in range(first, last + 1)]
+    found = _find_by_ids(ids)
+    run = _contiguous(found, first)
+    if len(run) < len(found):
+        # A seq is missing below one that is stored: its poster is still storing it, or
+        # died after its seq was handed out. Its message is in the room's log; store it.
+        if _store_from_log(room, first + len(run), last):
+            run = _contiguous(_find_by_ids(ids), first)
+    return run
 
 
 def read_newest(room: dict, limit: int) -> list[dict]:
-    """The newest `limit` messages, ascending. One query reads the `last_seq` hint's last
-    `limit` messages and a few after it, so a hint that lags a little costs nothing more."""
-    name, hint = room["_id"], room.get("last_seq", 0)
-    first = max(1, hint - limit + 1)
-    run = _read_run(name, first, hint + LOOKAHEAD)
-    if run and seq_of(run[-1]) == hint + LOOKAHEAD:
-        newest = newest_seq(name, known=hint + LOOKAHEAD)
+    """The newest `limit` messages, ascending. One query reads the top's last `limit`
+    messages and a few after it, so the lagging hint of a room of the earlier layout costs
+    nothing more."""
+    name, top = room["_id"], _top(room)
+    first = max(1, top - limit + 1)
+    run = _read_run(name, first, top + LOOKAHEAD)
+    if run and seq_of(run[-1]) == top + LOOKAHEAD:
+        newest = newest_seq(name, known=top + LOOKAHEAD)
         run = read_after(name, max(0, newest - limit), limit)
     return run[-limit:]
 
@@ -232,40 +276,42 @@ class Posted:
 class _Claim:
     """The right to store one message under an Idempotency-Key, held by one request.
 
-    The claim is one document whose `_id` names (room, author, key); it lists every seq
-    its owner tried, and the message stored carries the claim and owner, so a repeat
-    finds the message with lookups by `_id` alone."""
+    The claim is one document whose `_id` names (room, author, key); it learns its seq
+    before the message is stored, and the message (and its log entry) carries the claim
+    and owner, so a repeat finds the message with lookups by `_id` alone."""
 
     def __init__(self, room: str, author: str, key: str):
         self.id = f"{room}/{author}/{key}"
         self.owner = uuid.uuid4().hex
         self.room = room
 
-    def try_take(self, seq: int) -> bool:
-        """Insert the claim, with `seq` as its first attempt; False when the key is claimed."""
+    def try_take(self) -> bool:
+        """Insert the claim; False when the key is claimed."""
         try:
             database.db().idempotency_keys.insert_one(
-                {"_id": self.id, "owner": self.owner, "seqs": [seq], "created_at": utcnow()}
+                {"_id": self.id, "owner": self.owner, "seqs": [], "created_at": utcnow()}
             )
         except DuplicateKeyError:
             return False
         return True
 
-    def record_attempt(self, seq: int) -> None:
-        # Only the owner writes to its claim, so this update needs no atomicity.
-        database.db().idempotency_keys.update_one({"_id": self.id, "owner": self.owner}, {"$push": {"seqs": seq}})
-
     def release(self) -> None:
         database.db().idempotency_keys.delete_one({"_id": self.id, "owner": self.owner})
 
     def stored_message(self, existing: dict) -> dict | None:
-        """The message the owner of the claim `existing` stored, if it stored one."""
-        # A claim of the earlier layout holds its first seq in `seq`.
-        seqs = existing.get("seqs") or [existing.get("seq", 0)]
+        """The message the owner of the claim `existing` stored or had a seq for, if any."""
+        # A claim of the earlier layouts holds the seqs it tried, or its one seq in `seq`.
+        seqs = existing.get("seqs") or ([existing["seq"]] if "seq" in existing else [])
         ids = [message_id(self.room, seq) for seq in sorted(set(seqs))]
         for message in sorted(_find_by_ids(ids), key=seq_of):
             if message.get("idem") == self.id and message.get("owner") == existing["owner"]:
                 return message
+        # Its seq was handed out, but neither it nor a reader has stored the message yet.
+        room = database.db().rooms.find_one({"_id": self.room}, {"log_base": 1, "log": 1}) or {}
+        for offset, raw in enumerate(room.get("log", [])):
+            entry = _decode(raw)
+            if entry.get("idem") == self.id and entry["owner"] == existing["owner"]:
+                return _store_entry(self.room, room["log_base"] + offset, entry)
         return None
 
 
@@ -317,51 +363,154 @@ def _forget_old_room_creations() -> None:
 forget_old_room_creations = Every(3600, _forget_old_room_creations)
 
 
+def _room_exists(name: str) -> bool:
+    if name in _known_rooms:
+        return True
+    if find_room(name) is None:
+        return False
+    if len(_known_rooms) >= KNOWN_ROOMS_KEPT:
+        _known_rooms.clear()
+    _known_rooms.add(name)
+    return True
+
+
 def post_message(name: str, author: str, text: str, idempotency_key: str | None) -> Posted | None:
     """Store a message in the room `name` (None when there is no such room)."""
+    if not _room_exists(name):
+        return None
     forget_old_claims()
+    started = time.monotonic()
     claim = _Claim(name, author, idempotency_key) if idempotency_key else None
     for _ in range(3):
-        # The room's hint is read under the lock: threads of this process that queued
-        # behind each other would otherwise all start from the same stale seq.
-        with _room_locks[name]:
-            room = find_room(name)
-            if room is None:
-                return None
-            seq = room.get("last_seq", 0) + 1
-            if claim is None or claim.try_take(seq):
-                return _store(name, author, text, seq, claim)
-        # The key is claimed already; waiting for its owner must not hold the room's lock.
+        if claim is None or claim.try_take():
+            return _allocate_and_store(name, author, text, claim, started)
+        # The key is claimed already: answer with its message, or claim again.
         earlier = _resolve_existing_claim(claim)
         if earlier is not None:
             return Posted(earlier, created=False)
     raise unavailable("The Idempotency-Key is contended; try again.")
 
 
-def _store(name: str, author: str, text: str, seq: int, claim: _Claim | None) -> Posted:
-    """Insert the message at `seq` or, when other servers took it, the next free seq."""
-    started = time.monotonic()
-    for attempt in range(MAX_INSERT_ATTEMPTS):
-        if time.monotonic() - started > STORE_DEADLINE_SECONDS:
-            break
-        if attempt:
-            # seq collided, so seq is stored: one read finds the newest to try after it,
-            # where stepping by one would collide again whenever two servers leapfrog.
-            seq = newest_seq(name, known=seq) + 1
-            if claim is not None:
-                claim.record_attempt(seq)
-        message = {"_id": message_id(name, seq), "author": author, "text": text, "created_at": utcnow()}
-        if claim is not None:
-            message.update(idem=claim.id, owner=claim.owner)
-        try:
-            _messages().insert_one(message)
-        except DuplicateKeyError:
-            continue
-        database.db().rooms.update_one({"_id": name, "last_seq": {"$lt": seq}}, {"$set": {"last_seq": seq}})
-        return Posted(message, created=True)
+def _allocate_and_store(name: str, author: str, text: str, claim: _Claim | None, started: float) -> Posted | None:
+    entry = {
+        "author": author,
+        "text": text,
+        "created_at": utcnow(),
+        "owner": claim.owner if claim else uuid.uuid4().hex,
+    }
     if claim is not None:
-        claim.release()  # nothing was stored under it, so a retry may go ahead at once
+        entry["idem"] = claim.id
+    rooms = database.db().rooms
+    for _ in range(3):
+        if time.monotonic() - started > STORE_DEADLINE_SECONDS:
+            break  # before a seq is handed out: after that, the message is as good as stored
+        # One atomic update hands out the seq and keeps the message with it. (It answers
+        # with the whole room, log and all: FerretDB has no projection for findAndModify.)
+        allocated = rooms.find_one_and_update(
+            {"_id": name, "allocated": {"$exists": True}},
+            {"$inc": {"allocated": 1}, "$push": {"log": _encode(entry)}},
+            return_document=ReturnDocument.AFTER,
+        )
+        if allocated is not None:
+            seq = allocated["allocated"]
+            message = _store_entry(name, seq, entry)
+            if message.get("owner") != entry["owner"]:
+                # Only a writer that bypasses the allocator (a server of the earlier layout
+                # during an upgrade) can have stored this seq; never answer with its message.
+                raise unavailable("The room's numbering is being upgraded; try again.")
+            if seq % SWEEP_EVERY == 0:
+                _sweep_log(name)
+            return Posted(message, created=True)
+        if not _adopt_allocator(name):
+            _known_rooms.discard(name)  # emptied by a test harness's reset; rooms are never deleted
+            if claim is not None:
+                claim.release()
+            return None
+    if claim is not None:
+        claim.release()  # no seq was handed out under it, so a retry may go ahead at once
     raise unavailable("The room is too busy right now; try again.")
+
+
+def _store_entry(name: str, seq: int, entry: dict) -> dict:
+    """Store the log entry at `seq`, by its poster or by anybody who finds it missing, and
+    answer with the message stored there. Its claim learns the seq first, so a stored
+    message's claim always names it. Storing twice is harmless: every copy of a seq's
+    message is the same document."""
+    if "idem" in entry:
+        database.db().idempotency_keys.update_one(
+            {"_id": entry["idem"], "owner": entry["owner"]}, {"$set": {"seqs": [seq]}}
+        )
+    message = {"_id": message_id(name, seq), **entry}
+    try:
+        _messages().insert_one(message)
+    except DuplicateKeyError:
+        # Stored already, by a reader or a sweep that found it missing first: the stored
+        # copy is the answer (and only a seq stored outside the allocator differs).
+        return _messages().find_one({"_id": message["_id"]}) or message
+    return message
+
+
+def _store_from_log(name: str, first: int, last: int) -> bool:
+    """Store the messages of seqs first..last that are still only in the room's log;
+    False when none of them is there (handed out, but not yet written to the room)."""
+    room = database.db().rooms.find_one({"_id": name}, {"log_base": 1, "log": 1})
+    if room is None or "log_base" not in room:
+        return False
+    base, log = room["log_base"], room["log"]
+    first, last = max(first, base), min(last, base + len(log) - 1)
+    if first > last:
+        return False
+    _store_missing(name, first, [_decode(raw) for raw in log[first - base : last - base + 1]])
+    return True
+
+
+def _store_missing(name: str, first: int, entries: list[dict]) -> None:
+    """Store each of `entries` (the log entries of seqs first, first+1, ...) not stored yet."""
+    ids = [message_id(name, first + offset) for offset in range(len(entries))]
+    stored = {message["_id"] for message in _find_by_ids(ids, {"_id": 1})}
+    for offset, entry in enumerate(entries):
+        if ids[offset] not in stored:
+            _store_entry(name, first + offset, entry)
+
+
+def _sweep_log(name: str) -> None:
+    """Move the log's older entries out of the room document once their messages are
+    stored (storing any that are not). Only entries whose message is stored ever leave the
+    log; a sweep that races another finds `log_base` moved and changes nothing."""
+    rooms = database.db().rooms
+    room = rooms.find_one({"_id": name}, {"log_base": 1, "log": 1})
+    if room is None:
+        return
+    base, log = room["log_base"], room["log"]
+    done = len(log) - SWEEP_EVERY
+    if done <= 0:
+        return
+    _store_missing(name, base, [_decode(raw) for raw in log[:done]])
+    rooms.update_one({"_id": name, "log_base": base}, {"$pullAll": {"log": log[:done]}, "$inc": {"log_base": done}})
+
+
+def _encode(entry: dict) -> str:
+    return json.dumps({**entry, "created_at": entry["created_at"].isoformat()}, ensure_ascii=False)
+
+
+def _decode(raw: str) -> dict:
+    entry = json.loads(raw)
+    return {**entry, "created_at": datetime.fromisoformat(entry["created_at"])}
+
+
+def _adopt_allocator(name: str) -> bool:
+    """Give a room of the earlier layout (a `last_seq` hint, no allocator) its allocator,
+    starting after its newest stored message; False when there is no such room."""
+    room = find_room(name)
+    if room is None:
+        return False
+    if "allocated" not in room:
+        newest = newest_seq(name, known=room.get("last_seq", 0))
+        database.db().rooms.update_one(
+            {"_id": name, "allocated": {"$exists": False}},
+            {"$set": {"allocated": newest, "log_base": newest + 1, "log": []}, "$unset": {"last_seq": ""}},
+        )
+    return True
 
 
 def message_view(message: dict, room: str) -> dict:

@@ -5,11 +5,14 @@ or on the MongoDB that --mongo-uri names, measures pairs of endpoints alternatel
 A, B ...) so machine noise hits both alike, and reports requests per second, their ratios,
 the CPU each request cost the service and the database, and each process's resident memory.
 
-Two modes:
+Three modes:
 - `ratios` (default): each request against `/health` of the same service, the token cache
   on against off, and HAProxy against direct.
 - `data-size`: the same requests against an empty database and against one seeded with a
   long history, many live tokens and many rooms, side by side.
+- `post`: a post, with and without an Idempotency-Key (the load plan always sends one),
+  against `/health` of the same chat server. With `--profile`, one more keyed run is
+  recorded by py-spy (the chat worker, a flame graph) and by FerretDB's own pprof.
 """
 
 from __future__ import annotations
@@ -44,6 +47,17 @@ PASSWORD = "benchmark-pass"
 POST_SCRIPT = (
     'wrk.method = "POST"\nwrk.body = \'{"text": "benchmark message of some length"}\'\n'
     'wrk.headers["Content-Type"] = "application/json"\n'
+)
+# Every request its own Idempotency-Key: the wrk thread's number, the start time, a count.
+KEYED_POST_SCRIPT = POST_SCRIPT + (
+    "local threads = 0\n"
+    'function setup(thread) threads = threads + 1; thread:set("number", threads) end\n'
+    "local sent = 0\n"
+    "function request()\n"
+    "  sent = sent + 1\n"
+    '  wrk.headers["Idempotency-Key"] = "bench-" .. number .. "-" .. os.time() .. "-" .. sent\n'
+    "  return wrk.format()\n"
+    "end\n"
 )
 
 
@@ -272,7 +286,10 @@ def seed(database_uri: str, room: str, messages: int, tokens: int, rooms: int) -
             collection.insert_many(batch, ordered=False)
 
     started = time.monotonic()
-    first = db.rooms.find_one({"_id": room})["last_seq"] + 1
+    # Seeded before any post, so the room's log is empty and its allocator may simply
+    # move past the seeded history.
+    seeded = db.rooms.find_one({"_id": room})
+    first = seeded.get("allocated", seeded.get("last_seq", 0)) + 1
     insert(
         db.messages,
         (
@@ -280,7 +297,8 @@ def seed(database_uri: str, room: str, messages: int, tokens: int, rooms: int) -
             for seq in range(first, first + messages)
         ),
     )
-    db.rooms.update_one({"_id": room}, {"$set": {"last_seq": first + messages - 1}})
+    last = first + messages - 1
+    db.rooms.update_one({"_id": room}, {"$set": {"allocated": last, "log_base": last + 1, "log": []}})
     took["messages"] = time.monotonic() - started
     started = time.monotonic()
     insert(
@@ -342,15 +360,69 @@ def with_database_name(uri: str, name: str) -> str:
     return f"{scheme}://{hosts}/{name}" + (f"?{query}" if query else "")
 
 
-def write_post_script(group: harness.ProcessGroup) -> str:
+def write_post_script(group: harness.ProcessGroup, script: str = POST_SCRIPT) -> str:
     path = Path(tempfile.mkstemp(suffix=".lua", dir=group.dir)[1])
-    path.write_text(POST_SCRIPT)
+    path.write_text(script)
     return str(path)
+
+
+def run_post(args, group: harness.ProcessGroup, database_uri: str, database_pids: list[int]) -> dict:
+    """A post against /health of one chat server (one gevent worker, as under a CPU cap),
+    with and without an Idempotency-Key, side by side."""
+    stack = start_stack(group, database_uri, GUNICORN_WORKERS="1")
+    messages = f"{stack.chat.url}/rooms/{stack.room}/messages"
+    chat = stack.pids(stack.chat)
+    keyed = Target(messages, stack.auth, chat, write_post_script(group, KEYED_POST_SCRIPT))
+    pairs = {
+        "chat /health": Target(f"{stack.chat.url}/health", {}, chat),
+        "chat POST message": Target(messages, stack.auth, chat, write_post_script(group)),
+        "chat POST message, Idempotency-Key": keyed,
+    }
+    common = dict(rounds=args.rounds, seconds=args.seconds, connections=args.connections, database_pids=database_pids)
+    results = side_by_side(pairs, **common)
+    health = results["chat /health"]
+    ratios = {
+        f"{name}: chat CPU ÷ /health's": (results[name].service_ms / health.service_ms, 3.0)
+        for name in pairs
+        if name != "chat /health"
+    }
+    if args.profile:
+        profile(args, keyed, database_pids)
+    memory = {f"chat@{stack.chat.port}": rss_mb(stack.chat.process.popen.pid)}
+    return {"results": results, "ratios": ratios, "memory": memory}
+
+
+def profile(args, target: Target, database_pids: list[int]) -> None:
+    """One more run of `target` while py-spy samples the chat worker (flame graph, SVG) and
+    FerretDB's pprof samples the database (profile and its top functions)."""
+    args.profile.mkdir(parents=True, exist_ok=True)
+    worker = psutil.Process(target.service_pids[0]).children()[0].pid
+    seconds = args.seconds * 2
+    spy = subprocess.Popen(
+        [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(worker), "--duration", str(seconds)]
+        + ["--rate", "200", "--format", "flamegraph", "--output", str(args.profile / "chat-post.svg"), "--nonblocking"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    pprof = subprocess.Popen(
+        ["curl", "-sf", "-o", str(args.profile / "ferretdb-post.pprof")]
+        + [f"http://127.0.0.1:{args.ferretdb_debug_port}/debug/pprof/profile?seconds={seconds}"]
+    )
+    wrk(target, seconds, args.connections, database_pids)
+    spy.wait(timeout=60)
+    pprof.wait(timeout=60)
+    top = subprocess.run(
+        ["go", "tool", "pprof", "-top", "-nodecount=40", str(args.profile / "ferretdb-post.pprof")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    (args.profile / "ferretdb-post-top.txt").write_text(top.stdout)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mode", choices=("ratios", "data-size"), default="ratios")
+    parser.add_argument("--mode", choices=("ratios", "data-size", "post"), default="ratios")
     parser.add_argument("--seconds", type=int, default=5, help="length of one wrk run")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per comparison")
     parser.add_argument("--connections", type=int, default=16)
@@ -359,6 +431,7 @@ def main() -> int:
     parser.add_argument("--seed-tokens", type=int, default=100_000, help="data-size: live tokens")
     parser.add_argument("--seed-rooms", type=int, default=10_000, help="data-size: rooms")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--profile", type=Path, default=None, help="post: write the profiles into this directory")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         print("wrk is not installed (scripts/setup.sh installs it)", file=sys.stderr)
@@ -370,10 +443,11 @@ def main() -> int:
         if args.mongo_uri:
             database_uri, database_pids, database_name = args.mongo_uri, [], f"MongoDB at {args.mongo_uri}"
         else:
-            database = harness.start_ferretdb(group)
+            args.ferretdb_debug_port = harness.free_port()
+            database = harness.start_ferretdb(group, debug_port=args.ferretdb_debug_port)
             database_uri, database_pids = database.uri, [database.process.popen.pid]
             database_name = "FerretDB on SQLite, patched (scripts/ferretdb.patch)"
-        run = run_ratios if args.mode == "ratios" else run_data_size
+        run = {"ratios": run_ratios, "data-size": run_data_size, "post": run_post}[args.mode]
         outcome = run(args, group, database_uri, database_pids)
     finally:
         group.close()
@@ -399,6 +473,8 @@ def main() -> int:
 
 def command_line(args) -> str:
     text = f"scripts/bench.sh --mode {args.mode} --seconds {args.seconds} --rounds {args.rounds}"
+    if args.profile:
+        text += f" --profile {args.profile}"
     if args.mode == "data-size":
         text += f" --seed-messages {args.seed_messages} --seed-tokens {args.seed_tokens} --seed-rooms {args.seed_rooms}"
     return text
@@ -409,7 +485,7 @@ def render(args, database_name: str, outcome: dict) -> str:
         f"# Service benchmarks, {args.mode} ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC)",
         "",
         f"Command: `{command_line(args)}`; wrk -t2 -c{args.connections}, median of {args.rounds} alternating "
-        f"rounds of {args.seconds} s; {os.cpu_count()} cores; each service 1 gunicorn worker with 8 threads; "
+        f"rounds of {args.seconds} s; {os.cpu_count()} cores; each service 1 gunicorn worker (login: gthread, 8 threads; chat: gevent); "
         f"database: {database_name}. CPU is user + system time of the answering service (all its processes) "
         "and of the database server over the run, divided by the requests wrk completed.",
         "",
@@ -429,7 +505,8 @@ def render(args, database_name: str, outcome: dict) -> str:
     ]
     lines += ["", "| ratio (same run) | value | goal |", "|---|---|---|"]
     for name, (value, goal) in outcome["ratios"].items():
-        bound = "" if goal is None else (f"≤ {goal}" if "seeded ÷ empty" in name else f"≥ {goal}")
+        at_most = "seeded ÷ empty" in name or "CPU ÷" in name
+        bound = "" if goal is None else (f"≤ {goal}" if at_most else f"≥ {goal}")
         lines.append(f"| {name} | {value:.2f} | {bound} |")
     lines += ["", "| process | resident memory (largest process) |", "|---|---|"]
     lines += [f"| {name} | {size:.0f} MB |" for name, size in outcome["memory"].items()]
