@@ -10,9 +10,11 @@ in X-Forwarded-For, which they trust only from HAProxy's own source address, 127
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import socket
+import stat
 import statistics
 import subprocess
 import threading
@@ -22,6 +24,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import psutil
+import pymongo
 import pytest
 import requests
 from requests.adapters import HTTPAdapter
@@ -825,3 +828,21 @@ def test_answers_through_haproxy_do_not_name_the_server_software(stack, user):
     for url in (f"{stack.login_url}/health", f"{stack.profile_url}/health", f"{stack.chat_url}/rooms"):
         answer = requests.get(url, headers=user.auth, timeout=10)
         assert answer.ok and "Server" not in answer.headers, (url, answer.headers.get("Server"))
+
+
+def test_the_database_files_of_the_scripts_are_for_their_owner_only(tmp_path):
+    port = harness.free_port()
+    env = {**os.environ, "CHATSYS_VAR": str(tmp_path / "var"), "MONGO_PORT": str(port)}
+    script = str(harness.ROOT / "scripts/ferretdb.sh")
+    subprocess.run([script, "start"], env=env, check=True, capture_output=True, timeout=120)
+    try:
+        with pymongo.MongoClient(f"mongodb://127.0.0.1:{port}/", serverSelectionTimeoutMS=10000) as client:
+            client.chatsys.probe.insert_one({"written": True})
+        data = tmp_path / "var/ferretdb"
+        assert stat.S_IMODE(data.stat().st_mode) == 0o700
+        files = [path for path in data.rglob("*") if path.is_file()]
+        assert files and all(stat.S_IMODE(path.stat().st_mode) & 0o077 == 0 for path in files), [
+            (path.name, oct(path.stat().st_mode)) for path in files
+        ]
+    finally:
+        subprocess.run([script, "stop"], env=env, capture_output=True, timeout=60)
