@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import re
 import select
 import socket
+from contextlib import nullcontext
 from datetime import timedelta
 from typing import Annotated
 
@@ -87,8 +89,15 @@ def list_rooms():
 @require_user
 def create_room():
     name = parse_body(NewRoom).name
-    _refuse_if_too_many_rooms(current_app.config["SETTINGS"])
-    room = store.create_room(name, g.username)
+    settings = current_app.config["SETTINGS"]
+    _refuse_if_too_many_rooms(settings)
+    window = settings.room_window_seconds
+    try:
+        room = store.create_room(
+            name, g.username, max(0, settings.rooms_per_user), utcnow() - timedelta(seconds=window)
+        )
+    except store.TooManyRooms:
+        raise _too_many_rooms_per_user(settings) from None
     if room is None:
         raise Problem(409, "Conflict", f"A room named {name!r} exists already.", kind="room-exists")
     response = jsonify(_room_view(room))
@@ -97,21 +106,27 @@ def create_room():
     return response
 
 
+def _too_many_rooms_per_user(settings) -> Problem:
+    window = settings.room_window_seconds
+    return Problem(
+        429,
+        "Too Many Requests",
+        f"You may create {settings.rooms_per_user} rooms per {window} s; wait before creating another.",
+        headers={"Retry-After": str(window)},
+    )
+
+
 def _refuse_if_too_many_rooms(settings) -> None:
     """Rooms cannot be deleted, so their number is bounded: per user per window
-    (ROOMS_PER_USER per ROOM_WINDOW_SECONDS) and in all (MAX_ROOMS). Requests racing each
-    other can pass a limit by as many as run at once."""
+    (ROOMS_PER_USER per ROOM_WINDOW_SECONDS; store.create_room holds it exactly, however
+    many requests race) and in all (MAX_ROOMS, which racing requests can pass by as many
+    as run at once)."""
     window = settings.room_window_seconds
     if (
         settings.rooms_per_user > 0
         and store.rooms_created_since(g.username, utcnow() - timedelta(seconds=window)) >= settings.rooms_per_user
     ):
-        raise Problem(
-            429,
-            "Too Many Requests",
-            f"You may create {settings.rooms_per_user} rooms per {window} s; wait before creating another.",
-            headers={"Retry-After": str(window)},
-        )
+        raise _too_many_rooms_per_user(settings)
     if settings.max_rooms > 0 and store.room_count() >= settings.max_rooms:
         raise Problem(
             429,
@@ -145,20 +160,46 @@ def read_messages(room: str):
     if after is None:
         if "wait" in request.args:
             raise bad_request("Query parameter 'wait' needs 'after': a wait is for messages after a seq.")
-        messages = store.read_newest(_existing_room(room), limit)
+        messages = _within_page_bytes(store.read_newest(_existing_room(room), limit), newest=True)
     elif wait and live.is_watched(room):
         # The room's watcher read the database a moment ago: wait on it without a read.
         messages = live.wait_for_messages(room, after, limit, wait, _client_gone)
     else:
-        messages = store.read_after(room, after, limit) if re.fullmatch(_ROOM_NAME, room) else []
+        # A long poll that finds messages at once does a plain read's work, so it takes a
+        # plain read's turn (live.immediate_read), though HAProxy sent it past their queue.
+        with live.immediate_read() if wait else nullcontext():
+            messages = store.read_after(room, after, limit) if re.fullmatch(_ROOM_NAME, room) else []
         if not messages:
             existing = _existing_room(room)  # an empty page needs the room to exist; a full one proves it
             if wait:
                 messages = live.wait_for_messages(
                     room, after, limit, wait, _client_gone, known=store.stored_through(existing)
                 )
+    messages = _within_page_bytes(messages)
     next_after = store.seq_of(messages[-1]) if messages else (after or 0)
     return jsonify(room=room, messages=[_message_view(m, room) for m in messages], next_after=next_after)
+
+
+# The JSON one page of messages carries, about: a page ends before the message that would
+# pass this (a message of 2,000 emoji is 24 KB as JSON escapes, so 200 of them would be
+# 4.8 MB). `next_after` then says where to go on; a page keeps at least one message.
+MAX_PAGE_BYTES = 256 * 1024
+_MESSAGE_OVERHEAD = 160  # the fields around the text: room, seq, author, created_at
+
+
+def _within_page_bytes(messages: list[dict], newest: bool = False) -> list[dict]:
+    """The longest run of `messages` within MAX_PAGE_BYTES: from the oldest, or with
+    `newest` (a room's newest page) from the newest."""
+    ordered = list(reversed(messages)) if newest else messages
+    total, kept = 0, 0
+    for message in ordered:
+        total += len(json.dumps(message["text"])) + len(message["_id"]) + _MESSAGE_OVERHEAD
+        if kept and total > MAX_PAGE_BYTES:
+            break
+        kept += 1
+    if kept == len(messages):
+        return messages
+    return messages[len(messages) - kept :] if newest else messages[:kept]
 
 
 def _client_gone() -> bool:

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from flask import Flask, current_app
 
@@ -22,6 +23,15 @@ from service_kit.problems import unavailable
 
 # How many messages one poll reads at most; a longer burst is read by the requests.
 POLL_PAGE = 200
+
+# Long polls that find messages at once, and so do a plain read's work at once: at most
+# this many per process. HAProxy routes every long poll past the plain reads' queue
+# (chat_waits, not chat_servers, in conf/haproxy/haproxy.cfg), whose maxconn bounds those
+# to 8 per server; this is the same bound for the reads that come in as long polls.
+IMMEDIATE_READS = 8
+# How long such a read waits for its turn before a 503, as HAProxy's queue timeout.
+IMMEDIATE_READ_QUEUE_SECONDS = 5
+_immediate_reads = threading.BoundedSemaphore(IMMEDIATE_READS)
 
 _watchers: dict[str, RoomWatcher] = {}
 _watchers_lock = threading.Lock()
@@ -97,7 +107,19 @@ class RoomWatcher:
             page = self.page
         if page and store.seq_of(page[0]) <= after + 1 <= store.seq_of(page[-1]):
             return page[after + 1 - store.seq_of(page[0]) :][:limit]
-        return store.read_after(self.room, after, limit)
+        with immediate_read():
+            return store.read_after(self.room, after, limit)
+
+
+@contextmanager
+def immediate_read() -> Iterator[None]:
+    """A turn among the IMMEDIATE_READS of this process, or 503 when none comes in time."""
+    if not _immediate_reads.acquire(timeout=IMMEDIATE_READ_QUEUE_SECONDS):
+        raise unavailable("Too many reads at once; try again shortly.")
+    try:
+        yield
+    finally:
+        _immediate_reads.release()
 
 
 def is_watched(room: str) -> bool:

@@ -119,12 +119,23 @@ def find_room(name: str) -> dict | None:
     return room
 
 
-def create_room(name: str, creator: str | None = None) -> dict | None:
-    """The new room, or None when it exists already."""
+class TooManyRooms(Exception):
+    """The creator has created their limit of rooms in the window already."""
+
+
+def create_room(name: str, creator: str | None = None, limit: int = 0, since=None) -> dict | None:
+    """The new room, or None when it exists already. With a `limit`, raises TooManyRooms
+    when `creator` has `limit` creations since `since` already. The creation is recorded
+    before the count, which counts it too: however many run at once, the last of those
+    that pass counts all the others, so none passes the limit (racing ones may all be
+    refused, never all let through)."""
     room = {"_id": name, "created_at": utcnow(), "allocated": 0, "log_base": 1, "log": []}
     if creator is not None:
         room["created_by"] = creator
-        database.db().room_creations.insert_one({"creator": creator, "at": room["created_at"]})
+        claim = database.db().room_creations.insert_one({"creator": creator, "at": room["created_at"]})
+        if limit > 0 and rooms_created_since(creator, since) > limit:
+            database.db().room_creations.delete_one({"_id": claim.inserted_id})
+            raise TooManyRooms
     try:
         database.db().rooms.insert_one(room)
     except DuplicateKeyError:

@@ -143,6 +143,9 @@ def register():
         "username": credentials.username,
         "password_hash": hash_password(credentials.password, settings.scrypt_n),
         "created_at": utcnow(),
+        # The address a user registered from is one they log in from: guesses from
+        # elsewhere never lock them out of it, even before their first login.
+        "login_addresses": [request.remote_addr],
     }
     try:
         database.db().users.insert_one(record)
@@ -184,7 +187,7 @@ def _record_attempt_or_refuse(username: str, user: dict | None, settings) -> Non
     window = timedelta(seconds=settings.login_failure_window_seconds)
     now = utcnow()
     address = request.remote_addr
-    failures.insert_one({"username": username, "address": address, "at": now})
+    attempt = failures.insert_one({"username": username, "address": address, "at": now})
     limits = [
         (
             {"username": username, "address": address},
@@ -208,6 +211,9 @@ def _record_attempt_or_refuse(username: str, user: dict | None, settings) -> Non
     for query, limit, detail in limits:
         retry_after = _seconds_until_within(failures, query, limit, window, now)
         if retry_after is not None:
+            # A refused attempt reached no password check, so it is not a failure: an
+            # attacker who keeps knocking does not keep the lock on (contract v1.1).
+            failures.delete_one({"_id": attempt.inserted_id})
             raise Problem(429, "Too Many Requests", detail, headers={"Retry-After": str(retry_after)})
 
 

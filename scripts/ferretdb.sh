@@ -38,6 +38,10 @@ start() {
     fi
     build
     mkdir -p "$data_dir/data" "$data_dir/state" "$(dirname "$pid_file")" "$(dirname "$log_file")"
+    # The database holds password hashes, tokens' digests and every message: its files are
+    # for this user alone (the folder, and the files FerretDB creates, under umask 077).
+    chmod 700 "$data_dir"
+    umask 077
     if (exec 3<>"/dev/tcp/127.0.0.1/$MONGO_PORT") 2>/dev/null; then
         die "port $MONGO_PORT is taken by another process; set MONGO_PORT or MONGO_URI"
     fi

@@ -25,6 +25,13 @@ CHAT_PORTS=${CHAT_PORTS:-"4000 4001 4002"}
 BIND_HOST=${BIND_HOST:-127.0.0.1}
 PUBLIC_HOST=${PUBLIC_HOST:-127.0.0.1}
 
+# The battle profile (docs/load-testing.md): CHATSYS_PROFILE=battle. HAProxy reads it itself
+# (conf/haproxy/haproxy.cfg: per-address and per-token rates 10x and more); here the login
+# service's registrations per address, one per virtual user, go from 600 to 6000 per 10 min.
+if [[ ${CHATSYS_PROFILE:-} == battle ]]; then
+    export REGISTRATIONS_PER_ADDRESS=${REGISTRATIONS_PER_ADDRESS:-6000}
+fi
+
 log() { printf '%s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 

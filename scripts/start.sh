@@ -73,8 +73,10 @@ else
     export LOGIN_SERVER=127.0.0.1:$LOGIN_SERVICE_PORT PROFILE_SERVER=127.0.0.1:$PROFILE_SERVICE_PORT
     for i in 1 2 3; do export "CHAT_SERVER_$i=127.0.0.1:${all_chat_ports[i-1]:-4000}"; done
     haproxy -c -q -f "$HAPROXY_CFG"
-    haproxy -D -f "$HAPROXY_CFG" -p "$haproxy_pid" >>"$CHATSYS_VAR/log/haproxy.log" 2>&1 ||
-        die "HAProxy did not start; see $CHATSYS_VAR/log/haproxy.log"
+    # In the background but not daemonised (-D would close its stdout): the request log
+    # (one line per request, see the config's log-format) goes to haproxy.log.
+    nohup haproxy -db -f "$HAPROXY_CFG" </dev/null >>"$CHATSYS_VAR/log/haproxy.log" 2>&1 &
+    echo $! >"$haproxy_pid"
     for port in "$HAPROXY_PORT" "$LOGIN_PORT" "$PROFILE_PORT"; do
         wait_for_port 127.0.0.1 "$port" 10 || die "HAProxy did not start; see $CHATSYS_VAR/log/haproxy.log"
     done

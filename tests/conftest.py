@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from loadtest import harness
-from tests import vm
+from tests import contract, vm
 
 REMOTE = {
     "login": os.environ.get("CHATSYS_LOGIN_URL", "").rstrip("/"),
@@ -34,8 +34,16 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "vm: boots a Debian virtual machine under QEMU (make vm-test runs these alone)")
 
 
+def pytest_sessionstart(session):
+    if CONFORMANCE:
+        contract.honour_retry_after()
+
+
 def pytest_terminal_summary(terminalreporter, config):
-    """The boot test's figures (tests/test_vm_boot.py): accelerator and boot-to-ready times."""
+    """The boot test's figures (tests/test_vm_boot.py): accelerator and boot-to-ready times;
+    in conformance mode, the target's rate limits: what was waited out, what stopped a test."""
+    if CONFORMANCE:
+        _report_rate_limits(terminalreporter)
     reports = [lines for lines in config.stash.get(vm.REPORT, []) if lines]
     if reports:
         terminalreporter.section("VM boot test")
@@ -58,6 +66,23 @@ def pytest_collection_modifyitems(config, items):
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = kept
+
+
+def _report_rate_limits(terminalreporter) -> None:
+    stopped = [report.nodeid for report in terminalreporter.stats.get("failed", []) if "429" in str(report.longrepr)]
+    stopped += [report.nodeid for report in terminalreporter.stats.get("error", []) if "429" in str(report.longrepr)]
+    if not contract.rate_limited and not stopped:
+        return
+    terminalreporter.section("the target's rate limits")
+    if contract.rate_limited:
+        terminalreporter.write_line(
+            f"{len(contract.rate_limited)} requests were refused with 429 and sent again after their Retry-After "
+            f"(at most {contract.RATE_LIMIT_WAIT_SECONDS} s), e.g. {contract.rate_limited[0]}"
+        )
+    for nodeid in stopped:
+        terminalreporter.write_line(
+            f"{nodeid}: stopped by a 429 of the target (a limit with a longer Retry-After, or one that never passed)"
+        )
 
 
 def _needs_local_processes(item) -> bool:

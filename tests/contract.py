@@ -1,8 +1,10 @@
-"""Assertions every contract test shares: problem+json shape, X-Instance, 401 shape."""
+"""Assertions every contract test shares: problem+json shape, X-Instance, 401 shape; and,
+in conformance mode, how the tests honour the target's rate limits."""
 
 from __future__ import annotations
 
 import re
+import time
 
 import requests
 
@@ -47,3 +49,46 @@ BAD_AUTHORIZATION_HEADERS = [
     "Bearer a b",
     "Bearer\tabc",
 ]
+
+
+# --- conformance mode: the target's rate limits ----------------------------------------
+
+# A 429 whose Retry-After is at most this many seconds is a rate that passes soon (such as
+# HAProxy's logins per address per 10 s, or posts per token): the request is sent again
+# once the wait is over, as the contract asks of clients. A longer one (a login lock of
+# five minutes) is an answer for the test to judge.
+RATE_LIMIT_WAIT_SECONDS = 15
+RATE_LIMIT_RETRIES = 8
+# Every 429 waited out, as "METHOD URL (Retry-After N s)", for the run's summary.
+rate_limited: list[str] = []
+
+
+def _short_retry_after(response: requests.Response) -> int | None:
+    if response.status_code != 429:
+        return None
+    try:
+        seconds = int(response.headers.get("Retry-After", ""))
+    except ValueError:
+        return None
+    return seconds if 0 <= seconds <= RATE_LIMIT_WAIT_SECONDS else None
+
+
+def honour_retry_after() -> None:
+    """Every requests session (requests.get and the like too) waits out short 429s."""
+    send = requests.Session.send
+    if getattr(send, "honours_retry_after", False):
+        return
+
+    def send_honouring_retry_after(self, request, **kwargs):
+        for _ in range(RATE_LIMIT_RETRIES):
+            response = send(self, request, **kwargs)
+            seconds = _short_retry_after(response)
+            if seconds is None:
+                return response
+            rate_limited.append(f"{request.method} {request.url} (Retry-After {seconds} s)")
+            response.close()
+            time.sleep(max(seconds, 1))
+        return send(self, request, **kwargs)
+
+    send_honouring_retry_after.honours_retry_after = True  # type: ignore[attr-defined]
+    requests.Session.send = send_honouring_retry_after  # type: ignore[method-assign]

@@ -366,7 +366,7 @@ def test_oversized_headers_at_the_entry_point_are_refused_precisely(entry, stack
     for name, status in (("9 KiB header", 431), ("5,000 character target", 414)):
         assert_raw_problem(answers[name], status)
         assert_instance(answers[name], f"chat@{entry.port}")
-    # Beyond its buffer (16 KiB) or its 101 header fields, its parser refuses with 400.
+    # Beyond its buffer (48 KiB, tune.bufsize) or its 101 header fields, its parser refuses with 400.
     assert_haproxy_parser_error(answers["64 KiB header"], 400)
     assert_haproxy_parser_error(answers["150 header fields"], 400)
     assert requests.get(f"{entry.url}/rooms", headers=user.auth, timeout=10).status_code == 200

@@ -346,3 +346,22 @@ def test_a_waiting_reader_gets_the_message_posted_meanwhile(app, client, user, o
         assert post(client, user, room, "while waiting").status_code == 201
         answer = waiting.result(timeout=20)
     assert [(m["seq"], m["text"]) for m in answer.get_json()["messages"]] == [(2, "while waiting")]
+
+
+def test_a_long_poll_that_can_answer_at_once_takes_a_plain_reads_turn(client, user, monkeypatch):
+    """HAProxy sends every long poll past the plain reads' queue; one that finds messages
+    at once does a plain read's work, so it waits for one of live.IMMEDIATE_READS turns."""
+    room = create_room(client, user)
+    assert post(client, user, room, "ready").status_code == 201
+    monkeypatch.setattr(live, "IMMEDIATE_READ_QUEUE_SECONDS", 0.2)
+    held = [live._immediate_reads.acquire(timeout=1) for _ in range(live.IMMEDIATE_READS)]
+    try:
+        assert all(held)
+        busy = read(client, user, room, after=0, wait=5)
+        assert_problem(busy, 503)
+        assert busy.headers["Retry-After"] == "1"
+    finally:
+        for _ in held:
+            live._immediate_reads.release()
+    answered = read(client, user, room, after=0, wait=5)
+    assert [message["text"] for message in answered.get_json()["messages"]] == ["ready"]

@@ -10,7 +10,11 @@ in X-Forwarded-For, which they trust only from HAProxy's own source address, 127
 
 from __future__ import annotations
 
+import os
+import re
 import signal
+import socket
+import stat
 import statistics
 import subprocess
 import threading
@@ -20,6 +24,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import psutil
+import pymongo
 import pytest
 import requests
 from requests.adapters import HTTPAdapter
@@ -75,8 +80,6 @@ def own_login(processes, database, **settings) -> tuple[harness.Service, harness
 
 def hold_with_header_lines(port: int, seconds: float, interval: float, closed: list) -> None:
     """The review's attack: a request line, then a header line every `interval` seconds."""
-    import socket
-
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
         sock.sendall(b"POST /login HTTP/1.1\r\nHost: 127.0.0.1\r\n")
         began = time.monotonic()
@@ -127,6 +130,90 @@ def test_slow_clients_at_login_and_profile_ports_harm_no_real_user(stack, port_o
     assert set(statuses) <= {200, 404}, statuses
     # HAProxy's timeout http-request (5 s) bounds the whole request head, however it trickles.
     assert len(closed) == 12 and max(closed) < 9, closed
+
+
+# conf/haproxy/haproxy.cfg: the whole request, head and body, arrives within this or is cut.
+HTTP_REQUEST_TIMEOUT = 5.0
+
+
+def hold_with_a_slow_body(port: int, head: bytes, prefill: int, seconds: float, cut: list) -> None:
+    """The review's slow-body attack: a head declaring a 32,000-byte body, `prefill` bytes
+    of it at once, then one byte a second. Appends when the connection was cut (or None)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        began = time.monotonic()
+        sock.sendall(head + b"x" * prefill)
+        sock.settimeout(1.0)
+        while time.monotonic() - began < seconds:
+            try:
+                if sock.recv(4096) == b"":
+                    break
+            except TimeoutError:
+                pass
+            except OSError:
+                break
+            try:
+                sock.sendall(b"x")
+            except OSError:
+                break
+        else:
+            cut.append(None)
+            return
+        cut.append(time.monotonic() - began)
+
+
+def slow_body_head(method: str, path: str, headers: dict[str, str]) -> bytes:
+    lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1", "Content-Type: application/json", "Content-Length: 32000"]
+    lines += [f"{name}: {value}" for name, value in headers.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+@pytest.mark.parametrize("prefill", [16_000, 31_000])  # past the 16 KiB buffer HAProxy had
+@pytest.mark.parametrize("port_of", ["login", "profile", "chat"])
+def test_slow_bodies_at_every_public_port_are_cut_and_harm_no_real_user(stack, port_of, prefill):
+    attacker, real = register_and_login(stack.login_url), register_and_login(stack.login_url)
+    room = unique_name("slow-")
+    assert requests.post(f"{stack.chat_url}/rooms", json={"name": room}, headers=real.auth, timeout=10).ok
+    target = {
+        "login": (stack.balancer.login_port, "POST", "/login", {}),
+        "profile": (stack.balancer.profile_port, "PUT", f"/profiles/{attacker.username}", attacker.auth),
+        "chat": (stack.balancer.port, "POST", f"/rooms/{room}/messages", attacker.auth),
+    }
+    port, method, path, headers = target[port_of]
+    connections = 24 if port_of == "chat" else 12  # more than a server's threads or its maxconn
+    cut: list[float | None] = []  # seconds until each slow connection was cut, None if never
+    head = slow_body_head(method, path, headers)
+    slow = [
+        threading.Thread(target=hold_with_a_slow_body, args=(port, head, prefill, 20, cut), daemon=True)
+        for _ in range(connections)
+    ]
+    for thread in slow:
+        thread.start()
+    time.sleep(1)
+    statuses: Counter = Counter()
+    session = requests.Session()
+    for number in range(10000):
+        if all(not thread.is_alive() for thread in slow) and number >= 10:
+            break
+        if port_of == "login":
+            answer = login(session, stack.login_url, real.username, real.password)
+        elif port_of == "profile":
+            answer = session.get(f"{stack.profile_url}/profiles/{real.username}", headers=real.auth, timeout=30)
+        else:
+            answer = session.post(
+                f"{stack.chat_url}/rooms/{room}/messages", json={"text": f"{number}"}, headers=real.auth, timeout=30
+            )
+        statuses[answer.status_code] += 1
+    for thread in slow:
+        thread.join(30)
+    print(
+        f"\n{connections} slow bodies ({prefill} bytes at once, then a byte a second) at {port_of}: "
+        f"cut after {[round(c, 1) if c else c for c in sorted(cut, key=lambda c: c or 1e9)][:: connections - 1]} s; "
+        f"a real user's {sum(statuses.values())} requests {dict(statuses)}"
+    )
+    # Each slow sender is cut (408) once its request has taken timeout http-request, well
+    # before the attack's 20 s; none holds a server.
+    assert len(cut) == connections and None not in cut, cut
+    assert set(statuses) <= {200, 201, 404}, statuses
 
 
 def test_the_services_listen_on_loopback_only(stack):
@@ -482,3 +569,280 @@ def test_a_services_own_warnings_reach_its_log_file(processes, tmp_path):
         )
     finally:
         process.stop()
+
+
+# --- 9. long polls are a budget -------------------------------------------------------------
+
+
+def open_wait(port: int, source: str, authorization: str, room: str, after: int) -> socket.socket:
+    """A long poll (30 s) on a raw connection from `source`, its answer left unread."""
+    connection = socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(source, 0))
+    connection.sendall(
+        f"GET /rooms/{room}/messages?after={after}&wait=30 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Authorization: {authorization}\r\n\r\n".encode()
+    )
+    return connection
+
+
+def refused_at_once(connection: socket.socket) -> bool:
+    """True when the wait got a 429 at once; False while it is held."""
+    connection.settimeout(1.0)
+    try:
+        head = connection.recv(4096)
+    except TimeoutError:
+        return False
+    assert head.startswith(b"HTTP/1.1 429") and b"retry-after:" in head.lower(), head[:200]
+    return True
+
+
+def test_long_polls_are_a_budget_per_token_and_address_and_a_hung_up_wait_frees_its_slot(processes, stack):
+    limited = edge(processes, stack, HAPROXY_WAITS_PER_TOKEN=3, HAPROXY_WAITS_PER_ADDRESS=5)
+    first, second = register_and_login(stack.login_url), register_and_login(stack.login_url)
+    room = unique_name("waits-")
+    made = requests.post(f"{limited.url}/rooms", json={"name": room}, headers=first.auth, timeout=10)
+    assert made.status_code == 201
+    # Header variants the services accept are the same token, not a new budget each.
+    variants = [f"Bearer {first.token}", f"bearer  {first.token}", f"BEARER {first.token}", f"bEaReR   {first.token}"]
+    held = [open_wait(limited.port, "127.0.0.61", variant, room, 0) for variant in variants[:3]]
+    assert not any(refused_at_once(connection) for connection in held)
+    over = open_wait(limited.port, "127.0.0.61", variants[3], room, 0)
+    assert refused_at_once(over), "a fourth wait with the same token"
+    over.close()
+    # Another token from the same address: two more, then the address is at its five.
+    held += [open_wait(limited.port, "127.0.0.61", f"Bearer {second.token}", room, 0) for _ in range(2)]
+    assert not any(refused_at_once(connection) for connection in held[3:])
+    over = open_wait(limited.port, "127.0.0.61", f"Bearer {second.token}", room, 0)
+    assert refused_at_once(over), "a sixth wait from the same address"
+    over.close()
+    elsewhere = open_wait(limited.port, "127.0.0.62", f"Bearer {second.token}", room, 0)
+    assert not refused_at_once(elsewhere), "the token's third wait, from another address"
+    # Clients that hang up free their slots within a second or two, not after their 30 s.
+    for connection in held[:3]:
+        connection.close()
+    hung_up = time.monotonic()
+
+    def first_token_waits_again() -> bool:
+        again = open_wait(limited.port, "127.0.0.63", f"Bearer {first.token}", room, 0)
+        if refused_at_once(again):
+            again.close()
+            return False
+        held.append(again)
+        return True
+
+    harness.wait_until(first_token_waits_again, 20, "the hung-up waits to free their slots", interval=0.2)
+    print(f"\nwaits of a client that hung up freed in {time.monotonic() - hung_up:.1f} s")
+    for connection in [*held[3:], elsewhere]:
+        connection.close()
+
+
+def test_a_page_of_messages_carries_a_bounded_number_of_bytes(stack, user):
+    room = unique_name("bytes-")
+    assert requests.post(f"{stack.chat_url}/rooms", json={"name": room}, headers=user.auth, timeout=10).ok
+    total = 24
+    with requests.Session() as session:
+        for _ in range(total):  # 2,000 emoji each: 24 KB of JSON escapes per message
+            posted = session.post(
+                f"{stack.chat_url}/rooms/{room}/messages", json={"text": "😀" * 2000}, headers=user.auth, timeout=10
+            )
+            assert posted.status_code == 201
+        for query in ({"after": 0, "limit": 200}, {"after": 0, "limit": 200, "wait": 1}, {"limit": 200}):
+            page = session.get(f"{stack.chat_url}/rooms/{room}/messages", params=query, headers=user.auth, timeout=10)
+            assert page.status_code == 200
+            assert len(page.content) <= 300 * 1024, (query, len(page.content))
+            assert 0 < len(page.json()["messages"]) < total
+        # Page by page, the reader still gets every message once, in order.
+        seqs, after = [], 0
+        while after < total:
+            page = session.get(
+                f"{stack.chat_url}/rooms/{room}/messages",
+                params={"after": after, "limit": 200},
+                headers=user.auth,
+                timeout=10,
+            ).json()
+            seqs += [message["seq"] for message in page["messages"]]
+            after = page["next_after"]
+    assert seqs == list(range(1, total + 1))
+
+
+def test_header_variants_of_one_token_share_its_post_budget_at_the_edge(processes, stack):
+    limited = edge(processes, stack, HAPROXY_POST_RATE=5)
+    user = register_and_login(stack.login_url)
+    room = unique_name("variants-")
+    assert requests.post(f"{limited.url}/rooms", json={"name": room}, headers=user.auth, timeout=10).ok
+    variants = ["Bearer {}", "bearer {}", "BEARER  {}", "bEaReR   {}", "Bearer {}  "]
+    statuses = [
+        requests.post(
+            f"{limited.url}/rooms/{room}/messages",
+            json={"text": "x"},
+            headers={"Authorization": variants[number % len(variants)].format(user.token)},
+            timeout=10,
+        ).status_code
+        for number in range(8)
+    ]
+    assert statuses == [201] * 4 + [429] * 4, statuses  # the room creation counted as one write
+    # Two Authorization headers, which a service and the edge could read differently.
+    raw = (
+        f"POST /rooms/{room}/messages HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {user.token}\r\n"
+        f"Authorization: Bearer other\r\nContent-Type: application/json\r\nContent-Length: 12\r\n\r\n"
+        '{"text":"x"}'
+    ).encode()
+    with socket.create_connection(("127.0.0.1", limited.port), timeout=10) as connection:
+        connection.sendall(raw)
+        assert connection.recv(4096).startswith(b"HTTP/1.1 400")
+
+
+def test_64_concurrent_room_creations_of_one_user_make_exactly_the_per_user_limit(stack):
+    """ROOMS_PER_USER, 20 by default, holds with 0 overshoot through HAProxy and three servers."""
+    user = register_and_login(stack.login_url)
+
+    def create(_: int) -> int:
+        return requests.post(
+            f"{stack.chat_url}/rooms", json={"name": unique_name("race-")}, headers=user.auth, timeout=30
+        ).status_code
+
+    with ThreadPoolExecutor(64) as pool:
+        statuses = Counter(pool.map(create, range(64)))
+    print(f"\n64 concurrent creations of one user: {dict(statuses)}")
+    assert statuses[201] <= 20 and set(statuses) <= {201, 429}, statuses
+    assert statuses[201] >= 1, statuses
+
+
+# --- 10. lockout ----------------------------------------------------------------------------
+
+
+def test_1000_wrong_passwords_from_10_addresses_never_lock_users_out_of_their_own_address(processes, database):
+    service, balancer = own_login(processes, database)
+    newcomer_address, regular_address = "127.0.3.1", "127.0.3.2"
+    newcomer = client_from(newcomer_address).post(
+        f"{balancer.login_url}/users", json={"username": unique_name(), "password": "correct horse 1"}, timeout=10
+    )
+    assert newcomer.status_code == 201
+    newcomer_name = newcomer.json()["username"]
+    regular = register_and_login(balancer.login_url)  # registered from 127.0.0.1 ...
+    assert login(
+        client_from(regular_address), balancer.login_url, regular.username, regular.password
+    ).ok  # ... and here
+
+    def guess(address: str) -> Counter:
+        session, answers = client_from(address), Counter()
+        for number in range(50):
+            for name in (newcomer_name, regular.username):
+                answers[login(session, balancer.login_url, name, f"wrong guess {number}").status_code] += 1
+        return answers
+
+    with ThreadPoolExecutor(10) as pool:
+        answers = sum(pool.map(guess, [f"127.0.4.{n}" for n in range(1, 11)]), Counter())
+    print(f"\n1,000 wrong passwords from 10 addresses: {dict(answers)}")
+    assert sum(answers.values()) == 1000 and set(answers) == {401, 429}, answers
+    # Each logs in from their own address at once, the newcomer before any first login.
+    assert login(client_from(newcomer_address), balancer.login_url, newcomer_name, "correct horse 1").ok
+    assert login(client_from(regular_address), balancer.login_url, regular.username, regular.password).ok
+
+
+def test_refused_login_attempts_do_not_keep_a_lock_on(processes, database):
+    window = 4
+    service, balancer = own_login(
+        processes, database, LOGIN_MAX_FAILURES_PER_USER=3, LOGIN_FAILURE_WINDOW_SECONDS=window
+    )
+    victim = register_and_login(balancer.login_url)
+    attacker = client_from("127.0.5.1")
+    guessed = time.monotonic()
+    answers = [login(attacker, balancer.login_url, victim.username, "wrong guess").status_code for _ in range(4)]
+    assert answers == [401, 401, 401, 429], answers
+    # The attacker keeps knocking past the window; the knocks are refused, not failures.
+    knocks = Counter()
+    while time.monotonic() - guessed < window + 1.5:
+        knocks[login(attacker, balancer.login_url, victim.username, "wrong guess").status_code] += 1
+        time.sleep(0.1)
+    assert knocks[429] >= 1
+    # From a new address, once the window of the three real failures has passed:
+    harness.wait_until(
+        lambda: login(client_from("127.0.5.2"), balancer.login_url, victim.username, victim.password).ok,
+        2 * window,
+        "the lock to end with the window of the failures",
+    )
+
+
+# --- 11. the request log --------------------------------------------------------------------
+
+
+def test_haproxy_logs_every_request_with_its_server_timings_status_and_the_limit_that_refused_it(processes, stack):
+    logged = edge(processes, stack, HAPROXY_POST_RATE=1)
+    user = register_and_login(stack.login_url)
+    room = unique_name("log-")
+    assert requests.post(f"{logged.url}/rooms", json={"name": room}, headers=user.auth, timeout=10).ok
+    refused = requests.post(f"{logged.url}/rooms/{room}/messages", json={"text": "x"}, headers=user.auth, timeout=10)
+    assert refused.status_code == 429
+    marker = unique_name("marker")
+    assert requests.get(f"{logged.url}/rooms?after={marker}", headers=user.auth, timeout=10).ok
+
+    def lines() -> list[str]:
+        return logged.process.log_path.read_text(errors="replace").splitlines()
+
+    served = harness.wait_until(lambda: [line for line in lines() if marker in line], 10, "the request's log line")
+    # client address:port, frontend, backend/server, five timings, status, the limit, request
+    assert re.search(
+        r"127\.0\.0\.1:\d+ \[.+\] entry chat_servers/chat\d (-?\d+/){4}\d+ 200 .* refused_by=- ", served[0]
+    )
+    refusal = next(line for line in lines() if f"POST /rooms/{room}/messages" in line)
+    assert re.search(r" entry entry/<NOSRV> .* 429 .* refused_by=posts_per_token ", refusal), refusal
+
+
+# --- 12. the battle profile -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("profile", ["default", "battle"])
+def test_the_battle_profile_lifts_the_rates_a_load_test_trips_and_keeps_every_bound(
+    processes, stack, monkeypatch, profile
+):
+    monkeypatch.setattr(harness, "UNLIMITED_EDGE", {})  # the rates of the profile, as deployed
+    settings = {"CHATSYS_PROFILE": "battle"} if profile == "battle" else {}
+    balancer = edge(processes, stack, **settings)
+    user = register_and_login(stack.login_url)
+    room = unique_name("battle-")
+    assert requests.post(f"{balancer.url}/rooms", json={"name": room}, headers=user.auth, timeout=10).ok
+    with requests.Session() as session:
+        posts = Counter(
+            session.post(
+                f"{balancer.url}/rooms/{room}/messages", json={"text": "x"}, headers=user.auth, timeout=10
+            ).status_code
+            for _ in range(120)
+        )
+        # Logins of one address (bodies refused at once, 400: no password is hashed).
+        logins = Counter(
+            session.post(f"{balancer.login_url}/login", json={}, timeout=10).status_code for _ in range(70)
+        )
+    print(f"\n{profile} profile: 120 posts of one token {dict(posts)}, 70 logins of one address {dict(logins)}")
+    if profile == "battle":
+        assert posts == {201: 120} and logins == {400: 70}
+    else:
+        assert posts[429] >= 1 and logins[429] >= 1
+    # Whatever the profile, a token holds at most 8 long polls at once.
+    waits = [open_wait(balancer.port, "127.0.0.81", f"Bearer {user.token}", room, 1000) for _ in range(9)]
+    assert [refused_at_once(connection) for connection in waits] == [False] * 8 + [True]
+    for connection in waits:
+        connection.close()
+
+
+def test_answers_through_haproxy_do_not_name_the_server_software(stack, user):
+    for url in (f"{stack.login_url}/health", f"{stack.profile_url}/health", f"{stack.chat_url}/rooms"):
+        answer = requests.get(url, headers=user.auth, timeout=10)
+        assert answer.ok and "Server" not in answer.headers, (url, answer.headers.get("Server"))
+
+
+def test_the_database_files_of_the_scripts_are_for_their_owner_only(tmp_path):
+    port = harness.free_port()
+    env = {**os.environ, "CHATSYS_VAR": str(tmp_path / "var"), "MONGO_PORT": str(port)}
+    script = str(harness.ROOT / "scripts/ferretdb.sh")
+    subprocess.run([script, "start"], env=env, check=True, capture_output=True, timeout=120)
+    try:
+        with pymongo.MongoClient(f"mongodb://127.0.0.1:{port}/", serverSelectionTimeoutMS=10000) as client:
+            client.chatsys.probe.insert_one({"written": True})
+        data = tmp_path / "var/ferretdb"
+        assert stat.S_IMODE(data.stat().st_mode) == 0o700
+        files = [path for path in data.rglob("*") if path.is_file()]
+        assert files and all(stat.S_IMODE(path.stat().st_mode) & 0o077 == 0 for path in files), [
+            (path.name, oct(path.stat().st_mode)) for path in files
+        ]
+    finally:
+        subprocess.run([script, "stop"], env=env, capture_output=True, timeout=60)
