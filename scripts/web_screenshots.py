@@ -2,12 +2,19 @@
 and in dark mode, from a real stack (FerretDB, login, profile, three chat servers, HAProxy)
 in Debian's headless Chromium.
 
-    .venv/bin/python scripts/web_screenshots.py [--out docs/web-client]
+    .venv/bin/python scripts/web_screenshots.py [--out docs/web-client] [--lighthouse DIR]
+
+With --lighthouse, it then runs Lighthouse (scripts/web_lighthouse.mjs) on the same stack, on
+the desktop and the mobile preset; DIR is a folder where `npm install lighthouse@12
+puppeteer-core` was run (Lighthouse 12 runs on Node 20; 13 needs Node 22).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -23,7 +30,12 @@ from tests.web_stack import WebUser, launch_chromium, start_web_stack  # noqa: E
 PASSWORD = "correct horse 1"
 LOOKS = {
     "desktop": {"viewport": {"width": 1100, "height": 720}},
-    "phone": {"viewport": {"width": 390, "height": 780}, "is_mobile": True, "has_touch": True, "device_scale_factor": 1},
+    "phone": {
+        "viewport": {"width": 390, "height": 780},
+        "is_mobile": True,
+        "has_touch": True,
+        "device_scale_factor": 1,
+    },
     "dark": {"viewport": {"width": 1100, "height": 720}, "color_scheme": "dark"},
 }
 CONVERSATION = [
@@ -60,10 +72,26 @@ def seed(url: str) -> None:
         answer.raise_for_status()
 
 
+def lighthouse(folder: Path, url: str) -> None:
+    """Scores of each step, one line each, for docs/web-client.md."""
+    script = shutil.copy(ROOT / "scripts" / "web_lighthouse.mjs", folder / "web_lighthouse.mjs")
+    for preset in ("desktop", "mobile"):
+        command = ["node", str(script), url, "ada", PASSWORD, "engines", preset]
+        result = subprocess.run(command, cwd=folder, capture_output=True, text=True, timeout=600)
+        if result.returncode:
+            raise SystemExit(f"Lighthouse failed ({preset}):\n{result.stderr}")
+        for line in result.stdout.splitlines():
+            step = json.loads(line)
+            scores = ", ".join(f"{name} {score}" for name, score in step["scores"].items())
+            print(f"lighthouse {preset}: {step['step']} ({step['mode']}): {scores}; failing: {step['failing']}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "web-client", help="folder for the PNG files")
-    out = parser.parse_args().out
+    parser.add_argument("--lighthouse", type=Path, help="folder with lighthouse and puppeteer-core installed")
+    arguments = parser.parse_args()
+    out = arguments.out
     out.mkdir(parents=True, exist_ok=True)
     written = []
     group = harness.ProcessGroup("chatsys-screens-")
@@ -76,6 +104,7 @@ def main() -> int:
 
                 def shot(screen: str, page, look: str = look) -> None:
                     path = out / f"{screen}-{look}.png"
+                    page.mouse.move(0, 0)  # no hover left where the last click was
                     page.screenshot(path=path)
                     written.append(path)
 
@@ -107,6 +136,8 @@ def main() -> int:
                 shot("profile", page)
                 person.close()
             browser.close()
+        if arguments.lighthouse:
+            lighthouse(arguments.lighthouse, stack.url)
     finally:
         group.close()
     for path in written:

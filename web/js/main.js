@@ -186,22 +186,29 @@ window.addEventListener("hashchange", () => {
 window.addEventListener("unhandledrejection", (event) => showError(api.describe(event.reason)));
 window.addEventListener("error", (event) => showError(api.describe(event.error ?? event.message)));
 
+// A saved session is drawn at once and checked meanwhile (`GET /validate`): a dead one ends
+// with the log-in form and one line, a live one has not waited for the check.
 async function start() {
   const saved = loadSession();
-  if (saved) {
-    session = saved;
-    api.setToken(saved.token);
-    try {
-      const answer = await api.validate();
-      const end = Date.parse(answer.expires_at);
-      if (Number.isFinite(end)) session.expiresAt = end;
-    } catch (error) {
-      if (error.status === 401) return; // ended by the handler above, which shows the log-in
-      showError(`${api.describe(error)} Your session is kept.`);
-    }
-    signedIn();
+  if (!saved) {
+    route();
+    return;
   }
+  session = saved;
+  api.setToken(saved.token);
+  signedIn();
   route();
+  try {
+    const answer = await api.validate();
+    const end = Date.parse(answer.expires_at);
+    if (session === saved && Number.isFinite(end)) {
+      session.expiresAt = end;
+      watchTheEnd();
+    }
+  } catch (error) {
+    // A 401 ended the session in the handler above, which shows the log-in form.
+    if (error.status !== 401) showError(`${api.describe(error)} Your session is kept.`);
+  }
 }
 
 start();
