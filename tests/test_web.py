@@ -550,6 +550,23 @@ def test_a_session_that_ends_says_so_and_keeps_the_draft(person, web):
     expect(page.locator("#message-text")).to_have_value("half a thought")
 
 
+def test_the_end_of_a_session_is_announced_before_and_said_when_it_comes(person, web):
+    someone = person()
+    page = someone.page
+    page.clock.install()  # the page's timers and Date, fast-forwarded below
+    page.reload()
+    someone.log_in(registered(web), PASSWORD)  # a token for an hour (the login service's default)
+    someone.open_room("lobby")
+    page.locator("#message-text").fill("written just before the end")
+    page.clock.fast_forward("56:00")
+    expect(page.locator("#notice")).to_contain_text("Your session ends at")
+    expect(page.locator("#message-text")).to_have_value("written just before the end")
+    page.clock.fast_forward("05:00")
+    expect(page.locator("#error")).to_have_text("Your session has ended; please log in again. Any draft is kept.")
+    expect(page.locator("#auth-view")).to_be_visible()
+    assert page.evaluate("sessionStorage.getItem('chatsys.draft.lobby')") == "written just before the end"
+
+
 def test_the_policy_refuses_inline_script_and_style(person):
     someone = person()
     with pytest.raises(Exception, match="TrustedScript"):
