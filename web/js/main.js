@@ -6,7 +6,7 @@ import * as api from "./api.js";
 import { setUpAuth } from "./auth.js";
 import { byId, clearMessages, parseRoute, showError, showNotice } from "./dom.js";
 import { ProfileView } from "./profile.js";
-import { RoomView } from "./room.js";
+import { forgetDrafts, RoomView } from "./room.js";
 import { ReadState, RoomsView } from "./rooms.js";
 import { forgetSession, loadSession, saveSession } from "./session.js";
 import { userText } from "./text.js";
@@ -174,6 +174,7 @@ byId("logout").addEventListener("click", async () => {
       return;
     }
   }
+  forgetDrafts(); // logging out on purpose leaves nothing of yours in the tab
   endSession("You are logged out.", false);
 });
 

@@ -15,7 +15,15 @@ const POLL_INTERVAL_MS = 1000;
 const LONGEST_PAUSE_MS = 5000;
 const PROFILE_FETCHES = 4; // profiles asked for at once
 const LIVE = "Live";
-const DRAFT = "chatsys.draft.";
+const DRAFTS = "chatsys.draft.";
+
+// Where the unsent text of a room is kept in this tab: per user, so that another log-in in
+// the same tab never finds it.
+const draftKey = (username, room) => `${DRAFTS}${username}.${room}`;
+
+export function forgetDrafts() {
+  for (const key of Object.keys(sessionStorage)) if (key.startsWith(DRAFTS)) sessionStorage.removeItem(key);
+}
 
 export class RoomView {
   constructor(currentUser, readState) {
@@ -52,7 +60,7 @@ export class RoomView {
     });
     // A draft outlives a reload and the end of a session (it is kept in this tab).
     this.box.addEventListener("input", () => {
-      if (this.room) sessionStorage.setItem(DRAFT + this.room, this.box.value);
+      if (this.room) sessionStorage.setItem(draftKey(this.currentUser(), this.room), this.box.value);
     });
     document.addEventListener("visibilitychange", () => this.moved());
   }
@@ -72,7 +80,7 @@ export class RoomView {
     byId("room-empty").hidden = true;
     byId("history-state").textContent = "";
     this.jump.hidden = true;
-    this.box.value = sessionStorage.getItem(DRAFT + room) ?? "";
+    this.box.value = sessionStorage.getItem(draftKey(this.currentUser(), room)) ?? "";
     this.controller = new AbortController();
     this.run(room, this.controller.signal);
   }
@@ -314,7 +322,7 @@ export class RoomView {
       if (room === this.room) {
         if (this.box.value === text) {
           this.box.value = "";
-          sessionStorage.removeItem(DRAFT + room);
+          sessionStorage.removeItem(draftKey(this.currentUser(), room));
         }
         if (Number.isInteger(message.seq)) {
           // The long poll brings every message up to ours first; ours shows once it is

@@ -84,8 +84,9 @@ export class Timeline {
     const before = previous ? parseTime(previous.created_at) : null;
     const author = String(message.author ?? "");
     const newDay = !previous || dayKey(moment) !== dayKey(before);
-    const unreadLine = this.unreadAfter !== null && message.seq > this.unreadAfter
-      && (!previous || previous.seq <= this.unreadAfter) && index > 0;
+    // Above the first message after the last one read, when the room has older ones.
+    const unreadLine = this.unreadAfter !== null && message.seq > this.unreadAfter && message.seq > 1
+      && (previous ? previous.seq <= this.unreadAfter : message.seq === this.unreadAfter + 1);
     const first = newDay || unreadLine || previous.author !== author
       || !moment || !before || moment - before > GROUP_GAP_MS;
     const item = element("li", { className: `message${first ? " first" : ""}${this.mine(author) ? " mine" : ""}` });
