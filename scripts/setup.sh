@@ -49,7 +49,10 @@ fi
 
 "$CHATSYS_ROOT/scripts/ferretdb.sh" build
 
-# axe-core for the web client's accessibility tests, from tests/package-lock.json.
-if [[ $requirements != */requirements.lock ]] && command -v npm >/dev/null; then
+# axe-core for the web client's accessibility tests, from tests/package-lock.json, again
+# only when the lock changes (npm ci empties node_modules, stamp included).
+npm_stamp=$CHATSYS_ROOT/tests/node_modules/.installed-$(sha256sum <"$CHATSYS_ROOT/tests/package-lock.json" | cut -c1-16)
+if [[ $requirements != */requirements.lock && ! -f $npm_stamp ]] && command -v npm >/dev/null; then
     (cd "$CHATSYS_ROOT/tests" && npm ci --ignore-scripts --no-audit --no-fund --silent)
+    touch "$npm_stamp"
 fi
