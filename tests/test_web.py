@@ -275,6 +275,7 @@ def test_new_messages_below_the_view_show_a_button_that_takes_you_down(person, w
     reader.open_room(room)
     jump = page.locator("#jump")
     page.locator("#scroller").evaluate("scroller => { scroller.scrollTop = scroller.scrollHeight / 3; }")
+    expect(jump).to_have_text("Jump to the latest ↓")  # the page has seen the reader leave the bottom
     post_as(web, writer, room, "new one")
     post_as(web, writer, room, "new two")
     expect(jump).to_have_text("2 new messages ↓")
@@ -699,8 +700,10 @@ def test_a_room_of_ten_thousand_messages_draws_only_what_is_near_the_view(person
     expect(page.locator("#messages > li").last).to_have_attribute("data-seq", "10000")
     scroller = page.locator("#scroller")
     # Scroll up through 1,500 messages, a screen at a time as a reader would.
-    while someone.shown_messages()[0][0] > 10_000 - 1_500:
+    for _ in range(100):
         top = someone.shown_messages()[0][0]
+        if top <= 10_000 - 1_500:
+            break
         scroller.evaluate("s => { s.scrollTop = 0; }")
         expect(page.locator("#messages > li").first).not_to_have_attribute("data-seq", str(top))
         # The message that was at the top is still where it was: nothing jumped.
@@ -708,6 +711,7 @@ def test_a_room_of_ten_thousand_messages_draws_only_what_is_near_the_view(person
         view = scroller.bounding_box()
         assert box is not None and abs(box["y"] - view["y"]) < 60, (box, view)
         assert page.locator("#messages > li").count() <= 150
+    assert someone.shown_messages()[0][0] <= 10_000 - 1_500
     assert page.evaluate("document.getElementsByTagName('*').length") < 2500
     # And back down: the newest come back into the page as the oldest drawn leave it.
     for _ in range(100):
