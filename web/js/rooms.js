@@ -111,6 +111,7 @@ export class RoomsView {
     clearInterval(this.timer);
     this.timer = null;
     this.loads += 1;
+    this.drawn = null;
   }
 
   async load() {
@@ -135,8 +136,15 @@ export class RoomsView {
     const wanted = this.filter.value.trim().toLowerCase();
     const open = this.currentRoom();
     const shown = this.rooms.filter((room) => room.name.toLowerCase().includes(wanted));
+    const unreadOf = (room) => (state && room.name !== open ? state.unread(room.name) : 0);
+    // Drawn again only when something shows differently, and a room link that had the focus
+    // keeps it: the list is refreshed every few seconds under a keyboard user's hands.
+    const drawn = JSON.stringify([open, shown.map((room) => [room.name, unreadOf(room)])]);
+    if (drawn === this.drawn) return;
+    this.drawn = drawn;
+    const focused = this.list.contains(document.activeElement) ? document.activeElement.closest("li")?.dataset.room : null;
     this.list.replaceChildren(...shown.map((room) => {
-      const unread = state && room.name !== open ? state.unread(room.name) : 0;
+      const unread = unreadOf(room);
       const link = element("a", { attributes: { href: roomHash(room.name) } }, [
         element("span", { className: "room-name", text: room.name }),
       ]);
@@ -149,6 +157,7 @@ export class RoomsView {
       item.dataset.room = room.name;
       return item;
     }));
+    if (focused !== null) this.list.querySelector(`li[data-room="${CSS.escape(focused)}"] a`)?.focus();
     byId("rooms-empty").hidden = shown.length > 0 || !this.rooms.length;
   }
 }
