@@ -287,6 +287,7 @@ def test_new_messages_below_the_view_show_a_button_that_takes_you_down(person, w
     jump.click()
     expect(page.locator("#messages .text").last).to_have_text("new two")
     expect(page.locator("#messages .text").last).to_be_in_viewport()
+    expect(page.locator("#messages > li:has(.unread-line) .text")).to_have_text("new one")
     expect(jump).to_be_hidden()
     expect(page).to_have_title(f"{room} · chatsys")
     # At the bottom, the view follows what comes.

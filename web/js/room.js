@@ -253,6 +253,12 @@ export class RoomView {
 
   arrived(messages, follow = false) {
     if (!messages.length) return;
+    // Messages that come while you are scrolled up or in another tab get the unread line.
+    const state = this.readState();
+    const away = !this.timeline.following || document.visibilityState !== "visible";
+    if (state && away && !follow && messages.some((message) => message.seq > state.lastRead(this.room))) {
+      this.timeline.markUnreadAfter(state.lastRead(this.room));
+    }
     this.timeline.addNewer(messages, follow);
     this.readState()?.seen(this.room, this.timeline.newest);
     this.readState()?.changed();

@@ -192,6 +192,13 @@ export class Timeline {
     this.restore(anchor);
   }
 
+  // Moves the unread line to above the first message after `seq`.
+  markUnreadAfter(seq) {
+    if (this.unreadAfter !== null && this.unreadAfter >= seq) return;
+    for (const line of this.list.querySelectorAll(".unread-line")) line.remove();
+    this.unreadAfter = seq;
+  }
+
   scrollToBottom() {
     this.scroller.scrollTop = this.scroller.scrollHeight;
   }
