@@ -19,13 +19,13 @@ esac
 # is not packaged), debootstrap (the local stand-in images, scripts/docker-local-images.sh,
 # and the boot test's virtual machine), for that machine QEMU, qemu-img, mkfs.ext4 and ssh,
 # systemd-analyze, and Chromium for the web client's browser tests (driven by Playwright,
-# which downloads no browser of its own). The tests require all of them; shellcheck is for
-# `make lint`.
+# which downloads no browser of its own) with npm, which installs axe-core for them. The
+# tests require all of them; shellcheck is for `make lint`.
 missing=()
 for pair in haproxy:haproxy wrk:wrk curl:curl patch:patch java:default-jdk-headless mvn:maven \
             docker-compose:docker-compose docker:docker.io dockerd:docker.io debootstrap:debootstrap \
             systemd-analyze:systemd qemu-system-x86_64:qemu-system-x86 qemu-img:qemu-utils \
-            mkfs.ext4:e2fsprogs ssh:openssh-client chromium:chromium shellcheck:shellcheck; do
+            mkfs.ext4:e2fsprogs ssh:openssh-client chromium:chromium npm:npm shellcheck:shellcheck; do
     command -v "${pair%%:*}" >/dev/null || [[ " ${missing[*]} " == *" ${pair#*:} "* ]] || missing+=("${pair#*:}")
 done
 if ((${#missing[@]})); then
@@ -48,3 +48,11 @@ if [[ ! -f $stamp ]]; then
 fi
 
 "$CHATSYS_ROOT/scripts/ferretdb.sh" build
+
+# axe-core for the web client's accessibility tests, from tests/package-lock.json, again
+# only when the lock changes (npm ci empties node_modules, stamp included).
+npm_stamp=$CHATSYS_ROOT/tests/node_modules/.installed-$(sha256sum <"$CHATSYS_ROOT/tests/package-lock.json" | cut -c1-16)
+if [[ $requirements != */requirements.lock && ! -f $npm_stamp ]] && command -v npm >/dev/null; then
+    (cd "$CHATSYS_ROOT/tests" && npm ci --ignore-scripts --no-audit --no-fund --silent)
+    touch "$npm_stamp"
+fi

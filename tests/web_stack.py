@@ -89,11 +89,12 @@ class WebUser:
 
     # The screens, as a person uses them
 
-    def register(self, username: str, password: str) -> None:
-        self.page.get_by_label("User name").nth(1).fill(username)
+    def register(self, username: str, password: str = "correct horse 1") -> None:
+        """Creates the account, which logs it in."""
+        self.page.locator("#register-username").fill(username)
         self.page.locator("#register-password").fill(password)
         self.page.get_by_role("button", name="Create account").click()
-        expect(self.page.locator("#notice")).to_contain_text(f"Account {username} created")
+        expect(self.page.locator("#whoami")).to_contain_text(username)
 
     def log_in(self, username: str, password: str) -> None:
         self.page.locator("#login-username").fill(username)
@@ -101,19 +102,18 @@ class WebUser:
         self.page.get_by_role("button", name="Log in").click()
         expect(self.page.locator("#whoami")).to_contain_text(username)
 
-    def register_and_log_in(self, username: str, password: str = "correct horse 1") -> None:
-        self.register(username, password)
-        self.log_in(username, password)
-
     def create_room(self, name: str) -> None:
+        if not self.page.locator("#room-name").is_visible():
+            self.page.get_by_role("button", name="Rooms").click()  # the drawer, on a phone
         self.page.locator("#room-name").fill(name)
-        self.page.get_by_role("button", name="Create").click()
+        self.page.get_by_role("button", name="Create", exact=True).click()
         expect(self.page.locator("#room-title")).to_have_text(name)
+        expect(self.page.locator("#live-state")).to_have_text("Live")
 
     def open_room(self, name: str) -> None:
         self.page.goto(f"{self.base_url}/#/room/{name}")
         expect(self.page.locator("#room-title")).to_have_text(name)
-        expect(self.page.locator("#live-state")).to_contain_text("Live")
+        expect(self.page.locator("#live-state")).to_have_text("Live")
 
     def post(self, text: str) -> None:
         box = self.page.locator("#message-text")
@@ -122,11 +122,12 @@ class WebUser:
         expect(box).to_have_value("")
 
     def shown_messages(self) -> list[tuple[int, str]]:
-        """(seq, text) of every message on screen, top to bottom (newest first)."""
-        items = self.page.locator("#messages > li")
+        """(seq, text) of every message drawn, top to bottom (oldest first)."""
         return [
-            (int(items.nth(i).get_attribute("data-seq")), items.nth(i).locator(".text").text_content())
-            for i in range(items.count())
+            (int(seq), text)
+            for seq, text in self.page.locator("#messages > li").evaluate_all(
+                "items => items.map(item => [item.dataset.seq, item.querySelector('.text').textContent])"
+            )
         ]
 
 

@@ -65,10 +65,8 @@ async function failure(response) {
   } catch {
     // Not JSON: the status says what there is to say.
   }
-  let message = oneLine(detail) || `The server answered HTTP ${response.status}.`;
-  const retryAfter = retryAfterSeconds(response);
-  if (response.status === 429 && retryAfter !== null) message += ` (try again in ${retryAfter} s)`;
-  return new ApiError(message, response.status, retryAfter);
+  const message = oneLine(detail) || `The server answered HTTP ${response.status}.`;
+  return new ApiError(message, response.status, retryAfterSeconds(response));
 }
 
 function combine(signal, seconds) {
@@ -203,8 +201,32 @@ export async function send(room, text, key = newIdempotencyKey(), attempts = SEN
   }
 }
 
-// The one line to show for anything a request or the page itself threw.
-export function describe(error) {
-  if (error instanceof ApiError) return error.message;
-  return `Something went wrong in this page: ${oneLine(error?.message ?? error)}`;
+// What went wrong, in the words of the page rather than of the validator: by status and,
+// for a refused body, by the field the problem names. `context` is what was being done.
+const FIELD_RULES = {
+  username: "A user name is 3 to 32 letters, digits, _, . or -.",
+  password: "A password is 8 to 128 characters.",
+  display_name: "A display name is 1 to 64 characters.",
+  bio: "A bio is up to 500 characters.",
+  avatar_url: "The avatar must be an http or https address, or nothing.",
+  name: "A room name is 1 to 64 letters, digits, _ or -, with no spaces.",
+  text: "A message is 1 to 2,000 characters.",
+};
+
+export function describe(error, context = "") {
+  if (!(error instanceof ApiError)) return `Something went wrong in this page: ${oneLine(error?.message ?? error)}`;
+  const { status, retryAfter } = error;
+  if (status === 401 && context === "login") return "Wrong user name or password.";
+  if (status === 409 && context === "register") return "That user name is taken; choose another.";
+  if (status === 400 || status === 422) {
+    const field = Object.keys(FIELD_RULES).find((name) => new RegExp(`\\b${name}\\b`).test(error.message));
+    if (field) return FIELD_RULES[field];
+  }
+  if (status === 413) return "That is too long to send.";
+  if (status === 429) {
+    return retryAfter === null ? "Too many requests for now; wait a moment and try again."
+      : `Too many requests for now; try again in ${retryAfter} s.`;
+  }
+  if (status >= 500) return "The server is having trouble; try again in a moment.";
+  return error.message;
 }

@@ -1,11 +1,21 @@
-// The log-in and create-account forms.
+// The log-in and create-account forms. Creating an account logs you in with it.
 
 import * as api from "./api.js";
-import { byId, clearMessages, showError, showNotice, whileBusy } from "./dom.js";
+import { byId, clearMessages, showError, whileBusy } from "./dom.js";
+
+const USERNAME = /^[A-Za-z0-9_.-]{3,32}$/;
 
 export function setUpAuth(onLoggedIn) {
   const loginForm = byId("login-form");
   const registerForm = byId("register-form");
+
+  async function logIn(form, username, password) {
+    const answer = await whileBusy(form, () => api.login(username, password));
+    if (typeof answer.token !== "string" || typeof answer.username !== "string") {
+      throw new api.ApiError("The login service answered without a token.");
+    }
+    onLoggedIn(answer);
+  }
 
   loginForm.addEventListener("submit", async (event) => {
     event.preventDefault();
@@ -17,14 +27,12 @@ export function setUpAuth(onLoggedIn) {
       return;
     }
     try {
-      const answer = await whileBusy(loginForm, () => api.login(username, password));
-      if (typeof answer.token !== "string" || typeof answer.username !== "string") {
-        throw new api.ApiError("The login service answered without a token.");
-      }
+      await logIn(loginForm, username, password);
       loginForm.reset();
-      onLoggedIn(answer);
     } catch (error) {
-      showError(api.describe(error));
+      showError(api.describe(error, "login"));
+      // A wrong password never stays in the field to be sent again by mistake.
+      loginForm.elements.password.value = "";
       loginForm.elements.password.focus();
     }
   });
@@ -32,17 +40,31 @@ export function setUpAuth(onLoggedIn) {
   registerForm.addEventListener("submit", async (event) => {
     event.preventDefault();
     clearMessages();
-    const username = registerForm.elements.username.value.trim();
-    const password = registerForm.elements.password.value;
+    const fields = registerForm.elements;
+    const username = fields.username.value.trim();
+    const password = fields.password.value;
+    // The rules are stated above the form; they are checked here before anything is sent.
+    const broken = !USERNAME.test(username) ? ["username", "A user name is 3 to 32 letters, digits, _, . or -."]
+      : password.length < 8 || password.length > 128 ? ["password", "A password is 8 to 128 characters."] : null;
+    if (broken) {
+      showError(broken[1]);
+      fields[broken[0]].focus();
+      return;
+    }
     try {
-      const created = await whileBusy(registerForm, () => api.register(username, password));
-      registerForm.reset();
-      const name = typeof created.username === "string" ? created.username : username;
-      showNotice(`Account ${name} created. Log in with it now.`);
-      loginForm.elements.username.value = name;
-      loginForm.elements.password.focus();
+      await whileBusy(registerForm, () => api.register(username, password));
     } catch (error) {
-      showError(api.describe(error));
+      showError(api.describe(error, "register"));
+      fields.username.focus();
+      return;
+    }
+    try {
+      await logIn(registerForm, username, password);
+      registerForm.reset();
+    } catch (error) {
+      showError(`Your account ${username} is made, but logging in failed: ${api.describe(error)}`);
+      loginForm.elements.username.value = username;
+      loginForm.elements.password.focus();
     }
   });
 }

@@ -36,19 +36,6 @@ export function localTime(timestamp) {
   return Number.isNaN(moment.getTime()) ? String(timestamp) : moment.toLocaleString();
 }
 
-// A link only for http and https URLs; anything else stays plain text.
-export function safeLink(url) {
-  try {
-    const parsed = new URL(url);
-    if (parsed.protocol === "http:" || parsed.protocol === "https:") {
-      return element("a", { text: url, attributes: { href: parsed.href, rel: "noopener noreferrer nofollow" } });
-    }
-  } catch {
-    // Not a URL at all.
-  }
-  return document.createTextNode(url);
-}
-
 // Runs `work` with the form's submit button disabled, so one press sends one request.
 export async function whileBusy(form, work) {
   const button = form.querySelector("button[type=submit]");

@@ -1,36 +1,78 @@
 // The chatsys web client: the session, which view shows (from the address's #/... part),
-// and the footer line that names the process and the HAProxy server that last answered.
+// the room list beside it (a drawer on a phone), the tab title's unread count, and the
+// footer line that names the process and the HAProxy server that last answered.
 
 import * as api from "./api.js";
 import { setUpAuth } from "./auth.js";
 import { byId, clearMessages, parseRoute, showError, showNotice } from "./dom.js";
 import { ProfileView } from "./profile.js";
-import { RoomView } from "./room.js";
-import { RoomsView } from "./rooms.js";
+import { forgetDrafts, RoomView } from "./room.js";
+import { ReadState, RoomsView } from "./rooms.js";
 import { forgetSession, loadSession, saveSession } from "./session.js";
+import { userText } from "./text.js";
 
-const VIEWS = ["auth-view", "rooms-view", "room-view", "profile-view"];
+const VIEWS = ["auth-view", "home-view", "room-view", "profile-view"];
+const WARN_BEFORE_END_MS = 5 * 60 * 1000; // the session's end is announced this long before
+const PHONE = window.matchMedia("(max-width: 47.99rem)");
 
 let session = null;
-const roomsView = new RoomsView();
-const roomView = new RoomView(() => session?.username);
+let readState = null;
+let currentRoom = null;
+let endTimers = [];
+const roomsView = new RoomsView(() => readState, () => currentRoom);
+const roomView = new RoomView(() => session?.username, () => readState);
 const profileView = new ProfileView((profile) => showName(profile.display_name));
 
 function show(view, focus) {
   for (const id of VIEWS) byId(id).hidden = id !== view;
-  byId(focus)?.focus();
+  document.body.dataset.view = view;
+  byId(focus)?.focus({ preventScroll: view === "room-view" });
 }
 
 function showName(displayName) {
   const name = typeof displayName === "string" && displayName ? displayName : session.username;
-  byId("whoami").textContent = name === session.username ? `Signed in as ${name}` : `Signed in as ${name} (${session.username})`;
+  const whoami = byId("whoami");
+  whoami.replaceChildren("Signed in as ", userText(name));
+  if (name !== session.username) whoami.append(` (${session.username})`);
 }
+
+function updateTitle() {
+  const total = readState ? readState.total() : 0;
+  const place = currentRoom ? `${currentRoom} · chatsys` : "chatsys";
+  document.title = total ? `(${total}) ${place}` : place;
+  roomsView.draw();
+}
+
+// --- the drawer: the room list slides over the page on a phone ---------------------------
+
+function setDrawer(open) {
+  document.body.classList.toggle("drawer-open", open);
+  byId("drawer-toggle").setAttribute("aria-expanded", String(open));
+  if (open) byId("room-filter").focus();
+}
+
+byId("drawer-toggle").addEventListener("click", () => setDrawer(!document.body.classList.contains("drawer-open")));
+document.addEventListener("keydown", (event) => {
+  if (event.key === "Escape" && document.body.classList.contains("drawer-open")) {
+    setDrawer(false);
+    byId("drawer-toggle").focus();
+  }
+});
+byId("room-list").addEventListener("click", () => setDrawer(false));
+
+// --- the session -------------------------------------------------------------------------
 
 async function signedIn() {
   const { username } = session;
+  readState = new ReadState(username);
+  readState.onChange(updateTitle);
   byId("account").hidden = false;
+  byId("sidebar").hidden = false;
+  byId("drawer-toggle").hidden = false;
   byId("my-profile").href = `#/profile/${encodeURIComponent(username)}`;
   showName(username);
+  roomsView.start();
+  watchTheEnd();
   let profile;
   try {
     profile = await api.profile(username);
@@ -40,10 +82,25 @@ async function signedIn() {
   if (session?.username === username) showName(profile.display_name);
 }
 
+// A session lasts as long as the login service said; it is announced before it ends.
+function watchTheEnd() {
+  endTimers.forEach(clearTimeout);
+  endTimers = [];
+  if (!session?.expiresAt) return;
+  const left = session.expiresAt - Date.now();
+  const ends = new Date(session.expiresAt).toLocaleTimeString([], { hour: "numeric", minute: "2-digit" });
+  endTimers.push(setTimeout(() => {
+    showNotice(`Your session ends at ${ends}. Then log in again; what you are writing is kept.`);
+  }, Math.max(0, left - WARN_BEFORE_END_MS)));
+  endTimers.push(setTimeout(() => endSession("Your session has ended; please log in again. Any draft is kept.", true),
+    Math.max(0, left)));
+}
+
 function route() {
   if (!session) {
     roomView.close();
     profileView.close();
+    currentRoom = null;
     show("auth-view", "login-username");
     return;
   }
@@ -53,7 +110,8 @@ function route() {
     parts = [""];
   }
   const [kind, name] = parts;
-  if (kind === "room" && name) {
+  currentRoom = kind === "room" && name ? name : null;
+  if (currentRoom) {
     profileView.close();
     show("room-view", "message-text");
     roomView.open(name);
@@ -64,33 +122,41 @@ function route() {
   } else {
     roomView.close();
     profileView.close();
-    show("rooms-view", "rooms-title");
-    roomsView.load();
+    show("home-view", PHONE.matches ? "room-filter" : "home-title");
   }
+  updateTitle();
 }
 
 function endSession(note, asError) {
   if (!session) return;
   roomView.close();
+  roomsView.stop();
+  endTimers.forEach(clearTimeout);
   forgetSession();
   api.setToken(null);
   session = null;
-  byId("account").hidden = true;
+  readState = null;
+  setDrawer(false);
+  for (const id of ["account", "sidebar", "drawer-toggle"]) byId(id).hidden = true;
   byId("whoami").textContent = "";
-  route();
+  route(); // the address stays: logging in again goes back to the same room and draft
   (asError ? showError : showNotice)(note);
 }
 
-api.onUnauthorized(() => endSession("Your session has ended; please log in again.", true));
+api.onUnauthorized(() => endSession("Your session has ended; please log in again. Any draft is kept.", true));
 
-api.onAnswer(({ method, path, status, instance, server }) => {
-  const who = instance ?? "unknown process";
-  const via = server ? ` (HAProxy server ${server})` : "";
-  byId("served-by").textContent = `${who}${via} answered ${method} ${path}: ${status}`;
+api.onAnswer(({ instance, server }) => {
+  const who = instance ?? "an unknown process";
+  const via = server ? ` through HAProxy server ${server}` : "";
+  byId("served-by").textContent = `Last answer from ${who}${via}.`;
 });
 
 setUpAuth((answer) => {
-  session = { username: answer.username, token: answer.token };
+  const seconds = Number(answer.expires_in);
+  session = {
+    username: answer.username, token: answer.token,
+    expiresAt: Number.isFinite(seconds) && seconds > 0 ? Date.now() + seconds * 1000 : null,
+  };
   saveSession(session);
   api.setToken(session.token);
   signedIn();
@@ -108,6 +174,7 @@ byId("logout").addEventListener("click", async () => {
       return;
     }
   }
+  forgetDrafts(); // logging out on purpose leaves nothing of yours in the tab
   endSession("You are logged out.", false);
 });
 
@@ -120,20 +187,29 @@ window.addEventListener("hashchange", () => {
 window.addEventListener("unhandledrejection", (event) => showError(api.describe(event.reason)));
 window.addEventListener("error", (event) => showError(api.describe(event.error ?? event.message)));
 
+// A saved session is drawn at once and checked meanwhile (`GET /validate`): a dead one ends
+// with the log-in form and one line, a live one has not waited for the check.
 async function start() {
   const saved = loadSession();
-  if (saved) {
-    session = saved;
-    api.setToken(saved.token);
-    try {
-      await api.validate();
-    } catch (error) {
-      if (error.status === 401) return; // ended by the handler above, which shows the log-in
-      showError(`${api.describe(error)} Your session is kept.`);
-    }
-    signedIn();
+  if (!saved) {
+    route();
+    return;
   }
+  session = saved;
+  api.setToken(saved.token);
+  signedIn();
   route();
+  try {
+    const answer = await api.validate();
+    const end = Date.parse(answer.expires_at);
+    if (session === saved && Number.isFinite(end)) {
+      session.expiresAt = end;
+      watchTheEnd();
+    }
+  } catch (error) {
+    // A 401 ended the session in the handler above, which shows the log-in form.
+    if (error.status !== 401) showError(`${api.describe(error)} Your session is kept.`);
+  }
 }
 
 start();

@@ -1,7 +1,8 @@
 // A user's profile, and for your own the form that edits it.
 
 import * as api from "./api.js";
-import { byId, clearMessages, element, localTime, safeLink, showError, showNotice, whileBusy } from "./dom.js";
+import { byId, clearMessages, element, localTime, showError, showNotice, whileBusy } from "./dom.js";
+import { fillText, safeLink } from "./text.js";
 
 export class ProfileView {
   constructor(onSaved) {
@@ -46,8 +47,8 @@ export class ProfileView {
   }
 
   render(profile) {
-    byId("profile-display-name").textContent = String(profile.display_name ?? "");
-    byId("profile-bio").textContent = String(profile.bio ?? "");
+    fillText(byId("profile-display-name"), String(profile.display_name ?? ""));
+    fillText(byId("profile-bio"), String(profile.bio ?? ""), { links: true });
     const avatar = String(profile.avatar_url ?? "");
     byId("profile-avatar").replaceChildren(avatar ? safeLink(avatar) : element("span", { className: "hint", text: "none" }));
     byId("profile-updated").textContent = localTime(profile.updated_at);
@@ -79,7 +80,7 @@ export class ProfileView {
       showNotice("Profile saved.");
       this.onSaved(profile);
     } catch (error) {
-      if (error.status !== 401) showError(api.describe(error));
+      if (error.status !== 401) showError(api.describe(error, "profile"));
     }
   }
 }

@@ -1,26 +1,53 @@
-// One room: its history newest first with older pages on demand, new messages live through
-// long polls (contract v1.1 `wait`), and sending with one Idempotency-Key per message.
+// One room: its newest messages, older ones as you scroll up, new ones live through long
+// polls (contract v1.1 `wait`), and sending with one Idempotency-Key per message. Authors
+// show by display name (the user name on hover); a name that looks like another is marked.
 
 import * as api from "./api.js";
-import { byId, clearMessages, element, localTime, showError, whileBusy } from "./dom.js";
+import { byId, clearMessages, element, showError, whileBusy } from "./dom.js";
+import { LookAlikes, skeleton, userText } from "./text.js";
+import { Timeline } from "./timeline.js";
 
-const PAGE = 50; // history shown at first and per "Older messages"
+const PAGE = 50; // the newest messages a room opens with
+const OLDER_PAGE = 100; // older messages fetched at once while scrolling up
 const LIVE_PAGE = 200; // the contract's largest limit: a backlog comes in few requests
 const LONG_POLL_SECONDS = 25; // each long poll's `wait` (the contract allows up to 30)
 const POLL_INTERVAL_MS = 1000;
 const LONGEST_PAUSE_MS = 5000;
-const LIVE = "Live: new messages appear as they are posted.";
+const PROFILE_FETCHES = 4; // profiles asked for at once
+const LIVE = "Live";
+const DRAFTS = "chatsys.draft.";
+
+// Where the unsent text of a room is kept in this tab: per user, so that another log-in in
+// the same tab never finds it.
+const draftKey = (username, room) => `${DRAFTS}${username}.${room}`;
+
+export function forgetDrafts() {
+  for (const key of Object.keys(sessionStorage)) if (key.startsWith(DRAFTS)) sessionStorage.removeItem(key);
+}
 
 export class RoomView {
-  constructor(currentUser) {
+  constructor(currentUser, readState) {
     this.currentUser = currentUser;
-    this.list = byId("messages");
+    this.readState = readState;
     this.form = byId("send-form");
     this.box = byId("message-text");
-    this.olderButton = byId("older");
+    this.jump = byId("jump");
     this.controller = null;
     this.room = null;
-    this.olderButton.addEventListener("click", () => this.older());
+    this.names = new Map(); // user name -> display name (null: none, undefined: not asked yet)
+    this.asking = [];
+    this.fetching = 0;
+    this.lookAlikes = new LookAlikes();
+    this.timeline = new Timeline(byId("scroller"), byId("messages"), {
+      author: (username) => this.author(username),
+      mine: (username) => username === this.currentUser(),
+      onOlder: () => this.older(),
+      onMove: () => this.moved(),
+    });
+    this.jump.addEventListener("click", () => {
+      this.timeline.showLatest();
+      this.box.focus();
+    });
     this.form.addEventListener("submit", (event) => {
       event.preventDefault();
       this.send();
@@ -31,20 +58,29 @@ export class RoomView {
         this.form.requestSubmit();
       }
     });
+    // A draft outlives a reload and the end of a session (it is kept in this tab).
+    this.box.addEventListener("input", () => {
+      if (this.room) sessionStorage.setItem(draftKey(this.currentUser(), this.room), this.box.value);
+    });
+    document.addEventListener("visibilitychange", () => this.moved());
   }
 
   open(room) {
     if (room === this.room && this.controller) return; // already open and following
     this.close();
     this.room = room;
-    this.shown = new Map(); // seq -> its list item
-    this.after = 0; // the highest seq the live loop has been given
-    this.oldest = null;
     this.pending = null;
-    this.list.replaceChildren();
+    this.loadingOlder = false;
+    const state = this.readState();
+    this.timeline.reset(state && state.read.has(room) ? state.lastRead(room) : null);
     byId("room-title").textContent = room;
-    this.olderButton.hidden = true;
+    byId("room-missing").hidden = true;
+    byId("scroller").hidden = false;
+    this.form.hidden = false;
     byId("room-empty").hidden = true;
+    byId("history-state").textContent = "";
+    this.jump.hidden = true;
+    this.box.value = sessionStorage.getItem(draftKey(this.currentUser(), room)) ?? "";
     this.controller = new AbortController();
     this.run(room, this.controller.signal);
   }
@@ -59,25 +95,107 @@ export class RoomView {
     byId("live-state").textContent = text;
   }
 
+  // --- authors ----------------------------------------------------------------------------
+
+  author(username) {
+    if (this.lookAlikes.add(username)) this.markLookAlikes();
+    if (this.names.get(username) === undefined && !this.asking.includes(username)) {
+      this.asking.push(username);
+      this.askProfiles();
+    }
+    const link = element("a", { className: "author", attributes: { href: `#/profile/${encodeURIComponent(username)}` } });
+    link.dataset.user = username;
+    this.fillAuthor(link, username);
+    return link;
+  }
+
+  // The display name, the user name on hover, and a mark when either looks like another
+  // user's name: then the user name is shown too, so that the two can be told apart.
+  fillAuthor(link, username) {
+    const display = this.names.get(username) || username;
+    const others = this.lookAlikes.others(username);
+    const displayKey = skeleton(display);
+    const mimics = display !== username ? [...this.lookAlikes.bySkeleton.entries()]
+      .filter(([key]) => key === displayKey).flatMap(([, names]) => [...names]).filter((name) => name !== username) : [];
+    const warned = [...new Set([...others, ...mimics])];
+    link.title = `@${username}`;
+    link.replaceChildren(userText(display, "name"));
+    if (display !== username && !warned.length) return;
+    if (display !== username || warned.length) link.append(element("span", { className: "handle", text: ` @${username}` }));
+    if (warned.length) {
+      link.append(element("span", {
+        className: "look-alike", text: `looks like ${warned.join(", ")}`,
+        attributes: { title: "This name can be mistaken for another user's: check the @name." },
+      }));
+    }
+  }
+
+  markLookAlikes() {
+    for (const link of document.querySelectorAll("#messages .author")) this.fillAuthor(link, link.dataset.user);
+  }
+
+  async askProfiles() {
+    while (this.asking.length && this.fetching < PROFILE_FETCHES) {
+      const username = this.asking.shift();
+      this.fetching += 1;
+      let name = null;
+      try {
+        const profile = await api.profile(username);
+        name = typeof profile.display_name === "string" && profile.display_name.trim() ? profile.display_name : null;
+      } catch {
+        // No profile (404) or none to be had now: the user name serves.
+      } finally {
+        this.fetching -= 1;
+      }
+      this.names.set(username, name);
+      if (name) {
+        for (const link of document.querySelectorAll(`#messages .author[data-user="${CSS.escape(username)}"]`)) {
+          this.fillAuthor(link, username);
+        }
+      }
+    }
+  }
+
+  // --- history and live -------------------------------------------------------------------
+
   // The room's loop until `signal` ends it (another room or view, or the session's end):
   // once aborted, nothing it fetched is drawn.
   async run(room, signal) {
     this.setLive("Loading…");
-    const first = await this.retrying(signal, () => api.messages(room, { limit: PAGE }, signal));
+    let first;
+    try {
+      first = await this.retrying(signal, () => api.messages(room, { limit: PAGE }, signal));
+    } catch (error) {
+      if (error.status === 404) this.missing(room);
+      return;
+    }
     if (!first || signal.aborted) return;
-    this.add(first.messages);
-    this.after = first.next_after;
+    this.readState()?.seen(room, first.next_after);
+    this.history(first.messages.length ? Math.min(...first.messages.map((message) => message.seq)) : null);
+    for (const message of first.messages) this.lookAlikes.add(String(message.author ?? ""));
+    this.timeline.start(first.messages);
+    this.timeline.scrolled();
     this.setLive(LIVE);
     await this.follow(room, signal);
   }
 
+  missing(room) {
+    this.setLive("");
+    byId("room-missing-text").textContent = `There is no room named ${room}. Pick one from the list, or create it.`;
+    byId("room-missing").hidden = false;
+    byId("scroller").hidden = true;
+    this.form.hidden = true;
+    this.jump.hidden = true;
+  }
+
   // Runs `request` until it answers, waiting out transient trouble; undefined when the view
-  // closed, the session ended or the error is not worth a retry.
+  // closed or the session ended; throws a 404, shows any other error.
   async retrying(signal, request) {
     for (;;) {
       try {
         return await request();
       } catch (error) {
+        if (error.status === 404 && !signal.aborted) throw error;
         const pause = this.trouble(error, signal);
         if (pause === null) return undefined;
         await api.sleep(pause, signal);
@@ -108,7 +226,7 @@ export class RoomView {
       const wait = longPoll ? LONG_POLL_SECONDS : undefined;
       let page;
       try {
-        page = await api.messages(room, { after: this.after, limit: LIVE_PAGE, wait }, signal);
+        page = await api.messages(room, { after: this.timeline.newest, limit: LIVE_PAGE, wait }, signal);
       } catch (error) {
         // A v1 server refuses `wait` with 400: from then on, plain polls.
         if (longPoll && error.status === 400 && !signal.aborted) {
@@ -123,8 +241,7 @@ export class RoomView {
       }
       if (signal.aborted) return;
       this.setLive(longPoll ? LIVE : "Polling every second.");
-      this.add(page.messages);
-      this.after = Math.max(this.after, page.next_after);
+      this.arrived(page.messages);
       if (page.messages.length === LIVE_PAGE) pause = 0; // more waiting: fetch it at once
       else if (!longPoll) pause = POLL_INTERVAL_MS;
       else if (page.messages.length) pause = 0;
@@ -134,50 +251,56 @@ export class RoomView {
     }
   }
 
+  arrived(messages, follow = false) {
+    if (!messages.length) return;
+    // Messages that come while you are scrolled up or in another tab get the unread line.
+    const state = this.readState();
+    const away = !this.timeline.following || document.visibilityState !== "visible";
+    if (state && away && !follow && messages.some((message) => message.seq > state.lastRead(this.room))) {
+      this.timeline.markUnreadAfter(state.lastRead(this.room));
+    }
+    this.timeline.addNewer(messages, follow);
+    this.readState()?.seen(this.room, this.timeline.newest);
+    this.readState()?.changed();
+    this.history();
+    this.moved();
+  }
+
   async older() {
-    if (!this.controller || !(this.oldest > 1)) return;
-    const { room, oldest } = this;
+    const oldest = this.timeline.oldest;
+    if (!this.controller || this.loadingOlder || !(oldest > 1)) return;
+    const { room } = this;
     const signal = this.controller.signal;
-    // The PAGE messages just below the oldest shown; near the start the page overlaps what
-    // is shown already, and add() leaves those out.
-    const after = Math.max(0, oldest - PAGE - 1);
-    this.olderButton.disabled = true;
+    this.loadingOlder = true;
+    byId("history-state").textContent = "Loading older messages…";
     try {
-      const page = await api.messages(room, { after, limit: PAGE }, signal);
-      if (room === this.room) this.add(page.messages.filter((message) => message.seq < oldest));
+      const page = await api.messages(room, { after: Math.max(0, oldest - OLDER_PAGE - 1), limit: OLDER_PAGE }, signal);
+      if (room === this.room && !signal.aborted) this.timeline.addOlder(page.messages);
     } catch (error) {
       if (!signal.aborted && error.status !== 401) showError(api.describe(error));
     } finally {
-      this.olderButton.disabled = false;
+      this.loadingOlder = false;
+      if (room === this.room) this.history();
     }
   }
 
-  add(messages) {
-    for (const message of messages) {
-      if (this.shown.has(message.seq)) continue;
-      const item = this.render(message);
-      this.shown.set(message.seq, item);
-      // Newest first: before the first shown message with a lower seq.
-      const next = Array.from(this.list.children).find((child) => Number(child.dataset.seq) < message.seq);
-      this.list.insertBefore(item, next ?? null);
-      if (this.oldest === null || message.seq < this.oldest) this.oldest = message.seq;
-    }
-    byId("room-empty").hidden = this.shown.size > 0;
-    this.olderButton.hidden = !(this.oldest > 1);
+  // The line above the first message: loading, or the start of the room.
+  history(oldest = this.timeline.oldest) {
+    byId("room-empty").hidden = oldest !== null;
+    byId("history-state").textContent = oldest === 1 ? `This is the start of ${this.room}.` : "";
   }
 
-  render(message) {
-    const author = String(message.author ?? "");
-    const item = element("li", { className: author === this.currentUser() ? "message mine" : "message" }, [
-      element("div", { className: "meta" }, [
-        element("a", { className: "author", text: author, attributes: { href: `#/profile/${encodeURIComponent(author)}` } }),
-        element("span", { className: "seq", text: `#${message.seq}` }),
-        element("time", { text: localTime(message.created_at), attributes: { datetime: String(message.created_at ?? "") } }),
-      ]),
-      element("p", { className: "text", text: String(message.text ?? "") }),
-    ]);
-    item.dataset.seq = String(message.seq);
-    return item;
+  // After any scroll or new message: read what is seen, offer the way down when not there.
+  moved() {
+    if (!this.room || !this.controller) return;
+    const state = this.readState();
+    const newest = this.timeline.newest;
+    const atBottom = this.timeline.following;
+    if (atBottom && newest && document.visibilityState === "visible") state?.markRead(this.room, newest);
+    const unread = state ? state.unread(this.room) : 0;
+    const drawnToEnd = this.timeline.hi === this.timeline.messages.length;
+    this.jump.hidden = atBottom || (!unread && drawnToEnd && this.timeline.below() < byId("scroller").clientHeight);
+    this.jump.textContent = unread ? `${unread} new message${unread === 1 ? "" : "s"} ↓` : "Jump to the latest ↓";
   }
 
   async send() {
@@ -186,6 +309,10 @@ export class RoomView {
     if (!text.trim()) {
       showError("Write a message first.");
       this.box.focus();
+      return;
+    }
+    if (text.length > 2000) {
+      showError(`A message can be up to 2,000 characters; this one has ${text.length}.`);
       return;
     }
     const { room } = this;
@@ -199,11 +326,19 @@ export class RoomView {
       const message = await whileBusy(this.form, () => api.send(room, text, key));
       if (this.pending?.key === key) this.pending = null;
       if (room === this.room) {
-        if (this.box.value === text) this.box.value = "";
-        if (Number.isInteger(message.seq)) this.add([message]);
+        if (this.box.value === text) {
+          this.box.value = "";
+          sessionStorage.removeItem(draftKey(this.currentUser(), room));
+        }
+        if (Number.isInteger(message.seq)) {
+          // The long poll brings every message up to ours first; ours shows once it is
+          // next, or at once when nothing is missing before it.
+          if (message.seq === this.timeline.newest + 1) this.arrived([message], true);
+          else this.timeline.showLatest();
+        }
       }
     } catch (error) {
-      if (error.status !== 401) showError(`Not sent: ${api.describe(error)}`);
+      if (error.status !== 401) showError(`Not sent: ${api.describe(error, "message")}`);
     }
     this.box.focus();
   }

@@ -7,7 +7,7 @@ export function loadSession() {
   try {
     const saved = JSON.parse(sessionStorage.getItem(KEY));
     if (saved && typeof saved.username === "string" && typeof saved.token === "string") {
-      return { username: saved.username, token: saved.token };
+      return { username: saved.username, token: saved.token, expiresAt: Number(saved.expiresAt) || null };
     }
   } catch {
     // Unreadable or not ours: as good as no session.
