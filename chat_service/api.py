@@ -111,6 +111,7 @@ def _refuse_if_too_many_rooms(settings) -> None:
             "Too Many Requests",
             f"You may create {settings.rooms_per_user} rooms per {window} s; wait before creating another.",
             headers={"Retry-After": str(window)},
+            limit="ROOMS_PER_USER",
         )
     if settings.max_rooms > 0 and store.room_count() >= settings.max_rooms:
         raise Problem(
@@ -118,6 +119,7 @@ def _refuse_if_too_many_rooms(settings) -> None:
             "Too Many Requests",
             f"The server holds its maximum of {settings.max_rooms} rooms.",
             headers={"Retry-After": str(window)},
+            limit="MAX_ROOMS",
         )
 
 

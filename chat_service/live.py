@@ -18,6 +18,7 @@ from collections.abc import Callable
 from flask import Flask, current_app
 
 from chat_service import store
+from service_kit import metrics
 from service_kit.problems import unavailable
 
 # How many messages one poll reads at most; a longer burst is read by the requests.
@@ -60,6 +61,7 @@ class RoomWatcher:
                 with _watchers_lock, self.changed:  # the order wait_for_messages takes them in
                     if not self.waiters:
                         del _watchers[self.room]
+                        metrics.ROOM_WATCHERS.dec()
                         return
                 self._poll()
                 time.sleep(self.poll_seconds)
@@ -71,6 +73,7 @@ class RoomWatcher:
         except Exception:  # the database is down or slow: the waiters learn it at once
             current_app.logger.warning("room watcher for %r could not reach the database", self.room)
             page, failed = [], True
+        metrics.WATCHER_POLLS.labels("failed" if failed else "ok").inc()
         with self.changed:
             self.polls += 1
             if failed:
@@ -113,9 +116,11 @@ def wait_for_messages(
     store them) or `seconds` pass. `known` is a seq known to be stored, where a new
     watcher starts looking for the newest."""
     watcher = _join_watcher(room, known)
+    metrics.LONG_POLLS_WAITING.inc()
     try:
         return watcher.wait(after, limit, seconds, client_gone)
     finally:
+        metrics.LONG_POLLS_WAITING.dec()
         with watcher.changed:
             watcher.waiters -= 1
 
@@ -137,5 +142,6 @@ def _join_watcher(room: str, known: int) -> RoomWatcher:
             if room in _watchers:
                 continue  # another request started one meanwhile: join that one
             _watchers[room] = fresh
+        metrics.ROOM_WATCHERS.inc()
         threading.Thread(target=fresh.run, name=f"watch-{room}", daemon=True).start()
         return fresh

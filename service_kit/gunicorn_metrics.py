@@ -1,0 +1,107 @@
+"""The gunicorn side of the metrics (conf/gunicorn.conf.py calls these in the master): the
+folder the workers write their values to, the listener that serves their sum on the
+loopback METRICS_PORT, the CPU and memory of the master and its workers, and the clean-up
+when a worker exits.
+
+Imports neither Flask nor pymongo, and prometheus-client only once PROMETHEUS_MULTIPROC_DIR
+is set: the library chooses where values live when it is first imported.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+
+_OWNER = "CHATSYS_METRICS_MASTER"  # the pid of the gunicorn master that prepared the folder
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+_PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
+
+
+def prepare_directory(port: int) -> str:
+    """A fresh, empty folder for this gunicorn's workers' values, named in
+    PROMETHEUS_MULTIPROC_DIR for the workers it forks. Values of an earlier run must not be
+    added to this one's, so an inherited folder is emptied first; a reload of the
+    configuration (SIGHUP) keeps the folder its workers write to."""
+    given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if given and os.environ.get(_OWNER) == str(os.getpid()):
+        return given
+    os.environ[_OWNER] = str(os.getpid())
+    if given:
+        shutil.rmtree(given, ignore_errors=True)
+        os.makedirs(given, mode=0o700)
+        return given
+    base = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None  # tmpfs: no disk writes
+    folder = tempfile.mkdtemp(prefix=f"chatsys-metrics-{port}-", dir=base)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
+    return folder
+
+
+def remove_directory() -> None:
+    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if folder:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _stat(pid: int) -> list[str] | None:
+    """Fields of /proc/PID/stat after the command name (field 3, state, is index 0)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as file:
+            return file.read().rsplit(b")", 1)[1].decode().split()
+    except (OSError, IndexError):
+        return None
+
+
+class ServiceProcesses:
+    """CPU and resident memory of the master and its workers, together: the master's own
+    CPU and that of the workers it has reaped (cutime, cstime), plus the workers alive, so
+    the total only grows across worker restarts."""
+
+    def __init__(self, arbiter) -> None:
+        self._arbiter = arbiter
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        master = _stat(os.getpid()) or ["0"] * 22
+        ticks = sum(int(value) for value in master[11:15])
+        pages = int(master[21])
+        workers = list(self._arbiter.WORKERS)
+        for pid in workers:
+            fields = _stat(pid)
+            if fields is not None:
+                ticks += int(fields[11]) + int(fields[12])
+                pages += int(fields[21])
+        yield CounterMetricFamily(
+            "chatsys_process_cpu_seconds",
+            "CPU (user + system) of the gunicorn master and its workers.",
+            ticks / _CLOCK_TICKS,
+        )
+        yield GaugeMetricFamily(
+            "chatsys_process_resident_memory_bytes",
+            "Resident memory of the gunicorn master and its workers.",
+            pages * _PAGE_BYTES,
+        )
+        yield GaugeMetricFamily("chatsys_workers", "Gunicorn workers alive.", len(workers))
+
+
+def serve(arbiter, host: str, port: int) -> None:
+    """Serve the workers' summed values and the processes' CPU and memory on host:port,
+    from a thread of the master (it answers even while every worker is busy). A port
+    that is taken leaves the service running without its metrics, and says so."""
+    from prometheus_client import CollectorRegistry, multiprocess, start_http_server
+
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    registry.register(ServiceProcesses(arbiter))
+    try:
+        start_http_server(port, addr=host, registry=registry)
+    except OSError as error:
+        arbiter.log.error("metrics not served: cannot listen on %s:%s: %s", host, port, error)
+
+
+def worker_exited(pid: int) -> None:
+    """Drop the gauges of a worker that is gone (its counters and histograms stay counted)."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(pid)
