@@ -31,10 +31,20 @@ def prepare_directory(port: int) -> str:
         shutil.rmtree(given, ignore_errors=True)
         os.makedirs(given, mode=0o700)
         return given
-    base = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None  # tmpfs: no disk writes
-    folder = tempfile.mkdtemp(prefix=f"chatsys-metrics-{port}-", dir=base)
+    base = "/dev/shm" if os.access("/dev/shm", os.W_OK) else tempfile.gettempdir()  # tmpfs: no disk writes
+    _remove_orphans(base)
+    folder = tempfile.mkdtemp(prefix=f"chatsys-metrics-{os.getpid()}-{port}-", dir=base)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
     return folder
+
+
+def _remove_orphans(base: str) -> None:
+    """Folders of masters that were killed (on_exit never ran for them)."""
+    for name in os.listdir(base):
+        parts = name.split("-")
+        if name.startswith("chatsys-metrics-") and len(parts) >= 5 and parts[2].isdigit():
+            if not os.path.exists(f"/proc/{parts[2]}"):
+                shutil.rmtree(os.path.join(base, name), ignore_errors=True)
 
 
 def remove_directory() -> None:
