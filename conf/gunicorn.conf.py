@@ -76,10 +76,13 @@ log_keep = int(os.environ.get("LOG_KEEP") or 5)
 
 # Prometheus metrics (service_kit/metrics.py, on unless METRICS=off): every worker writes
 # its values to a folder of this gunicorn's own, and the master serves their sum on
-# METRICS_HOST:METRICS_PORT (loopback; never a port HAProxy forwards) when a port is given.
+# METRICS_HOST:METRICS_PORT (loopback; never a port HAProxy forwards) when a port is given,
+# or at port + METRICS_PORT_OFFSET (scripts/start.sh and systemd's chatsys.env: 5000).
 metrics_enabled = switch_on(os.environ.get("METRICS"))
 metrics_host = os.environ.get("METRICS_HOST") or "127.0.0.1"
 metrics_port = int(os.environ.get("METRICS_PORT") or 0)
+if not metrics_port and os.environ.get("METRICS_PORT_OFFSET"):
+    metrics_port = port + int(os.environ["METRICS_PORT_OFFSET"])
 if metrics_enabled:
     gunicorn_metrics.prepare_directory(port)
 proc_name = f"chatsys-{port}"

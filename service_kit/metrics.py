@@ -62,9 +62,14 @@ def route_of_request() -> str:
     rule = request.url_rule
     if rule is None:
         return "(unmatched)"
-    if request.args.get("wait", "0") not in ("", "0"):
+    if b"wait=" in request.query_string and request.args.get("wait", "0") not in ("", "0"):
         return f"{rule.rule} (wait)"
     return rule.rule
+
+
+# The labelled children already made: labels() validates and locks on every call, which
+# costs more than the observation itself (docs/results/2026-12-06-metrics-cost).
+_request_children: dict[tuple[str, str, int], Histogram] = {}
 
 
 def _begin() -> None:
@@ -73,10 +78,12 @@ def _begin() -> None:
 
 
 def _observe(response):
-    method = request.method if request.method in _METHODS else "other"
-    REQUEST_SECONDS.labels(route_of_request(), method, str(response.status_code)).observe(
-        time.perf_counter() - g.started
-    )
+    key = (route_of_request(), request.method, response.status_code)
+    child = _request_children.get(key)
+    if child is None:
+        method = key[1] if key[1] in _METHODS else "other"
+        child = _request_children.setdefault(key, REQUEST_SECONDS.labels(key[0], method, str(key[2])))
+    child.observe(time.perf_counter() - g.started)
     return response
 
 
@@ -93,29 +100,32 @@ def init_app(app: Flask) -> None:
 
 
 class DatabaseTimer(monitoring.CommandListener):
-    """Times each database command (pymongo calls it in the thread that sent the command)."""
+    """Times each database command (pymongo calls it in the thread that sent the command).
+    A command's request id is unique within the process: it keys the command's operation
+    and collection from its start to its end."""
 
     def __init__(self) -> None:
-        self._started: dict[tuple, tuple[str, str]] = {}
-
-    @staticmethod
-    def _key(event) -> tuple:
-        return (event.request_id, event.connection_id, event.operation_id)
+        self._started: dict[int, tuple[str, str]] = {}
+        self._children: dict[tuple[str, str], Histogram] = {}
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
-        command = event.command
-        target = command.get(event.command_name)
-        if event.command_name == "getMore":
-            target = command.get("collection")
-        self._started[self._key(event)] = (event.command_name, target if isinstance(target, str) else "")
+        name = event.command_name
+        target = event.command.get("collection" if name == "getMore" else name)
+        self._started[event.request_id] = (name, target if isinstance(target, str) else "")
+
+    def _observe(self, event) -> tuple[str, str] | None:
+        key = self._started.pop(event.request_id, None)
+        if key is not None:
+            child = self._children.get(key)
+            if child is None:
+                child = self._children.setdefault(key, DATABASE_SECONDS.labels(*key))
+            child.observe(event.duration_micros / 1e6)
+        return key
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        started = self._started.pop(self._key(event), None)
-        if started is not None:
-            DATABASE_SECONDS.labels(*started).observe(event.duration_micros / 1e6)
+        self._observe(event)
 
     def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        started = self._started.pop(self._key(event), None)
-        if started is not None:
-            DATABASE_SECONDS.labels(*started).observe(event.duration_micros / 1e6)
-            DATABASE_ERRORS.labels(*started).inc()
+        key = self._observe(event)
+        if key is not None:
+            DATABASE_ERRORS.labels(*key).inc()

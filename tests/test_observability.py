@@ -11,9 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-import random
 import signal
-import socket
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -95,26 +93,6 @@ def test_a_refused_login_names_its_limit_in_the_metrics_and_the_log_line(login_a
 # --- the stack of `make run` ------------------------------------------------------------------
 
 
-def port_block(size: int) -> int:
-    """The first of `size` consecutive free loopback ports, below the ephemeral range
-    (where the tests' other processes take theirs) and with room for the offsets."""
-    for _ in range(200):
-        base = random.randrange(20000, 30000 - size)
-        probes = []
-        try:
-            for port in range(base, base + size):
-                probe = socket.socket()
-                probes.append(probe)
-                probe.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for probe in probes:
-                probe.close()
-    raise RuntimeError(f"no {size} consecutive free ports")
-
-
 @dataclass
 class Running:
     env: dict[str, str]
@@ -169,7 +147,7 @@ class Running:
 def running(tmp_path_factory) -> Iterator[Running]:
     harness.require_tool("prometheus")
     harness.require_tool("prometheus-node-exporter")
-    base = port_block(BLOCK)
+    base = harness.free_port_block(BLOCK)
     var = tmp_path_factory.mktemp("observability-var")
     env = {name: str(base + offset) for name, offset in LAYOUT.items()}
     env.update(
