@@ -106,7 +106,7 @@ def serve(arbiter, host: str, port: int) -> None:
     registry.register(ServiceProcesses(arbiter))
     try:
         start_http_server(port, addr=host, registry=registry)
-    except OSError as error:
+    except (OSError, OverflowError) as error:  # taken, or beyond 65535 (PORT + METRICS_PORT_OFFSET)
         arbiter.log.error("metrics not served: cannot listen on %s:%s: %s", host, port, error)
 
 
