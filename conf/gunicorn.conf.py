@@ -83,8 +83,6 @@ metrics_host = os.environ.get("METRICS_HOST") or "127.0.0.1"
 metrics_port = int(os.environ.get("METRICS_PORT") or 0)
 if not metrics_port and os.environ.get("METRICS_PORT_OFFSET"):
     metrics_port = port + int(os.environ["METRICS_PORT_OFFSET"])
-if metrics_enabled:
-    gunicorn_metrics.prepare_directory(port)
 proc_name = f"chatsys-{port}"
 
 # A client that stalls while sending a request (slowloris) holds a worker thread; every
@@ -96,6 +94,11 @@ request_read_timeout = int(os.environ.get("GUNICORN_READ_TIMEOUT") or 3)
 
 # Several gunicorns run side by side on one host; the per-user control socket would clash.
 control_socket_disable = True
+
+
+def on_starting(server):
+    if metrics_enabled:
+        gunicorn_metrics.prepare_directory(port)
 
 
 def when_ready(server):

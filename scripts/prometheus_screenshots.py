@@ -41,7 +41,7 @@ QUERIES = {
 
 
 def stack_env(var: Path) -> dict[str, str]:
-    base = harness.free_port_block(22)
+    base = harness.free_port_block(40)
     names = [
         "HAPROXY_PORT",
         "LOGIN_PORT",
@@ -58,7 +58,7 @@ def stack_env(var: Path) -> dict[str, str]:
     env.update(
         CHATSYS_VAR=str(var),
         CHAT_PORTS=" ".join(str(base + 10 + index) for index in range(3)),
-        METRICS_PORT_OFFSET="5",  # the services' metrics at base 14 .. 20 are not used above
+        METRICS_PORT_OFFSET="20",  # the services' metrics at base + 24 .. 32, clear of the ports above
         **harness.UNLIMITED_EDGE,
     )
     return env

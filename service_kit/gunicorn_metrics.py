@@ -13,20 +13,16 @@ import os
 import shutil
 import tempfile
 
-_OWNER = "CHATSYS_METRICS_MASTER"  # the pid of the gunicorn master that prepared the folder
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 _PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 
 
 def prepare_directory(port: int) -> str:
-    """A fresh, empty folder for this gunicorn's workers' values, named in
-    PROMETHEUS_MULTIPROC_DIR for the workers it forks. Values of an earlier run must not be
-    added to this one's, so an inherited folder is emptied first; a reload of the
-    configuration (SIGHUP) keeps the folder its workers write to."""
+    """In the master, once, before it forks its first worker (gunicorn's on_starting, after
+    --daemon's fork: the folder is named after the master's pid): a fresh, empty folder for
+    its workers' values, named in PROMETHEUS_MULTIPROC_DIR for the workers. Values of an
+    earlier run must not be added to this one's, so a folder given there is emptied first."""
     given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-    if given and os.environ.get(_OWNER) == str(os.getpid()):
-        return given
-    os.environ[_OWNER] = str(os.getpid())
     if given:
         shutil.rmtree(given, ignore_errors=True)
         os.makedirs(given, mode=0o700)
@@ -39,7 +35,8 @@ def prepare_directory(port: int) -> str:
 
 
 def _remove_orphans(base: str) -> None:
-    """Folders of masters that were killed (on_exit never ran for them)."""
+    """Folders of masters that were killed (on_exit never ran for them): named after a pid
+    that is gone."""
     for name in os.listdir(base):
         parts = name.split("-")
         if name.startswith("chatsys-metrics-") and len(parts) >= 5 and parts[2].isdigit():
