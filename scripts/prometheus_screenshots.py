@@ -64,18 +64,18 @@ def stack_env(var: Path) -> dict[str, str]:
     return env
 
 
-def load(entry: str, login: str, seconds: float, stop: threading.Event) -> None:
-    """Four followers and four writers in one room, about 40 requests a second in all."""
+def load(entry: str, login: str, stop: threading.Event) -> list[threading.Thread]:
+    """Four followers and four writers in one room, about 40 requests a second in all,
+    until `stop` is set."""
     username = f"shots{random.randrange(10**8)}"
     requests.post(f"{login}/users", json={"username": username, "password": "correct horse 1"}, timeout=10)
     token = requests.post(f"{login}/login", json={"username": username, "password": "correct horse 1"}, timeout=10)
     auth = {"Authorization": f"Bearer {token.json()['token']}"}
     requests.post(f"{entry}/rooms", json={"name": "lobby"}, headers=auth, timeout=10)
-    deadline = time.monotonic() + seconds
 
     def writer() -> None:
         with requests.Session() as session:
-            while not stop.is_set() and time.monotonic() < deadline:
+            while not stop.is_set():
                 session.post(f"{entry}/rooms/lobby/messages", json={"text": "hello"}, headers=auth, timeout=10)
                 session.get(f"{entry}/rooms/lobby/messages?limit=50", headers=auth, timeout=10)
                 time.sleep(0.2)
@@ -83,17 +83,16 @@ def load(entry: str, login: str, seconds: float, stop: threading.Event) -> None:
     def follower() -> None:
         after = 0
         with requests.Session() as session:
-            while not stop.is_set() and time.monotonic() < deadline:
+            while not stop.is_set():
                 page = session.get(f"{entry}/rooms/lobby/messages?after={after}&wait=5", headers=auth, timeout=15)
                 after = page.json().get("next_after", after)
 
-    threads = [threading.Thread(target=writer) for _ in range(4)] + [
-        threading.Thread(target=follower) for _ in range(4)
+    threads = [threading.Thread(target=writer, daemon=True) for _ in range(4)] + [
+        threading.Thread(target=follower, daemon=True) for _ in range(4)
     ]
     for thread in threads:
         thread.start()
-    for thread in threads:
-        thread.join()
+    return threads
 
 
 def main() -> int:
@@ -106,23 +105,29 @@ def main() -> int:
         env = stack_env(Path(var))
         full_env = {**os.environ, **env}
         full_env.pop("MONGO_URI", None)
+        stop = threading.Event()
         try:
             subprocess.run([str(ROOT / "scripts/start.sh")], env=full_env, check=True, timeout=180)
             entry, login = f"http://127.0.0.1:{env['HAPROXY_PORT']}", f"http://127.0.0.1:{env['LOGIN_PORT']}"
-            load(entry, login, args.seconds, threading.Event())
+            threads = load(entry, login, stop)
+            time.sleep(args.seconds)  # the pictures are taken under the load
             prometheus = f"http://127.0.0.1:{env['PROMETHEUS_PORT']}"
             with sync_playwright() as playwright:
                 browser = launch_chromium(playwright)
                 page = browser.new_page(viewport={"width": 1200, "height": 760})
                 for name, query in QUERIES.items():
-                    parameters = {"g0.expr": query, "g0.tab": "0", "g0.range_input": "5m", "g0.stacked": "0"}
+                    parameters = {"g0.expr": query, "g0.tab": "0", "g0.range_input": "3m", "g0.stacked": "0"}
                     page.goto(f"{prometheus}/graph?{urllib.parse.urlencode(parameters)}")
                     page.wait_for_selector("canvas, .graph-chart, svg", timeout=30000)
                     page.wait_for_timeout(1500)  # the chart is drawn after its data arrives
-                    page.screenshot(path=args.out / f"{name}.png")
+                    page.screenshot(path=args.out / f"{name}.png", full_page=True)
                     print(f"wrote {args.out / name}.png")
                 browser.close()
+            stop.set()
+            for thread in threads:
+                thread.join(30)
         finally:
+            stop.set()
             subprocess.run([str(ROOT / "scripts/stop.sh")], env=full_env, timeout=120)
     return 0
 
