@@ -316,3 +316,24 @@ def test_a_service_log_file_is_rotated_and_written_on_after(running):
     marker = f"after-rotation-{unique_name()}"
     requests.get(f"http://127.0.0.1:{server}/rooms", headers={"X-Request-ID": marker}, timeout=10)
     harness.wait_until(lambda: marker in log.read_text(), 15, "the workers to write to the new file")
+
+
+@pytest.mark.local
+@pytest.mark.chat
+def test_haproxy_keeps_the_request_id_of_a_trusted_proxy_only_when_well_formed(running, processes):
+    balancer = harness.start_haproxy(
+        processes, running.chat_ports, extra_env={"HAPROXY_TRUSTED_PROXIES": "10.9.0.0/16 127.0.0.1"}
+    )
+    harness.wait_until(
+        lambda: list(balancer.server_states().values()).count("UP") == 3, 15, "HAProxy to see the chat servers up"
+    )
+    kept = requests.get(f"{balancer.url}/rooms", headers={"X-Request-ID": "edge-42.a:b_c"}, timeout=10)
+    assert kept.status_code == 401 and kept.headers["X-Request-ID"] == "edge-42.a:b_c"
+    assert assert_problem(kept, 401)["request_id"] == "edge-42.a:b_c"
+    harness.wait_until(
+        lambda: any(line.get("request_id") == "edge-42.a:b_c" for line in running.log_lines("chat-*.log*")),
+        15,
+        "the kept id in a chat server's log",
+    )
+    malformed = requests.get(f"{balancer.url}/rooms", headers={"X-Request-ID": "has spaces in it"}, timeout=10)
+    assert malformed.headers["X-Request-ID"] not in ("", "has spaces in it")
