@@ -113,6 +113,7 @@ def _too_many_rooms_per_user(settings) -> Problem:
         "Too Many Requests",
         f"You may create {settings.rooms_per_user} rooms per {window} s; wait before creating another.",
         headers={"Retry-After": str(window)},
+        limit="ROOMS_PER_USER",
     )
 
 
@@ -133,6 +134,7 @@ def _refuse_if_too_many_rooms(settings) -> None:
             "Too Many Requests",
             f"The server holds its maximum of {settings.max_rooms} rooms.",
             headers={"Retry-After": str(window)},
+            limit="MAX_ROOMS",
         )
 
 

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from flask import Flask, current_app
 
 from chat_service import store
+from service_kit import metrics
 from service_kit.problems import unavailable
 
 # How many messages one poll reads at most; a longer burst is read by the requests.
@@ -70,6 +71,7 @@ class RoomWatcher:
                 with _watchers_lock, self.changed:  # the order wait_for_messages takes them in
                     if not self.waiters:
                         del _watchers[self.room]
+                        metrics.ROOM_WATCHERS.dec()
                         return
                 self._poll()
                 time.sleep(self.poll_seconds)
@@ -81,6 +83,7 @@ class RoomWatcher:
         except Exception:  # the database is down or slow: the waiters learn it at once
             current_app.logger.warning("room watcher for %r could not reach the database", self.room)
             page, failed = [], True
+        metrics.WATCHER_POLLS.labels("failed" if failed else "ok").inc()
         with self.changed:
             self.polls += 1
             if failed:
@@ -135,9 +138,11 @@ def wait_for_messages(
     store them) or `seconds` pass. `known` is a seq known to be stored, where a new
     watcher starts looking for the newest."""
     watcher = _join_watcher(room, known)
+    metrics.LONG_POLLS_WAITING.inc()
     try:
         return watcher.wait(after, limit, seconds, client_gone)
     finally:
+        metrics.LONG_POLLS_WAITING.dec()
         with watcher.changed:
             watcher.waiters -= 1
 
@@ -159,5 +164,6 @@ def _join_watcher(room: str, known: int) -> RoomWatcher:
             if room in _watchers:
                 continue  # another request started one meanwhile: join that one
             _watchers[room] = fresh
+        metrics.ROOM_WATCHERS.inc()
         threading.Thread(target=fresh.run, name=f"watch-{room}", daemon=True).start()
         return fresh

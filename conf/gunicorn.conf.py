@@ -13,7 +13,8 @@ import sys
 # The checkout, whatever the working directory: service_kit and the services import from it.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from service_kit.config import DEFAULT_PORTS  # noqa: E402  (after the path; imports nothing else)
+from service_kit import gunicorn_metrics  # noqa: E402  (after the path; no Flask, no pymongo)
+from service_kit.config import DEFAULT_PORTS, switch_on  # noqa: E402  (after the path; imports nothing else)
 
 # Behind HAProxy, which takes 4100 and 4200 for login and profile (conf/haproxy/haproxy.cfg).
 _DEFAULT_PORTS = {f"{service}_service": port for service, port in DEFAULT_PORTS.items()}
@@ -64,9 +65,24 @@ limit_request_field_size = 8190
 accesslog = os.environ.get("GUNICORN_ACCESS_LOG") or None
 errorlog = "-"
 # The app's own log lines and tracebacks (stderr) go where gunicorn's go: the journal under
-# systemd, stdout in a container, the --error-logfile scripts/start.sh names.
+# systemd, stdout in a container, the --error-logfile scripts/start.sh names. All of them
+# JSON lines (service_kit/logs.py); the app writes one per request (ACCESS_LOG, on).
 capture_output = True
 loglevel = os.environ.get("LOG_LEVEL", "info")
+logger_class = "service_kit.logs.JsonLogger"
+# A log file (--error-logfile) is rotated by the master past LOG_MAX_BYTES, LOG_KEEP old ones.
+log_max_bytes = int(os.environ.get("LOG_MAX_BYTES") or 50 * 2**20)
+log_keep = int(os.environ.get("LOG_KEEP") or 5)
+
+# Prometheus metrics (service_kit/metrics.py, on unless METRICS=off): every worker writes
+# its values to a folder of this gunicorn's own, and the master serves their sum on
+# METRICS_HOST:METRICS_PORT (loopback; never a port HAProxy forwards) when a port is given,
+# or at port + METRICS_PORT_OFFSET (scripts/start.sh and systemd's chatsys.env: 5000).
+metrics_enabled = switch_on(os.environ.get("METRICS"))
+metrics_host = os.environ.get("METRICS_HOST") or "127.0.0.1"
+metrics_port = int(os.environ.get("METRICS_PORT") or 0)
+if not metrics_port and os.environ.get("METRICS_PORT_OFFSET"):
+    metrics_port = port + int(os.environ["METRICS_PORT_OFFSET"])
 proc_name = f"chatsys-{port}"
 
 # A client that stalls while sending a request (slowloris) holds a worker thread; every
@@ -78,6 +94,30 @@ request_read_timeout = int(os.environ.get("GUNICORN_READ_TIMEOUT") or 3)
 
 # Several gunicorns run side by side on one host; the per-user control socket would clash.
 control_socket_disable = True
+
+
+def on_starting(server):
+    if metrics_enabled:
+        gunicorn_metrics.prepare_directory(port)
+
+
+def when_ready(server):
+    if metrics_enabled and metrics_port:
+        gunicorn_metrics.serve(server, metrics_host, metrics_port)
+    if server.cfg.errorlog not in (None, "-") and log_max_bytes > 0:
+        from service_kit import logs
+
+        logs.rotate_when_large(server.cfg.errorlog, log_max_bytes, log_keep)
+
+
+def child_exit(server, worker):
+    if metrics_enabled:
+        gunicorn_metrics.worker_exited(worker.pid)
+
+
+def on_exit(server):
+    if metrics_enabled:
+        gunicorn_metrics.remove_directory()
 
 
 def post_worker_init(worker):

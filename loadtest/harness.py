@@ -7,6 +7,7 @@ The same helpers serve the benchmarks under scripts/.
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -40,6 +41,27 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def free_port_block(size: int, low: int = 20000, high: int = 30000) -> int:
+    """The first of `size` consecutive free loopback ports between `low` and `high`, below
+    the ephemeral range where free_port's come from: for a stack whose ports are laid out
+    at fixed offsets (scripts/start.sh's METRICS_PORT_OFFSET)."""
+    for _ in range(200):
+        base = random.randrange(low, high - size)
+        probes: list[socket.socket] = []
+        try:
+            for port in range(base, base + size):
+                probe = socket.socket()
+                probes.append(probe)
+                probe.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for probe in probes:
+                probe.close()
+    raise RuntimeError(f"no {size} consecutive free ports between {low} and {high}")
 
 
 def wait_until(predicate, timeout: float, what: str, interval: float = 0.05):

@@ -128,6 +128,7 @@ def _refuse_if_registering_too_often(settings) -> None:
             "Too Many Requests",
             "Too many registrations from this address; try again later.",
             headers={"Retry-After": str(settings.registration_window_seconds)},
+            limit="REGISTRATIONS_PER_ADDRESS",
         )
     registrations.insert_one({"address": request.remote_addr, "at": utcnow()})
 
@@ -193,11 +194,13 @@ def _record_attempt_or_refuse(username: str, user: dict | None, settings) -> Non
             {"username": username, "address": address},
             settings.login_max_failures,
             "Too many failed logins for this username from this address; wait before trying again.",
+            "LOGIN_MAX_FAILURES",
         ),
         (
             {"address": address},
             settings.login_max_failures_per_address,
             "Too many failed logins from this address; wait before trying again.",
+            "LOGIN_MAX_FAILURES_PER_ADDRESS",
         ),
     ]
     if user is None or address not in user.get("login_addresses", ()):
@@ -206,15 +209,16 @@ def _record_attempt_or_refuse(username: str, user: dict | None, settings) -> Non
                 {"username": username},
                 settings.login_max_failures_per_user,
                 "Too many failed logins for this username; wait before trying again.",
+                "LOGIN_MAX_FAILURES_PER_USER",
             )
         )
-    for query, limit, detail in limits:
+    for query, limit, detail, setting in limits:
         retry_after = _seconds_until_within(failures, query, limit, window, now)
         if retry_after is not None:
             # A refused attempt reached no password check, so it is not a failure: an
             # attacker who keeps knocking does not keep the lock on (contract v1.1).
             failures.delete_one({"_id": attempt.inserted_id})
-            raise Problem(429, "Too Many Requests", detail, headers={"Retry-After": str(retry_after)})
+            raise Problem(429, "Too Many Requests", detail, headers={"Retry-After": str(retry_after)}, limit=setting)
 
 
 # How many of the addresses a user last logged in from the per-username limit spares.

@@ -5,7 +5,7 @@ or on the MongoDB that --mongo-uri names, measures pairs of endpoints alternatel
 A, B ...) so machine noise hits both alike, and reports requests per second, their ratios,
 the CPU each request cost the service and the database, and each process's resident memory.
 
-Three modes:
+Four modes:
 - `ratios` (default): each request against `/health` of the same service, the token cache
   on against off, and HAProxy against direct.
 - `data-size`: the same requests against an empty database and against one seeded with a
@@ -13,6 +13,8 @@ Three modes:
 - `post`: a post, with and without an Idempotency-Key (the load plan always sends one),
   against `/health` of the same chat server. With `--profile`, one more keyed run is
   recorded by py-spy (the chat worker, a flame graph) and by FerretDB's own pprof.
+- `metrics`: the same requests with metrics on (and served), with `METRICS=off`, and with
+  `METRICS=off ACCESS_LOG=off`, side by side: what the metrics and the log lines cost.
 """
 
 from __future__ import annotations
@@ -268,6 +270,61 @@ def run_ratios(args, group: harness.ProcessGroup, database_uri: str, database_pi
     return {"results": results, "ratios": ratios, "memory": memory}
 
 
+def run_metrics(args, group: harness.ProcessGroup, database_uri: str, database_pids: list[int]) -> dict:
+    """Metrics on (the default, with a listener a scraper reads), off, and off with the
+    request log lines off too; each request measured on the three servers in turn."""
+    kinds = {
+        "metrics on": {"METRICS_PORT": str(harness.free_port())},
+        "metrics off": {"METRICS": "off"},
+        "metrics and log lines off": {"METRICS": "off", "ACCESS_LOG": "off"},
+    }
+    stack = start_stack(group, database_uri, **kinds["metrics on"])
+    logins = {"metrics on": stack.login}
+    chats = {"metrics on": stack.chat}
+    for kind, env in list(kinds.items())[1:]:
+        logins[kind] = harness.start_service(group, "login", {"MONGO_URI": database_uri, **env})
+        chats[kind] = harness.start_service(
+            group, "chat", {"MONGO_URI": database_uri, "LOGIN_URL": stack.login.url, **env}
+        )
+    lua = write_post_script(group)
+    messages = f"/rooms/{stack.room}/messages"
+    requests_measured = {
+        "chat /health": ("chat", "/health", None),
+        "chat GET newest 50": ("chat", f"{messages}?limit=50", None),
+        "chat POST message": ("chat", messages, lua),
+        "login /validate": ("login", "/validate", None),
+    }
+    for server in [*chats.values(), *logins.values()]:
+        with requests.Session() as session:
+            for _ in range(500):
+                session.get(
+                    f"{server.url}/validate" if server.service == "login" else f"{server.url}{messages}",
+                    headers=stack.auth,
+                    timeout=10,
+                )
+    common = dict(rounds=args.rounds, seconds=args.seconds, connections=args.connections, database_pids=database_pids)
+    results, ratios = {}, {}
+    for request, (service, path, script) in requests_measured.items():
+        servers = chats if service == "chat" else logins
+        measured = side_by_side(
+            {
+                f"{request}, {kind}": Target(f"{server.url}{path}", stack.auth, stack.pids(server), script)
+                for kind, server in servers.items()
+            },
+            **common,
+        )
+        results.update(measured)
+        on, off = measured[f"{request}, metrics on"], measured[f"{request}, metrics off"]
+        quiet = measured[f"{request}, metrics and log lines off"]
+        ratios[f"{request}: service CPU per request, metrics on ÷ off"] = (on.service_ms / off.service_ms, 1.05)
+        ratios[f"{request}: service CPU per request, log lines on ÷ off (metrics off)"] = (
+            off.service_ms / quiet.service_ms,
+            None,
+        )
+    memory = {f"chat, {kind}": rss_mb(server.process.popen.pid) for kind, server in chats.items()}
+    return {"results": results, "ratios": ratios, "memory": memory}
+
+
 def seed(database_uri: str, room: str, messages: int, tokens: int, rooms: int) -> dict[str, float]:
     """Write history straight into the database, in batches: messages into `room`, live
     tokens of unknown users, and empty rooms. Returns seconds per part."""
@@ -422,7 +479,7 @@ def profile(args, target: Target, database_pids: list[int]) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mode", choices=("ratios", "data-size", "post"), default="ratios")
+    parser.add_argument("--mode", choices=("ratios", "data-size", "post", "metrics"), default="ratios")
     parser.add_argument("--seconds", type=int, default=5, help="length of one wrk run")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per comparison")
     parser.add_argument("--connections", type=int, default=16)
@@ -447,7 +504,7 @@ def main() -> int:
             database = harness.start_ferretdb(group, debug_port=args.ferretdb_debug_port)
             database_uri, database_pids = database.uri, [database.process.popen.pid]
             database_name = "FerretDB on SQLite, patched (scripts/ferretdb.patch)"
-        run = {"ratios": run_ratios, "data-size": run_data_size, "post": run_post}[args.mode]
+        run = {"ratios": run_ratios, "data-size": run_data_size, "post": run_post, "metrics": run_metrics}[args.mode]
         outcome = run(args, group, database_uri, database_pids)
     finally:
         group.close()
@@ -505,7 +562,7 @@ def render(args, database_name: str, outcome: dict) -> str:
     ]
     lines += ["", "| ratio (same run) | value | goal |", "|---|---|---|"]
     for name, (value, goal) in outcome["ratios"].items():
-        at_most = "seeded ÷ empty" in name or "CPU ÷" in name
+        at_most = "seeded ÷ empty" in name or "CPU ÷" in name or "on ÷ off" in name
         bound = "" if goal is None else (f"≤ {goal}" if at_most else f"≥ {goal}")
         lines.append(f"| {name} | {value:.2f} | {bound} |")
     lines += ["", "| process | resident memory (largest process) |", "|---|---|"]

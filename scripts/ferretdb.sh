@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The embedded default database: FerretDB on its SQLite backend, on loopback.
 set -euo pipefail
-usage() { echo "usage: $0 build|path|start|stop|status   (env: MONGO_PORT, CHATSYS_VAR, CHATSYS_CACHE, FERRETDB_BIN)"; }
+usage() { echo "usage: $0 build|path|start|stop|status   (env: MONGO_PORT, FERRETDB_METRICS_PORT, CHATSYS_VAR, CHATSYS_CACHE, FERRETDB_BIN)"; }
 source "$(dirname "$0")/lib.sh"
 
 data_dir=$CHATSYS_VAR/ferretdb
@@ -45,10 +45,19 @@ start() {
     if (exec 3<>"/dev/tcp/127.0.0.1/$MONGO_PORT") 2>/dev/null; then
         die "port $MONGO_PORT is taken by another process; set MONGO_PORT or MONGO_URI"
     fi
-    # Loopback only, telemetry off, debug HTTP listener off.
+    # Loopback only, telemetry off; its debug HTTP listener (Prometheus metrics at
+    # /debug/metrics) on loopback too, FERRETDB_METRICS_PORT (0: none).
+    local debug_addr=-
+    if ((FERRETDB_METRICS_PORT != 0)); then
+        if (exec 3<>"/dev/tcp/127.0.0.1/$FERRETDB_METRICS_PORT") 2>/dev/null; then
+            log "warning: port $FERRETDB_METRICS_PORT is taken; FerretDB starts without its metrics (set FERRETDB_METRICS_PORT)"
+        else
+            debug_addr=127.0.0.1:$FERRETDB_METRICS_PORT
+        fi
+    fi
     setsid "$FERRETDB_BIN" --handler=sqlite --sqlite-url="file:$data_dir/data/" \
         --state-dir="$data_dir/state" --listen-addr="127.0.0.1:$MONGO_PORT" \
-        --debug-addr=- --telemetry=disable --log-level=warn \
+        --debug-addr="$debug_addr" --telemetry=disable --log-level=warn \
         >>"$log_file" 2>&1 </dev/null &
     echo $! > "$pid_file"
     wait_for_port 127.0.0.1 "$MONGO_PORT" 30 || die "FerretDB did not answer on $MONGO_PORT; see $log_file"

@@ -21,6 +21,14 @@ HAPROXY_STATS_PORT=${HAPROXY_STATS_PORT:-8404}
 LOGIN_SERVICE_PORT=${LOGIN_SERVICE_PORT:-4101}
 PROFILE_SERVICE_PORT=${PROFILE_SERVICE_PORT:-4201}
 CHAT_PORTS=${CHAT_PORTS:-"4000 4001 4002"}
+# Observability, on loopback only (docs/observability.md): each service's metrics on its
+# port + METRICS_PORT_OFFSET (chat 9000-9002, login 9101, profile 9201), FerretDB's debug
+# listener, the node exporter and Prometheus (PROMETHEUS=off: neither of the last two).
+METRICS_PORT_OFFSET=${METRICS_PORT_OFFSET:-5000}
+FERRETDB_METRICS_PORT=${FERRETDB_METRICS_PORT:-8088}
+NODE_EXPORTER_PORT=${NODE_EXPORTER_PORT:-9100}
+PROMETHEUS_PORT=${PROMETHEUS_PORT:-9090}
+PROMETHEUS=${PROMETHEUS:-on}
 # The address of the public ports: BIND_HOST=0.0.0.0 opens them to other machines.
 BIND_HOST=${BIND_HOST:-127.0.0.1}
 PUBLIC_HOST=${PUBLIC_HOST:-127.0.0.1}

@@ -19,13 +19,15 @@ esac
 # is not packaged), debootstrap (the local stand-in images, scripts/docker-local-images.sh,
 # and the boot test's virtual machine), for that machine QEMU, qemu-img, mkfs.ext4 and ssh,
 # systemd-analyze, and Chromium for the web client's browser tests (driven by Playwright,
-# which downloads no browser of its own) with npm, which installs axe-core for them. The
+# which downloads no browser of its own) with npm, which installs axe-core for them;
+# Prometheus and its node exporter (`make run` starts them, docs/observability.md). The
 # tests require all of them; shellcheck is for `make lint`.
 missing=()
 for pair in haproxy:haproxy wrk:wrk curl:curl patch:patch java:default-jdk-headless mvn:maven \
             docker-compose:docker-compose docker:docker.io dockerd:docker.io debootstrap:debootstrap \
             systemd-analyze:systemd qemu-system-x86_64:qemu-system-x86 qemu-img:qemu-utils \
-            mkfs.ext4:e2fsprogs ssh:openssh-client chromium:chromium npm:npm shellcheck:shellcheck; do
+            mkfs.ext4:e2fsprogs ssh:openssh-client chromium:chromium npm:npm shellcheck:shellcheck \
+            prometheus:prometheus prometheus-node-exporter:prometheus-node-exporter; do
     command -v "${pair%%:*}" >/dev/null || [[ " ${missing[*]} " == *" ${pair#*:} "* ]] || missing+=("${pair#*:}")
 done
 if ((${#missing[@]})); then

@@ -2,8 +2,10 @@
 # Start the whole system: database (unless MONGO_URI is set), login, profile, chat servers
 # and HAProxy. Running it again starts only what is not running yet. The services listen
 # on loopback; HAProxy alone faces clients, on BIND_HOST (chat 5000, login 4100, profile 4200).
+# Then Prometheus (127.0.0.1:9090) and the node exporter, unless PROMETHEUS=off: they
+# scrape HAProxy, every service's metrics port, FerretDB and the host (docs/observability.md).
 set -euo pipefail
-usage() { echo "usage: $0 [--chat N]   (N chat servers from CHAT_PORTS, default 3; env: MONGO_URI, *_PORT, BIND_HOST, HAPROXY_*, CHATSYS_VAR)"; }
+usage() { echo "usage: $0 [--chat N]   (N chat servers from CHAT_PORTS, default 3; env: MONGO_URI, *_PORT, BIND_HOST, HAPROXY_*, METRICS_PORT_OFFSET, PROMETHEUS, CHATSYS_VAR)"; }
 source "$(dirname "$0")/lib.sh"
 
 chat_count=3
@@ -26,13 +28,15 @@ if [[ $HAPROXY_STATS_BIND != 127.* && $HAPROXY_STATS_BIND != localhost && -z ${H
 fi
 
 mkdir -p "$CHATSYS_VAR/run" "$CHATSYS_VAR/log"
+external_database=${MONGO_URI:-}
 if [[ -z ${MONGO_URI:-} ]]; then
     "$CHATSYS_ROOT/scripts/ferretdb.sh" start
     export MONGO_URI="mongodb://127.0.0.1:$MONGO_PORT/chatsys"
 fi
 export LOGIN_URL=${LOGIN_URL:-http://127.0.0.1:$LOGIN_SERVICE_PORT}
 
-# start_service NAME MODULE PORT: one gunicorn, detached, with pid file and log under var/.
+# start_service NAME MODULE PORT: one gunicorn, detached, with pid file and log under var/
+# (JSON lines, rotated by gunicorn's master past LOG_MAX_BYTES), its metrics on loopback.
 start_service() {
     local name=$1 module=$2 port=$3
     local pid_file=$CHATSYS_VAR/run/$name-$port.pid
@@ -45,7 +49,8 @@ start_service() {
         die "port $port is taken by a process start.sh did not start; stop it or set the port variables"
     fi
     # gunicorn.conf.py captures the app's own output into the error log too.
-    PORT=$port SERVICE_HOST=127.0.0.1 "$VENV/bin/gunicorn" -c conf/gunicorn.conf.py --daemon --pid "$pid_file" \
+    PORT=$port SERVICE_HOST=127.0.0.1 METRICS_HOST=127.0.0.1 METRICS_PORT=$((port + METRICS_PORT_OFFSET)) \
+        "$VENV/bin/gunicorn" -c conf/gunicorn.conf.py --daemon --pid "$pid_file" \
         --error-logfile "$CHATSYS_VAR/log/$name-$port.log" "$module"
 }
 
@@ -86,6 +91,60 @@ for port in "$LOGIN_PORT" "$PROFILE_PORT"; do
     wait_for_http "http://127.0.0.1:$port/ready" 10 || die "HAProxy on $port does not reach its service; see $CHATSYS_VAR/log/"
 done
 
+# start_daemon NAME PORT COMMAND...: a process of the observability side, detached, with pid
+# file and log under var/. A taken port leaves it out with a warning: the system runs on.
+start_daemon() {
+    local name=$1 port=$2 pid_file=$CHATSYS_VAR/run/$1.pid
+    shift 2
+    if pid_alive "$pid_file"; then
+        log "$name already running (pid $(cat "$pid_file"))"
+        return 0
+    fi
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+        log "warning: port $port is taken; $name not started (set its port variable)"
+        return 0
+    fi
+    setsid "$@" >>"$CHATSYS_VAR/log/$name.log" 2>&1 </dev/null &
+    echo $! > "$pid_file"
+    wait_for_port 127.0.0.1 "$port" 30 || log "warning: $name did not listen on $port; see $CHATSYS_VAR/log/$name.log"
+}
+
+# write_targets: what Prometheus scrapes, next to its configuration (it rereads them).
+write_targets() {
+    local dir=$1 entries=() target service port
+    for target in "login:$LOGIN_SERVICE_PORT" "profile:$PROFILE_SERVICE_PORT" "${chat_ports[@]/#/chat:}"; do
+        service=${target%%:*} port=${target#*:}
+        entries+=("{\"targets\": [\"127.0.0.1:$((port + METRICS_PORT_OFFSET))\"], \"labels\": {\"service\": \"$service\", \"server\": \"$service@$port\"}}")
+    done
+    local IFS=,
+    echo "[${entries[*]}]" > "$dir/services.json.tmp"
+    mv "$dir/services.json.tmp" "$dir/services.json"
+    echo "[{\"targets\": [\"127.0.0.1:$PROMETHEUS_PORT\"]}]" > "$dir/prometheus.json"
+    echo "[{\"targets\": [\"$HAPROXY_STATS_BIND:$HAPROXY_STATS_PORT\"]}]" > "$dir/haproxy.json"
+    echo "[{\"targets\": [\"127.0.0.1:$NODE_EXPORTER_PORT\"]}]" > "$dir/node.json"
+    if [[ -z ${external_database:-} && $FERRETDB_METRICS_PORT != 0 ]]; then
+        echo "[{\"targets\": [\"127.0.0.1:$FERRETDB_METRICS_PORT\"]}]" > "$dir/ferretdb.json"
+    else
+        echo "[]" > "$dir/ferretdb.json"
+    fi
+}
+
+if [[ $PROMETHEUS != off ]]; then
+    if command -v prometheus >/dev/null && command -v prometheus-node-exporter >/dev/null; then
+        prometheus_dir=$CHATSYS_VAR/prometheus
+        mkdir -p "$prometheus_dir/targets" "$prometheus_dir/data"
+        cp conf/prometheus/prometheus.yml conf/prometheus/rules.yml "$prometheus_dir/"
+        write_targets "$prometheus_dir/targets"
+        start_daemon node-exporter "$NODE_EXPORTER_PORT" \
+            prometheus-node-exporter --web.listen-address="127.0.0.1:$NODE_EXPORTER_PORT"
+        start_daemon prometheus "$PROMETHEUS_PORT" \
+            prometheus --config.file="$prometheus_dir/prometheus.yml" --storage.tsdb.path="$prometheus_dir/data" \
+            --storage.tsdb.retention.time=15d --web.listen-address="127.0.0.1:$PROMETHEUS_PORT"
+    else
+        log "warning: prometheus or prometheus-node-exporter is not installed (scripts/setup.sh installs them)"
+    fi
+fi
+
 cat <<TEXT
 chatsys is running (HAProxy in front of every service):
   web client      http://$PUBLIC_HOST:$HAPROXY_PORT/
@@ -94,6 +153,8 @@ chatsys is running (HAProxy in front of every service):
   profile         http://$PUBLIC_HOST:$PROFILE_PORT
   stats           http://$HAPROXY_STATS_BIND:$HAPROXY_STATS_PORT/stats  metrics /metrics
   behind HAProxy  login 127.0.0.1:$LOGIN_SERVICE_PORT, profile 127.0.0.1:$PROFILE_SERVICE_PORT, chat ${chat_ports[*]/#/127.0.0.1:}
+  metrics         each service's port + $METRICS_PORT_OFFSET on 127.0.0.1, e.g. http://127.0.0.1:$((LOGIN_SERVICE_PORT + METRICS_PORT_OFFSET))/metrics
+  prometheus      $( [[ $PROMETHEUS != off ]] && echo "http://127.0.0.1:$PROMETHEUS_PORT/graph" || echo "off (PROMETHEUS=off)")
   database        $MONGO_URI
 logs in $CHATSYS_VAR/log; stop with scripts/stop.sh; see scripts/status.sh
 TEXT

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Stop everything start.sh started (HAProxy, chat, profile, login, the embedded database).
+# Stop everything start.sh started (Prometheus, the node exporter, HAProxy, chat, profile,
+# login, the embedded database).
 set -euo pipefail
 usage() { echo "usage: $0 [--keep-db]"; }
 source "$(dirname "$0")/lib.sh"
@@ -9,6 +10,8 @@ case ${1:-} in
     "") ;;
     *) usage; exit 2 ;;
 esac
+stop_pidfile "$CHATSYS_VAR/run/prometheus.pid" Prometheus
+stop_pidfile "$CHATSYS_VAR/run/node-exporter.pid" "node exporter"
 stop_pidfile "$CHATSYS_VAR/run/haproxy.pid" HAProxy
 shopt -s nullglob
 for pid_file in "$CHATSYS_VAR"/run/chat-*.pid "$CHATSYS_VAR"/run/profile-*.pid "$CHATSYS_VAR"/run/login-*.pid; do

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import time
 from collections.abc import Callable, Iterable
 
-from flask import Blueprint, Flask, current_app, jsonify, request
+from flask import Blueprint, Flask, current_app, g, jsonify, request
 from flask.json.provider import DefaultJSONProvider
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from service_kit import database
+from service_kit import database, logs
 from service_kit.config import Settings
 from service_kit.problems import problem_response, register_error_handlers
 
 health = Blueprint("health", __name__)
+access_log = logging.getLogger("chatsys.access")
 
 
 @health.get("/health")
@@ -45,6 +47,45 @@ def _add_common_headers(response):
     return response
 
 
+def _begin_request() -> None:
+    """The request's id (from HAProxy's X-Request-ID, else a new one) for its log lines, its
+    answer and its problem body; and its start, for its duration."""
+    g.started = time.perf_counter()
+    g.request_id = logs.accept_request_id(request.headers.get("X-Request-ID"))
+    g.request_id_token = logs.request_id.set(g.request_id)
+
+
+def _end_request(response):
+    response.headers["X-Request-ID"] = g.request_id
+    settings = current_app.config["SETTINGS"]
+    # HAProxy's health checks (several a second) are left out while they pass.
+    if settings.access_log and not (request.path in ("/health", "/ready") and response.status_code < 400):
+        from service_kit.metrics import route_of_request  # the same route names as the metrics
+
+        access_log.info(
+            "request",
+            extra={
+                "method": request.method,
+                "route": route_of_request(),
+                "path": request.path,
+                "status": response.status_code,
+                "duration_ms": round((time.perf_counter() - g.started) * 1000, 2),
+                "user": g.get("username"),  # never the token
+                "client": request.remote_addr,
+                "server": settings.instance,
+                # The setting that refused the request, when a limit did.
+                **({"limit": g.refused_by} if "refused_by" in g else {}),
+            },
+        )
+    return response
+
+
+def _forget_request(_error) -> None:
+    token = g.pop("request_id_token", None)
+    if token is not None:
+        logs.request_id.reset(token)
+
+
 def _cors(response):
     """CORS headers only for the origins CORS_ORIGINS names; none by default."""
     origin = request.headers.get("Origin")
@@ -56,7 +97,7 @@ def _cors(response):
             response.headers["Access-Control-Allow-Methods"] = "GET, POST, PUT, OPTIONS"
             response.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type, Idempotency-Key"
             response.headers["Access-Control-Max-Age"] = "600"
-        response.headers["Access-Control-Expose-Headers"] = "X-Instance, Retry-After, WWW-Authenticate"
+        response.headers["Access-Control-Expose-Headers"] = "X-Instance, X-Request-ID, Retry-After, WWW-Authenticate"
     return response
 
 
@@ -101,10 +142,19 @@ def create_service_app(
     app.json = json_provider
     # Flask's documented way to add WSGI middleware; mypy sees a method being replaced.
     app.wsgi_app = TrustedProxyFix(app.wsgi_app, settings.trusted_proxies)  # type: ignore[method-assign]
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure()
 
     database.init_app(app)
     register_error_handlers(app)
+    app.before_request(_begin_request)
+    app.teardown_request(_forget_request)
+    if settings.metrics_enabled:
+        from service_kit import metrics  # not at the top: prometheus-client reads its folder at import
+
+        metrics.init_app(app)
+    # Flask runs after_request hooks last registered first: the request's line is written
+    # once the headers below are set.
+    app.after_request(_end_request)
     app.after_request(_add_common_headers)
     app.after_request(_cors)
     app.register_blueprint(health)

@@ -16,6 +16,7 @@ import requests
 from flask import current_app, g, request
 from requests.adapters import HTTPAdapter
 
+from service_kit import logs
 from service_kit.problems import Problem, unauthorized, unavailable
 from service_kit.token_cache import TokenCache, token_digest
 
@@ -61,11 +62,22 @@ class LoginServiceClient:
         self.cache = TokenCache(
             settings.token_cache_size if settings.token_cache_enabled else 0, settings.token_cache_seconds
         )
+        self._metrics = None
+        if settings.metrics_enabled:
+            from service_kit import metrics
+
+            self._metrics = metrics
+
+    def _count_lookup(self, hit: bool) -> None:
+        if self._metrics is not None:
+            (self._metrics.TOKEN_CACHE_HITS if hit else self._metrics.TOKEN_CACHE_MISSES).inc()
 
     def username_for(self, token: str) -> str:
         digest = token_digest(token)
-        for _ in range(2):
+        for attempt in range(2):
             cached = self.cache.get(digest)
+            if attempt == 0:
+                self._count_lookup(cached is not None)
             if cached is not None:
                 return self._answer(cached.username)
             with self._pending_lock:
@@ -91,9 +103,15 @@ class LoginServiceClient:
 
     def _ask_login_service(self, token: str, digest: str) -> str | None:
         if not self._in_flight.acquire(timeout=self._timeout[1]):
-            raise unavailable("Too many token checks in flight; try again shortly.")
+            refusal = unavailable("Too many token checks in flight; try again shortly.")
+            refusal.limit = "VALIDATE_CONCURRENCY"
+            raise refusal
+        headers = {"Authorization": f"Bearer {token}"}
+        request_id = logs.request_id.get()
+        if request_id is not None:
+            headers["X-Request-ID"] = request_id  # the login service's log line names it too
         try:
-            response = self._session.get(self._url, headers={"Authorization": f"Bearer {token}"}, timeout=self._timeout)
+            response = self._session.get(self._url, headers=headers, timeout=self._timeout)
         except requests.RequestException:
             raise unavailable("The login service is not answering; try again shortly.") from None
         finally:

@@ -33,6 +33,11 @@ def _float(name: str, default: float) -> float:
         raise SystemExit(f"environment variable {name} must be a number, got {raw!r}") from error
 
 
+def switch_on(raw: str | None) -> bool:
+    """An on/off setting: on unless it says off, 0 or false."""
+    return (raw or "on").lower() not in ("off", "0", "false")
+
+
 def _words(name: str, default: tuple[str, ...]) -> tuple[str, ...]:
     raw = os.environ.get(name)
     return default if raw is None else tuple(raw.split())
@@ -68,6 +73,8 @@ class Settings:
     trusted_proxies: tuple[str, ...] = ("127.0.0.2",)
     cors_origins: tuple[str, ...] = ()
     wait_poll_seconds: float = 0.25
+    metrics_enabled: bool = True
+    access_log: bool = True
 
     @classmethod
     def from_env(cls, service: str) -> Settings:
@@ -82,7 +89,7 @@ class Settings:
             token_ttl_seconds=_int("TOKEN_TTL_SECONDS", cls.token_ttl_seconds),
             token_cache_seconds=_int("TOKEN_CACHE_SECONDS", cls.token_cache_seconds),
             token_cache_size=_int("TOKEN_CACHE_SIZE", cls.token_cache_size),
-            token_cache_enabled=os.environ.get("TOKEN_CACHE", "on").lower() not in ("off", "0", "false"),
+            token_cache_enabled=switch_on(os.environ.get("TOKEN_CACHE")),
             validate_concurrency=_int("VALIDATE_CONCURRENCY", cls.validate_concurrency),
             scrypt_n=_int("SCRYPT_N", cls.scrypt_n),
             login_max_failures=_int("LOGIN_MAX_FAILURES", cls.login_max_failures),
@@ -97,6 +104,8 @@ class Settings:
             trusted_proxies=_words("TRUSTED_PROXIES", cls.trusted_proxies),
             cors_origins=tuple(origin for origin in os.environ.get("CORS_ORIGINS", "").split() if origin),
             wait_poll_seconds=_float("WAIT_POLL_SECONDS", cls.wait_poll_seconds),
+            metrics_enabled=switch_on(os.environ.get("METRICS")),
+            access_log=switch_on(os.environ.get("ACCESS_LOG")),
         )
 
     def replace(self, **changes) -> Settings:

@@ -18,6 +18,11 @@ _EXTENSION = "chatsys.database"
 def init_app(app: Flask) -> None:
     settings = app.config["SETTINGS"]
     timeout_ms = int(settings.mongo_timeout_seconds * 1000)
+    listeners = []
+    if settings.metrics_enabled:
+        from service_kit.metrics import DatabaseTimer
+
+        listeners.append(DatabaseTimer())
     client: pymongo.MongoClient = pymongo.MongoClient(
         settings.mongo_uri,
         tz_aware=True,
@@ -26,6 +31,7 @@ def init_app(app: Flask) -> None:
         socketTimeoutMS=max(timeout_ms * 3, 5000),
         appname=settings.instance,
         connect=False,
+        event_listeners=listeners,
     )
     try:
         database = client.get_default_database()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, Response, json
+from flask import Flask, Response, g, has_request_context, json
 from pymongo.errors import (
     ConnectionFailure,
     ExecutionTimeout,
@@ -31,7 +31,10 @@ class Problem(Exception):
         kind: str | None = None,
         headers: dict | None = None,
         extra: dict | None = None,
+        limit: str | None = None,
     ):
+        """`limit`: the setting that refused the request, when a limit did (counted in
+        chatsys_refusals_total and named in the request's log line)."""
         super().__init__(detail or title)
         self.status = status
         self.title = title
@@ -39,6 +42,7 @@ class Problem(Exception):
         self.kind = kind or title.lower().replace(" ", "-")
         self.headers = headers or {}
         self.extra = extra or {}
+        self.limit = limit
 
 
 def problem_response(
@@ -57,6 +61,9 @@ def problem_response(
         "detail": detail,
     }
     body.update(extra or {})
+    if has_request_context() and "request_id" in g:
+        # The id of the request in every log line about it (docs/observability.md).
+        body["request_id"] = g.request_id
     response = Response(json.dumps(body), status=status, mimetype="application/problem+json")
     for name, value in (headers or {}).items():
         response.headers[name] = value
@@ -85,6 +92,12 @@ _DATABASE_DOWN = (ServerSelectionTimeoutError, ConnectionFailure, NetworkTimeout
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(Problem)
     def _problem(error: Problem):
+        if error.limit is not None:
+            g.refused_by = error.limit
+            if app.config["SETTINGS"].metrics_enabled:
+                from service_kit.metrics import REFUSALS
+
+                REFUSALS.labels(error.limit).inc()
         return problem_response(
             error.status, error.title, error.detail, kind=error.kind, headers=error.headers, extra=error.extra
         )

@@ -203,6 +203,7 @@ def test_wrong_password_and_unknown_user_get_the_same_401(client, app):
     account = register_and_login(app)
     wrong = assert_problem(attempt(client, account.username, WRONG, "10.2.0.1"), 401)
     unknown = assert_problem(attempt(client, unique_name(), WRONG, "10.2.0.1"), 401)
+    assert wrong.pop("request_id") != unknown.pop("request_id")  # each request's own
     assert wrong == unknown
 
 
