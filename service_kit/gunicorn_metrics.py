@@ -28,18 +28,20 @@ def prepare_directory(port: int) -> str:
         os.makedirs(given, mode=0o700)
         return given
     base = "/dev/shm" if os.access("/dev/shm", os.W_OK) else tempfile.gettempdir()  # tmpfs: no disk writes
-    _remove_orphans(base)
+    _remove_orphans(base, port)
     folder = tempfile.mkdtemp(prefix=f"chatsys-metrics-{os.getpid()}-{port}-", dir=base)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
     return folder
 
 
-def _remove_orphans(base: str) -> None:
-    """Folders of masters that were killed (on_exit never ran for them): named after a pid
-    that is gone."""
+def _remove_orphans(base: str, port: int) -> None:
+    """Folders of earlier masters of this port that were killed (on_exit never ran for
+    them): named after this port and a pid that is gone. Only this port's: another
+    service's master may be alive but invisible here (systemd's ProtectProc=invisible hides
+    other units' processes), and removing its folder would fail its workers' boot."""
     for name in os.listdir(base):
         parts = name.split("-")
-        if name.startswith("chatsys-metrics-") and len(parts) >= 5 and parts[2].isdigit():
+        if name.startswith("chatsys-metrics-") and len(parts) >= 5 and parts[2].isdigit() and parts[3] == str(port):
             if not os.path.exists(f"/proc/{parts[2]}"):
                 shutil.rmtree(os.path.join(base, name), ignore_errors=True)
 
