@@ -9,6 +9,10 @@ python -m loadtest search --out DIR --series S --chat URL --login URL ...
                                                 the SLO search of one series and workload
 python -m loadtest battle --target URL --login URL ...   pre-flight, search, score card
 python -m loadtest compare CARD.json ...        leaderboard of score cards, side by side
+python -m loadtest timeline RESULTS_DIR --prometheus URL
+                                                record the runs' span from Prometheus (timeline.csv)
+python -m loadtest keep RESULTS_DIR DEST [--run RUN ...]
+                                                copy the report to commit, with the runs named whole
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from loadtest import battle, cpu, report, samples, search
+from loadtest import battle, cpu, keep, report, samples, search, timeline
 
 
 def _step(args) -> int:
@@ -62,6 +66,29 @@ def _report(args) -> int:
 def _monitor(args) -> int:
     groups = [cpu.Group.parse(spec) for spec in args.groups]
     cpu.monitor(groups, Path(args.out), args.interval, args.max_seconds)
+    return 0
+
+
+def _timeline(args) -> int:
+    results_dir = Path(args.results_dir)
+    span = timeline.span(results_dir)
+    if span is None:
+        print(f"{results_dir}/runs.csv records no run's start and end", file=sys.stderr)
+        return 1
+    if not timeline.available(args.prometheus):
+        print(f"no Prometheus answers at {args.prometheus}", file=sys.stderr)
+        return 1
+    timeline.wait_scraped(args.prometheus, span[1])
+    samples_kept = timeline.record(args.prometheus, span[0], span[1], results_dir)
+    print(f"timeline: {samples_kept} samples from {args.prometheus} in {results_dir / timeline.CSV}")
+    return 0
+
+
+def _keep(args) -> int:
+    results_dir = Path(args.results_dir)
+    runs = args.whole_runs or [run for run in [keep.headline_run(results_dir)] if run]
+    kept = keep.keep(results_dir, Path(args.dest), runs)
+    print(f"kept {results_dir} in {args.dest}, whole: {', '.join(kept) or 'no run'}")
     return 0
 
 
@@ -162,6 +189,20 @@ def main(argv: list[str] | None = None) -> int:
     monitor.add_argument("--max-seconds", type=float, default=7200)
     monitor.add_argument("groups", nargs="*")
     monitor.set_defaults(run=_monitor)
+    spans = commands.add_parser("timeline", help="record a results directory's span from Prometheus")
+    spans.add_argument("results_dir")
+    spans.add_argument("--prometheus", required=True, help="the stack's Prometheus, e.g. http://127.0.0.1:9090")
+    spans.set_defaults(run=_timeline)
+    kept = commands.add_parser("keep", help="copy a results directory's report, small enough to commit")
+    kept.add_argument("results_dir")
+    kept.add_argument("dest")
+    kept.add_argument(
+        "--run",
+        action="append",
+        dest="whole_runs",
+        help="a run to keep whole, dashboard included (default: the headline's)",
+    )
+    kept.set_defaults(run=_keep)
     reset = commands.add_parser("reset-db", help="empty the database a MongoDB URI names, keeping indexes")
     reset.add_argument("uri")
     reset.set_defaults(run=_reset_db)

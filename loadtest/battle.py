@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from loadtest import cpu, search
+from loadtest import cpu, search, timeline
 
 PASSED, THRESHOLD_FAILED, PREFLIGHT_FAILED = 0, 1, 3
 # What the defending team changes when a limit of theirs would cap the result.
@@ -355,6 +355,10 @@ def card_markdown(card: dict) -> str:
     lines += ["", "## Plan and versions", ""] + [f"- {key}: {value}" for key, value in card["versions"].items()]
     if card.get("plot"):
         lines += ["", f"![latency against offered load]({card['plot']})"]
+    if card.get("timeline") == timeline.PNG:
+        lines += ["", *timeline.section_lines()]
+    elif card.get("timeline"):
+        lines += ["", f"Over time: {card['timeline']}."]
     return "\n".join(lines) + "\n"
 
 
@@ -398,6 +402,18 @@ def plot_cards(cards: list[dict], path: Path) -> None:
 
 
 # --- commands ------------------------------------------------------------------------
+
+
+def record_timeline(prometheus: str, out: Path) -> str:
+    """The run over time from the target's Prometheus (loadtest/timeline.py): the name of
+    the plot, or why there is none."""
+    span = timeline.span(out)
+    if span is None or not timeline.available(prometheus):
+        return f"none: no Prometheus answered at {prometheus}"
+    timeline.wait_scraped(prometheus, span[1])
+    if not timeline.record(prometheus, span[0], span[1], out) or not timeline.plot(out):
+        return f"none: {prometheus} had no series of this implementation's metrics (docs/observability.md)"
+    return timeline.PNG
 
 
 def _battle(args) -> int:
@@ -471,6 +487,8 @@ def _battle(args) -> int:
     if card["workloads"]:
         plot_cards([card], out / "score.png")
         card["plot"] = "score.png"
+        if args.prometheus:
+            card["timeline"] = record_timeline(args.prometheus.rstrip("/"), out)
     (out / "score.json").write_text(json.dumps(card, indent=2) + "\n")
     (out / "score.md").write_text(card_markdown(card))
     print(card_markdown(card))
@@ -536,6 +554,7 @@ def add_commands(commands, objective_arguments, objective_of) -> None:
     fight.add_argument("--start-rate", type=float, default=40.0, help="the search's first rate (40)")
     fight.add_argument("--allow-limits", action="store_true", help="run even when the probe finds a rate limit")
     fight.add_argument("--name", help="the deployment's name on the score card")
+    fight.add_argument("--prometheus", help="the target's Prometheus URL: the card then plots each server over time")
     fight.add_argument("--command-line", help=argparse.SUPPRESS)
     objective_arguments(fight)
     fight.set_defaults(run=_battle, objective_of=objective_of)

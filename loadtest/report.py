@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from loadtest import cpu, search, store_figures
+from loadtest import cpu, search, store_figures, timeline
 from loadtest.samples import MAX_ERROR_RATE, MIN_WINDOW_MS, SETTLE_MS, StepFigures, figures_of_run
 
 # Groups the report names, in this order; chat servers are the groups chat-<port>.
@@ -473,7 +473,13 @@ def write_summary_md(
     }.get(
         info.get("cap_mode", "off"),
         f"{info.get('cap_cores_applied')} core per chat server (cgroup {info.get('cap_mode')}, "
-        f"gunicorn master and workers of each server in their own cgroup)",
+        f"gunicorn master and workers of each server in their own cgroup"
+        + (
+            f", quota granted per {int(info['cap_period_us']) / 1000:g} ms period"
+            if info.get("cap_period_us", "").isdigit()
+            else ""
+        )
+        + ")",
     )
     lines = [
         f"# Chat scale test, {info.get('started', '')}",
@@ -505,7 +511,7 @@ def write_summary_md(
                     else "; above the target where marked: those maxima may be the generator's, read `limited by`."
                 ),
             ]
-        write_steps_section(lines, runs, plots)
+        write_steps_section(lines, runs, plots, path.parent)
         path.write_text("\n".join(lines) + "\n")
         return
     lines += [
@@ -561,12 +567,12 @@ def write_summary_md(
             "due during the users' setup have gone out.",
             "",
         ] + table
-    write_steps_section(lines, runs, plots)
+    write_steps_section(lines, runs, plots, path.parent)
     path.write_text("\n".join(lines) + "\n")
 
 
-def write_steps_section(lines: list[str], runs: list[Run], plots: list[str]) -> None:
-    lines += ["", "## Every step", ""] + steps_table(runs)
+def write_steps_section(lines: list[str], runs: list[Run], plots: list[str], results_dir: Path) -> None:
+    lines += ["", *timeline.section(results_dir), "## Every step", ""] + steps_table(runs)
     if plots:
         lines += [""] + [f"![{name}]({name})" for name in plots]
     lines += [
@@ -988,5 +994,7 @@ def build(results_dir: Path | str, settle_ms: int = SETTLE_MS, plots: bool = Tru
                 made.append("scaling.png")
             if plot_open_model(runs, results_dir / "open_model.png"):
                 made.append("open_model.png")
+    if plots:
+        timeline.plot(results_dir)
     write_summary_md(runs, maxima, info, results_dir / "summary.md", made, slo)
     return maxima

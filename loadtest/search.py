@@ -19,6 +19,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -41,6 +42,8 @@ RUNS_COLUMNS = [
     "status",
     "workload",
     "duration",
+    "started",  # Unix seconds: the run's span, for the timeline (loadtest/timeline.py)
+    "ended",
 ]
 
 # Seconds a run allows its users' setup (register, login) before the arrivals start anyway.
@@ -302,13 +305,15 @@ class Runner:
             f"-Jarrival_rate={rate:.2f}",
             f"-Jopen_threads={users}",
         ]
+        started = time.time()
         status = "ok" if run_jmeter(props, run_dir) == 0 else "failed"
+        ended = time.time()
         if self.reset_uri and status == "ok":
             store_figures.write(self.reset_uri, run_dir)  # before the next run's reset
         with open(self.out / "runs.csv", "a", newline="") as handle:
             csv.writer(handle).writerow(
                 [self.series, self.servers or "", phase, users, f"{rate:.2f}", "", name, status]
-                + [self.workload.name, self.duration]
+                + [self.workload.name, self.duration, f"{started:.1f}", f"{ended:.1f}"]
             )
         figures = figures_of_run(run_dir, arrival_rate=rate, arrival_s=self.duration) if status == "ok" else None
         step = Step(rate, phase, figures, self.objective.failed(figures), name)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Usage: scripts/battle.sh --target URL --login URL [--profile URL] [--out DIR] [--quick]
 #          [--slo-p99 MS] [--max-errors PERCENT] [--min-rps R] [--workloads "hot rooms"]
-#          [--allow-limits] [--name NAME]
+#          [--allow-limits] [--name NAME] [--prometheus URL]
 #        scripts/battle.sh compare A/score.json B/score.json ... [--out DIR]
 #
 # Aims the standard plan (jmeter/chat_load.jmx, open model) at any deployment that speaks
@@ -14,7 +14,9 @@
 #      p99 <= --slo-p99 (250 ms, from each request's scheduled arrival), errors < --max-errors
 #      (1 %) and >= 99 % of the offered requests sent; grown until a criterion fails, bisected
 #      to within 5 %, confirmed by 3 runs;
-#   3. DIR/score.md, score.json, score.png (default DIR: results/battle-<UTC time>).
+#   3. DIR/score.md, score.json, score.png (default DIR: results/battle-<UTC time>); with
+#      --prometheus (the target's Prometheus, when it runs this implementation's metrics)
+#      also timeline.png/.csv: each server's req/s and p99, and CPU, over the run.
 # Exit status: 0 every workload met the objective (and reached --min-rps when given),
 # 1 it did not, 3 the pre-flight failed (or found a rate limit), 2 bad arguments.
 # --quick: a smoke run of about a minute (two short runs per workload, no confirmation).
@@ -24,7 +26,7 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=scripts/lib.sh
 source "$root/scripts/lib.sh"
-usage() { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; }
 case ${1:-} in
     -h|--help) usage; exit 0 ;;
     "") usage >&2; exit 2 ;;

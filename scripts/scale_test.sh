@@ -30,23 +30,29 @@
 #
 # Writes results/<UTC time>/ (or --out): summary.md, slo.csv, slo.png, steps.csv, cpu.csv,
 # run.info, runs.csv and <series>/<workload>/<run>/ per JMeter run (with its dashboard)
-# and search.json per search. The full run takes about 20 to 25 minutes. Stack environment (defaults differ from
+# and search.json per search; timeline.csv and timeline.png from the stack's Prometheus
+# (each chat server's req/s and p99, and CPU, over the whole test; not with --docker or
+# PROMETHEUS=off). The full run takes about 20 to 25 minutes. Stack environment (defaults differ from
 # start.sh so a dev stack on the usual ports is left alone): CHATSYS_VAR (var/scale),
 # MONGO_PORT (27117), LOGIN_PORT (4110), PROFILE_PORT (4210), LOGIN_SERVICE_PORT (4111),
 # PROFILE_SERVICE_PORT (4211), CHAT_PORTS ("4010 4011 4012"),
-# HAPROXY_PORT (5010), HAPROXY_STATS_PORT (8414), HAPROXY_RUNTIME_SOCKET, MONGO_URI (an
+# HAPROXY_PORT (5010), HAPROXY_STATS_PORT (8414), PROMETHEUS_PORT (9190), NODE_EXPORTER_PORT
+# (9200), FERRETDB_METRICS_PORT (8188), HAPROXY_RUNTIME_SOCKET, MONGO_URI (an
 # external database: then nothing is emptied between runs), CPU_CAP_PARENT (chatsys-scale),
 # GUNICORN_WORKERS (1 per chat server with --cpu-cap, else 2), JVM_ARGS for JMeter
 # (-XX:TieredStopAtLevel=1).
 set -euo pipefail
 
-usage() { sed -n '2,40p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,43p' "$0" | sed 's/^# \{0,1\}//'; }
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 export CHATSYS_VAR=${CHATSYS_VAR:-$root/var/scale}
 export MONGO_PORT=${MONGO_PORT:-27117} LOGIN_PORT=${LOGIN_PORT:-4110} PROFILE_PORT=${PROFILE_PORT:-4210}
 export LOGIN_SERVICE_PORT=${LOGIN_SERVICE_PORT:-4111} PROFILE_SERVICE_PORT=${PROFILE_SERVICE_PORT:-4211}
 export CHAT_PORTS=${CHAT_PORTS:-"4010 4011 4012"} HAPROXY_PORT=${HAPROXY_PORT:-5010}
+# The stack's Prometheus and what it scrapes (the report's timeline), also off the usual ports.
+export PROMETHEUS_PORT=${PROMETHEUS_PORT:-9190} NODE_EXPORTER_PORT=${NODE_EXPORTER_PORT:-9200}
+export FERRETDB_METRICS_PORT=${FERRETDB_METRICS_PORT:-8188}
 # The load generator is one client address and one token per thread, far beyond a person:
 # HAProxy's per-address and per-token limits would measure themselves, not the servers.
 export HAPROXY_AUTH_RATE=${HAPROXY_AUTH_RATE:-1000000} HAPROXY_POST_RATE=${HAPROXY_POST_RATE:-1000000}
@@ -128,7 +134,7 @@ loadtest() { PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}" "$VENV/bin/python" -m
 out=${out:-$root/results/$(date -u +%Y%m%dT%H%M%SZ)}
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
-echo "series,servers,phase,threads,arrival_rate,fraction,dir,status,workload,duration" > "$out/runs.csv"
+rm -f "$out/runs.csv" "$out/timeline.csv"  # each search appends to runs.csv (loadtest/search.py)
 
 # --- cleanup: everything this script starts is stopped on any exit -------------------------
 monitor_pid='' search_pid='' stack_started=no
@@ -296,6 +302,7 @@ stop_monitor() {
     echo "cap_mode=$cap_mode"
     echo "cap_cores_requested=$cpu_cap"
     echo "cap_cores_applied=$cap_applied"
+    [[ $mode != local || -z $cap_applied ]] || echo "cap_period_us=${CPU_CAP_PERIOD_US:-10000}"
     echo "cap_reason=$cap_reason"
     echo "database_reset=$database_reset"
     echo "workloads=$workloads"
@@ -383,6 +390,9 @@ echo "loadavg_end=$(cut -d' ' -f1-3 /proc/loadavg)" >> "$out/run.info"
 echo "elapsed_seconds=$((SECONDS - started))" >> "$out/run.info"
 
 stop_monitor
+if [[ $mode == local && $PROMETHEUS != off ]]; then
+    loadtest timeline "$out" --prometheus "http://127.0.0.1:$PROMETHEUS_PORT" || log "no timeline: see above"
+fi
 if [[ $mode == docker ]]; then
     # One sample file for the report: every series' rows under one header.
     files=("$out"/cpu-servers-*.csv)

@@ -8,11 +8,13 @@ in-process.
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import os
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +25,7 @@ import requests
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
-from loadtest import harness
+from loadtest import harness, search, timeline
 from tests.conftest import register_and_login, unique_name
 from tests.contract import assert_problem
 from tests.fast import fresh_database_uri
@@ -239,9 +241,21 @@ def test_a_refused_request_has_one_id_in_its_answer_its_body_and_the_service_log
     assert line["route"] == "/rooms" and line["server"].startswith("chat@")
     assert user.token not in json.dumps(line)
     assert running.chat_total("chatsys_refusals_total", limit="ROOMS_PER_USER") == refusals + 1
-    # HAProxy's own refusals carry an id too.
+    # HAProxy's own refusals carry an id too, and its request log (one line per request)
+    # names both ids.
     too_large = requests.post(f"{running.entry}/rooms", data=b"x" * 40000, headers=user.auth, timeout=10)
     assert too_large.status_code == 413 and too_large.headers["X-Request-ID"]
+
+    def in_haproxy_log(wanted: str) -> list[str]:
+        text = (running.var / "log" / "haproxy.log").read_text(errors="replace")
+        return [line for line in text.splitlines() if f"request_id={wanted} " in line]
+
+    served = harness.wait_until(lambda: in_haproxy_log(request_id), 15, "the refused request's line in HAProxy's log")
+    assert " 429 " in served[0] and "POST /rooms " in served[0]
+    refusal = harness.wait_until(
+        lambda: in_haproxy_log(too_large.headers["X-Request-ID"]), 15, "HAProxy's refusal in its log"
+    )
+    assert " 413 " in refusal[0]
 
 
 @pytest.mark.local
@@ -337,3 +351,51 @@ def test_haproxy_keeps_the_request_id_of_a_trusted_proxy_only_when_well_formed(r
     )
     malformed = requests.get(f"{balancer.url}/rooms", headers={"X-Request-ID": "has spaces in it"}, timeout=10)
     assert malformed.headers["X-Request-ID"] not in ("", "has spaces in it")
+
+
+@pytest.mark.local
+@pytest.mark.chat
+def test_the_timeline_records_each_chat_server_over_a_run_and_the_report_shows_it(running, tmp_path):
+    user = register_and_login(running.login)
+    room = unique_name("r")
+    assert (
+        requests.post(f"{running.entry}/rooms", json={"name": room}, headers=user.auth, timeout=10).status_code == 201
+    )
+    prometheus = f"http://127.0.0.1:{running.port('PROMETHEUS_PORT')}"
+
+    def reads(count: int) -> None:
+        with requests.Session() as session:
+            for _ in range(count):  # HAProxy spreads them over the three chat servers
+                assert session.get(f"{running.entry}/rooms/{room}/messages", headers=user.auth, timeout=10).ok
+
+    # rate() counts increases between scrapes: each server's series must exist before the run.
+    reads(30)
+    timeline.wait_scraped(prometheus, time.time())
+    started = time.time()
+    reads(90)
+    ended = time.time()
+    columns = [*search.RUNS_COLUMNS]
+    row = dict.fromkeys(columns, "")
+    row.update(series="servers-3", servers="3", phase="grow", dir="x", status="ok", workload="hot")
+    row.update(started=f"{started:.1f}", ended=f"{ended:.1f}")
+    with open(tmp_path / "runs.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, columns)
+        writer.writeheader()
+        writer.writerow(row)
+    assert timeline.span(tmp_path) == (round(started, 1), round(ended, 1))
+
+    def recorded() -> bool:
+        timeline.wait_scraped(prometheus, ended)
+        timeline.record(prometheus, started, ended + 2 * timeline.STEP_S, tmp_path)
+        lines = timeline.load(tmp_path)
+        served = {line for line, points in lines.get("requests", {}).items() if max(v for _, v in points) > 0}
+        cpu = set(lines.get("cpu_cores", {}))
+        return served == {f"chat@{port}" for port in running.chat_ports} and "database (FerretDB)" in cpu
+
+    harness.wait_until(recorded, 60, "Prometheus to show every chat server's requests and CPU", interval=1)
+    lines = timeline.load(tmp_path)
+    assert {"database (FerretDB)", "whole machine", "login + profile"} <= set(lines["cpu_cores"])
+    assert set(lines["p99_ms"]) >= {f"chat@{port}" for port in running.chat_ports}
+    assert all(value >= 0 for points in lines["p99_ms"].values() for _, value in points)
+    assert timeline.plot(tmp_path) and (tmp_path / timeline.PNG).stat().st_size > 10_000
+    assert "## Over time" in "\n".join(timeline.section(tmp_path))
