@@ -13,19 +13,18 @@
 # cgroup v2 (cpu.max) is used when its cpu controller can be enabled below the caller's
 # cgroup; otherwise cgroup v1 (cpu.cfs_quota_us). Needs root, or a delegated cgroup.
 # Environment: CPU_CAP_PARENT (name of the parent cgroup we create, default chatsys-caps),
-# CPU_CAP_PERIOD_US (the scheduler period the quota is granted in, 10000: see below).
+# CPU_CAP_PERIOD_US (the scheduler period the quota is granted in, 100000: see below).
 set -euo pipefail
 usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; }
 log() { printf 'cpu_cap: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
 CPU_CAP_PARENT=${CPU_CAP_PARENT:-chatsys-caps}
-# The quota is CORES x the period, granted per period. With the kernel's default 100 ms
-# period a server capped at 0.25 core spends its 25 ms and then stalls for 75 ms, whatever
-# waits: a stall no small host has, which lands in the p99 of the SLO search. A 10 ms
-# period keeps each stall under 10 ms (the kernel's smallest quota is 1 ms: caps down to
-# 0.1 core).
-PERIOD_US=${CPU_CAP_PERIOD_US:-10000}
+# The quota is CORES x the period, granted per period (the kernel's default period,
+# 100 ms: a server capped at 0.25 core may spend 25 ms and then waits up to 75 ms). A
+# shorter period makes each wait shorter; docs/load-testing.md says what a 10 ms period
+# did to the scale test (the cost per request rose, the p99 grew noisier).
+PERIOD_US=${CPU_CAP_PERIOD_US:-100000}
 if ! [[ $PERIOD_US =~ ^[0-9]+$ ]] || ((PERIOD_US < 1000 || PERIOD_US > 1000000)); then
     die "CPU_CAP_PERIOD_US must be 1000 to 1000000 (microseconds)"
 fi

@@ -302,7 +302,7 @@ stop_monitor() {
     echo "cap_mode=$cap_mode"
     echo "cap_cores_requested=$cpu_cap"
     echo "cap_cores_applied=$cap_applied"
-    [[ $mode != local || -z $cap_applied ]] || echo "cap_period_us=${CPU_CAP_PERIOD_US:-10000}"
+    [[ $mode != local || -z $cap_applied ]] || echo "cap_period_us=${CPU_CAP_PERIOD_US:-100000}"
     echo "cap_reason=$cap_reason"
     echo "database_reset=$database_reset"
     echo "workloads=$workloads"
