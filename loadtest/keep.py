@@ -41,11 +41,12 @@ def keep(results_dir: Path, dest: Path, runs: list[str]) -> list[str]:
     for path in results_dir.iterdir():
         if path.is_file() and path.suffix in TOP_LEVEL and not path.name.startswith("."):
             shutil.copy2(path, dest / path.name)
-    for name in PER_SEARCH + PER_RUN:
-        for path in results_dir.glob(f"*/*/{name}" if name in PER_SEARCH else f"*/*/*/{name}"):
-            target = dest / path.relative_to(results_dir)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(path, target)
+    kept = [results_dir.glob(f"*/*/{name}") for name in PER_SEARCH]
+    kept += [results_dir.glob(f"*/*/*/{name}") for name in PER_RUN]
+    for path in (path for paths in kept for path in paths):
+        target = dest / path.relative_to(results_dir)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, target)
     for run in runs:
         shutil.copytree(results_dir / run, dest / run, dirs_exist_ok=True)
     summary = dest / "summary.md"
