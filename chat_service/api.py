@@ -90,20 +90,30 @@ def list_rooms():
 def create_room():
     name = parse_body(NewRoom).name
     settings = current_app.config["SETTINGS"]
-    _refuse_if_too_many_rooms(settings)
     window = settings.room_window_seconds
+    since = utcnow() - timedelta(seconds=window)
+    if settings.rooms_per_user > 0 and store.rooms_created_since(g.username, since) >= settings.rooms_per_user:
+        raise _too_many_rooms_per_user(settings)
+    budget = _take_from_the_rooms_of_all(settings)
     try:
-        room = store.create_room(
-            name, g.username, max(0, settings.rooms_per_user), utcnow() - timedelta(seconds=window)
-        )
+        room = store.create_room(name, g.username, max(0, settings.rooms_per_user), since)
     except store.TooManyRooms:
+        _give_back(budget)
         raise _too_many_rooms_per_user(settings) from None
     if room is None:
+        _give_back(budget)
         raise Problem(409, "Conflict", f"A room named {name!r} exists already.", kind="room-exists")
     response = jsonify(_room_view(room))
     response.status_code = 201
     response.headers["Location"] = f"/rooms/{name}"
     return response
+
+
+# Rooms cannot be deleted, so their creation is bounded: per user per window
+# (ROOMS_PER_USER per ROOM_WINDOW_SECONDS; store.create_room holds it exactly, however many
+# requests race), per client address at the edge (HAPROXY_ROOMS_PER_ADDRESS), and in all
+# per window (MAX_ROOMS, a budget renewed every window, so that nobody can spend it for
+# good: a total of rooms ever made would be reached once and refuse everyone after).
 
 
 def _too_many_rooms_per_user(settings) -> Problem:
@@ -117,25 +127,25 @@ def _too_many_rooms_per_user(settings) -> Problem:
     )
 
 
-def _refuse_if_too_many_rooms(settings) -> None:
-    """Rooms cannot be deleted, so their number is bounded: per user per window
-    (ROOMS_PER_USER per ROOM_WINDOW_SECONDS; store.create_room holds it exactly, however
-    many requests race) and in all (MAX_ROOMS, which racing requests can pass by as many
-    as run at once)."""
-    window = settings.room_window_seconds
-    if (
-        settings.rooms_per_user > 0
-        and store.rooms_created_since(g.username, utcnow() - timedelta(seconds=window)) >= settings.rooms_per_user
-    ):
-        raise _too_many_rooms_per_user(settings)
-    if settings.max_rooms > 0 and store.room_count() >= settings.max_rooms:
+def _take_from_the_rooms_of_all(settings) -> str | None:
+    if settings.max_rooms <= 0:
+        return None
+    try:
+        return store.take_from_budget("rooms", settings.max_rooms, settings.room_window_seconds)
+    except store.BudgetSpent as spent:
         raise Problem(
             429,
             "Too Many Requests",
-            f"The server holds its maximum of {settings.max_rooms} rooms.",
-            headers={"Retry-After": str(window)},
+            f"The server allows {settings.max_rooms} new rooms per {settings.room_window_seconds} s in all, "
+            "and they are made; wait before creating another.",
+            headers={"Retry-After": str(spent.retry_after)},
             limit="MAX_ROOMS",
-        )
+        ) from None
+
+
+def _give_back(budget: str | None) -> None:
+    if budget is not None:
+        store.give_back(budget)
 
 
 @blueprint.post("/rooms/<room>/messages")

@@ -25,15 +25,17 @@ to skip a message.
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from pymongo import ASCENDING, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
+from chat_service import room_directory
 from service_kit import database, names
 from service_kit.housekeeping import Every
 from service_kit.problems import Problem, unavailable
@@ -86,6 +88,7 @@ def ensure_schema() -> None:
     # Room creations are counted in a collection of their own: `rooms` is updated on every
     # post (last_seq), and a secondary index there would be kept up on every post too.
     db.room_creations.create_index([("creator", ASCENDING), ("at", ASCENDING)])
+    db.budgets.create_index([("until", ASCENDING)])
     if "created_by_1_created_at_1" in db.rooms.index_information():
         db.rooms.drop_index("created_by_1_created_at_1")  # this layout's first cut had one
     migrate_partitions()
@@ -130,12 +133,15 @@ def create_room(name: str, creator: str | None = None, limit: int = 0, since=Non
     that pass counts all the others, so none passes the limit (racing ones may all be
     refused, never all let through)."""
     room = {"_id": name, "created_at": utcnow(), "allocated": 0, "log_base": 1, "log": []}
+    if database.db().rooms.find_one({"_id": name}, {"_id": 1}) is not None:
+        return None
     if creator is not None:
         room["created_by"] = creator
         claim = database.db().room_creations.insert_one({"creator": creator, "at": room["created_at"]})
         if limit > 0 and rooms_created_since(creator, since) > limit:
             database.db().room_creations.delete_one({"_id": claim.inserted_id})
             raise TooManyRooms
+    room_directory.record(name, STORE_DEADLINE_SECONDS)
     try:
         database.db().rooms.insert_one(room)
     except DuplicateKeyError:
@@ -148,8 +154,47 @@ def rooms_created_since(creator: str, since) -> int:
     return database.db().room_creations.count_documents({"creator": creator, "at": {"$gt": since}})
 
 
-def room_count() -> int:
-    return database.db().rooms.estimated_document_count()
+class BudgetSpent(Exception):
+    """The budget of this window is spent; it is renewed in `retry_after` seconds."""
+
+    def __init__(self, retry_after: int):
+        super().__init__(retry_after)
+        self.retry_after = retry_after
+
+
+def take_from_budget(name: str, limit: int, window_seconds: int) -> str:
+    """Take one from the budget `name` of `limit` per window (fixed windows of
+    `window_seconds`, counted from the epoch); the id of the window's counter, for
+    `give_back`. Raises BudgetSpent when `limit` are taken in this window. One counter
+    document per window, incremented atomically (on FerretDB through scripts/ferretdb.patch):
+    however many take at once, no more than `limit` keep what they took."""
+    forget_spent_budgets()
+    now = time.time()
+    start = int(now // window_seconds) * window_seconds
+    counter_id = f"{name}/{start}"
+    budgets = database.db().budgets
+    counter = budgets.find_one_and_update(
+        {"_id": counter_id},
+        {"$inc": {"taken": 1}, "$set": {"until": datetime.fromtimestamp(start + window_seconds, UTC)}},
+        upsert=True,
+        return_document=ReturnDocument.AFTER,
+    )
+    if counter is None or counter["taken"] > limit:
+        give_back(counter_id)
+        raise BudgetSpent(max(1, math.ceil(start + window_seconds - now)))
+    return counter_id
+
+
+def give_back(counter_id: str) -> None:
+    """Return what `take_from_budget` took (the request it was for did not go ahead)."""
+    database.db().budgets.update_one({"_id": counter_id}, {"$inc": {"taken": -1}})
+
+
+def _forget_spent_budgets() -> None:
+    database.db().budgets.delete_many({"until": {"$lt": utcnow()}})
+
+
+forget_spent_budgets = Every(3600, _forget_spent_budgets)
 
 
 def _find_by_ids(ids: list[str], projection: dict | None = None) -> list[dict]:
@@ -184,14 +229,16 @@ def stored_through(room: dict) -> int:
 
 def list_rooms(after: str | None = None, limit: int | None = None) -> list[dict]:
     """Every room, by name, with its newest seq (`last_seq`), or with `limit` those after
-    `after`: the room list and one `$in` query per MAX_IDS_PER_QUERY rooms (plus one per room
-    whose newest seq is still in flight). MAX_ROOMS bounds the count, and so the list and
-    its cost."""
+    `after`. All of them: the room list and one `$in` query per MAX_IDS_PER_QUERY rooms
+    (plus one per room whose newest seq is still in flight). A page: the names from the
+    process's room directory, then lookups by `_id` alone, so its cost does not grow with
+    the number of rooms."""
     rooms_of = database.db().rooms
     projection = {"log": 0}
     if limit is not None:
-        query = {"_id": {"$gt": after}} if after else {}
-        rooms = list(rooms_of.find(query, projection).sort("_id", ASCENDING).limit(limit))
+        rooms = room_directory.page(
+            after, limit, lambda names: list(rooms_of.find({"_id": {"$in": names}}, projection))
+        )
     else:
         rooms = list(rooms_of.find({}, projection).sort("_id", ASCENDING))
         if not any(room["_id"] == LOBBY for room in rooms):

@@ -297,7 +297,12 @@ class LoadBalancer:
 
 # The edge limits of conf/haproxy/haproxy.cfg, lifted for test stacks, whose clients all
 # come from 127.0.0.1 and register hundreds of users; the tests of the limits set them.
-UNLIMITED_EDGE = {"HAPROXY_AUTH_RATE": "1000000", "HAPROXY_POST_RATE": "1000000", "HAPROXY_ROOM_RATE": "1000000"}
+UNLIMITED_EDGE = {
+    "HAPROXY_AUTH_RATE": "1000000",
+    "HAPROXY_POST_RATE": "1000000",
+    "HAPROXY_ROOM_RATE": "1000000",
+    "HAPROXY_ROOMS_PER_ADDRESS": "1000000",
+}
 
 
 def start_haproxy(

@@ -190,14 +190,15 @@ def test_rooms_per_user_are_bounded_per_window(apps, uri, login):
     create_room(client, other)
 
 
-def test_the_number_of_rooms_is_bounded(apps, database, login):
+def test_new_rooms_in_all_are_bounded_per_window(apps, database, login):
     # A database of its own, holding the lobby and what this test creates.
     client = apps.chat(fresh_database_uri(database, "chatsys_fast_max_rooms"), login, max_rooms=3).test_client()
     user = register_and_login(login)
-    create_room(client, user)
-    create_room(client, user)
-    refused = assert_problem(client.post("/rooms", json={"name": unique_name("r")}, headers=user.auth), 429)
-    assert refused["detail"] == "The server holds its maximum of 3 rooms."
+    for _ in range(3):
+        create_room(client, user)
+    refused = client.post("/rooms", json={"name": unique_name("r")}, headers=user.auth)
+    assert assert_problem(refused, 429)["detail"].startswith("The server allows 3 new rooms per 3600 s in all")
+    assert 0 < int(refused.headers["Retry-After"]) <= 3600
 
 
 # --- posting ---------------------------------------------------------------------------

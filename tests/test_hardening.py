@@ -242,14 +242,40 @@ def test_room_creation_is_limited_per_user_and_in_total(processes, database, sta
     refused = create(first)
     assert_problem(refused, 429)
     assert int(refused.headers["Retry-After"]) > 0
-    # Another user still creates rooms, up to the total (the lobby counts as one).
+    # Another user still creates rooms, up to the total of the hour.
     assert [create(second).status_code for _ in range(3)] == [201] * 3
-    assert create(third).status_code == 201
+    assert [create(third).status_code for _ in range(2)] == [201] * 2
     total = create(third)
     assert_problem(total, 429)
-    assert "maximum" in total.json()["detail"]
+    assert "in all" in total.json()["detail"]
+    assert 0 < int(total.headers["Retry-After"]) <= 3600
     listed = requests.get(f"{chat.url}/rooms", headers=first.auth, timeout=10).json()["rooms"]
-    assert len(listed) == 8
+    assert len(listed) == 9  # and the lobby
+
+
+def test_the_rooms_of_all_are_a_budget_that_renews_not_a_total_spent_for_good(processes, database, stack):
+    """MAX_ROOMS was a total of rooms ever made: one address made 1,021 rooms in 108 s, and
+    at 10,000 nobody could create a room again. It is now a budget per window."""
+    env = service_env(database, stack.login.url, MAX_ROOMS=3, ROOM_WINDOW_SECONDS=2)
+    env["MONGO_URI"] = f"mongodb://127.0.0.1:{database.port}/rooms_{uuid.uuid4().hex[:8]}"
+    chat = harness.start_service(processes, "chat", env)
+    users = [register_and_login(stack.login_url) for _ in range(3)]
+    made = 0
+
+    def create() -> requests.Response:
+        nonlocal made
+        made += 1
+        return requests.post(
+            f"{chat.url}/rooms", json={"name": unique_name("r-")}, headers=users[made % 3].auth, timeout=10
+        )
+
+    # (a list: a 429 response is falsy)
+    [refused] = harness.wait_until(
+        lambda: (answer := create()).status_code == 429 and [answer], 10, "a window's rooms spent"
+    )
+    assert_problem(refused, 429)
+    assert 0 < int(refused.headers["Retry-After"]) <= 2
+    harness.wait_until(lambda: create().status_code == 201, 10, "a room in the next window")
 
 
 # --- 3 and 4. login throttling and registrations per real client address -----------------
@@ -461,6 +487,23 @@ def test_posts_and_rooms_are_limited_per_token_at_the_edge(processes, stack):
         for _ in range(3)
     ]
     assert rooms == [201, 201, 429], rooms
+
+
+def test_one_address_cannot_spend_the_rooms_of_everyone_at_the_edge(processes, stack):
+    """One address, with a token per user, made 1,021 rooms in 108 s: each token kept to its
+    own rate. Rooms are now counted per client address too, however many tokens it has."""
+    limited = edge(processes, stack, HAPROXY_ROOMS_PER_ADDRESS=3)
+    busy, other = client_from("127.0.0.61"), client_from("127.0.0.62")
+    users = [register_and_login(stack.login_url) for _ in range(4)]
+
+    def create(session: requests.Session, user: User) -> requests.Response:
+        return session.post(f"{limited.url}/rooms", json={"name": unique_name("addr-")}, headers=user.auth, timeout=10)
+
+    assert [create(busy, user).status_code for user in users[:3]] == [201] * 3
+    refused = create(busy, users[3])
+    assert_problem(refused, 429)
+    assert "address" in refused.json()["detail"] and int(refused.headers["Retry-After"]) > 0
+    assert create(other, users[3]).status_code == 201, "another address has a budget of its own"
 
 
 def test_logins_and_registrations_are_limited_per_address_at_the_edge(processes, stack):

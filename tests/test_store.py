@@ -6,13 +6,14 @@ speed and the allocator's atomicity rest on (scripts/ferretdb.patch)."""
 from __future__ import annotations
 
 import threading
+import time
 
 import pymongo
 import pytest
 from pymongo import ReturnDocument
 
-from chat_service import store
-from loadtest import store_figures
+from chat_service import room_directory, store
+from loadtest import harness, store_figures
 from service_kit.problems import Problem
 from tests.conftest import unique_name
 from tests.fast import fresh_database_uri
@@ -497,3 +498,140 @@ def test_the_scale_reports_store_figures_count_one_seq_and_one_attempt_per_post(
         assert figures["extra_attempts_per_post"] == 0 and figures["seqs_per_message"] == 1
         store.database.db().idempotency_keys.insert_one({"_id": "earlier", "seqs": [1, 2, 3]})
         assert store_figures.collect(uri)["extra_attempts_per_post"] == 2 / 41
+
+
+class _Queries(pymongo.monitoring.CommandListener):
+    """The queries a client sends, each with the number of documents it answered."""
+
+    def __init__(self):
+        self.sent: dict[int, dict] = {}
+        self.answered: list[tuple[dict, int]] = []
+
+    def started(self, event):
+        if event.command_name in ("find", "aggregate", "count", "getMore"):
+            self.sent[event.request_id] = dict(event.command)
+
+    def succeeded(self, event):
+        command = self.sent.pop(event.request_id, None)
+        if command is not None:
+            cursor = event.reply.get("cursor", {})
+            self.answered.append((command, len(cursor.get("firstBatch", cursor.get("nextBatch", [])))))
+
+    def failed(self, event):
+        self.sent.pop(event.request_id, None)
+
+
+def test_a_page_of_rooms_costs_lookups_by_id_whatever_the_number_of_rooms(apps, database):
+    """At 10,000 rooms, `GET /rooms?limit=500&after=zzz` took 570-709 ms: the rooms after a
+    name, sorted and limited, is a query the embedded FerretDB answers by reading and
+    sorting every room. A page is now lookups by `_id` alone, which its explain says it
+    pushes down to the `_id` index, and the documents they answer are the page's and a
+    few of the room directory's, the same with 2,000 rooms as with 100 (a process reads
+    every room's name once, on its first page)."""
+    queries = _Queries()
+    pymongo.monitoring.register(queries)  # for clients made from here on: this test's app
+    app = apps.chat(fresh_database_uri(database, "chatsys_room_pages"))
+    with app.app_context():
+        db = store.database.db()
+        store.list_rooms(None, 1)  # the process's first page reads every room's name
+        names: list[str] = []
+        for count in (100, 2000):
+            names += [store.create_room(f"page-{number:05d}")["_id"] for number in range(len(names), count)]
+            for after, limit, expected in [
+                ("zzz", 500, []),
+                (None, 10, ["lobby", *names[:9]]),
+                (names[count // 2], 3, names[count // 2 + 1 : count // 2 + 4]),
+                (names[-2], 500, names[-1:]),
+            ]:
+                queries.answered.clear()
+                started = time.perf_counter()
+                page = [room["_id"] for room in store.list_rooms(after, limit)]
+                print(f"{count + 1} rooms, a page of {limit} after {after!r}: {time.perf_counter() - started:.3f} s")
+                assert page == expected
+                assert len(queries.answered) <= 3, queries.answered
+                for command, _ in queries.answered:
+                    assert "find" in command and "sort" not in command and "skip" not in command, command
+                    explained = db.command({"explain": {"find": command["find"], "filter": command["filter"]}})
+                    assert explained["filterPushdown"], command
+                    assert not any("detail=SCAN" in line for line in explained["queryPlanner"]["Plan"]), explained
+                returned = sum(documents for _, documents in queries.answered)
+                assert returned <= limit + 2 * (room_directory.LOOKAHEAD + 1), queries.answered
+
+
+def test_a_room_made_by_another_process_is_on_the_next_page(apps, database):
+    uri = fresh_database_uri(database, "chatsys_room_pages_shared")
+    one, other = apps.chat(uri), apps.chat(uri)
+    with other.app_context():
+        assert [room["_id"] for room in store.list_rooms(None, 10)] == ["lobby"]
+    with one.app_context():
+        made = [store.create_room(name)["_id"] for name in ("b-room", "a-room")]
+    with other.app_context():
+        assert [room["_id"] for room in store.list_rooms(None, 10)] == sorted(["lobby", *made])
+        assert [room["_id"] for room in store.list_rooms("a-room", 1)] == ["b-room"]
+
+
+def test_a_page_skips_names_whose_room_was_never_made(apps, database):
+    """A name is logged before its room is inserted: a creator that failed in between
+    leaves a name without a room, which no page shows and which does not shorten a page."""
+    app = apps.chat(fresh_database_uri(database, "chatsys_room_pages_failed"))
+    with app.app_context():
+        room_directory.record("a-failed", 5)
+        room_directory.record("b-failed", 5)
+        for name in ("c-room", "d-room"):
+            store.create_room(name)
+        assert [room["_id"] for room in store.list_rooms(None, 2)] == ["c-room", "d-room"]
+        assert [room["_id"] for room in store.list_rooms(None, 3)] == ["c-room", "d-room", "lobby"]
+        assert store.create_room("a-failed") is not None  # the name is free to take
+
+
+def test_a_page_after_the_database_was_emptied_reads_it_again(apps, database):
+    uri = fresh_database_uri(database, "chatsys_room_pages_emptied")
+    app = apps.chat(uri)
+    with app.app_context():
+        for name in ("x-room", "y-room"):
+            store.create_room(name)
+        assert [room["_id"] for room in store.list_rooms("w", 10)] == ["x-room", "y-room"]
+        db = store.database.db()
+        for collection in ("rooms", "room_directory"):
+            db[collection].delete_many({})
+        store.create_room("z-room")
+        assert [room["_id"] for room in store.list_rooms("w", 10)] == ["z-room"]
+
+
+def test_the_rooms_budget_of_a_window_is_never_overspent_and_renews(apps, database):
+    """MAX_ROOMS is a budget per window: racing takers keep no more than the limit, one
+    that gives back frees its share, and the next window has the whole budget again."""
+    app = apps.chat(fresh_database_uri(database, "chatsys_room_budget"))
+    taken: list[str] = []
+    refused: list[int] = []
+
+    def take() -> None:
+        with app.app_context():
+            try:
+                taken.append(store.take_from_budget("rooms", 5, 3600))
+            except store.BudgetSpent as spent:
+                refused.append(spent.retry_after)
+
+    threads = [threading.Thread(target=take) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(taken) == 5 and len(refused) == 11 and all(0 < wait <= 3600 for wait in refused)
+    with app.app_context():
+        store.give_back(taken[0])
+        assert store.take_from_budget("rooms", 5, 3600) == taken[0]
+        with pytest.raises(store.BudgetSpent):
+            store.take_from_budget("rooms", 5, 3600)
+        # A window of a second: the next one has the whole budget again.
+        first = store.take_from_budget("short", 1, 1)
+        harness.wait_until(lambda: _takes(app, "short") not in (None, first), 5, "the next window's budget")
+
+
+def _takes(app, name: str) -> str | None:
+    """The counter a take from the budget `name` (1 per second) got, or None when spent."""
+    with app.app_context():
+        try:
+            return store.take_from_budget(name, 1, 1)
+        except store.BudgetSpent:
+            return None
