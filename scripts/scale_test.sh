@@ -56,7 +56,7 @@ export FERRETDB_METRICS_PORT=${FERRETDB_METRICS_PORT:-8188}
 # The load generator is one client address and one token per thread, far beyond a person:
 # HAProxy's per-address and per-token limits would measure themselves, not the servers.
 export HAPROXY_AUTH_RATE=${HAPROXY_AUTH_RATE:-1000000} HAPROXY_POST_RATE=${HAPROXY_POST_RATE:-1000000}
-export HAPROXY_ROOM_RATE=${HAPROXY_ROOM_RATE:-1000000}
+export HAPROXY_ROOM_RATE=${HAPROXY_ROOM_RATE:-1000000} HAPROXY_ROOMS_PER_ADDRESS=${HAPROXY_ROOMS_PER_ADDRESS:-1000000}
 export HAPROXY_STATS_PORT=${HAPROXY_STATS_PORT:-8414}
 export CPU_CAP_PARENT=${CPU_CAP_PARENT:-chatsys-scale}
 # shellcheck source=scripts/lib.sh
