@@ -134,6 +134,7 @@ def _search(args) -> int:
         start_rate=args.start_rate,
         growth=args.growth,
         confirmations=args.confirmations,
+        misses=args.misses,
         max_steps=args.max_steps,
     )
     runner = search.Runner(
@@ -217,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     find.add_argument("--start-rate", type=float, default=40.0)
     find.add_argument("--growth", type=float, default=1.5)
     find.add_argument("--confirmations", type=int, default=3)
+    find.add_argument("--misses", type=int, default=1, help="failed confirmations allowed at a rate (1)")
     find.add_argument("--max-steps", type=int, default=14)
     find.add_argument("--threads", type=int, help="the open model's user pool (default: from the rate)")
     find.add_argument("--reset-uri", help="empty this database before every run")

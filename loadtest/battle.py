@@ -248,6 +248,7 @@ def workload_card(out: Path, record: dict) -> dict:
         rates = [f["errors"] / max(f["requests"], 1) for f in figures]
         at_max = {
             "runs": len(figures),
+            "missed_runs": len(record.get("missed_dirs", [])),
             "throughput_rps": spread("throughput"),
             "p50_ms": spread("p50_ms"),
             "p95_ms": spread("p95_ms"),
@@ -343,10 +344,11 @@ def card_markdown(card: dict) -> str:
             errors = ", ".join(f"{kind} {count}" for kind, count in at.get("errors_by_kind", {}).items()) or "none"
             failed = ", ".join(w["failed_first"]) or "-"
             failing = f" ({w['failing_rps']:.1f})" if w["failing_rps"] else ""
+            runs, missed = at.get("runs", 0), at.get("missed_runs", 0)
             maximum = "-" if w["maximum_rps"] is None else f"{w['maximum_rps']:.1f}"
             lines.append(
                 f"| {w['workload']} | {maximum} "
-                f"| {failed}{failing} | {at.get('runs', 0)} | {_cell(at.get('throughput_rps', []), '{:.1f}')} "
+                f"| {failed}{failing} | {f'{runs} of {runs + missed}' if missed else runs} | {_cell(at.get('throughput_rps', []), '{:.1f}')} "
                 f"| {_cell(at.get('p50_ms', []))} | {_cell(at.get('p95_ms', []))} | {_cell(at.get('p99_ms', []))} "
                 f"| {errors} | {at.get('messages_per_read') or '-'} | {served} "
                 f"| {w['load_generator'].get('jmeter_ms_per_request') or '-'} | {w['limited_by']} |"
@@ -469,6 +471,7 @@ def _battle(args) -> int:
                     start_rate=start,
                     growth=2.0 if args.quick else 1.5,
                     confirmations=1 if args.quick else 3,
+                    misses=0 if args.quick else 1,
                     max_steps=2 if args.quick else 14,
                 )
                 duration = args.duration or (8 if args.quick else 10)

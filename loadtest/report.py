@@ -698,6 +698,14 @@ class SloMaximum:
     def maximum(self) -> float | None:
         return self.record["maximum_rps"]
 
+    @property
+    def misses(self) -> int:
+        """Confirmation runs at the maximum that missed the objective (allowed by the plan)."""
+        return len(self.record.get("missed_dirs", []))
+
+    def runs_text(self) -> str:
+        return f"{len(self.runs)} of {len(self.runs) + self.misses}" if self.misses else str(len(self.runs))
+
     def spread(self, attribute: str) -> tuple[float, float] | None:
         values = [getattr(r.figures, attribute) for r in self.runs if r.figures is not None]
         values = [value for value in values if value is not None and not math.isnan(value)]
@@ -805,7 +813,7 @@ def slo_table(maxima: list[SloMaximum], info: dict[str, str]) -> list[str]:
         valid = (m.shared_check or "yes") if m.runs else "-"
         lines.append(
             f"| {m.workload} | {_servers_text(m.servers) if m.servers else m.record['series']} "
-            f"| {_fmt(m.maximum)} | {len(m.runs)} | {_range(m.spread('throughput'), '{:.1f}')} "
+            f"| {_fmt(m.maximum)} | {m.runs_text()} | {_range(m.spread('throughput'), '{:.1f}')} "
             f"| {_range(m.spread('p50_ms'))} | {_range(m.spread('p95_ms'))} | {_range(m.spread('p99_ms'))} "
             f"| {_range(errors and (errors[0] * 100, errors[1] * 100), '{:.2f} %')} "
             f"| {_fmt(m.mean('messages_per_read'))} | {_fmt(m.speedup, '{:.2f}x')} "
@@ -825,6 +833,7 @@ SLO_COLUMNS = [
     "cpu_cap_cores",
     "max_rps",
     "runs_at_max",
+    "misses_at_max",
     "throughput_min",
     "throughput_max",
     "p50_ms",
@@ -859,6 +868,7 @@ def write_slo_csv(maxima: list[SloMaximum], info: dict[str, str], path: Path) ->
                     info.get("cap_cores_applied", ""),
                     _fmt(m.maximum, "{:.2f}", ""),
                     len(m.runs),
+                    m.misses,
                     _fmt(throughput[0] or None, "{:.2f}", ""),
                     _fmt(throughput[1] or None, "{:.2f}", ""),
                     _fmt(m.mean("p50_ms"), "{:.0f}", ""),
@@ -964,7 +974,8 @@ def slo_section(maxima: list[SloMaximum], info: dict[str, str]) -> list[str]:
         "sent. Latency counts from each request's scheduled arrival (no coordinated omission). The search "
         f"grows the rate by {plan['growth']:g}x until a criterion fails, bisects to within "
         f"{plan['precision']:.0%}, then runs the rate found until {plan['confirmations']} runs of it pass "
-        "(`runs`); ranges are over those runs. `failed first` names the criteria that failed at the lowest "
+        f'(`runs`; up to {plan.get("misses", 0)} failed run(s) at a rate allowed, shown as "3 of 4": a p99 over '
+        "a few seconds is the few slowest requests of that window); ranges are over the passing runs. `failed first` names the criteria that failed at the lowest "
         "failing rate. `valid`: at each maximum everything but the chat servers used under half of the "
         "cores the caps leave (else the chat tier is not shown to be the bottleneck).",
         "",

@@ -93,7 +93,7 @@ done
 search_args=(--confirmations 3 --max-steps 12)
 if [[ $quick == yes ]]; then
     duration=${duration:-6} warmup=${warmup:-0}
-    search_args=(--confirmations 1 --max-steps 3)
+    search_args=(--confirmations 1 --misses 0 --max-steps 3)
 fi
 servers=${servers:-"1 2 3"} duration=${duration:-10} warmup=${warmup:-8}
 

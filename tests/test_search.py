@@ -85,12 +85,51 @@ def test_search_shrinks_when_the_first_rate_already_fails():
 
 def test_a_failed_confirmation_steps_the_maximum_down_and_starts_counting_again():
     deployment = Deployment(capacity=100, flaky={80.0})
-    result = search.search(deployment, search.Plan(start_rate=80, growth=1.5, precision=0.6, confirmations=2))
+    plan = search.Plan(start_rate=80, growth=1.5, precision=0.6, confirmations=2, misses=0)
+    result = search.search(deployment, plan)
     # 80 passes, 120 fails (within 60 %: no bisection), the first confirmation of 80 fails.
     assert deployment.calls[:3] == [(80, "grow"), (120, "grow"), (80, "confirm")]
     assert result.maximum == pytest.approx(80 / 1.6)
     assert [step.phase for step in result.confirmed] == ["confirm", "confirm"]
     assert result.failed_first == ["p99"] and result.failing_rate == 80
+
+
+class Outcomes:
+    """A fake target whose runs at each rate pass or fail in the order given (True: pass);
+    a rate with no outcomes left passes up to `capacity`."""
+
+    def __init__(self, capacity: float, outcomes: dict[float, list[bool]]):
+        self.capacity, self.outcomes = capacity, {rate: list(runs) for rate, runs in outcomes.items()}
+        self.calls: list[tuple[float, str]] = []
+
+    def __call__(self, rate: float, phase: str) -> search.Step:
+        self.calls.append((rate, phase))
+        queued = self.outcomes.get(rate, [])
+        passed = queued.pop(0) if queued else rate <= self.capacity
+        return search.Step(
+            rate, phase, figures(p99=50 if passed else 900), [] if passed else ["p99"], dir=f"{len(self.calls):02d}"
+        )
+
+
+def test_one_missed_confirmation_is_allowed_and_reported_a_second_steps_the_rate_down():
+    plan = search.Plan(start_rate=80, growth=1.5, precision=0.6, confirmations=3, misses=1)
+    # 80 passes, 120 fails; of 80's confirmations one misses: 80 stands, "3 of 4".
+    once = Outcomes(capacity=100, outcomes={80: [True, True, False, True]})
+    result = search.search(once, plan)
+    assert result.maximum == 80
+    assert [step.dir for step in result.confirmed] == ["01", "03", "05"]
+    assert [step.dir for step in result.missed] == ["04"]
+    assert result.failed_first == ["p99"] and result.failing_rate == 120  # the miss is not where it fails
+    record = search.result_record(result, "servers-1", 1, search.WORKLOADS["hot"], plan)
+    assert record["missed_dirs"] == ["04"] and record["confirmed_dirs"] == ["01", "03", "05"]
+
+    # A second miss at 80 steps down to 50 and counts afresh there: no miss is carried over.
+    twice = Outcomes(capacity=100, outcomes={80: [True, False, False]})
+    result = search.search(twice, plan)
+    assert result.maximum == pytest.approx(80 / 1.6)
+    assert [phase for _, phase in twice.calls] == ["grow", "grow"] + ["confirm"] * 5
+    assert len(result.confirmed) == 3 and result.missed == []
+    assert result.failing_rate == 80
 
 
 def test_no_rate_meets_the_objective():
