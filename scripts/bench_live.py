@@ -53,11 +53,11 @@ class Tier:
 
     def processes(self) -> dict[str, int]:
         named = {
-            "ferretdb": self.database.process.popen.pid,
-            "haproxy": self.balancer.process.popen.pid,
-            "login": self.login.process.popen.pid,
+            "ferretdb": self.database.process.pid,
+            "haproxy": self.balancer.process.pid,
+            "login": self.login.process.pid,
         }
-        named.update({f"chat@{chat.port}": chat.process.popen.pid for chat in self.chats})
+        named.update({f"chat@{chat.port}": chat.process.pid for chat in self.chats})
         named["benchmark client"] = os.getpid()
         return named
 

@@ -441,7 +441,7 @@ def listening_addresses(port: int) -> set[str]:
     return {
         connection.laddr.ip
         for connection in psutil.net_connections(kind="tcp")
-        if connection.status == psutil.CONN_LISTEN and connection.laddr.port == port
+        if connection.status == psutil.CONN_LISTEN and connection.laddr and connection.laddr.port == port
     }
 
 

@@ -20,6 +20,7 @@ ALL_LABELS = set(samples.SETUP_LABELS) | set(samples.STEADY_LABELS)
 
 def host_and_port(url: str) -> tuple[str, str, int]:
     parts = urlsplit(url)
+    assert parts.hostname, f"{url} names no host"
     return parts.scheme, parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
 
 

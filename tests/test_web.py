@@ -6,6 +6,7 @@ with no uncaught page error, no dialog and no report from the Content-Security-P
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -40,7 +41,7 @@ POLICY = [
 
 
 @pytest.fixture(scope="module")
-def web(database) -> WebStack:
+def web(database) -> Iterator[WebStack]:
     group = harness.ProcessGroup("chatsys-web-")
     try:
         yield start_web_stack(group, database)
@@ -680,7 +681,8 @@ def fill_room(database, room: str, count: int) -> None:
     import pymongo
 
     now = datetime.now(UTC)
-    with pymongo.MongoClient(database.uri, serverSelectionTimeoutMS=5000) as client:
+    client: pymongo.MongoClient = pymongo.MongoClient(database.uri, serverSelectionTimeoutMS=5000)
+    with client:
         db = client.get_default_database()
         db.rooms.insert_one({"_id": room, "created_at": now - timedelta(minutes=count), "last_seq": count})
         for start in range(1, count + 1, 1000):
