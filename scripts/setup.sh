@@ -10,7 +10,8 @@ requirements=$CHATSYS_ROOT/requirements-dev.lock
 case ${1:-} in
     --runtime-only) requirements=$CHATSYS_ROOT/requirements.lock ;;
     "") ;;
-    *) usage; exit 2 ;;
+    -h|--help) usage; exit 0 ;;
+    *) usage >&2; exit 2 ;;
 esac
 
 # System packages, each only when its command is missing: HAProxy (the load balancer),
