@@ -1,5 +1,6 @@
 """Command line of the load-test tools (called by scripts/scale_test.sh; usable by hand).
 
+python -m loadtest summary RESULTS_CSV          per label: samples, errors, mean, p95, rate
 python -m loadtest step RUN_DIR [--arrival-rate R]  one run's steady-state figures, one line
 python -m loadtest max RESULTS_DIR SERIES       the series' maximum (req/s) and its threads, or 0 0
 python -m loadtest report RESULTS_DIR           write summary.csv/.md, steps.csv, plots; print
@@ -22,6 +23,11 @@ import sys
 from pathlib import Path
 
 from loadtest import battle, cpu, keep, report, samples, search, timeline
+
+
+def _summary(args) -> int:
+    print(samples.label_table(samples.read_samples(args.results_csv)))
+    return 0
 
 
 def _step(args) -> int:
@@ -165,6 +171,9 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m loadtest", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     commands = parser.add_subparsers(dest="command", required=True)
+    summary = commands.add_parser("summary", help="a JMeter results.csv per label (scripts/jmeter-run.sh)")
+    summary.add_argument("results_csv")
+    summary.set_defaults(run=_summary)
     step = commands.add_parser("step", help="one run's steady-state figures")
     step.add_argument("run_dir")
     step.add_argument("--arrival-rate", type=float, help="the open model's offered rate (req/s)")

@@ -118,6 +118,13 @@ class Process:
         return self
 
     @property
+    def pid(self) -> int:
+        """The started process's id (its group's too: it leads its own session)."""
+        if self.popen is None:
+            raise RuntimeError(f"{self.name} was never started")
+        return self.popen.pid
+
+    @property
     def running(self) -> bool:
         return self.popen is not None and self.popen.poll() is None
 

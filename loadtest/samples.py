@@ -129,6 +129,30 @@ def percentile(values: Sequence[float], percent: float) -> float:
     return float(numpy.percentile(values, percent, method="inverted_cdf"))
 
 
+def label_table(samples: Sequence[Sample]) -> str:
+    """Per label: samples, errors, mean and p95 of the elapsed time (from each request's
+    start), and samples per second over the whole run; then the totals."""
+    if not samples:
+        return "no samples"
+    first = min(sample.start_ms for sample in samples)
+    last = max(sample.end_ms for sample in samples)
+    span = max((last - first) / 1000, 0.001)
+    by_label: dict[str, list[Sample]] = {}
+    for sample in samples:
+        by_label.setdefault(sample.label, []).append(sample)
+    lines = [f"{'label':<16}{'samples':>9}{'errors':>8}{'mean ms':>9}{'p95 ms':>8}{'per s':>9}"]
+    for label, group in sorted(by_label.items()):
+        elapsed = [sample.elapsed_ms for sample in group]
+        errors = sum(not sample.success for sample in group)
+        lines.append(
+            f"{label:<16}{len(group):>9}{errors:>8}{sum(elapsed) / len(elapsed):>9.1f}"
+            f"{percentile(elapsed, 95):>8.0f}{len(group) / span:>9.1f}"
+        )
+    errors = sum(not sample.success for sample in samples)
+    lines.append(f"total: {len(samples)} samples, {errors} errors, over {span:.1f} s")
+    return "\n".join(lines)
+
+
 def _optional_int(text: str | None) -> int | None:
     text = (text or "").strip()
     return int(text) if text.isdigit() else None  # JMeter writes "null" for an unset variable

@@ -154,7 +154,7 @@ class Stack:
     room: str
 
     def pids(self, service: harness.Service) -> list[int]:
-        return [service.process.popen.pid]
+        return [service.process.pid]
 
     def newest_seq(self) -> int:
         page = requests.get(f"{self.chat.url}/rooms/{self.room}/messages?limit=1", headers=self.auth, timeout=10)
@@ -216,12 +216,12 @@ def run_ratios(args, group: harness.ProcessGroup, database_uri: str, database_pi
         (stack.chat, f"/rooms/{stack.room}/messages?limit=50"),
         (uncached, f"/rooms/{stack.room}/messages?limit=50"),
     ]
-    for server, path in everyday:
+    for service, path in everyday:
         with requests.Session() as session:
             for _ in range(1000):
-                session.get(f"{server.url}{path}", headers=stack.auth, timeout=10)
+                session.get(f"{service.url}{path}", headers=stack.auth, timeout=10)
     memory = {
-        f"{name}@{server.port}": rss_mb(server.process.popen.pid)
+        f"{name}@{server.port}": rss_mb(server.process.pid)
         for name, server in (("login", stack.login), ("chat", stack.chat), ("chat-uncached", uncached))
     }
 
@@ -234,7 +234,7 @@ def run_ratios(args, group: harness.ProcessGroup, database_uri: str, database_pi
                 "chat /health": chat_health,
                 **targets["get"],
                 "chat GET newest 50, token cache off": Target(
-                    newest.url.replace(stack.chat.url, uncached.url), stack.auth, [uncached.process.popen.pid]
+                    newest.url.replace(stack.chat.url, uncached.url), stack.auth, [uncached.process.pid]
                 ),
             },
             **common,
@@ -278,7 +278,7 @@ def run_metrics(args, group: harness.ProcessGroup, database_uri: str, database_p
         "metrics off": {"METRICS": "off"},
         "metrics and log lines off": {"METRICS": "off", "ACCESS_LOG": "off"},
     }
-    stack = start_stack(group, database_uri, **kinds["metrics on"])
+    stack = start_stack(group, database_uri, 50, **kinds["metrics on"])
     logins = {"metrics on": stack.login}
     chats = {"metrics on": stack.chat}
     for kind, env in list(kinds.items())[1:]:
@@ -303,7 +303,8 @@ def run_metrics(args, group: harness.ProcessGroup, database_uri: str, database_p
                     timeout=10,
                 )
     common = dict(rounds=args.rounds, seconds=args.seconds, connections=args.connections, database_pids=database_pids)
-    results, ratios = {}, {}
+    results: dict[str, Measurement] = {}
+    ratios: dict[str, tuple[float, float | None]] = {}
     for request, (service, path, script) in requests_measured.items():
         servers = chats if service == "chat" else logins
         measured = side_by_side(
@@ -321,14 +322,14 @@ def run_metrics(args, group: harness.ProcessGroup, database_uri: str, database_p
             off.service_ms / quiet.service_ms,
             None,
         )
-    memory = {f"chat, {kind}": rss_mb(server.process.popen.pid) for kind, server in chats.items()}
+    memory = {f"chat, {kind}": rss_mb(server.process.pid) for kind, server in chats.items()}
     return {"results": results, "ratios": ratios, "memory": memory}
 
 
 def seed(database_uri: str, room: str, messages: int, tokens: int, rooms: int) -> dict[str, float]:
     """Write history straight into the database, in batches: messages into `room`, live
     tokens of unknown users, and empty rooms. Returns seconds per part."""
-    db = pymongo.MongoClient(database_uri, tz_aware=True).get_default_database()
+    db: pymongo.database.Database = pymongo.MongoClient(database_uri, tz_aware=True).get_default_database()
     now = datetime.now(UTC)
     batch_size, took = 5000, {}
 
@@ -346,6 +347,7 @@ def seed(database_uri: str, room: str, messages: int, tokens: int, rooms: int) -
     # Seeded before any post, so the room's log is empty and its allocator may simply
     # move past the seeded history.
     seeded = db.rooms.find_one({"_id": room})
+    assert seeded is not None, f"room {room} is created before it is seeded"
     first = seeded.get("allocated", seeded.get("last_seq", 0)) + 1
     insert(
         db.messages,
@@ -396,7 +398,7 @@ def run_data_size(args, group: harness.ProcessGroup, database_uri: str, database
                 1.2,
             )
     memory = {
-        f"{name}@{service.port}": rss_mb(service.process.popen.pid)
+        f"{name}@{service.port}": rss_mb(service.process.pid)
         for name, service in (
             ("chat, empty", empty.chat),
             ("chat, seeded", seeded.chat),
@@ -445,7 +447,7 @@ def run_post(args, group: harness.ProcessGroup, database_uri: str, database_pids
     }
     if args.profile:
         profile(args, keyed, database_pids)
-    memory = {f"chat@{stack.chat.port}": rss_mb(stack.chat.process.popen.pid)}
+    memory = {f"chat@{stack.chat.port}": rss_mb(stack.chat.process.pid)}
     return {"results": results, "ratios": ratios, "memory": memory}
 
 
@@ -478,7 +480,7 @@ def profile(args, target: Target, database_pids: list[int]) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mode", choices=("ratios", "data-size", "post", "metrics"), default="ratios")
     parser.add_argument("--seconds", type=int, default=5, help="length of one wrk run")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per comparison")
@@ -502,7 +504,7 @@ def main() -> int:
         else:
             args.ferretdb_debug_port = harness.free_port()
             database = harness.start_ferretdb(group, debug_port=args.ferretdb_debug_port)
-            database_uri, database_pids = database.uri, [database.process.popen.pid]
+            database_uri, database_pids = database.uri, [database.process.pid]
             database_name = "FerretDB on SQLite, patched (scripts/ferretdb.patch)"
         run = {"ratios": run_ratios, "data-size": run_data_size, "post": run_post, "metrics": run_metrics}[args.mode]
         outcome = run(args, group, database_uri, database_pids)

@@ -53,11 +53,11 @@ class Tier:
 
     def processes(self) -> dict[str, int]:
         named = {
-            "ferretdb": self.database.process.popen.pid,
-            "haproxy": self.balancer.process.popen.pid,
-            "login": self.login.process.popen.pid,
+            "ferretdb": self.database.process.pid,
+            "haproxy": self.balancer.process.pid,
+            "login": self.login.process.pid,
         }
-        named.update({f"chat@{chat.port}": chat.process.popen.pid for chat in self.chats})
+        named.update({f"chat@{chat.port}": chat.process.pid for chat in self.chats})
         named["benchmark client"] = os.getpid()
         return named
 
@@ -299,7 +299,7 @@ def render(args, runs: list[Run], rates: dict[int, float]) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--followers", type=int, nargs="+", default=[100, 1000])
     parser.add_argument("--seconds", type=float, default=20, help="posting time of each run")
     parser.add_argument("--post-rate", type=float, default=1.0, help="posts per second during a run")

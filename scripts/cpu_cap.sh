@@ -15,7 +15,7 @@
 # Environment: CPU_CAP_PARENT (name of the parent cgroup we create, default chatsys-caps),
 # CPU_CAP_PERIOD_US (the scheduler period the quota is granted in, 100000: see below).
 set -euo pipefail
-usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { awk 'NR > 1 && !/^#/ {exit} NR > 1 {sub(/^# ?/, ""); print}' "$0"; }  # the header comment
 log() { printf 'cpu_cap: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 

@@ -13,7 +13,7 @@
 # home: data root, exec root, socket, pid file and log; default $CHATSYS_CACHE/docker),
 # DOCKERD_START_SECONDS (60). Starting the private engine needs root and Debian's docker.io.
 set -euo pipefail
-usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { awk 'NR > 1 && !/^#/ {exit} NR > 1 {sub(/^# ?/, ""); print}' "$0"; }  # the header comment
 source "$(dirname "$0")/lib.sh"
 
 engine_dir=${CHATSYS_DOCKER_DIR:-$CHATSYS_CACHE/docker}

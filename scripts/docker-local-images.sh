@@ -19,7 +19,7 @@
 # mirror of /etc/apt/sources.list.d/ or /etc/apt/sources.list), DEBIAN_SUITE (bookworm),
 # CHATSYS_CACHE (debootstrap's package cache goes to $CHATSYS_CACHE/debootstrap).
 set -euo pipefail
-usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { awk 'NR > 1 && !/^#/ {exit} NR > 1 {sub(/^# ?/, ""); print}' "$0"; }  # the header comment
 source "$(dirname "$0")/lib.sh"
 
 case ${1:-build} in

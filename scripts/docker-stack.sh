@@ -5,7 +5,7 @@
 #                                             (scripts/docker-engine.sh), build what is
 #                                             missing, start every container, wait until
 #                                             all are healthy, print the URLs
-#   docker-stack.sh down [--volumes] [--keep-engine]
+#   docker-stack.sh down [--volumes|-v] [--keep-engine]
 #                                             remove the containers and the network (the
 #                                             database volume stays unless --volumes); stop
 #                                             the private engine if `up` started it
@@ -23,7 +23,7 @@
 # separated), DOCKER_UP_SECONDS (180: how long `up` waits for every container to be healthy),
 # CHATSYS_VAR (the settings of a running stack are kept in $CHATSYS_VAR/docker/).
 set -euo pipefail
-usage() { sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { awk 'NR > 1 && !/^#/ {exit} NR > 1 {sub(/^# ?/, ""); print}' "$0"; }  # the header comment
 source "$(dirname "$0")/lib.sh"
 
 export COMPOSE_PROJECT_NAME=${COMPOSE_PROJECT_NAME:-chatsys}

@@ -70,5 +70,6 @@ case ${1:-} in
     start) start ;;
     stop) stop_pidfile "$pid_file" FerretDB ;;
     status) if pid_alive "$pid_file"; then echo "ferretdb running pid $(cat "$pid_file") port $MONGO_PORT"; else echo "ferretdb stopped"; exit 3; fi ;;
-    *) usage; exit 2 ;;
+    -h|--help) usage ;;
+    *) usage >&2; exit 2 ;;
 esac

@@ -180,7 +180,9 @@ install_config() {
     else
         install -m 0640 -o root -g "$service_user" "$dest/conf/systemd/chatsys.env" "$env_file"
     fi
+    # The config and the web client's loader, which it names beside itself (lua-load web.lua).
     install -m 0644 "$dest/conf/haproxy/haproxy.cfg" "$etc_dir/haproxy.cfg"
+    install -m 0644 "$dest/conf/haproxy/web.lua" "$etc_dir/web.lua"
     if command -v haproxy >/dev/null; then
         # As HAProxy's drop-in sets it (the settings file may override it, as under systemd),
         # but where the release lies now, staged or not.
@@ -249,7 +251,7 @@ uninstall() {
     rm -rf "$unit_dir/chatsys.target.wants"
     rm -f "$dropin_dir/chatsys.conf"
     rmdir "$dropin_dir" 2>/dev/null || true
-    rm -f "$etc_dir/haproxy.cfg"
+    rm -f "$etc_dir/haproxy.cfg" "$etc_dir/web.lua"
     if [[ -f $manifest ]]; then
         local file
         while IFS= read -r -d '' file; do

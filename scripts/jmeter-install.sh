@@ -27,7 +27,7 @@ JMETER_VERSION=5.6.3
 # Bump when the layout produced below changes, so old homes are rebuilt.
 RECIPE=2
 
-usage() { sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { awk 'NR > 1 && !/^#/ {exit} NR > 1 {sub(/^# ?/, ""); print}' "$0"; }  # the header comment
 log() { echo "jmeter-install: $*" >&2; }
 die() { log "error: $*"; exit 1; }
 

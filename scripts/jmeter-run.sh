@@ -17,7 +17,7 @@
 # (failed samples alone do not fail the run: read the summary or the report).
 set -euo pipefail
 
-usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { awk 'NR > 1 && !/^#/ {exit} NR > 1 {sub(/^# ?/, ""); print}' "$0"; }  # the header comment
 die() { echo "jmeter-run: error: $*" >&2; exit 1; }
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -114,28 +114,10 @@ if grep -Eq "Error generating the report|ERROR o\.a\.j\.r\.d\." "$log" || [ ! -f
   die "the HTML dashboard was not generated (see $log)"
 fi
 
-# Per-label summary (setup labels register/login/read latest are once per user).
-if command -v python3 >/dev/null 2>&1; then
-  python3 - "$results" <<'PY'
-import csv, sys
-rows = {}
-first, last = None, None
-with open(sys.argv[1], newline="") as f:
-    for r in csv.DictReader(f):
-        t, el = int(r["timeStamp"]), int(r["elapsed"])
-        first = t if first is None else min(first, t)
-        last = t + el if last is None else max(last, t + el)
-        rows.setdefault(r["label"], []).append((el, r["success"] == "true"))
-span = max((last - first) / 1000.0, 0.001)
-print(f"{'label':<16}{'samples':>9}{'errors':>8}{'mean ms':>9}{'p95 ms':>8}{'per s':>9}")
-for label, s in sorted(rows.items()):
-    el = sorted(e for e, _ in s)
-    p95 = el[min(len(el) - 1, int(0.95 * len(el)))]
-    err = sum(1 for _, ok in s if not ok)
-    print(f"{label:<16}{len(s):>9}{err:>8}{sum(el) / len(el):>9.1f}{p95:>8}{len(s) / span:>9.1f}")
-total = sum(len(s) for s in rows.values())
-errors = sum(1 for s in rows.values() for _, ok in s if not ok)
-print(f"total: {total} samples, {errors} errors, over {span:.1f} s")
-PY
+# Per-label summary (setup labels register/login/read latest are once per user), its p95
+# the project's one percentile (loadtest/samples.py), when the project's virtualenv is there.
+venv=${VENV:-$here/../.venv}
+if [ -x "$venv/bin/python" ]; then
+  (cd "$here/.." && "$venv/bin/python" -m loadtest summary "$results")
 fi
 echo "jmeter-run: results in $results, report in $dashboard/index.html" >&2

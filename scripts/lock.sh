@@ -10,7 +10,7 @@
 # Needs the uv that requirements-dev.txt pins (in $VENV after scripts/setup.sh) and the
 # package index. Resolves for CPython 3.11 on Linux, what Debian 12 and the images run.
 set -euo pipefail
-usage() { sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { awk 'NR > 1 && !/^#/ {exit} NR > 1 {sub(/^# ?/, ""); print}' "$0"; }  # the header comment
 source "$(dirname "$0")/lib.sh"
 
 check=false

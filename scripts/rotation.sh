@@ -3,6 +3,9 @@
 # for short requests and long polls alike.
 set -euo pipefail
 usage() { echo "usage: $0 N | --show   (env: HAPROXY_RUNTIME_SOCKET)"; }
+case ${1:-} in
+    -h|--help) usage; exit 0 ;;
+esac
 source "$(dirname "$0")/lib.sh"
 [[ -S $HAPROXY_RUNTIME_SOCKET ]] || die "no HAProxy runtime socket at $HAPROXY_RUNTIME_SOCKET"
 
@@ -12,7 +15,7 @@ if [[ ${1:-} == --show ]]; then
     haproxy_cmd "show stat" | haproxy_rows chat_servers svname status | awk -F'\t' '$1 != "BACKEND" {printf "%-8s %s\n", $1, $2}'
     exit 0
 fi
-[[ ${1:-} =~ ^[0-9]+$ ]] || { usage; exit 2; }
+[[ ${1:-} =~ ^[0-9]+$ ]] || { usage >&2; exit 2; }
 wanted=$1
 count=0
 for server in $servers; do

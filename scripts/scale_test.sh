@@ -43,7 +43,7 @@
 # (-XX:TieredStopAtLevel=1).
 set -euo pipefail
 
-usage() { sed -n '2,43p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { awk 'NR > 1 && !/^#/ {exit} NR > 1 {sub(/^# ?/, ""); print}' "$0"; }  # the header comment
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 export CHATSYS_VAR=${CHATSYS_VAR:-$root/var/scale}

@@ -10,7 +10,8 @@ requirements=$CHATSYS_ROOT/requirements-dev.lock
 case ${1:-} in
     --runtime-only) requirements=$CHATSYS_ROOT/requirements.lock ;;
     "") ;;
-    *) usage; exit 2 ;;
+    -h|--help) usage; exit 0 ;;
+    *) usage >&2; exit 2 ;;
 esac
 
 # System packages, each only when its command is missing: HAProxy (the load balancer),
@@ -19,9 +20,9 @@ esac
 # is not packaged), debootstrap (the local stand-in images, scripts/docker-local-images.sh,
 # and the boot test's virtual machine), for that machine QEMU, qemu-img, mkfs.ext4 and ssh,
 # systemd-analyze, and Chromium for the web client's browser tests (driven by Playwright,
-# which downloads no browser of its own) with npm, which installs axe-core for them;
-# Prometheus and its node exporter (`make run` starts them, docs/observability.md). The
-# tests require all of them; shellcheck is for `make lint`.
+# which downloads no browser of its own) with npm, which installs axe-core for them (and
+# eslint for `make lint`); Prometheus and its node exporter (`make run` starts them,
+# docs/observability.md). The tests require all of them; shellcheck is for `make lint`.
 missing=()
 for pair in haproxy:haproxy wrk:wrk curl:curl patch:patch java:default-jdk-headless mvn:maven \
             docker-compose:docker-compose docker:docker.io dockerd:docker.io debootstrap:debootstrap \
@@ -51,10 +52,13 @@ fi
 
 "$CHATSYS_ROOT/scripts/ferretdb.sh" build
 
-# axe-core for the web client's accessibility tests, from tests/package-lock.json, again
-# only when the lock changes (npm ci empties node_modules, stamp included).
-npm_stamp=$CHATSYS_ROOT/tests/node_modules/.installed-$(sha256sum <"$CHATSYS_ROOT/tests/package-lock.json" | cut -c1-16)
-if [[ $requirements != */requirements.lock && ! -f $npm_stamp ]] && command -v npm >/dev/null; then
-    (cd "$CHATSYS_ROOT/tests" && npm ci --ignore-scripts --no-audit --no-fund --silent)
-    touch "$npm_stamp"
-fi
+# npm packages, each folder's from its package-lock.json, again only when that lock changes
+# (npm ci empties node_modules, stamp included): axe-core for the web client's
+# accessibility tests (tests/), eslint for `make lint` (web/).
+for folder in tests web; do
+    npm_stamp=$CHATSYS_ROOT/$folder/node_modules/.installed-$(sha256sum <"$CHATSYS_ROOT/$folder/package-lock.json" | cut -c1-16)
+    if [[ $requirements != */requirements.lock && ! -f $npm_stamp ]] && command -v npm >/dev/null; then
+        (cd "$CHATSYS_ROOT/$folder" && npm ci --ignore-scripts --no-audit --no-fund --silent)
+        touch "$npm_stamp"
+    fi
+done

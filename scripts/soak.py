@@ -58,13 +58,14 @@ def memory_snapshot(processes: dict[str, int]) -> dict[str, dict]:
     """Per named process: its own resident memory and each child's (gunicorn workers)."""
     snapshot = {}
     for name, pid in processes.items():
-        kids = children(pid)
+        own = rss_kib(pid) / 1024
+        children_mib = {child: rss_kib(child) / 1024 for child in children(pid)}
         snapshot[name] = {
             "pid": pid,
-            "rss_mib": rss_kib(pid) / 1024,
-            "children": {child: rss_kib(child) / 1024 for child in kids},
+            "rss_mib": own,
+            "children": children_mib,
+            "total_mib": own + sum(children_mib.values()),
         }
-        snapshot[name]["total_mib"] = snapshot[name]["rss_mib"] + sum(snapshot[name]["children"].values())
     return snapshot
 
 
@@ -206,7 +207,8 @@ class Soak:
 
 
 def read_room(url: str, auth: dict, room: str) -> list[dict]:
-    messages, after = [], 0
+    messages: list[dict] = []
+    after = 0
     for _ in range(100000):
         page = requests.get(
             f"{url}/rooms/{room}/messages", params={"after": after, "limit": 200}, headers=auth, timeout=60
@@ -319,7 +321,7 @@ def render(args, rate, soak: Soak, books: dict, memory: list[tuple[str, dict]], 
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rate", type=float, help="requests per second offered")
     parser.add_argument("--peak", type=float, help="a measured peak in requests/s; the rate is then 70 %% of it")
     parser.add_argument("--minutes", type=float, default=10)
@@ -352,7 +354,7 @@ def run(args, rate: float, group, out: Path) -> int:
     balancer = harness.start_haproxy(group, [chat.port for chat in chats])
     harness.wait_until(lambda: list(balancer.server_states().values()).count("UP") == 3, 30, "three chat servers up")
 
-    users = []
+    users: list[dict] = []
     for _ in range(args.users):
         name, password = f"soak{uuid.uuid4().hex[:10]}", "soak-password"
         requests.post(
@@ -369,10 +371,10 @@ def run(args, rate: float, group, out: Path) -> int:
         ).raise_for_status()
 
     pids = {
-        "login": login.process.popen.pid,
-        **{f"chat@{chat.port}": chat.process.popen.pid for chat in chats},
-        "FerretDB": database.process.popen.pid,
-        "HAProxy": balancer.process.popen.pid,
+        "login": login.process.pid,
+        **{f"chat@{chat.port}": chat.process.pid for chat in chats},
+        "FerretDB": database.process.pid,
+        "HAProxy": balancer.process.pid,
     }
     memory = [("start", memory_snapshot(pids))]
     workers_at_start = {name: children(pid) for name, pid in pids.items() if name.startswith(("login", "chat"))}

@@ -8,5 +8,6 @@ if [[ $# -eq 0 ]]; then
     log "usage: $0 (--rate REQUESTS_PER_SECOND | --peak REQUESTS_PER_SECOND) [--minutes 10] [more: --help]"
     exit 2
 fi
-"$CHATSYS_ROOT/scripts/setup.sh" >&2
+# --help needs nothing set up.
+[[ ${1:-} == -h || ${1:-} == --help ]] || "$CHATSYS_ROOT/scripts/setup.sh" >&2
 exec "$VENV/bin/python" "$CHATSYS_ROOT/scripts/soak.py" "$@"

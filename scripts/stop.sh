@@ -8,7 +8,8 @@ keep_db=no
 case ${1:-} in
     --keep-db) keep_db=yes ;;
     "") ;;
-    *) usage; exit 2 ;;
+    -h|--help) usage; exit 0 ;;
+    *) usage >&2; exit 2 ;;
 esac
 stop_pidfile "$CHATSYS_VAR/run/prometheus.pid" Prometheus
 stop_pidfile "$CHATSYS_VAR/run/node-exporter.pid" "node exporter"

@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -28,7 +29,7 @@ from loadtest import harness  # noqa: E402
 from tests.web_stack import WebUser, launch_chromium, start_web_stack  # noqa: E402
 
 PASSWORD = "correct horse 1"
-LOOKS = {
+LOOKS: dict[str, dict[str, Any]] = {
     "desktop": {"viewport": {"width": 1100, "height": 720}},
     "phone": {
         "viewport": {"width": 390, "height": 780},

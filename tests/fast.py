@@ -32,7 +32,8 @@ FAST_SCRYPT_N = 2**12
 def fresh_database_uri(database: harness.Database, name: str) -> str:
     """The URI of database `name` on the session's FerretDB, emptied first."""
     uri = f"mongodb://127.0.0.1:{database.port}/{name}"
-    with pymongo.MongoClient(uri) as client:
+    client: pymongo.MongoClient = pymongo.MongoClient(uri)
+    with client:
         client.drop_database(name)
     return uri
 

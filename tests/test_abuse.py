@@ -79,6 +79,7 @@ def read_response(sock: socket.socket, started: float, timeout: float) -> RawRes
             length = int(headers.get("content-length", -1))
             if 0 <= length <= len(body) or (not chunk and length < 0):
                 status = int(lines[0].split()[1])
+                assert first is not None  # a head arrived, so a first byte did
                 return RawResponse(
                     status, headers, body[:length] if length >= 0 else body, first, head.decode("latin-1")
                 )
@@ -110,7 +111,9 @@ def haproxy_version() -> tuple[int, int]:
     output = subprocess.run(
         [shutil.which("haproxy") or "/usr/sbin/haproxy", "-v"], capture_output=True, text=True
     ).stdout
-    major, minor = re.search(r"version (\d+)\.(\d+)", output).groups()
+    version = re.search(r"version (\d+)\.(\d+)", output)
+    assert version, f"haproxy -v printed no version: {output!r}"
+    major, minor = version.groups()
     return int(major), int(minor)
 
 

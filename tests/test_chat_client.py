@@ -70,7 +70,7 @@ class Terminal:
         )
 
     def ok(self, *args: str, stdin: str | None = None, **env: str) -> str:
-        done = self.run(*args, stdin=stdin, **env)
+        done = self.run(*args, stdin=stdin, umask=-1, **env)
         assert done.returncode == 0, done.stderr
         return done.stdout
 

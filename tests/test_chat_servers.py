@@ -22,7 +22,7 @@ class Cluster:
         self.login, self.chats, self.access_log = login, chats, access_log
 
     def validate_calls(self) -> Counter:
-        calls = Counter()
+        calls: Counter[str] = Counter()
         for line in self.access_log.read_text().splitlines():
             if "/validate" in line and "chatsys-chat@" in line:
                 calls[line.split("chatsys-")[1].split('"')[0]] += 1
@@ -49,7 +49,8 @@ def post(session, url, user, room, text, key=None):
 
 
 def read_all(url, user, room) -> list[dict]:
-    messages, after = [], 0
+    messages: list[dict] = []
+    after = 0
     while True:
         page = requests.get(
             f"{url}/rooms/{room}/messages", params={"after": after, "limit": 200}, headers=user.auth, timeout=10

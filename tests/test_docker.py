@@ -327,13 +327,15 @@ def test_chat_tier_is_one_scaled_service_haproxy_finds_through_dns(compose):
     assert "LOGIN_URL" in environment_of(chat) and "LOGIN_URL" in environment_of(services["profile"])
 
 
-def test_haproxy_mounts_the_shared_config_and_the_web_client_read_only(compose):
+def test_haproxy_mounts_the_shared_config_its_loader_and_the_web_client_read_only(compose):
     mounts = {
         (ROOT / source).resolve(): (target, read_only)
         for source, target, read_only in mounts_of(compose["services"]["haproxy"])
     }
     assert mounts == {
         ROOT / HAPROXY_CONFIG: (HAPROXY_IMAGE_CONFIG, True),
+        # the web client's loader, which the config loads from beside itself
+        ROOT / "conf/haproxy/web.lua": ("/usr/local/etc/haproxy/web.lua", True),
         # the config's default HAPROXY_WEB_ROOT: ../../web from its own folder
         ROOT / "web": ("/usr/local/web", True),
     }
@@ -441,7 +443,7 @@ def listening_addresses(port: int) -> set[str]:
     return {
         connection.laddr.ip
         for connection in psutil.net_connections(kind="tcp")
-        if connection.status == psutil.CONN_LISTEN and connection.laddr.port == port
+        if connection.status == psutil.CONN_LISTEN and connection.laddr and connection.laddr.port == port
     }
 
 

@@ -82,7 +82,8 @@ def new_room(url: str, user: User) -> str:
 
 
 def read_all(url: str, user: User, room: str) -> list[dict]:
-    messages, after = [], 0
+    messages: list[dict] = []
+    after = 0
     for _ in range(1000):
         response = requests.get(
             f"{url}/rooms/{room}/messages", params={"after": after, "limit": 200}, headers=user.auth, timeout=20

@@ -30,7 +30,7 @@ def tier(processes, stack):
 
 def spread(url: str, user, count: int) -> Counter:
     session = requests.Session()
-    seen = Counter()
+    seen: Counter[str] = Counter()
     for _ in range(count):
         response = session.get(f"{url}/rooms", headers=user.auth, timeout=10)
         assert response.status_code == 200

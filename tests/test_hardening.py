@@ -767,7 +767,7 @@ def test_1000_wrong_passwords_from_10_addresses_never_lock_users_out_of_their_ow
     ).ok  # ... and here
 
     def guess(address: str) -> Counter:
-        session, answers = client_from(address), Counter()
+        session, answers = client_from(address), Counter[int]()
         for number in range(50):
             for name in (newcomer_name, regular.username):
                 answers[login(session, balancer.login_url, name, f"wrong guess {number}").status_code] += 1

@@ -20,6 +20,7 @@ ALL_LABELS = set(samples.SETUP_LABELS) | set(samples.STEADY_LABELS)
 
 def host_and_port(url: str) -> tuple[str, str, int]:
     parts = urlsplit(url)
+    assert parts.hostname, f"{url} names no host"
     return parts.scheme, parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
 
 
@@ -136,6 +137,7 @@ def write_run(run_dir: Path, rows: list[samples.Sample]) -> None:
             )
 
 
+@pytest.mark.fast
 def test_nearest_rank_percentiles():
     values = list(range(1, 101))
     assert samples.percentile(values, 50) == 50
@@ -145,6 +147,15 @@ def test_nearest_rank_percentiles():
     assert samples.percentile([7], 99) == 7
     assert samples.percentile([1, 2, 3, 4], 50) == 2
     assert math.isnan(samples.percentile([], 50))
+
+
+@pytest.mark.fast
+def test_jmeter_run_summary_reports_the_same_nearest_rank_p95():
+    """scripts/jmeter-run.sh prints this table: of 100 samples 1..100 ms, p95 is the 95th."""
+    run = [samples.Sample("chat GET", 1000 * number, number, number != 7) for number in range(1, 101)]
+    label_line = samples.label_table(run).splitlines()[1].split()
+    assert label_line[:3] == ["chat", "GET", "100"]  # the label, then samples
+    assert label_line[3:6] == ["1", "50.5", "95"]  # errors, mean ms, p95 ms
 
 
 def test_steady_window_leaves_out_setup_and_counts_successes_per_second():

@@ -16,6 +16,7 @@ import json
 import uuid
 import zlib
 from pathlib import Path
+from typing import Any
 
 import hypothesis
 import jsonschema_rs
@@ -321,7 +322,7 @@ def contract_rules_for(service: str):
 
 load_all_checks()
 # Every check schemathesis has, the two above in place of the ones they wrap.
-REPLACED = {
+REPLACED: dict[Any, Any] = {
     negative_data_rejection: negative_data_rejection_but_nul_may_be_stored,
     positive_data_acceptance: positive_data_acceptance_but_edges_may_be_refused,
 }

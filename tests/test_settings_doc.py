@@ -60,7 +60,7 @@ def variables_read(path: Path) -> set[str]:
             name = node.slice
         if name is not None:
             assert isinstance(name, ast.Constant) and isinstance(name.value, str), (
-                f"{path.name}:{node.lineno}: a variable named by an expression cannot be checked against the docs"
+                f"{path.name}:{getattr(node, 'lineno', '?')}: a variable named by an expression cannot be checked against the docs"
             )
             found.add(name.value)
     return found

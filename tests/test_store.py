@@ -43,6 +43,7 @@ def post(room: dict, count: int, key_prefix: str | None = None) -> list[int]:
     for number in range(count):
         key = f"{key_prefix}{number}" if key_prefix else None
         posted = store.post_message(room["_id"], "alice", f"m{number}", key)
+        assert posted is not None
         seqs.append(store.seq_of(posted.message))
     return seqs
 
@@ -164,9 +165,9 @@ def test_posts_from_many_threads_get_every_seq_once_without_retries(db, app):
     def poster(number: int) -> None:
         with app.app_context():
             for index in range(40):
-                seqs.append(
-                    store.seq_of(store.post_message(room["_id"], f"u{number}", f"{index}", f"k{index}").message)
-                )
+                posted = store.post_message(room["_id"], f"u{number}", f"{index}", f"k{index}")
+                assert posted is not None
+                seqs.append(store.seq_of(posted.message))
 
     threads = [threading.Thread(target=poster, args=(number,)) for number in range(6)]
     for thread in threads:

@@ -274,6 +274,7 @@ def test_staged_virtualenv_runs_gunicorn(staged):
 def test_haproxy_gets_the_project_config_and_its_environment(staged):
     installed = staged.path("/etc/chatsys/haproxy.cfg")
     assert installed.read_text() == (harness.ROOT / "conf/haproxy/haproxy.cfg").read_text()
+    assert staged.path("/etc/chatsys/web.lua").read_text() == (harness.ROOT / "conf/haproxy/web.lua").read_text()
     dropin = unit_settings(staged.unit_dir / "haproxy.service.d/chatsys.conf")
     assert dropin["EnvironmentFile"] == ["/etc/chatsys/chatsys.env"]
     assert "CONFIG=/etc/chatsys/haproxy.cfg" in dropin["Environment"]

@@ -71,8 +71,9 @@ def documented_install_commands() -> list[str]:
     """The command lines of docs/systemd.md's Install section, comments removed."""
     text = (harness.ROOT / "docs/systemd.md").read_text()
     section = text.split("\n## Install\n", 1)[1]
-    block = re.search(r"```sh\n(.*?)```", section, re.S)[1]
-    return [line.split("#", 1)[0].strip() for line in block.splitlines() if line.split("#", 1)[0].strip()]
+    block = re.search(r"```sh\n(.*?)```", section, re.S)
+    assert block, "docs/systemd.md's Install section has no sh block"
+    return [line.split("#", 1)[0].strip() for line in block[1].splitlines() if line.split("#", 1)[0].strip()]
 
 
 def install(machine: vm.Machine) -> None:

@@ -6,6 +6,7 @@ with no uncaught page error, no dialog and no report from the Content-Security-P
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -40,7 +41,7 @@ POLICY = [
 
 
 @pytest.fixture(scope="module")
-def web(database) -> WebStack:
+def web(database) -> Iterator[WebStack]:
     group = harness.ProcessGroup("chatsys-web-")
     try:
         yield start_web_stack(group, database)
@@ -132,6 +133,10 @@ def test_the_api_answers_on_the_same_port_with_its_own_stricter_policy(web):
     # A POST to the page's address is no file: the chat tier answers it, as problem+json.
     posted = requests.post(web.url + "/", json={}, timeout=10)
     assert posted.headers["Content-Type"].startswith("application/problem+json")
+    # Nor are the lint's files beside the client's: the chat tier answers those paths too.
+    for lint_file in ("/package.json", "/eslint.config.mjs", "/node_modules/eslint/package.json"):
+        answer = requests.get(web.url + lint_file, timeout=10)
+        assert answer.status_code != 200 and answer.headers["X-Instance"].startswith("chat@"), lint_file
     # An answer HAProxy makes itself gets the page's policy.
     too_long = requests.get(web.url + "/rooms?" + "x" * 4100, timeout=10)
     assert too_long.status_code == 414
@@ -139,7 +144,6 @@ def test_the_api_answers_on_the_same_port_with_its_own_stricter_policy(web):
 
 
 def test_haproxy_accepts_the_config_without_a_warning(web):
-    """Each file must fit in one HAProxy buffer; one that does not gets a warning here."""
     result = subprocess.run(
         [
             harness.require_tool("haproxy", "/usr/sbin/haproxy"),
@@ -680,7 +684,8 @@ def fill_room(database, room: str, count: int) -> None:
     import pymongo
 
     now = datetime.now(UTC)
-    with pymongo.MongoClient(database.uri, serverSelectionTimeoutMS=5000) as client:
+    client: pymongo.MongoClient = pymongo.MongoClient(database.uri, serverSelectionTimeoutMS=5000)
+    with client:
         db = client.get_default_database()
         db.rooms.insert_one({"_id": room, "created_at": now - timedelta(minutes=count), "last_seq": count})
         for start in range(1, count + 1, 1000):

@@ -46,7 +46,11 @@ def cached_image() -> Image:
     assert result.returncode == 0, f"scripts/vm-image.sh failed:\n{result.stderr}"
     paths = dict(line.split("=", 1) for line in result.stdout.splitlines() if "=" in line)
     return Image(
-        *(Path(paths[name]) for name in ("image", "kernel", "initrd", "ssh_key", "wheels")),
+        image=Path(paths["image"]),
+        kernel=Path(paths["kernel"]),
+        initrd=Path(paths["initrd"]),
+        ssh_key=Path(paths["ssh_key"]),
+        wheels=Path(paths["wheels"]),
         built="building the Debian 12 VM image" in result.stderr,
     )
 

@@ -132,4 +132,10 @@ class WebUser:
 
 
 def web_files() -> list[Path]:
-    return sorted(path for path in WEB_ROOT.rglob("*") if path.is_file())
+    """The client's files, which HAProxy serves (conf/haproxy/web.lua): not the lint's
+    (package.json, its lock, eslint.config.mjs, node_modules/)."""
+    return sorted(
+        path
+        for path in WEB_ROOT.rglob("*")
+        if path.is_file() and path.suffix in (".html", ".css", ".js", ".svg") and "node_modules" not in path.parts
+    )
