@@ -564,6 +564,28 @@ def test_usernames_are_unique_without_regard_to_case_and_keep_their_case(stack):
     assert validated.json()["username"] == name
 
 
+def test_of_concurrent_registrations_of_look_alike_names_one_wins(stack):
+    """`caroI3ht` (a capital i) registered beside `carol3ht`. Twelve names that all look
+    the same (`o`/`0`, `l`/`I`/`1`, `m`/`rn`), sent at once through HAProxy: one account."""
+    stem = uuid.uuid4().hex[:8].translate(str.maketrans("01", "ab"))
+    names = [f"car{o}{ell}_{stem}_{em}" for o in "o0" for ell in "lI1" for em in ("m", "rn")]
+
+    def register(name: str) -> requests.Response:
+        return requests.post(
+            f"{stack.login_url}/users", json={"username": name, "password": "correct horse 1"}, timeout=30
+        )
+
+    with ThreadPoolExecutor(len(names)) as pool:
+        answers = dict(zip(names, pool.map(register, names), strict=True))
+    statuses = Counter(answer.status_code for answer in answers.values())
+    assert statuses == {201: 1, 409: len(names) - 1}, statuses
+    for answer in answers.values():
+        if answer.status_code == 409:
+            assert assert_problem(answer, 409)["type"].endswith("/username-taken")
+    (winner,) = [name for name, answer in answers.items() if answer.status_code == 201]
+    assert login(requests.Session(), stack.login_url, winner, "correct horse 1").status_code == 200
+
+
 @pytest.mark.parametrize("scheme", ["bearer", "BEARER", "bEaReR"])
 def test_the_bearer_scheme_is_accepted_in_any_case(stack, user, scheme):
     headers = {"Authorization": f"{scheme} {user.token}"}
