@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -301,6 +302,47 @@ class LoadBalancer:
     def server_states(self, backend: str = "chat_servers") -> dict[str, str]:
         return haproxy_stats.server_states(self.command("show stat"), backend)
 
+    def serving_pid(self) -> int | None:
+        """The process that answers the runtime socket (the worker, in master-worker mode);
+        None while the socket is being handed over."""
+        try:
+            found = re.search(r"^Pid: (\d+)$", self.command("show info"), re.MULTILINE)
+        except OSError:
+            return None
+        return int(found.group(1)) if found else None
+
+    def can_hand_over_tables(self) -> bool:
+        """Whether the serving process would hand its rate tables to a successor: it does once
+        it has learnt its own (from its predecessor, or for 5 s after a cold start when none
+        came), flag PEERS_F_RESYNC_REMOTE (0x2) of its peers section. With no such section
+        (a configuration without peers) it hands nothing over, and there is nothing to wait for."""
+        try:
+            peers = self.command("show peers")
+        except OSError:
+            return False
+        found = re.search(r" id=edge_tables .*?flags=0x([0-9a-f]+)", peers)
+        return found is None or int(found.group(1), 16) & 0x2 != 0
+
+    def reload(self) -> None:
+        """A master-worker reload as `systemctl reload haproxy` makes it (SIGUSR2 to the
+        master, which starts a new worker and lets the old one finish; needs
+        `start_haproxy(master_worker=True)`), once the serving process can hand its tables
+        over. Returns once the new worker answers and the old one has left."""
+        assert self.process.popen is not None
+        wait_until(self.can_hand_over_tables, 30, "HAProxy to be ready to hand its tables over")
+        old = self.serving_pid()
+        os.kill(self.process.popen.pid, signal.SIGUSR2)
+        wait_until(lambda: self.serving_pid() not in (None, old), 30, "a new HAProxy worker")
+        wait_until(lambda: old is None or not pid_exists(old), 30, "the old HAProxy worker to leave")
+
+
+def pid_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
 
 # The edge limits of conf/haproxy/haproxy.cfg, lifted for test stacks, whose clients all
 # come from 127.0.0.1 and register hundreds of users; the tests of the limits set them.
@@ -318,9 +360,11 @@ def start_haproxy(
     extra_env: dict[str, str] | None = None,
     login: Service | None = None,
     profile: Service | None = None,
+    master_worker: bool = False,
 ) -> LoadBalancer:
     """HAProxy in front of the chat servers and, when given, the login and profile services,
-    on free ports, with the edge limits lifted unless `extra_env` sets them."""
+    on free ports, with the edge limits lifted unless `extra_env` sets them; `master_worker`:
+    a master and its worker, as systemd and the Docker image run it, so it can `reload()`."""
     port, stats_port, login_port, profile_port = free_port(), free_port(), free_port(), free_port()
     socket_path = group.dir / f"haproxy-{port}.sock"
     env = {
@@ -331,6 +375,7 @@ def start_haproxy(
         "HAPROXY_RUNTIME_SOCKET": str(socket_path),
         "HAPROXY_LOGIN_PORT": str(login_port),
         "HAPROXY_PROFILE_PORT": str(profile_port),
+        "HAPROXY_PEER_PORT": str(free_port()),
         **UNLIMITED_EDGE,
     }
     for index, chat_port in enumerate(chat_ports, start=1):
@@ -341,7 +386,9 @@ def start_haproxy(
         env["PROFILE_SERVER"] = f"127.0.0.1:{profile.port}"
     env.update(extra_env or {})
     haproxy = shutil.which("haproxy") or "/usr/sbin/haproxy"
-    process = group.spawn(f"haproxy-{port}", [haproxy, "-db", "-f", str(ROOT / "conf/haproxy/haproxy.cfg")], env)
+    mode = ["-W"] if master_worker else []
+    argv = [haproxy, *mode, "-db", "-f", str(ROOT / "conf/haproxy/haproxy.cfg")]
+    process = group.spawn(f"haproxy-{port}", argv, env)
     balancer = LoadBalancer(process, port, stats_port, socket_path, env, login_port, profile_port)
     wait_until(lambda: port_open(port) and socket_path.exists(), 10, "HAProxy to listen")
     for name, service in (("login", login), ("profile", profile)):

@@ -10,7 +10,7 @@ from flask import Blueprint, Flask, current_app, g, jsonify, request
 from pymongo import ASCENDING
 from pymongo.errors import DuplicateKeyError
 
-from login_service import passwords
+from login_service import lookalikes, passwords
 from login_service.passwords import dummy_hash, hash_password
 from service_kit import database, names
 from service_kit.auth import bearer_token, require_user
@@ -59,6 +59,7 @@ def _sweep_expired() -> None:
     registration_horizon = utcnow() - timedelta(seconds=settings.registration_window_seconds)
     db.registrations.delete_many({"at": {"$lte": registration_horizon}})
     fold_usernames()  # a no-op once done; here for a database that was away at start
+    index_skeletons()  # likewise
 
 
 sweep_expired = Every(60, _sweep_expired)
@@ -76,6 +77,7 @@ def setup(app: Flask) -> None:
             db.login_failures.create_index([("address", ASCENDING), ("at", ASCENDING)])
             db.registrations.create_index([("address", ASCENDING), ("at", ASCENDING)])
             fold_usernames()
+            index_skeletons()
         except Exception:  # the database may come up after us; indexes are an optimisation
             app.logger.warning("could not prepare the database yet; continuing")
 
@@ -113,6 +115,35 @@ def fold_usernames() -> None:
         pass
 
 
+_SKELETONS_MARK = "usernames-skeletons"
+
+
+def index_skeletons() -> None:
+    """Give users of the earlier layout their `skeleton` (login_service.lookalikes), then
+    the unique index on it that makes look-alike names one name at registration. Runs once
+    per database (a mark in `schema_marks`), safely in any number of processes: each gives
+    the same keys, in order of registration. Earlier users whose names look alike all keep
+    their accounts: the first holds the skeleton, each other one a key no name's skeleton
+    can equal (the skeleton, a space, its `_id`), so it blocks no name the first does not."""
+    db = database.db()
+    if db.schema_marks.find_one({"_id": _SKELETONS_MARK}) is not None:
+        return
+    held = {user["skeleton"] for user in db.users.find({"skeleton": {"$exists": True}}, {"skeleton": 1})}
+    earlier = db.users.find({"skeleton": {"$exists": False}}, {"username": 1})
+    for user in earlier.sort([("created_at", ASCENDING), ("_id", ASCENDING)]):
+        key = lookalikes.skeleton(user.get("username", user["_id"]))
+        if key in held:
+            current_app.logger.warning("user %r looks like an earlier user; both keep their accounts", user["_id"])
+            key = f"{key} {user['_id']}"
+        held.add(key)
+        db.users.update_one({"_id": user["_id"], "skeleton": {"$exists": False}}, {"$set": {"skeleton": key}})
+    db.users.create_index([("skeleton", ASCENDING)], unique=True)
+    try:
+        db.schema_marks.insert_one({"_id": _SKELETONS_MARK, "at": utcnow()})
+    except DuplicateKeyError:
+        pass
+
+
 def _refuse_if_registering_too_often(settings) -> None:
     """A 409 tells that a name is taken, so registrations per client address are bounded
     (generously: a load test registers one user per virtual user)."""
@@ -142,18 +173,24 @@ def register():
     record = {
         "_id": user_key(credentials.username),
         "username": credentials.username,
+        # Unique (index_skeletons): of two registrations of look-alike names, however close
+        # in time, one gets the 409 below.
+        "skeleton": lookalikes.skeleton(credentials.username),
         "password_hash": hash_password(credentials.password, settings.scrypt_n),
         "created_at": utcnow(),
         # The address a user registered from is one they log in from: guesses from
         # elsewhere never lock them out of it, even before their first login.
         "login_addresses": [request.remote_addr],
     }
+    users = database.db().users
     try:
-        database.db().users.insert_one(record)
+        users.insert_one(record)
     except DuplicateKeyError:
-        raise Problem(
-            409, "Conflict", f"The username {credentials.username!r} is taken.", kind="username-taken"
-        ) from None
+        if users.find_one({"_id": record["_id"]}, {"_id": 1}) is not None:
+            detail = f"The username {credentials.username!r} is taken."
+        else:
+            detail = f"The username {credentials.username!r} looks the same as one that is taken."
+        raise Problem(409, "Conflict", detail, kind="username-taken") from None
     response = jsonify(username=credentials.username)
     response.status_code = 201
     response.headers["Location"] = f"/users/{credentials.username}"

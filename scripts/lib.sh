@@ -17,6 +17,9 @@ LOGIN_PORT=${LOGIN_PORT:-4100}
 PROFILE_PORT=${PROFILE_PORT:-4200}
 HAPROXY_PORT=${HAPROXY_PORT:-5000}
 HAPROXY_STATS_PORT=${HAPROXY_STATS_PORT:-8404}
+# Where HAProxy hands its rate tables to its successor on a reload (loopback): beside the
+# stats port, so a second stack that moves that one moves this one too.
+HAPROXY_PEER_PORT=${HAPROXY_PEER_PORT:-$((HAPROXY_STATS_PORT + 1))}
 # The services behind HAProxy, on loopback only.
 LOGIN_SERVICE_PORT=${LOGIN_SERVICE_PORT:-4101}
 PROFILE_SERVICE_PORT=${PROFILE_SERVICE_PORT:-4201}

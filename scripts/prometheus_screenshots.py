@@ -59,6 +59,7 @@ def stack_env(var: Path) -> dict[str, str]:
         CHATSYS_VAR=str(var),
         CHAT_PORTS=" ".join(str(base + 10 + index) for index in range(3)),
         METRICS_PORT_OFFSET="20",  # the services' metrics at base + 24 .. 32, clear of the ports above
+        HAPROXY_PEER_PORT=str(base + 35),
         **harness.UNLIMITED_EDGE,
     )
     return env

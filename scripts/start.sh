@@ -68,19 +68,21 @@ haproxy_pid=$CHATSYS_VAR/run/haproxy.pid
 if pid_alive "$haproxy_pid"; then
     log "HAProxy already running (pid $(cat "$haproxy_pid"))"
 else
-    for port in "$HAPROXY_PORT" "$LOGIN_PORT" "$PROFILE_PORT"; do
+    for port in "$HAPROXY_PORT" "$LOGIN_PORT" "$PROFILE_PORT" "$HAPROXY_PEER_PORT"; do
         if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
             die "port $port is taken by a process start.sh did not start; stop it or set the port variables"
         fi
     done
-    export HAPROXY_BIND=${HAPROXY_BIND:-$BIND_HOST} HAPROXY_PORT HAPROXY_STATS_PORT HAPROXY_RUNTIME_SOCKET
+    export HAPROXY_BIND=${HAPROXY_BIND:-$BIND_HOST} HAPROXY_PORT HAPROXY_STATS_PORT HAPROXY_RUNTIME_SOCKET HAPROXY_PEER_PORT
     export HAPROXY_LOGIN_PORT=$LOGIN_PORT HAPROXY_PROFILE_PORT=$PROFILE_PORT
     export LOGIN_SERVER=127.0.0.1:$LOGIN_SERVICE_PORT PROFILE_SERVER=127.0.0.1:$PROFILE_SERVICE_PORT
     for i in 1 2 3; do export "CHAT_SERVER_$i=127.0.0.1:${all_chat_ports[i-1]:-4000}"; done
     haproxy -c -q -f "$HAPROXY_CFG"
     # In the background but not daemonised (-D would close its stdout): the request log
-    # (one line per request, see the config's log-format) goes to haproxy.log.
-    nohup haproxy -db -f "$HAPROXY_CFG" </dev/null >>"$CHATSYS_VAR/log/haproxy.log" 2>&1 &
+    # (one line per request, see the config's log-format) goes to haproxy.log. A master and
+    # its worker (-W), as under systemd and in Docker: `kill -USR2 <the pid file's pid>`
+    # reloads the configuration, and the rate tables pass to the new worker (docs/haproxy.md).
+    nohup haproxy -W -db -f "$HAPROXY_CFG" </dev/null >>"$CHATSYS_VAR/log/haproxy.log" 2>&1 &
     echo $! >"$haproxy_pid"
     for port in "$HAPROXY_PORT" "$LOGIN_PORT" "$PROFILE_PORT"; do
         wait_for_port 127.0.0.1 "$port" 10 || die "HAProxy did not start; see $CHATSYS_VAR/log/haproxy.log"

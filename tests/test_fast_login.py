@@ -5,14 +5,20 @@ client address and the trusted-proxy rule, tokens, validation and logout."""
 from __future__ import annotations
 
 import io
+import uuid
+from datetime import timedelta
 
+import pymongo
 import pytest
 from werkzeug.test import EnvironBuilder
 
+from login_service.lookalikes import skeleton
+from login_service.passwords import hash_password
 from service_kit import database
+from service_kit.timeutil import utcnow
 from tests.conftest import unique_name
 from tests.contract import BAD_AUTHORIZATION_HEADERS
-from tests.fast import assert_problem, field_errors, fresh_database_uri, register_and_login
+from tests.fast import FAST_SCRYPT_N, assert_problem, field_errors, fresh_database_uri, register_and_login
 
 pytestmark = [pytest.mark.fast, pytest.mark.local]
 
@@ -161,6 +167,67 @@ def test_usernames_are_unique_whatever_their_case_and_keep_the_case_registered(c
     assert validated.get_json()["username"] == name
     with app.app_context():
         assert database.db().users.find_one({"_id": name.lower()})["username"] == name
+
+
+def look_alikes(stem: str) -> list[str]:
+    """Names that differ from `stem` (lower case, holding no `0 1 I l m`) and from each other
+    in more than case, and all look the same: `o` as `0`, `l` as `I` or `1`, `m` as `rn`."""
+    return [f"car{o}{ell}_{stem}_{em}" for o in "o0" for ell in "lI1" for em in ("m", "rn")]
+
+
+def test_a_name_that_looks_like_a_taken_one_is_taken(client):
+    first, *others = look_alikes(uuid.uuid4().hex[:8].translate(str.maketrans("01", "ab")))
+    assert client.post("/users", json={"username": first, "password": "long enough"}).status_code == 201
+    for name in [*others, first.upper()]:
+        taken = assert_problem(client.post("/users", json={"username": name, "password": "long enough"}), 409)
+        assert taken["type"].endswith("/username-taken") and taken["title"] == "Conflict"
+        assert repr(name) in taken["detail"]
+    assert "looks the same" in taken_detail(client, others[0]) and "is taken" in taken_detail(client, first.upper())
+    assert attempt(client, others[0], "long enough").status_code == 401, "the look-alike has no account"
+    different = first.replace("car", "bar")
+    assert client.post("/users", json={"username": different, "password": "long enough"}).status_code == 201
+
+
+def taken_detail(client, name: str) -> str:
+    return assert_problem(client.post("/users", json={"username": name, "password": "long enough"}), 409)["detail"]
+
+
+@pytest.fixture
+def empty_uri(database):
+    return fresh_database_uri(database, "chatsys_fast_login_earlier")
+
+
+def test_users_of_the_earlier_layout_get_skeletons_and_look_alikes_among_them_keep_their_accounts(apps, empty_uri):
+    uri = empty_uri
+    stem = uuid.uuid4().hex[:8].translate(str.maketrans("01", "ab"))
+    first, second, third = look_alikes(stem)[:3]
+    with pymongo.MongoClient(uri) as client:
+        users = client.get_default_database().users
+        for offset, name in enumerate([second, first]):  # registered in this order, without a skeleton
+            users.insert_one(
+                {
+                    "_id": name.lower(),
+                    "username": name,
+                    "password_hash": hash_password("long enough", FAST_SCRYPT_N),
+                    "created_at": utcnow() + timedelta(seconds=offset),
+                    "login_addresses": [],
+                }
+            )
+    app = apps.login(uri)
+    client = app.test_client()
+    with app.app_context():
+        keys = {user["username"]: user["skeleton"] for user in database_users()}
+    assert keys[second] == skeleton(first) and keys[first] == f"{skeleton(first)} {first.lower()}"
+    for name in (first, second):
+        assert attempt(client, name, "long enough").status_code == 200
+    assert "looks the same" in taken_detail(client, third)
+    assert (
+        apps.login(uri).test_client().post("/users", json={"username": third, "password": "x" * 8}).status_code == 409
+    )
+
+
+def database_users() -> list[dict]:
+    return list(database.db().users.find())
 
 
 def test_registrations_per_address_are_bounded_and_counted_per_forwarded_address(apps, uri):

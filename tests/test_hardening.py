@@ -506,6 +506,41 @@ def test_one_address_cannot_spend_the_rooms_of_everyone_at_the_edge(processes, s
     assert create(other, users[3]).status_code == 201, "another address has a budget of its own"
 
 
+def test_the_edge_budgets_outlive_a_reload_of_haproxy(processes, stack):
+    """A reload (`systemctl reload haproxy`: the master starts a new worker) gave every
+    client new budgets: the new process started with empty tables. The old one now hands
+    its tables to the new one (the local peer) before it leaves. The budget used here is
+    counted per hour, so however slow the reload on a busy machine, it is still spent."""
+    limited = harness.start_haproxy(
+        processes,
+        [chat.port for chat in stack.chat_servers],
+        {"HAPROXY_ROOMS_PER_ADDRESS": "2"},
+        login=stack.login,
+        profile=stack.profile,
+        master_worker=True,
+    )
+    busy = client_from("127.0.0.71")
+    user = register_and_login(stack.login_url)
+
+    def create() -> requests.Response:
+        return busy.post(f"{limited.url}/rooms", json={"name": unique_name("reload-")}, headers=user.auth, timeout=10)
+
+    harness.wait_until(lambda: list(limited.server_states().values()).count("UP") == 3, 15, "three servers up")
+    rooms = [create() for _ in range(3)]
+    assert [room.status_code for room in rooms] == [201, 201, 429], [room.text for room in rooms]
+    limited.reload()
+    harness.wait_until(lambda: list(limited.server_states().values()).count("UP") == 3, 15, "three servers up")
+    refused = create()
+    assert_problem(refused, 429)
+    assert "address" in refused.json()["detail"]
+    assert (
+        client_from("127.0.0.72")
+        .post(f"{limited.url}/rooms", json={"name": unique_name("reload-")}, headers=user.auth, timeout=10)
+        .status_code
+        == 201
+    ), "the new worker serves, and another address has its own budget"
+
+
 def test_logins_and_registrations_are_limited_per_address_at_the_edge(processes, stack):
     limited = edge(processes, stack, HAPROXY_AUTH_RATE=5)
     busy, other = client_from("127.0.0.51"), client_from("127.0.0.52")
@@ -562,6 +597,28 @@ def test_usernames_are_unique_without_regard_to_case_and_keep_their_case(stack):
         f"{stack.login_url}/validate", headers={"Authorization": f"Bearer {session.json()['token']}"}, timeout=10
     )
     assert validated.json()["username"] == name
+
+
+def test_of_concurrent_registrations_of_look_alike_names_one_wins(stack):
+    """`caroI3ht` (a capital i) registered beside `carol3ht`. Twelve names that all look
+    the same (`o`/`0`, `l`/`I`/`1`, `m`/`rn`), sent at once through HAProxy: one account."""
+    stem = uuid.uuid4().hex[:8].translate(str.maketrans("01", "ab"))
+    names = [f"car{o}{ell}_{stem}_{em}" for o in "o0" for ell in "lI1" for em in ("m", "rn")]
+
+    def register(name: str) -> requests.Response:
+        return requests.post(
+            f"{stack.login_url}/users", json={"username": name, "password": "correct horse 1"}, timeout=30
+        )
+
+    with ThreadPoolExecutor(len(names)) as pool:
+        answers = dict(zip(names, pool.map(register, names), strict=True))
+    statuses = Counter(answer.status_code for answer in answers.values())
+    assert statuses == {201: 1, 409: len(names) - 1}, statuses
+    for answer in answers.values():
+        if answer.status_code == 409:
+            assert assert_problem(answer, 409)["type"].endswith("/username-taken")
+    (winner,) = [name for name, answer in answers.items() if answer.status_code == 201]
+    assert login(requests.Session(), stack.login_url, winner, "correct horse 1").status_code == 200
 
 
 @pytest.mark.parametrize("scheme", ["bearer", "BEARER", "bEaReR"])

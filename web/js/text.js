@@ -85,10 +85,14 @@ export function fillText(parent, text, { links = false } = {}) {
 export const userText = (text, className = "user-text") => fillText(element("bdi", { className }), String(text ?? ""));
 
 // A user name's skeleton after Unicode TS #39 for the name alphabet (A-Z, a-z, 0-9, _ . -):
-// the confusable pairs that alphabet holds ("rn" as "m", "0" as "O", "1" and "I" as "l"),
-// then case folded, since "Carol" and "carol" pass for one another too.
+// the confusable pairs that alphabet holds ("0" as "O", "1" and "I" as "l", "rn" as "m"),
+// case folded before the last pair, since "Carol" and "carol" pass for one another too and
+// "M" and "RN" fold to "m" and "rn". The login service refuses a new name by the same rule,
+// from ICU's full data (login_service/lookalikes.py: it writes "m" as "rn", which joins the
+// same names), so this finds accounts from before it or from another login service. Display
+// names may hold any character; of those, it knows these pairs alone.
 export function skeleton(name) {
-  return String(name).replace(/rn/g, "m").replace(/0/g, "O").replace(/[1I]/g, "l").toLowerCase();
+  return String(name).replace(/0/g, "O").replace(/[1I]/g, "l").toLowerCase().replace(/rn/g, "m");
 }
 
 // Tells which known names look like another known name: user name -> the others.
