@@ -8,6 +8,7 @@ from __future__ import annotations
 import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pymongo
 import pytest
@@ -446,8 +447,7 @@ def earlier_look_alike(database: harness.Database, web: WebStack, username: str)
     """An account whose name looks like a taken one. Registration refuses such a name, so
     this is an account from before that rule (or another login service's), written as the
     login service keeps one (login_service.api.index_skeletons), then logged in."""
-    client: pymongo.MongoClient[dict]
-    with pymongo.MongoClient(database.uri) as client:
+    with pymongo.MongoClient[dict[str, Any]](database.uri) as client:
         client.get_default_database().users.insert_one(
             {
                 "_id": username.lower(),
