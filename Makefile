@@ -28,13 +28,15 @@ lock: setup
 	scripts/lock.sh
 
 # ruff (lint and format), mypy and shellcheck, with the settings in pyproject.toml and
-# .shellcheckrc; every tool runs, and the target fails if any of them found something.
+# .shellcheckrc, and the Kubernetes manifests rendered and checked against the API's schema
+# (scripts/kube-lint.sh); every tool runs, and the target fails if any of them found something.
 lint: setup
 	@status=0; \
 	$(VENV)/bin/ruff check || status=1; \
 	$(VENV)/bin/ruff format --check || status=1; \
 	$(VENV)/bin/mypy || status=1; \
 	shellcheck -x scripts/*.sh docker/*.sh || status=1; \
+	scripts/kube-lint.sh || status=1; \
 	exit $$status
 
 # make conformance ARGS="--login http://host:4100 --profile http://host:4200 --chat http://host:5000"
