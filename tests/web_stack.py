@@ -132,4 +132,5 @@ class WebUser:
 
 
 def web_files() -> list[Path]:
-    return sorted(path for path in WEB_ROOT.rglob("*") if path.is_file())
+    # kustomization.yaml packs the others into a ConfigMap for Kubernetes; it is not served.
+    return sorted(path for path in WEB_ROOT.rglob("*") if path.is_file() and path.name != "kustomization.yaml")
