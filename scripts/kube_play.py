@@ -170,9 +170,14 @@ def docker_env(host: str) -> dict[str, str]:
     return {**os.environ, "DOCKER_HOST": host, "DOCKER_BUILDKIT": "0"}
 
 
-def image_id(tool: list[str], image: str, env: dict[str, str] | None = None) -> str:
-    result = run([*tool, "image", "inspect", "--format", "{{.Id}}", image], check=False, env=env)
+def docker_image_id(image: str, env: dict[str, str]) -> str:
+    result = run(["docker", "image", "inspect", "--format", "{{.Id}}", image], check=False, env=env)
     return result.stdout.strip().removeprefix("sha256:") if result.returncode == 0 else ""
+
+
+def podman_image_id(image: str) -> str:
+    result = podman("image", "inspect", "--format", "{{.Id}}", image, check=False)
+    return result.stdout.strip() if result.returncode == 0 else ""
 
 
 def provide_images(workload_list: list[Workload]) -> None:
@@ -197,18 +202,21 @@ def provide_images(workload_list: list[Workload]) -> None:
             env=env,
         )
         for image in images(workload_list):
-            wanted = image_id(["docker"], image, env)
+            wanted = docker_image_id(image, env)
             if not wanted:
                 raise SystemExit(f"Docker has no image {image} (scripts/docker-local-images.sh builds the stand-ins)")
-            if image_id(["podman"], image) == wanted:
+            old = podman_image_id(image)
+            if old == wanted:
                 continue
             log(f"copying {image} from Docker into podman's store")
-            save = subprocess.Popen(["docker", "save", image], stdout=subprocess.PIPE, env=env)
-            podman("load", "--quiet", stdin=save.stdout)
-            if save.wait() != 0:
+            with subprocess.Popen(["docker", "save", image], stdout=subprocess.PIPE, env=env) as save:
+                podman("load", "--quiet", stdin=save.stdout)
+            if save.returncode != 0:
                 raise SystemExit(f"docker save {image} failed")
             # The short name the manifests use, as podman looks it up first (localhost/...).
             podman("tag", wanted, image)
+            if old:
+                podman("image", "rm", old, check=False)  # the copy it replaces, unless a container uses it
     finally:
         if started:
             run([str(SCRIPTS / "docker-engine.sh"), "stop"], check=False)
@@ -360,9 +368,12 @@ def up(overlay: Path) -> None:
         record["config_maps"] += prepare_config_map_volumes(workload)
         record["claims"] += claims(workload)
         played = state / f"{workload.name}.yaml"
+        # A claim's volume kept by an earlier `down` (without --volumes) is used as it is:
+        # podman 4.3 fails to play a claim whose volume exists.
+        new_claims = [name for name in claims(workload) if podman("volume", "exists", name, check=False).returncode]
         played.write_text(
             yaml.safe_dump_all(
-                [*config_maps, *(claim_documents[name] for name in claims(workload)), for_podman(workload)],
+                [*config_maps, *(claim_documents[name] for name in new_claims), for_podman(workload)],
                 sort_keys=False,
             )
         )
