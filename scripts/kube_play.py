@@ -14,6 +14,9 @@ What podman 4.3 (Debian 12) lacks, and how this fills it, each a step below:
   the ports with a hostPort (127.0.0.1 in the local overlay) are kept.
 - Readiness probes are ignored, and liveness probes become healthchecks run by systemd
   timers (none without systemd): the probes are run here, inside each container.
+- As root it raises every container's open files and processes to 1048576, which fails
+  where it may not (no CAP_SYS_RESOURCE, as in a container): there the containers get the
+  limits this runs with, as Docker's containers get dockerd's.
 The images are those Docker builds (scripts/docker-local-images.sh and the Dockerfile),
 copied into podman's store whenever they differ.
 """
@@ -24,6 +27,7 @@ import argparse
 import base64
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -265,6 +269,40 @@ def claims(workload: Workload) -> list[str]:
     ]
 
 
+def podman_limits_allowed() -> bool:
+    """Whether the limits podman gives a container as root (1048576 open files and processes,
+    its define.RLimitDefaultValue) may be set here: the OCI runtime sets them as podman's child."""
+    probe = "import resource\nfor limit in (resource.RLIMIT_NOFILE, resource.RLIMIT_NPROC):\n"
+    probe += "    resource.setrlimit(limit, (1048576, 1048576))"
+    return run([sys.executable, "-c", probe], check=False).returncode == 0
+
+
+def ulimit_value(value: int, ceiling: int | None = None) -> str:
+    """A limit as podman's --ulimit takes it (-1: unlimited), at most `ceiling`."""
+    if value == resource.RLIM_INFINITY:
+        return str(ceiling or -1)
+    return str(min(value, ceiling) if ceiling else value)
+
+
+def keep_own_limits(state: Path) -> None:
+    """Where podman's limits may not be set, give the containers this process's own, in a
+    containers.conf of its own (podman 4.3's kube play has no --ulimit). CONTAINERS_CONF
+    replaces the system's containers.conf for these commands; one set already is left alone."""
+    if os.environ.get("CONTAINERS_CONF") or podman_limits_allowed():
+        return
+    # podman first lowers its own process limit to the kernel's pid_max when it can (as
+    # containers/common's defaults do): no container of it can have more than that.
+    pid_max = int(Path("/proc/sys/kernel/pid_max").read_text())
+    limits = [
+        f"nofile={':'.join(map(ulimit_value, resource.getrlimit(resource.RLIMIT_NOFILE)))}",
+        f"nproc={':'.join(ulimit_value(value, pid_max) for value in resource.getrlimit(resource.RLIMIT_NPROC))}",
+    ]
+    config = state / "containers.conf"
+    config.write_text(f"[containers]\ndefault_ulimits = {json.dumps(limits)}\n")
+    os.environ["CONTAINERS_CONF"] = str(config)
+    log(f"podman may not raise the containers' limits here: they keep this one's ({', '.join(limits)})")
+
+
 # --- readiness -----------------------------------------------------------------------------------
 
 
@@ -354,6 +392,7 @@ def up(overlay: Path) -> None:
     provide_images(workload_list)
 
     state.mkdir(parents=True, exist_ok=True)
+    keep_own_limits(state)
     record: dict[str, Any] = {"overlay": str(overlay), "played": [], "secrets": [], "config_maps": [], "claims": []}
     if podman("network", "exists", NETWORK, check=False).returncode != 0:
         podman("network", "create", NETWORK)
@@ -417,6 +456,7 @@ def down(remove_claims: bool) -> None:
         podman("network", "rm", "--force", record["network"], check=False)
     for played in record["played"]:
         Path(played).unlink(missing_ok=True)
+    (state / "containers.conf").unlink(missing_ok=True)
     record_file.unlink()
     log("down")
 
