@@ -28,12 +28,13 @@ lock: setup
 	scripts/lock.sh
 
 # ruff (lint and format), mypy, shellcheck and eslint (the web client's modules), with the
-# settings in pyproject.toml, .shellcheckrc and web/eslint.config.mjs; then the operations files, offline (scripts/check-config.sh): `haproxy -c`
-# of conf/haproxy/haproxy.cfg with the defaults and with every `.if` branch taken, and
-# `systemd-analyze verify` of conf/systemd's units as the installer lays them out, which
-# catches an unknown or misspelt directive, a bad value or specifier, a missing dependency
-# and an ExecStart= that is no executable. Every tool runs, and the target fails if any of
-# them found something.
+# settings in pyproject.toml, .shellcheckrc and web/eslint.config.mjs; then the operations
+# files, offline: scripts/check-config.sh runs `haproxy -c` of conf/haproxy/haproxy.cfg with
+# the defaults and with every `.if` branch taken, and `systemd-analyze verify` of
+# conf/systemd's units as the installer lays them out, which catches an unknown or misspelt
+# directive, a bad value or specifier, a missing dependency and an ExecStart= that is no
+# executable; scripts/kube-lint.sh renders the Kubernetes manifests and checks them against
+# the API's schema. Every tool runs, and the target fails if any of them found something.
 lint: setup
 	@status=0; \
 	$(VENV)/bin/ruff check || status=1; \
@@ -42,6 +43,7 @@ lint: setup
 	shellcheck -x scripts/*.sh docker/*.sh || status=1; \
 	(cd web && node_modules/.bin/eslint) || status=1; \
 	scripts/check-config.sh || status=1; \
+	scripts/kube-lint.sh || status=1; \
 	exit $$status
 
 # make conformance ARGS="--login http://host:4100 --profile http://host:4200 --chat http://host:5000"

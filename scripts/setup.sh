@@ -22,15 +22,23 @@ esac
 # systemd-analyze, and Chromium for the web client's browser tests (driven by Playwright,
 # which downloads no browser of its own) with npm, which installs axe-core for them (and
 # eslint for `make lint`); Prometheus and its node exporter (`make run` starts them,
-# docs/observability.md). The tests require all of them; shellcheck is for `make lint`.
+# docs/observability.md); podman, which runs the Kubernetes manifests here
+# (scripts/kube-play.sh), with netavark and aardvark-dns for its networks and their names,
+# and catatonit for its pods' infra containers (none of them a command on PATH). The tests
+# require all of them; shellcheck is for `make lint`.
 missing=()
 for pair in haproxy:haproxy wrk:wrk curl:curl patch:patch java:default-jdk-headless mvn:maven \
             docker-compose:docker-compose docker:docker.io dockerd:docker.io debootstrap:debootstrap \
             systemd-analyze:systemd qemu-system-x86_64:qemu-system-x86 qemu-img:qemu-utils \
             mkfs.ext4:e2fsprogs ssh:openssh-client chromium:chromium npm:npm shellcheck:shellcheck \
-            prometheus:prometheus prometheus-node-exporter:prometheus-node-exporter; do
+            prometheus:prometheus prometheus-node-exporter:prometheus-node-exporter podman:podman; do
     command -v "${pair%%:*}" >/dev/null || [[ " ${missing[*]} " == *" ${pair#*:} "* ]] || missing+=("${pair#*:}")
 done
+if command -v dpkg-query >/dev/null; then
+    for package in netavark aardvark-dns catatonit; do
+        [[ $(dpkg-query -W -f '${Status}' "$package" 2>/dev/null) == "install ok installed" ]] || missing+=("$package")
+    done
+fi
 if ((${#missing[@]})); then
     if ((EUID == 0)) && command -v apt-get >/dev/null; then
         log "installing ${missing[*]} with apt-get"

@@ -29,7 +29,11 @@ end
 
 -- URL path ("/js/main.js") -> {body, content_type}
 local files = {}
-local listing = assert(io.popen("find " .. shell_quoted(root) .. " -name node_modules -prune -o -type f -print"))
+-- Symbolic links are followed and names starting with ".." left out: a Kubernetes ConfigMap
+-- volume holds each file as a link into a hidden "..<timestamp>" folder of the real ones.
+local listing = assert(
+    io.popen("find -L " .. shell_quoted(root) .. " \\( -name node_modules -o -name '..?*' \\) -prune -o -type f -print")
+)
 for path in listing:lines() do
     local content_type = content_types[path:match("%.(%w+)$")]
     if content_type then
