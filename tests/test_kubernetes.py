@@ -15,6 +15,7 @@ import subprocess
 import sys
 import uuid
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -433,11 +434,9 @@ def test_every_container_runs_as_a_non_root_user(played):
 
 
 def listening_addresses(port: int) -> set[str]:
-    return {
-        connection.laddr.ip
-        for connection in psutil.net_connections(kind="tcp")
-        if connection.status == psutil.CONN_LISTEN and connection.laddr.port == port
-    }
+    # A listening socket's laddr is an (ip, port) pair; psutil types it as maybe empty.
+    listening: list[Any] = [c.laddr for c in psutil.net_connections(kind="tcp") if c.status == psutil.CONN_LISTEN]
+    return {address.ip for address in listening if address and address.port == port}
 
 
 @pytest.mark.local
