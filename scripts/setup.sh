@@ -2,13 +2,17 @@
 # Install whatever is still missing on a fresh Debian machine: system packages (as root),
 # the virtualenv from the hash-locked Python packages, and the FerretDB binary. Safe to run again.
 set -euo pipefail
-usage() { echo "usage: $0 [--runtime-only]   (env: VENV, PYTHON, CHATSYS_CACHE)"; }
+usage() { echo "usage: $0 [--runtime-only | --fast-tests]   (env: VENV, PYTHON, CHATSYS_CACHE)"; }
 source "$(dirname "$0")/lib.sh"
 
 # The locks, not the human-edited requirements*.txt: every package pinned with its hashes.
 requirements=$CHATSYS_ROOT/requirements-dev.lock
+# --fast-tests: only what the fast test layer needs (`make test-fast`): the virtualenv and
+# FerretDB, whose build needs patch; none of the process-level tests' tools.
+fast_tests=no
 case ${1:-} in
     --runtime-only) requirements=$CHATSYS_ROOT/requirements.lock ;;
+    --fast-tests) fast_tests=yes ;;
     "") ;;
     *) usage; exit 2 ;;
 esac
@@ -22,12 +26,14 @@ esac
 # which downloads no browser of its own) with npm, which installs axe-core for them;
 # Prometheus and its node exporter (`make run` starts them, docs/observability.md). The
 # tests require all of them; shellcheck is for `make lint`.
+commands=(haproxy:haproxy wrk:wrk curl:curl patch:patch java:default-jdk-headless mvn:maven
+          docker-compose:docker-compose docker:docker.io dockerd:docker.io debootstrap:debootstrap
+          systemd-analyze:systemd qemu-system-x86_64:qemu-system-x86 qemu-img:qemu-utils
+          mkfs.ext4:e2fsprogs ssh:openssh-client chromium:chromium npm:npm shellcheck:shellcheck
+          prometheus:prometheus prometheus-node-exporter:prometheus-node-exporter)
+[[ $fast_tests == no ]] || commands=(patch:patch)
 missing=()
-for pair in haproxy:haproxy wrk:wrk curl:curl patch:patch java:default-jdk-headless mvn:maven \
-            docker-compose:docker-compose docker:docker.io dockerd:docker.io debootstrap:debootstrap \
-            systemd-analyze:systemd qemu-system-x86_64:qemu-system-x86 qemu-img:qemu-utils \
-            mkfs.ext4:e2fsprogs ssh:openssh-client chromium:chromium npm:npm shellcheck:shellcheck \
-            prometheus:prometheus prometheus-node-exporter:prometheus-node-exporter; do
+for pair in "${commands[@]}"; do
     command -v "${pair%%:*}" >/dev/null || [[ " ${missing[*]} " == *" ${pair#*:} "* ]] || missing+=("${pair#*:}")
 done
 if ((${#missing[@]})); then
@@ -54,7 +60,7 @@ fi
 # axe-core for the web client's accessibility tests, from tests/package-lock.json, again
 # only when the lock changes (npm ci empties node_modules, stamp included).
 npm_stamp=$CHATSYS_ROOT/tests/node_modules/.installed-$(sha256sum <"$CHATSYS_ROOT/tests/package-lock.json" | cut -c1-16)
-if [[ $requirements != */requirements.lock && ! -f $npm_stamp ]] && command -v npm >/dev/null; then
+if [[ $requirements != */requirements.lock && $fast_tests == no && ! -f $npm_stamp ]] && command -v npm >/dev/null; then
     (cd "$CHATSYS_ROOT/tests" && npm ci --ignore-scripts --no-audit --no-fund --silent)
     touch "$npm_stamp"
 fi
