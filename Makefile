@@ -9,9 +9,10 @@ test:
 	scripts/test.sh
 
 # The fast layer alone (marker `fast`): every service's routes in-process with Flask's test
-# client, and the chat store, on a real FerretDB; no gunicorn, HAProxy, Docker or VM.
+# client, and the chat store, on a real FerretDB; no gunicorn, HAProxy, Docker or VM. Its
+# set-up installs only what this layer needs: the virtualenv and FerretDB.
 test-fast:
-	scripts/test.sh -m fast
+	scripts/test.sh --fast
 
 stop:
 	scripts/stop.sh

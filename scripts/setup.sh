@@ -2,13 +2,17 @@
 # Install whatever is still missing on a fresh Debian machine: system packages (as root),
 # the virtualenv from the hash-locked Python packages, and the FerretDB binary. Safe to run again.
 set -euo pipefail
-usage() { echo "usage: $0 [--runtime-only]   (env: VENV, PYTHON, CHATSYS_CACHE)"; }
+usage() { echo "usage: $0 [--runtime-only | --fast-tests]   (env: VENV, PYTHON, CHATSYS_CACHE)"; }
 source "$(dirname "$0")/lib.sh"
 
 # The locks, not the human-edited requirements*.txt: every package pinned with its hashes.
 requirements=$CHATSYS_ROOT/requirements-dev.lock
+# --fast-tests: only what the fast test layer needs (`make test-fast`): the virtualenv and
+# FerretDB, whose build needs patch; none of the process-level tests' tools.
+fast_tests=no
 case ${1:-} in
     --runtime-only) requirements=$CHATSYS_ROOT/requirements.lock ;;
+    --fast-tests) fast_tests=yes ;;
     "") ;;
     -h|--help) usage; exit 0 ;;
     *) usage >&2; exit 2 ;;
@@ -26,15 +30,17 @@ esac
 # (scripts/kube-play.sh), with netavark and aardvark-dns for its networks and their names,
 # and catatonit for its pods' infra containers (none of them a command on PATH). The tests
 # require all of them; shellcheck is for `make lint`.
+commands=(haproxy:haproxy wrk:wrk curl:curl patch:patch java:default-jdk-headless mvn:maven
+          docker-compose:docker-compose docker:docker.io dockerd:docker.io debootstrap:debootstrap
+          systemd-analyze:systemd qemu-system-x86_64:qemu-system-x86 qemu-img:qemu-utils
+          mkfs.ext4:e2fsprogs ssh:openssh-client chromium:chromium npm:npm shellcheck:shellcheck
+          prometheus:prometheus prometheus-node-exporter:prometheus-node-exporter podman:podman)
+[[ $fast_tests == no ]] || commands=(patch:patch)
 missing=()
-for pair in haproxy:haproxy wrk:wrk curl:curl patch:patch java:default-jdk-headless mvn:maven \
-            docker-compose:docker-compose docker:docker.io dockerd:docker.io debootstrap:debootstrap \
-            systemd-analyze:systemd qemu-system-x86_64:qemu-system-x86 qemu-img:qemu-utils \
-            mkfs.ext4:e2fsprogs ssh:openssh-client chromium:chromium npm:npm shellcheck:shellcheck \
-            prometheus:prometheus prometheus-node-exporter:prometheus-node-exporter podman:podman; do
+for pair in "${commands[@]}"; do
     command -v "${pair%%:*}" >/dev/null || [[ " ${missing[*]} " == *" ${pair#*:} "* ]] || missing+=("${pair#*:}")
 done
-if command -v dpkg-query >/dev/null; then
+if [[ $fast_tests == no ]] && command -v dpkg-query >/dev/null; then
     for package in netavark aardvark-dns catatonit; do
         [[ $(dpkg-query -W -f '${Status}' "$package" 2>/dev/null) == "install ok installed" ]] || missing+=("$package")
     done
@@ -65,7 +71,7 @@ fi
 # accessibility tests (tests/), eslint for `make lint` (web/).
 for folder in tests web; do
     npm_stamp=$CHATSYS_ROOT/$folder/node_modules/.installed-$(sha256sum <"$CHATSYS_ROOT/$folder/package-lock.json" | cut -c1-16)
-    if [[ $requirements != */requirements.lock && ! -f $npm_stamp ]] && command -v npm >/dev/null; then
+    if [[ $requirements != */requirements.lock && $fast_tests == no && ! -f $npm_stamp ]] && command -v npm >/dev/null; then
         (cd "$CHATSYS_ROOT/$folder" && npm ci --ignore-scripts --no-audit --no-fund --silent)
         touch "$npm_stamp"
     fi

@@ -59,15 +59,25 @@ class Terminal:
         )
 
     def start(self, *args: str, **env: str) -> subprocess.Popen:
-        return subprocess.Popen(
-            [sys.executable, "-m", "chat_client", *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            stdin=subprocess.DEVNULL,
-            text=True,
-            env={**self.env, **env},
-            cwd=harness.ROOT,
-        )
+        """The client in the background, where Ctrl-C (SIGINT) stops it as in a terminal.
+
+        A child inherits an ignored SIGINT, and Python then keeps ignoring it: a suite run as
+        a background job of a non-interactive shell (`make test &`) would pass that on. A
+        handler installed here instead is reset to the default at exec, as a terminal's
+        foreground job has it."""
+        previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+        try:
+            return subprocess.Popen(
+                [sys.executable, "-m", "chat_client", *args],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                stdin=subprocess.DEVNULL,
+                text=True,
+                env={**self.env, **env},
+                cwd=harness.ROOT,
+            )
+        finally:
+            signal.signal(signal.SIGINT, previous)
 
     def ok(self, *args: str, stdin: str | None = None, **env: str) -> str:
         done = self.run(*args, stdin=stdin, umask=-1, **env)

@@ -82,11 +82,14 @@ def test_killing_a_server_under_traffic_loses_nothing_and_it_rejoins(tier, stack
     restarted = threading.Event()
     stop = threading.Event()
 
+    rounds = [0]  # post-and-read rounds the client has finished
+
     def client_loop():
         session, after = requests.Session(), 0
         for number in range(100000):
             if stop.is_set():
                 return
+            rounds[0] = number
             key = uuid.uuid4().hex
             try:
                 posted = session.post(
@@ -110,17 +113,22 @@ def test_killing_a_server_under_traffic_loses_nothing_and_it_rejoins(tier, stack
             except requests.RequestException:
                 outcomes["exception"] += 1
 
+    def more_rounds(count: int, what: str) -> None:
+        """Until the client has done `count` more rounds, however slow the machine."""
+        target = rounds[0] + count
+        harness.wait_until(lambda: rounds[0] >= target or not client.is_alive(), 120, f"{count} rounds {what}")
+
     client = threading.Thread(target=client_loop)
     client.start()
-    time.sleep(6)
+    more_rounds(160, "before the kill")
     victim.kill()
     harness.wait_until(lambda: balancer.server_states().get("chat3") == "DOWN", 10, "HAProxy to mark chat3 down")
-    time.sleep(4)
+    more_rounds(100, "while chat3 is down")
     victim.start()
     restarted.set()
     harness.wait_until(lambda: balancer.server_states().get("chat3") == "UP", 15, "chat3 to rejoin")
     answered_by_victim_after_restart.wait(15)
-    time.sleep(2)
+    more_rounds(50, "after chat3 rejoined")
     stop.set()
     client.join(30)
 

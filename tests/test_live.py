@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import psutil
 import pytest
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from loadtest import harness
 from tests.conftest import User, register_and_login, service_env, unique_name
@@ -154,6 +155,20 @@ class LiveStack:
     chats: list[harness.Service]
     balancer: harness.LoadBalancer
     user: User
+    chat_metrics_urls: dict[int, str]  # by chat server port: its Prometheus metrics
+
+    def waits_held(self, chat: harness.Service) -> float:
+        """The long polls the chat server holds now (its chatsys_long_polls_waiting)."""
+        text = requests.get(self.chat_metrics_urls[chat.port], timeout=10).text
+        return sum(
+            sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == "chatsys_long_polls_waiting"
+        )
+
+    def wait_for_held_waits(self, chat: harness.Service, count: int) -> None:
+        harness.wait_until(lambda: self.waits_held(chat) == count, 30, f"chat@{chat.port} to hold {count} waits")
 
 
 @pytest.fixture(scope="module")
@@ -162,7 +177,11 @@ def live(processes):
     metrics_port = harness.free_port()
     database = harness.start_ferretdb(processes, "ferretdb-live", debug_port=metrics_port)
     login = harness.start_service(processes, "login", service_env(database))
-    chats = [harness.start_service(processes, "chat", service_env(database, login.url)) for _ in range(3)]
+    chat_metrics_ports = [harness.free_port() for _ in range(3)]
+    chats = [
+        harness.start_service(processes, "chat", service_env(database, login.url, METRICS_PORT=port))
+        for port in chat_metrics_ports
+    ]
     balancer = harness.start_haproxy(processes, [chat.port for chat in chats])
     harness.wait_until(lambda: list(balancer.server_states().values()).count("UP") == 3, 15, "three chat servers up")
     return LiveStack(
@@ -172,6 +191,7 @@ def live(processes):
         chats,
         balancer,
         register_and_login(login.url),
+        {chat.port: f"http://127.0.0.1:{port}/metrics" for chat, port in zip(chats, chat_metrics_ports, strict=True)},
     )
 
 
@@ -211,12 +231,12 @@ def read_status(connection: socket.socket) -> int:
 def test_waiting_costs_the_database_per_room_not_per_follower(live):
     room = new_room(live.balancer.url, live.user)
     post(live.balancer.url, live.user, room, "one")
-    chat = live.chats[0].url
+    chat = live.chats[0]
     rates = {}
     for followers in (10, 200):
-        sockets = hold_waits(chat, live.user.token, room, after=1, count=followers, wait=6)
+        sockets = hold_waits(chat.url, live.user.token, room, after=1, count=followers, wait=6)
         try:
-            time.sleep(1)  # every wait has arrived and joined the room's watcher
+            live.wait_for_held_waits(chat, followers)  # every wait has arrived and joined the room's watcher
             before, started = database_finds(live), time.monotonic()
             time.sleep(3)
             rates[followers] = (database_finds(live) - before) / (time.monotonic() - started)
@@ -259,7 +279,7 @@ def test_a_chat_server_told_to_stop_ends_its_waits_with_empty_pages_at_once(live
     server = live.chats[2]
     sockets = hold_waits(server.url, live.user.token, room, after=1, count=5, wait=30)
     try:
-        time.sleep(1)
+        live.wait_for_held_waits(server, 5)
         server.process.signal(signal.SIGTERM)
         for connection in sockets:
             connection.settimeout(8)  # well before the 30 s wait, and before graceful_timeout
@@ -280,7 +300,7 @@ def test_a_database_outage_ends_waits_with_503_problems_and_waits_work_again_aft
     chat = live.chats[0].url
     sockets = hold_waits(chat, live.user.token, room, after=1, count=5, wait=25)
     try:
-        time.sleep(1)
+        live.wait_for_held_waits(live.chats[0], 5)
         live.database.stop()
         assert [read_status(connection) for connection in sockets] == [503] * 5
     finally:
