@@ -10,7 +10,7 @@
 # Environment: KUBERNETES_VERSION (1.32.0, the API of the kubectl used here), VENV (the
 # project's virtualenv, where scripts/setup.sh installs kubernetes-validate).
 set -euo pipefail
-usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { awk 'NR > 1 && !/^#/ {exit} NR > 1 {sub(/^# ?/, ""); print}' "$0"; }  # the header comment
 source "$(dirname "$0")/lib.sh"
 
 case ${1:-} in -h|--help) usage; exit 0 ;; esac

@@ -15,7 +15,7 @@
 # played is kept in $CHATSYS_VAR/kube/). Needs root, podman, kubectl and a Docker engine
 # (scripts/docker-engine.sh starts a private one for the images and stops it again).
 set -euo pipefail
-usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { awk 'NR > 1 && !/^#/ {exit} NR > 1 {sub(/^# ?/, ""); print}' "$0"; }  # the header comment
 source "$(dirname "$0")/lib.sh"
 
 case ${1:-} in

@@ -4,7 +4,7 @@
 # --fast: the fast layer alone (marker `fast`), after only the set-up it needs
 # (scripts/setup.sh --fast-tests: the virtualenv and FerretDB).
 set -euo pipefail
-usage() { echo "usage: $0 [PYTEST_ARGS...]   (env: VENV; pytest's own options: $0 -- --help)"; }
+usage() { echo "usage: $0 [--fast] [PYTEST_ARGS...]   (--fast: the fast layer alone; env: VENV; pytest's own options: $0 -- --help)"; }
 case ${1:-} in
     -h|--help) usage; exit 0 ;;
     --) shift ;;

@@ -24,6 +24,7 @@ import yaml
 
 from loadtest import haproxy_stats, harness
 from tests.docker_stack import free_ports
+from tests.web_stack import web_files
 
 ROOT = harness.ROOT
 KUBERNETES = ROOT / "deploy" / "kubernetes"
@@ -204,13 +205,10 @@ def test_haproxy_reads_the_repository_config_and_serves_every_web_file(local):
     assert mounts["web"]["mountPath"] == "/usr/local/web" and mounts["web"]["readOnly"]
     web = one(local, "ConfigMap", volumes["web"]["configMap"]["name"])
     items = {item["path"]: item["key"] for item in volumes["web"]["configMap"]["items"]}
-    served = set(re.findall(r'file "\$\{HAPROXY_WEB_ROOT-\.\./\.\./web\}/([^"]+)"', config["data"]["haproxy.cfg"]))
-    on_disk = {
-        path.relative_to(ROOT / "web").as_posix()
-        for path in (ROOT / "web").rglob("*")
-        if path.is_file() and path.name != "kustomization.yaml"
-    }
-    assert served == on_disk == set(items), "every file HAProxy serves, each in the volume at its path"
+    # web.lua (loaded from the same ConfigMap) serves every client file of the folder it reads.
+    assert config["data"]["web.lua"] == (ROOT / "conf/haproxy/web.lua").read_text()
+    served = {path.relative_to(ROOT / "web").as_posix() for path in web_files()}
+    assert served == set(items), "every file HAProxy serves, each in the volume at its path"
     for path, key in items.items():
         assert web["data"][key] == (ROOT / "web" / path).read_text(), path
 
