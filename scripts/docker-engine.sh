@@ -9,9 +9,13 @@
 #   docker-engine.sh status   which engine answers (exit 3: none)
 #   docker-engine.sh host     print the DOCKER_HOST of the engine that answers (exit 3: none)
 #
-# Environment: DOCKER_HOST (an engine to use), CHATSYS_DOCKER_DIR (the private engine's
+# Environment: DOCKER_HOST (an engine to use; unix://$CHATSYS_DOCKER_DIR/docker.sock starts
+# that private engine when it does not answer yet), CHATSYS_DOCKER_DIR (the private engine's
 # home: data root, exec root, socket, pid file and log; default $CHATSYS_CACHE/docker),
-# DOCKERD_START_SECONDS (60). Starting the private engine needs root and Debian's docker.io.
+# DOCKERD_OPTIONS (more options for the private dockerd, space-separated; a second engine
+# beside another one takes "--bridge none --iptables=false", so that it leaves the other's
+# docker0 bridge and iptables chains alone), DOCKERD_START_SECONDS (60). Starting the
+# private engine needs root and Debian's docker.io.
 set -euo pipefail
 usage() { awk 'NR > 1 && !/^#/ {exit} NR > 1 {sub(/^# ?/, ""); print}' "$0"; }  # the header comment
 source "$(dirname "$0")/lib.sh"
@@ -47,7 +51,7 @@ start() {
         echo "$host"
         return 0
     fi
-    [[ -z ${DOCKER_HOST:-} ]] || die "no Docker engine answers at DOCKER_HOST=$DOCKER_HOST"
+    [[ -z ${DOCKER_HOST:-} || $DOCKER_HOST == "$private_host" ]] || die "no Docker engine answers at DOCKER_HOST=$DOCKER_HOST"
     command -v dockerd >/dev/null || die "no Docker engine answers and dockerd is not installed (scripts/setup.sh installs docker.io)"
     ((EUID == 0)) || die "no Docker engine answers; starting a private dockerd needs root"
     if pid_alive "$pid_file"; then
@@ -57,8 +61,10 @@ start() {
     rm -f "$pid_file" "$private_socket"
     log "starting a private dockerd (data in $engine_dir/data, log $log_file)"
     # Its own data root, exec root, socket and pid file: nothing shared with a system engine.
+    local options
+    read -ra options <<<"${DOCKERD_OPTIONS:-}"
     setsid dockerd --data-root "$engine_dir/data" --exec-root "$engine_dir/run" \
-        --pidfile "$pid_file" -H "$private_host" >>"$log_file" 2>&1 </dev/null &
+        --pidfile "$pid_file" -H "$private_host" ${options[@]+"${options[@]}"} >>"$log_file" 2>&1 </dev/null &
     local deadline=$((SECONDS + start_seconds))
     until answers "$private_host"; do
         ((SECONDS < deadline)) || die "dockerd did not answer within $start_seconds s; see $log_file"
