@@ -12,10 +12,12 @@
 # Environment: DOCKER_HOST (an engine to use; unix://$CHATSYS_DOCKER_DIR/docker.sock starts
 # that private engine when it does not answer yet), CHATSYS_DOCKER_DIR (the private engine's
 # home: data root, exec root, socket, pid file and log; default $CHATSYS_CACHE/docker),
-# DOCKERD_OPTIONS (more options for the private dockerd, space-separated; a second engine
-# beside another one takes "--bridge none --iptables=false", so that it leaves the other's
-# docker0 bridge and iptables chains alone), DOCKERD_START_SECONDS (60). Starting the
-# private engine needs root and Debian's docker.io.
+# DOCKERD_BRIDGE (the private dockerd's default bridge, made here and removed by `stop`; a
+# second engine beside another one needs a name of its own, since dockerd takes over an
+# existing docker0 and `--bridge none` deletes it), DOCKERD_OPTIONS (more dockerd options,
+# space-separated; such a second engine also takes "--iptables=false" and address pools of
+# its own), DOCKERD_START_SECONDS (60). Starting the private engine needs root and Debian's
+# docker.io.
 set -euo pipefail
 usage() { awk 'NR > 1 && !/^#/ {exit} NR > 1 {sub(/^# ?/, ""); print}' "$0"; }  # the header comment
 source "$(dirname "$0")/lib.sh"
@@ -26,6 +28,7 @@ private_host=unix://$private_socket
 pid_file=$engine_dir/dockerd.pid
 log_file=$engine_dir/dockerd.log
 start_seconds=${DOCKERD_START_SECONDS:-60}
+bridge=${DOCKERD_BRIDGE:-}
 
 # answers HOST: true when a Docker engine answers at HOST (a DOCKER_HOST value).
 answers() {
@@ -63,6 +66,10 @@ start() {
     # Its own data root, exec root, socket and pid file: nothing shared with a system engine.
     local options
     read -ra options <<<"${DOCKERD_OPTIONS:-}"
+    if [[ -n $bridge ]]; then
+        ip link show "$bridge" >/dev/null 2>&1 || ip link add name "$bridge" type bridge
+        options+=(--bridge "$bridge")
+    fi
     setsid dockerd --data-root "$engine_dir/data" --exec-root "$engine_dir/run" \
         --pidfile "$pid_file" -H "$private_host" ${options[@]+"${options[@]}"} >>"$log_file" 2>&1 </dev/null &
     local deadline=$((SECONDS + start_seconds))
@@ -77,6 +84,9 @@ start() {
 stop() {
     # dockerd stops its containers (their stop timeout) and its containerd on TERM.
     stop_pidfile "$pid_file" "the private dockerd" 30
+    if [[ -n $bridge ]] && ip link show "$bridge" >/dev/null 2>&1; then
+        ip link delete "$bridge"
+    fi
 }
 
 case ${1:-} in

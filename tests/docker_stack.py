@@ -198,10 +198,12 @@ def new_stack(engine: Engine, var_dir: Path) -> Stack:
 
 # A second engine beside the one the compose stack runs on, for the swarm: swarm mode
 # changes an engine's state (and leaves a docker_gwbridge), so it gets a dockerd of its own.
-# It leaves the other engine's docker0 bridge and iptables chains alone, and takes its
-# networks from address pools of its own (a default pool would give docker_gwbridge the
-# address of the other engine's docker0).
-SWARM_ENGINE_OPTIONS = "--bridge none --iptables=false --default-address-pool base=10.213.0.0/16,size=24"
+# It leaves the other engine's docker0 bridge and iptables chains alone (a bridge of its
+# own, no iptables: host-mode ports go through docker-proxy), and takes its networks from
+# address pools of its own (a default pool gave its docker_gwbridge the address of the
+# other engine's docker0 while that one was down).
+SWARM_ENGINE_BRIDGE = "chatsys-swarm0"
+SWARM_ENGINE_OPTIONS = "--iptables=false --default-address-pool base=10.213.0.0/16,size=24"
 SWARM_ADDRESS_POOL = "10.214.0.0/16"
 
 
@@ -221,6 +223,7 @@ def start_swarm_engine() -> Engine:
         **os.environ,
         "CHATSYS_DOCKER_DIR": str(directory),
         "DOCKER_HOST": host,
+        "DOCKERD_BRIDGE": SWARM_ENGINE_BRIDGE,
         "DOCKERD_OPTIONS": SWARM_ENGINE_OPTIONS,
     }
     result = run([str(ENGINE_SCRIPT), "start"], env, 120)
