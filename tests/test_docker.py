@@ -723,6 +723,8 @@ def test_messages_survive_compose_down_and_up(stack):
     assert volumes == [f"{stack.project}_mongo-data"]
     stack.up()
     stack.wait_all_healthy(CONTAINERS)
+    # Healthy containers are not yet servers HAProxy has checked: wait for those too.
+    stack.wait_servers_up(3)
     stored = read_all(stack.chat_url, room, user)  # the token is in the database too
     assert [message["text"] for message in stored] == texts
     assert [message["seq"] for message in stored] == [1, 2, 3, 4, 5]
