@@ -9,9 +9,15 @@
 #   docker-engine.sh status   which engine answers (exit 3: none)
 #   docker-engine.sh host     print the DOCKER_HOST of the engine that answers (exit 3: none)
 #
-# Environment: DOCKER_HOST (an engine to use), CHATSYS_DOCKER_DIR (the private engine's
+# Environment: DOCKER_HOST (an engine to use; unix://$CHATSYS_DOCKER_DIR/docker.sock starts
+# that private engine when it does not answer yet), CHATSYS_DOCKER_DIR (the private engine's
 # home: data root, exec root, socket, pid file and log; default $CHATSYS_CACHE/docker),
-# DOCKERD_START_SECONDS (60). Starting the private engine needs root and Debian's docker.io.
+# DOCKERD_BRIDGE (the private dockerd's default bridge, made here and removed by `stop`; a
+# second engine beside another one needs a name of its own, since dockerd takes over an
+# existing docker0 and `--bridge none` deletes it), DOCKERD_OPTIONS (more dockerd options,
+# space-separated; such a second engine also takes "--iptables=false" and address pools of
+# its own), DOCKERD_START_SECONDS (60). Starting the private engine needs root and Debian's
+# docker.io.
 set -euo pipefail
 usage() { awk 'NR > 1 && !/^#/ {exit} NR > 1 {sub(/^# ?/, ""); print}' "$0"; }  # the header comment
 source "$(dirname "$0")/lib.sh"
@@ -22,6 +28,7 @@ private_host=unix://$private_socket
 pid_file=$engine_dir/dockerd.pid
 log_file=$engine_dir/dockerd.log
 start_seconds=${DOCKERD_START_SECONDS:-60}
+bridge=${DOCKERD_BRIDGE:-}
 
 # answers HOST: true when a Docker engine answers at HOST (a DOCKER_HOST value).
 answers() {
@@ -47,7 +54,7 @@ start() {
         echo "$host"
         return 0
     fi
-    [[ -z ${DOCKER_HOST:-} ]] || die "no Docker engine answers at DOCKER_HOST=$DOCKER_HOST"
+    [[ -z ${DOCKER_HOST:-} || $DOCKER_HOST == "$private_host" ]] || die "no Docker engine answers at DOCKER_HOST=$DOCKER_HOST"
     command -v dockerd >/dev/null || die "no Docker engine answers and dockerd is not installed (scripts/setup.sh installs docker.io)"
     ((EUID == 0)) || die "no Docker engine answers; starting a private dockerd needs root"
     if pid_alive "$pid_file"; then
@@ -57,8 +64,14 @@ start() {
     rm -f "$pid_file" "$private_socket"
     log "starting a private dockerd (data in $engine_dir/data, log $log_file)"
     # Its own data root, exec root, socket and pid file: nothing shared with a system engine.
+    local options
+    read -ra options <<<"${DOCKERD_OPTIONS:-}"
+    if [[ -n $bridge ]]; then
+        ip link show "$bridge" >/dev/null 2>&1 || ip link add name "$bridge" type bridge
+        options+=(--bridge "$bridge")
+    fi
     setsid dockerd --data-root "$engine_dir/data" --exec-root "$engine_dir/run" \
-        --pidfile "$pid_file" -H "$private_host" >>"$log_file" 2>&1 </dev/null &
+        --pidfile "$pid_file" -H "$private_host" ${options[@]+"${options[@]}"} >>"$log_file" 2>&1 </dev/null &
     local deadline=$((SECONDS + start_seconds))
     until answers "$private_host"; do
         ((SECONDS < deadline)) || die "dockerd did not answer within $start_seconds s; see $log_file"
@@ -71,6 +84,9 @@ start() {
 stop() {
     # dockerd stops its containers (their stop timeout) and its containerd on TERM.
     stop_pidfile "$pid_file" "the private dockerd" 30
+    if [[ -n $bridge ]] && ip link show "$bridge" >/dev/null 2>&1; then
+        ip link delete "$bridge"
+    fi
 }
 
 case ${1:-} in

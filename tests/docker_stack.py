@@ -194,3 +194,51 @@ def new_stack(engine: Engine, var_dir: Path) -> Stack:
     ):
         env.pop(name, None)  # the caller's settings would change what is tested
     return Stack(engine, project, ports, env)
+
+
+# A second engine beside the one the compose stack runs on, for the swarm: swarm mode
+# changes an engine's state (and leaves a docker_gwbridge), so it gets a dockerd of its own.
+# It leaves the other engine's docker0 bridge and iptables chains alone (a bridge of its
+# own, no iptables: host-mode ports go through docker-proxy), and takes its networks from
+# address pools of its own (a default pool gave its docker_gwbridge the address of the
+# other engine's docker0 while that one was down).
+SWARM_ENGINE_BRIDGE = "chatsys-swarm0"
+SWARM_ENGINE_OPTIONS = "--iptables=false --default-address-pool base=10.213.0.0/16,size=24"
+SWARM_ADDRESS_POOL = "10.214.0.0/16"
+
+
+def cache_dir() -> Path:
+    """$CHATSYS_CACHE as scripts/lib.sh sets it."""
+    if os.environ.get("CHATSYS_CACHE"):
+        return Path(os.environ["CHATSYS_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "chatsys"
+
+
+def start_swarm_engine() -> Engine:
+    """The private dockerd of $CHATSYS_CACHE/docker-swarm (stopped by stop_engine if started now).
+    Its images stay there between runs, like those of the first private engine."""
+    directory = cache_dir() / "docker-swarm"
+    host = f"unix://{directory}/docker.sock"
+    env = {
+        **os.environ,
+        "CHATSYS_DOCKER_DIR": str(directory),
+        "DOCKER_HOST": host,
+        "DOCKERD_BRIDGE": SWARM_ENGINE_BRIDGE,
+        "DOCKERD_OPTIONS": SWARM_ENGINE_OPTIONS,
+    }
+    result = run([str(ENGINE_SCRIPT), "start"], env, 120)
+    return Engine(host, "started" in result.stderr.splitlines(), env)
+
+
+def image_id(engine: Engine, image: str) -> str:
+    return engine.docker("image", "inspect", "--format", "{{.Id}}", image, check=False).stdout.strip()
+
+
+def copy_images(source: Engine, target: Engine, images: list[str]) -> list[str]:
+    """docker save | docker load of the images target lacks or has in another version."""
+    missing = [image for image in images if image_id(source, image) != image_id(target, image)]
+    if missing:
+        with subprocess.Popen(["docker", "save", *missing], env=source.env, stdout=subprocess.PIPE) as save:
+            run(["docker", "load", "--quiet"], target.env, 300, stdin=save.stdout)
+        assert save.returncode == 0, f"docker save {' '.join(missing)} failed"
+    return missing

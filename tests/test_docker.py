@@ -2,11 +2,13 @@
 compose stack run and exercised through its published loopback ports (healthy, the contract,
 distinct chat replicas, scaling, a killed chat container, the database restarted, data kept
 over `down` and `up`, no root, nothing on an outside address), then a swarm deploy of the
-same file. The files are also checked as written, for what a run cannot show.
+same file (healthy, the contract through HAProxy, chat replicas found through DNS). The files
+are also checked as written, for what a run cannot show.
 
 The engine is the one that answers, else a private dockerd (scripts/docker-engine.sh) that
 is stopped again at the end; its images stay in the user cache, so a second run builds
-nothing. The images are the local stand-ins (scripts/docker-local-images.sh): this machine
+nothing. The swarm runs on a private dockerd of its own beside it, so the first engine never
+enters swarm mode. The images are the local stand-ins (scripts/docker-local-images.sh): this machine
 can pull nothing, and the database container is the embedded default, FerretDB.
 """
 
@@ -17,6 +19,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -32,7 +35,7 @@ import pytest
 import requests
 import yaml
 
-from loadtest import harness
+from loadtest import haproxy_stats, harness
 from tests import docker_stack
 from tests.conftest import register_and_login, unique_name
 from tests.contract import assert_problem
@@ -350,10 +353,14 @@ def test_env_example_lists_every_compose_setting():
 
 def test_swarm_stack_file_is_accepted_by_docker_stack(tmp_path):
     docker = harness.require_tool("docker")
-    stack = subprocess.run([str(ROOT / "docker" / "swarm-stack.sh")], capture_output=True, text=True, timeout=30)
+    script = str(ROOT / "docker" / "swarm-stack.sh")
+    # Swarm publishes on every address of the node: the stats page must ask for a password.
+    refused = subprocess.run([script], env=clean_compose_environment(), capture_output=True, text=True, timeout=30)
+    assert refused.returncode != 0 and "HAPROXY_STATS_PASSWORD" in refused.stderr
+    environment = {**clean_compose_environment(), "DOCKER_CONFIG": str(tmp_path), "HAPROXY_STATS_PASSWORD": "secret"}
+    stack = subprocess.run([script], env=environment, capture_output=True, text=True, timeout=30)
     assert stack.returncode == 0, stack.stderr
     # `docker stack config` is the loader of `docker stack deploy`; it needs no engine.
-    environment = {**clean_compose_environment(), "DOCKER_CONFIG": str(tmp_path)}
     result = subprocess.run(
         [docker, "stack", "config", "-c", "-"],
         input=stack.stdout,
@@ -366,7 +373,18 @@ def test_swarm_stack_file_is_accepted_by_docker_stack(tmp_path):
     assert result.returncode == 0, result.stderr
     services = yaml.safe_load(result.stdout)["services"]
     assert services["chat"]["deploy"]["replicas"] == 3
-    assert services["chat"]["deploy"]["endpoint_mode"] == "dnsrr"
+    # No virtual IPs (they need IPVS), and so no routing mesh: every port in host mode.
+    assert {name: spec["deploy"]["endpoint_mode"] for name, spec in services.items()} == dict.fromkeys(
+        SERVICES_AND_DATABASE, "dnsrr"
+    )
+    ports = services["haproxy"]["ports"]
+    assert {(port["published"], port["target"], port["mode"]) for port in ports} == {
+        (5000, 5000, "host"),
+        (4100, 4100, "host"),
+        (4200, 4200, "host"),
+        (8404, 8404, "host"),
+    }
+    assert all("ports" not in spec for name, spec in services.items() if name != "haproxy")
     assert services["haproxy"]["depends_on"] == ["chat", "login", "profile"]
 
 
@@ -460,16 +478,15 @@ def test_published_ports_listen_on_loopback_only(stack):
         assert listening_addresses(port) == {"127.0.0.1"}, f"port {port}: {listening_addresses(port)}"
 
 
-@pytest.mark.local
-def test_contract_tests_pass_against_the_containers(stack):
-    # The contract suites in conformance mode (scripts/conformance.sh does the same), pointed
-    # at the published ports: login and profile directly, chat through HAProxy.
+def assert_contract_suites_pass(login_url: str, profile_url: str, chat_url: str) -> None:
+    """The contract suites in conformance mode (scripts/conformance.sh does the same), pointed
+    at these URLs."""
     suites = sorted(str(path.relative_to(ROOT)) for path in (ROOT / "tests").glob("test_*_contract.py"))
     environment = {
         **os.environ,
-        "CHATSYS_LOGIN_URL": stack.login_url,
-        "CHATSYS_PROFILE_URL": stack.profile_url,
-        "CHATSYS_CHAT_URL": stack.chat_url,
+        "CHATSYS_LOGIN_URL": login_url,
+        "CHATSYS_PROFILE_URL": profile_url,
+        "CHATSYS_CHAT_URL": chat_url,
     }
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *suites],
@@ -481,6 +498,12 @@ def test_contract_tests_pass_against_the_containers(stack):
     )
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-2000:]
     assert " passed" in result.stdout and " failed" not in result.stdout
+
+
+@pytest.mark.local
+def test_contract_tests_pass_against_the_containers(stack):
+    # Login and profile on their published ports, chat through HAProxy.
+    assert_contract_suites_pass(stack.login_url, stack.profile_url, stack.chat_url)
 
 
 def instances_answering(stack, requests_count: int = 60) -> tuple[set[str], set[str]]:
@@ -700,6 +723,8 @@ def test_messages_survive_compose_down_and_up(stack):
     assert volumes == [f"{stack.project}_mongo-data"]
     stack.up()
     stack.wait_all_healthy(CONTAINERS)
+    # Healthy containers are not yet servers HAProxy has checked: wait for those too.
+    stack.wait_servers_up(3)
     stored = read_all(stack.chat_url, room, user)  # the token is in the database too
     assert [message["text"] for message in stored] == texts
     assert [message["seq"] for message in stored] == [1, 2, 3, 4, 5]
@@ -741,25 +766,103 @@ def test_service_container_refuses_a_mongo_uri_without_a_database_name(stack):
 SWARM_STACK = "chatsys-swarm-test"
 
 
-def swarm_services(engine) -> dict[str, str]:
-    """Service name -> "running/desired" replicas of our swarm stack."""
-    lines = engine.docker("stack", "services", SWARM_STACK, "--format", "{{.Name}} {{.Replicas}}").stdout
-    return dict(line.split()[:2] for line in lines.splitlines() if line.strip())
+@dataclass
+class SwarmStack:
+    """The stack deployed to a one-node swarm, with HAProxy's ports published in host mode."""
+
+    engine: docker_stack.Engine
+    ports: dict[str, int]
+    stats_password: str
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.ports[name]}"
+
+    @property
+    def chat_url(self) -> str:
+        return self.url("CHAT_PUBLISHED_PORT")
+
+    def services(self) -> dict[str, str]:
+        """Service name (without the stack's prefix) -> "running/desired" replicas."""
+        lines = self.engine.docker("stack", "services", SWARM_STACK, "--format", "{{.Name}} {{.Replicas}}").stdout
+        return {
+            name.removeprefix(f"{SWARM_STACK}_"): replicas
+            for name, replicas in (line.split()[:2] for line in lines.splitlines() if line.strip())
+        }
+
+    def containers(self) -> dict[str, str]:
+        """Task container name -> docker ps status."""
+        lines = self.engine.docker(
+            "ps", "--filter", f"label=com.docker.stack.namespace={SWARM_STACK}", "--format", "{{.Names}}\t{{.Status}}"
+        ).stdout
+        return dict(line.split("\t", 1) for line in lines.splitlines() if line.strip())
+
+    def server_states(self) -> dict[str, str]:
+        """HAProxy's chat servers and their state, from the published stats page."""
+        answer = requests.get(
+            self.url("STATS_PUBLISHED_PORT") + "/stats;csv", auth=("stats", self.stats_password), timeout=5
+        )
+        answer.raise_for_status()
+        return haproxy_stats.server_states(answer.text)
+
+    def servers_up(self) -> int:
+        try:
+            return list(self.server_states().values()).count("UP")
+        except requests.RequestException:
+            return -1
+
+    def wait_running(self, chat_replicas: int) -> None:
+        """Until every task runs and is healthy (swarm counts a task running once healthy)."""
+        wanted = {name: "1/1" for name in SERVICES_AND_DATABASE} | {"chat": f"{chat_replicas}/{chat_replicas}"}
+        try:
+            harness.wait_until(lambda: self.services() == wanted, 180, "every swarm task to run healthy", 1)
+        except TimeoutError:
+            raise AssertionError(f"swarm services {self.services()}, tasks {self.containers()}") from None
+
+    def wait_servers_up(self, count: int) -> None:
+        try:
+            harness.wait_until(
+                lambda: self.servers_up() == count, 60, f"HAProxy in the swarm to see {count} chat servers up", 0.5
+            )
+        except TimeoutError:
+            raise AssertionError(f"HAProxy's chat servers: {self.server_states()}") from None
 
 
 @pytest.fixture(scope="module")
 def swarm(stack):
-    """A one-node swarm on the test engine, and the stack deployed from the same compose.yaml."""
-    engine = stack.engine
-    state = engine.docker("info", "--format", "{{.Swarm.LocalNodeState}}").stdout.strip()
-    if state != "inactive":
-        pytest.fail(f"the engine is already in a swarm ({state}); the test makes and leaves its own")
-    # Loopback only: the swarm's own ports (2377, 7946) stay off the network.
-    engine.docker("swarm", "init", "--advertise-addr", "127.0.0.1", "--listen-addr", "127.0.0.1:2377")
+    """A one-node swarm on an engine of its own (the compose stack's engine stays out of swarm
+    mode), with the images the compose stack built, and the stack deployed from the same
+    compose.yaml through docker/swarm-stack.sh."""
+    if os.geteuid() != 0 or not shutil.which("dockerd"):
+        pytest.skip("the swarm runs on a private dockerd of its own, which needs root and dockerd (docker.io)")
+    settings = stack.settings
+    images = [settings.get("CHATSYS_IMAGE", "chatsys:latest"), settings["HAPROXY_IMAGE"], settings["MONGO_IMAGE"]]
+    engine = docker_stack.start_swarm_engine()
+    created = False
     try:
+        docker_stack.copy_images(stack.engine, engine, images)
+        state = engine.docker("info", "--format", "{{.Swarm.LocalNodeState}}").stdout.strip()
+        if state != "active":
+            # Loopback only: the swarm's own ports (2377, 7946) stay off the network.
+            engine.docker(
+                "swarm",
+                "init",
+                "--advertise-addr",
+                "127.0.0.1",
+                "--listen-addr",
+                "127.0.0.1:2377",
+                "--default-addr-pool",
+                docker_stack.SWARM_ADDRESS_POOL,
+            )
+            created = True
+        names = ("CHAT_PUBLISHED_PORT", "LOGIN_PUBLISHED_PORT", "PROFILE_PUBLISHED_PORT", "STATS_PUBLISHED_PORT")
+        ports = dict(zip(names, docker_stack.free_ports(len(names)), strict=True))
+        password = uuid.uuid4().hex
         environment = {
             **engine.env,
-            **{name: value for name, value in stack.settings.items() if name.endswith(("_IMAGE", "_HEALTHCHECK"))},
+            **{name: value for name, value in settings.items() if name.endswith(("_IMAGE", "_HEALTHCHECK"))},
+            **{name: str(port) for name, port in ports.items()},
+            **harness.UNLIMITED_EDGE,
+            "HAPROXY_STATS_PASSWORD": password,
         }
         rendered = subprocess.run(
             [str(ROOT / "docker" / "swarm-stack.sh")],
@@ -769,33 +872,37 @@ def swarm(stack):
             timeout=30,
             check=True,
         ).stdout
-        loaded = yaml.safe_load(run_with_input(["docker", "stack", "config", "-c", "-"], rendered, environment))
-        # The routing mesh publishes on every address of the node (swarm ignores host
-        # addresses): here nothing is published, and the test looks from inside.
-        for spec in loaded["services"].values():
-            spec.pop("ports", None)
-        # `docker stack deploy` interpolates again: what `config` resolved must stay literal.
+        # The images exist on this node only: no registry to ask for their digests.
         run_with_input(
-            ["docker", "stack", "deploy", "-c", "-", SWARM_STACK],
-            yaml.safe_dump(loaded).replace("$", "$$"),
-            environment,
+            ["docker", "stack", "deploy", "--resolve-image", "never", "-c", "-", SWARM_STACK], rendered, environment
         )
-        yield engine
+        yield SwarmStack(engine, ports, password)
     finally:
-        engine.docker("stack", "rm", SWARM_STACK, check=False)
-        harness.wait_until(
-            lambda: (
-                not engine.docker(
-                    "network", "ls", "--quiet", "--filter", f"label=com.docker.stack.namespace={SWARM_STACK}"
-                ).stdout.strip()
-            ),
-            60,
-            "the swarm stack's network to go",
-            1,
-        )
-        engine.docker("swarm", "leave", "--force", check=False)
-        engine.docker("network", "rm", "docker_gwbridge", check=False)
-        engine.docker("volume", "rm", f"{SWARM_STACK}_mongo-data", check=False)
+        remove_swarm_stack(engine)
+        if created:
+            engine.docker("swarm", "leave", "--force", check=False)
+            # Swarm mode made it; its bridge would otherwise stay on the host.
+            engine.docker("network", "rm", "docker_gwbridge", check=False)
+        docker_stack.stop_engine(engine)
+
+
+def remove_swarm_stack(engine: docker_stack.Engine) -> None:
+    """docker stack rm, and wait until its containers and network are gone (its volume then
+    has no user left to keep it)."""
+    engine.docker("stack", "rm", SWARM_STACK, check=False)
+    label = f"label=com.docker.stack.namespace={SWARM_STACK}"
+    harness.wait_until(
+        lambda: (
+            not (
+                engine.docker("ps", "--all", "--quiet", "--filter", label).stdout.strip()
+                or engine.docker("network", "ls", "--quiet", "--filter", label).stdout.strip()
+            )
+        ),
+        120,
+        "the swarm stack's containers and network to go",
+        1,
+    )
+    engine.docker("volume", "rm", f"{SWARM_STACK}_mongo-data", check=False)
 
 
 def run_with_input(argv: list[str], text: str, environment: dict[str, str]) -> str:
@@ -804,68 +911,39 @@ def run_with_input(argv: list[str], text: str, environment: dict[str, str]) -> s
     return result.stdout
 
 
-def swarm_containers(engine) -> dict[str, str]:
-    """Task container name -> docker ps status, for our swarm stack."""
-    lines = engine.docker(
-        "ps", "--filter", f"label=com.docker.stack.namespace={SWARM_STACK}", "--format", "{{.Names}}\t{{.Status}}"
-    ).stdout
-    return dict(line.split("\t", 1) for line in lines.splitlines() if line.strip())
-
-
-def swarm_tasks_per_service(engine) -> dict[str, int]:
-    counts: Counter = Counter()
-    for name in swarm_containers(engine):
-        counts[name.split(".")[0].removeprefix(f"{SWARM_STACK}_")] += 1
-    return dict(counts)
+@pytest.mark.local
+def test_swarm_runs_every_service_healthy_with_three_chat_replicas_behind_haproxy(swarm):
+    # No service has a virtual IP (endpoint_mode dnsrr): the services find the database and
+    # login by their names, and HAProxy finds the three chat tasks through Docker's DNS.
+    swarm.wait_running(3)
+    tasks = swarm.containers()
+    assert len(tasks) == len(SERVICES_AND_DATABASE) + 2, tasks
+    assert all("(healthy)" in status for status in tasks.values()), tasks
+    swarm.wait_servers_up(3)
+    instances, servers = instances_answering(swarm)
+    assert len(instances) == 3 and all(re.fullmatch(r"chat@\d+", value) for value in instances), instances
+    assert len(servers) == 3, servers
 
 
 @pytest.mark.local
-def test_swarm_starts_every_service_of_the_stack_with_three_chat_replicas(swarm):
-    wanted = {name: 1 for name in SERVICES_AND_DATABASE} | {"chat": 3}
-    harness.wait_until(lambda: swarm_tasks_per_service(swarm) == wanted, 90, "a task container per replica", 1)
-    # The two services that need no other one become healthy on any kernel.
+def test_contract_tests_pass_through_haproxy_in_the_swarm(swarm):
+    swarm.wait_running(3)
+    swarm.wait_servers_up(3)
+    # Every port is HAProxy's, published in host mode on the node.
+    assert_contract_suites_pass(swarm.url("LOGIN_PUBLISHED_PORT"), swarm.url("PROFILE_PUBLISHED_PORT"), swarm.chat_url)
+
+
+@pytest.mark.local
+def test_scaling_the_swarm_chat_service_reaches_haproxy_through_dns(swarm):
+    service = f"{SWARM_STACK}_chat"
     try:
-        harness.wait_until(
-            lambda: (
-                sum(
-                    "(healthy)" in status and name.startswith((f"{SWARM_STACK}_mongo.", f"{SWARM_STACK}_haproxy."))
-                    for name, status in swarm_containers(swarm).items()
-                )
-                == 2
-            ),
-            90,
-            "the database and HAProxy tasks to be healthy",
-            1,
-        )
-    except TimeoutError:
-        raise AssertionError(f"swarm tasks: {swarm_containers(swarm)}") from None
-
-
-IPVS = Path("/proc/sys/net/ipv4/vs")
-
-
-@pytest.mark.local
-def test_swarm_stack_serves_chat_through_haproxy(swarm):
-    if not IPVS.exists():
-        # Recorded in docs/docker.md: without IPVS a service's virtual IP leads nowhere
-        # ("No route to host"), so the services never reach mongo and login.
-        pytest.skip(f"this kernel has no IPVS ({IPVS} is missing), which swarm's service addresses need")
-    wanted = {f"{SWARM_STACK}_{name}": "1/1" for name in SERVICES_AND_DATABASE}
-    wanted[f"{SWARM_STACK}_chat"] = "3/3"
-    harness.wait_until(lambda: swarm_services(swarm) == wanted, 120, "every swarm task to be healthy", 1)
-    haproxy = swarm.docker(
-        "ps", "--quiet", "--filter", f"label=com.docker.swarm.service.name={SWARM_STACK}_haproxy"
-    ).stdout.split()[0]
-
-    def servers_up() -> int:
-        stats = swarm.docker(
-            "exec",
-            haproxy,
-            "bash",
-            "-c",
-            "exec 3<>/dev/tcp/127.0.0.1/8404 && printf 'GET /stats;csv HTTP/1.0\\r\\n\\r\\n' >&3 && cat <&3",
-            check=False,
-        ).stdout
-        return sum(1 for row in stats.splitlines() if row.startswith("chat_servers,") and ",UP," in row)
-
-    harness.wait_until(lambda: servers_up() == 3, 120, "HAProxy in the swarm to see three chat servers", 1)
+        swarm.engine.docker("service", "scale", "--detach", f"{service}=5")
+        swarm.wait_running(5)
+        swarm.wait_servers_up(5)
+        instances, servers = instances_answering(swarm, 100)
+        assert len(instances) == 5 and len(servers) == 5, (instances, servers)
+    finally:
+        swarm.engine.docker("service", "scale", "--detach", f"{service}=3")
+    swarm.wait_running(3)
+    swarm.wait_servers_up(3)
+    assert len(instances_answering(swarm)[0]) == 3
