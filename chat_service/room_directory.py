@@ -1,7 +1,7 @@
 """The names of every room, in order, kept in each process, so that a page of the room list
 (`GET /rooms?limit=&after=`) costs lookups by `_id` alone, whatever the number of rooms.
 
-The embedded FerretDB pushes down only lookups by `_id` (scripts/ferretdb.patch): a query
+The embedded FerretDB pushes down only lookups by `_id` (patches/ferretdb.patch): a query
 for the rooms after a name, sorted and limited, read and sorted every room (10,000 rooms:
 570-709 ms for a page of none). Here a page is a bisection of the process's sorted names,
 then one `$in` lookup of the page's rooms by `_id`.

@@ -8,14 +8,14 @@ Layout (docs/chat-ordering.md has the whole argument, docs/architecture.md the i
 - `messages`: every message of every room, `_id` = `<room>/<seq, 12 digits>`. The unique
   `_id` index is the (room, seq) uniqueness, and every read names the `_id`s it wants
   (`$in`), so each query is a lookup in that index whatever the history's size, on
-  MongoDB and on the embedded FerretDB alike (scripts/ferretdb.patch pushes `$in` on
+  MongoDB and on the embedded FerretDB alike (patches/ferretdb.patch pushes `$in` on
   `_id` down to its index).
 - `idempotency_keys`: one claim per (room, author, Idempotency-Key), inserted before the
   seq is allocated and told the seq before the message is stored, so a retry finds the
   message the first attempt stored, or the log entry it left.
 
 Why it costs the same with any number of servers: a post is one atomic `$inc`-and-`$push`
-on the room (atomic on MongoDB; on FerretDB through scripts/ferretdb.patch) and one insert.
+on the room (atomic on MongoDB; on FerretDB through patches/ferretdb.patch) and one insert.
 Servers never race for a seq, so nothing is retried. Why the order stays exact: a reader
 returns only the contiguous run after its `after`, and a seq missing below a stored one is
 stored from the log by the reader that finds it, so a follower can be delayed, never made
@@ -166,7 +166,7 @@ def take_from_budget(name: str, limit: int, window_seconds: int) -> str:
     """Take one from the budget `name` of `limit` per window (fixed windows of
     `window_seconds`, counted from the epoch); the id of the window's counter, for
     `give_back`. Raises BudgetSpent when `limit` are taken in this window. One counter
-    document per window, incremented atomically (on FerretDB through scripts/ferretdb.patch):
+    document per window, incremented atomically (on FerretDB through patches/ferretdb.patch):
     however many take at once, no more than `limit` keep what they took."""
     forget_spent_budgets()
     now = time.time()

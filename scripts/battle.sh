@@ -24,15 +24,15 @@
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-# shellcheck source=scripts/lib.sh
-source "$root/scripts/lib.sh"
+# shellcheck source=scripts/lib/common.sh
+source "$root/scripts/lib/common.sh"
 usage() { awk 'NR > 1 && !/^#/ {exit} NR > 1 {sub(/^# ?/, ""); print}' "$0"; }  # the header comment
 case ${1:-} in
     -h|--help) usage; exit 0 ;;
     "") usage >&2; exit 2 ;;
 esac
 [[ -x $VENV/bin/python ]] || die "no virtualenv at $VENV (run scripts/setup.sh)"
-loadtest() { PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}" "$VENV/bin/python" -m loadtest "$@"; }
+loadtest() { PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}" "$VENV/bin/python" -m tools.loadtest "$@"; }
 if [[ $1 == compare ]]; then
     shift
     loadtest compare "$@"
@@ -42,5 +42,5 @@ command -v java >/dev/null || [[ -x ${JAVA_HOME:-/nonexistent}/bin/java ]] || di
 "$root/scripts/jmeter-install.sh" >/dev/null
 # JMeter starts afresh for every run; C1 alone keeps its JIT's CPU down (docs/load-testing.md).
 export JVM_ARGS=${JVM_ARGS--XX:TieredStopAtLevel=1}
-exec env PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}" "$VENV/bin/python" -m loadtest battle \
+exec env PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}" "$VENV/bin/python" -m tools.loadtest battle \
     --command-line "scripts/battle.sh${*:+ $*}" "$@"

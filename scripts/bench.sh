@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Side-by-side wrk benchmarks of the services (see scripts/bench.py --help).
+# Side-by-side wrk benchmarks of the services (see python -m tools.bench --help).
 set -euo pipefail
-source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/lib/common.sh"
 # --help needs nothing set up.
 [[ ${1:-} == -h || ${1:-} == --help ]] || "$CHATSYS_ROOT/scripts/setup.sh" >&2
-exec "$VENV/bin/python" "$CHATSYS_ROOT/scripts/bench.py" "$@"
+exec env PYTHONPATH="$CHATSYS_ROOT${PYTHONPATH:+:$PYTHONPATH}" "$VENV/bin/python" -m tools.bench "$@"

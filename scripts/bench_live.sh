@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Live delivery benchmark: long polls against 1-second polls (see scripts/bench_live.py --help).
+# Live delivery benchmark: long polls against 1-second polls (see python -m tools.bench_live --help).
 set -euo pipefail
-source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/lib/common.sh"
 # --help needs nothing set up.
 [[ ${1:-} == -h || ${1:-} == --help ]] || "$CHATSYS_ROOT/scripts/setup.sh" >&2
-exec "$VENV/bin/python" "$CHATSYS_ROOT/scripts/bench_live.py" "$@"
+exec env PYTHONPATH="$CHATSYS_ROOT${PYTHONPATH:+:$PYTHONPATH}" "$VENV/bin/python" -m tools.bench_live "$@"

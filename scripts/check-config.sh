@@ -12,7 +12,7 @@
 #                that unit when it is installed), a chat@ instance included: unknown or
 #                misspelt directives, bad values and specifiers, missing dependencies, and
 #                an ExecStart= that is no executable file. The prefix holds stand-ins for
-#                gunicorn and FerretDB (tests/test_systemd.py runs the real ones).
+#                gunicorn and FerretDB (tests/deploy/test_systemd.py runs the real ones).
 #
 # usage: check-config.sh [haproxy|systemd ...]   (default: both; exit 1 when one fails)
 set -euo pipefail

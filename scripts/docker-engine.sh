@@ -20,7 +20,7 @@
 # docker.io.
 set -euo pipefail
 usage() { awk 'NR > 1 && !/^#/ {exit} NR > 1 {sub(/^# ?/, ""); print}' "$0"; }  # the header comment
-source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/lib/common.sh"
 
 engine_dir=${CHATSYS_DOCKER_DIR:-$CHATSYS_CACHE/docker}
 private_socket=$engine_dir/docker.sock

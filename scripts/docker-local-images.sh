@@ -20,7 +20,7 @@
 # CHATSYS_CACHE (debootstrap's package cache goes to $CHATSYS_CACHE/debootstrap).
 set -euo pipefail
 usage() { awk 'NR > 1 && !/^#/ {exit} NR > 1 {sub(/^# ?/, ""); print}' "$0"; }  # the header comment
-source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/lib/common.sh"
 
 case ${1:-build} in
     build) ;;
@@ -133,7 +133,7 @@ if [[ $(recipe_of "$haproxy_image") != "$recipe" ]]; then
     build "$haproxy_image" "$recipe" "$recipes/haproxy.Dockerfile" chatsys-local/bookworm:haproxy "$context"
 fi
 
-# FerretDB: the binary scripts/ferretdb.sh builds, wherever lib.sh says it is.
+# FerretDB: the binary scripts/ferretdb.sh builds, wherever lib/common.sh says it is.
 "$CHATSYS_ROOT/scripts/ferretdb.sh" build >&2
 recipe=$(recipe_for "$recipes/ferretdb.Dockerfile" chatsys-local/bookworm:minbase "$(hash_of < "$FERRETDB_BIN")")
 if [[ $(recipe_of "$ferretdb_image") != "$recipe" ]]; then

@@ -24,7 +24,7 @@
 # CHATSYS_VAR (the settings of a running stack are kept in $CHATSYS_VAR/docker/).
 set -euo pipefail
 usage() { awk 'NR > 1 && !/^#/ {exit} NR > 1 {sub(/^# ?/, ""); print}' "$0"; }  # the header comment
-source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/lib/common.sh"
 
 export COMPOSE_PROJECT_NAME=${COMPOSE_PROJECT_NAME:-chatsys}
 state_dir=$CHATSYS_VAR/docker

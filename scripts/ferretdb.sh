@@ -2,7 +2,7 @@
 # The embedded default database: FerretDB on its SQLite backend, on loopback.
 set -euo pipefail
 usage() { echo "usage: $0 build|path|start|stop|status   (env: MONGO_PORT, FERRETDB_METRICS_PORT, CHATSYS_VAR, CHATSYS_CACHE, FERRETDB_BIN)"; }
-source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/lib/common.sh"
 
 data_dir=$CHATSYS_VAR/ferretdb
 pid_file=$CHATSYS_VAR/run/ferretdb.pid

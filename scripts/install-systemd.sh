@@ -11,7 +11,7 @@ usage() {
     echo "  --uninstall    remove what the install put in place; keeps /etc/chatsys/chatsys.env and"
     echo "                 /var/lib/chatsys (the data) unless --purge is given too"
 }
-source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/lib/common.sh"
 umask 022
 
 prefix=/opt/chatsys
@@ -63,8 +63,23 @@ service_user=chatsys
 [[ $(realpath -m "$dest") != "$(realpath -m "$CHATSYS_ROOT")" ]] ||
     die "the prefix $dest is this checkout itself; choose another --prefix"
 
-# release_files: the release's files, NUL-separated, relative to the checkout: what git tracks
-# plus new files it does not ignore (so never .venv, var/, results/ or .git).
+# What runs, and so what a release holds (docs/architecture.md, Layout): the services and
+# their kit, the clients, the settings, the operator's commands, the runtime lock and the
+# units' documentation. Tests, tools/, patches/, jmeter/ and the rest of docs/ stay behind.
+shipped=(service_kit/ login_service/ profile_service/ chat_service/ chat_client/ web/ conf/ scripts/
+    requirements.lock docs/systemd.md)
+
+# is_shipped FILE: true when FILE, relative to the checkout, belongs to a release.
+is_shipped() {
+    local path
+    for path in "${shipped[@]}"; do
+        if [[ $1 == "$path" || ($path == */ && $1 == "$path"*) ]]; then return 0; fi
+    done
+    return 1
+}
+
+# release_files: the release's files, NUL-separated, relative to the checkout: the shipped
+# ones git tracks plus new ones it does not ignore (so never .venv, var/, results/ or .git).
 release_files() {
     local listing
     if listing=$(git -c safe.directory="$CHATSYS_ROOT" -C "$CHATSYS_ROOT" \
@@ -78,7 +93,7 @@ release_files() {
     local file
     while IFS= read -r file; do
         # Deleted but still tracked files are gone; links and odd names are not release files.
-        if [[ -n $file && $file != /* && $file != *..* && -f $CHATSYS_ROOT/$file && ! -L $CHATSYS_ROOT/$file ]]; then
+        if [[ -n $file && $file != /* && $file != *..* && -f $CHATSYS_ROOT/$file && ! -L $CHATSYS_ROOT/$file ]] && is_shipped "$file"; then
             printf '%s\0' "$file"
         fi
     done <<< "$listing"

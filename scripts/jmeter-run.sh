@@ -115,9 +115,9 @@ if grep -Eq "Error generating the report|ERROR o\.a\.j\.r\.d\." "$log" || [ ! -f
 fi
 
 # Per-label summary (setup labels register/login/read latest are once per user), its p95
-# the project's one percentile (loadtest/samples.py), when the project's virtualenv is there.
+# the project's one percentile (tools/loadtest/samples.py), when the project's virtualenv is there.
 venv=${VENV:-$here/../.venv}
 if [ -x "$venv/bin/python" ]; then
-  (cd "$here/.." && "$venv/bin/python" -m loadtest summary "$results")
+  (cd "$here/.." && "$venv/bin/python" -m tools.loadtest summary "$results")
 fi
 echo "jmeter-run: results in $results, report in $dashboard/index.html" >&2

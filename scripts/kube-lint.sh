@@ -11,7 +11,7 @@
 # project's virtualenv, where scripts/setup.sh installs kubernetes-validate).
 set -euo pipefail
 usage() { awk 'NR > 1 && !/^#/ {exit} NR > 1 {sub(/^# ?/, ""); print}' "$0"; }  # the header comment
-source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/lib/common.sh"
 
 case ${1:-} in -h|--help) usage; exit 0 ;; esac
 

@@ -16,7 +16,7 @@
 # (scripts/docker-engine.sh starts a private one for the images and stops it again).
 set -euo pipefail
 usage() { awk 'NR > 1 && !/^#/ {exit} NR > 1 {sub(/^# ?/, ""); print}' "$0"; }  # the header comment
-source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/lib/common.sh"
 
 case ${1:-} in
     up|down|status) ;;
@@ -27,4 +27,4 @@ command -v podman >/dev/null || die "podman is not installed (scripts/setup.sh i
 command -v kubectl >/dev/null || die "kubectl is not installed (it renders the manifests: kubectl kustomize)"
 "$VENV/bin/python" -c 'import yaml' 2>/dev/null || "$CHATSYS_ROOT/scripts/setup.sh" >&2
 export CHATSYS_VAR
-exec "$VENV/bin/python" "$CHATSYS_ROOT/scripts/kube_play.py" "$@"
+exec "$VENV/bin/python" "$CHATSYS_ROOT/scripts/lib/kube_play.py" "$@"

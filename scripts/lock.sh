@@ -11,7 +11,7 @@
 # package index. Resolves for CPython 3.11 on Linux, what Debian 12 and the images run.
 set -euo pipefail
 usage() { awk 'NR > 1 && !/^#/ {exit} NR > 1 {sub(/^# ?/, ""); print}' "$0"; }  # the header comment
-source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/lib/common.sh"
 
 check=false
 case ${1:-} in

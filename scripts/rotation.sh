@@ -6,7 +6,7 @@ usage() { echo "usage: $0 N | --show   (env: HAPROXY_RUNTIME_SOCKET)"; }
 case ${1:-} in
     -h|--help) usage; exit 0 ;;
 esac
-source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/lib/common.sh"
 [[ -S $HAPROXY_RUNTIME_SOCKET ]] || die "no HAProxy runtime socket at $HAPROXY_RUNTIME_SOCKET"
 
 servers=$(haproxy_cmd "show servers state chat_servers" | awk 'NR > 2 && $4 != "" {print $4}')

@@ -8,7 +8,7 @@
 # its own stack once (scripts/start.sh, three chat servers, on ports of its own), then for
 # 1, 2 and 3 servers in HAProxy's rotation (scripts/rotation.sh) and each workload (the
 # hot room; many rooms with a Zipf skew): a warm-up, then the SLO search
-# (python -m loadtest search): the highest open-model arrival rate with p99 <= --slo-p99
+# (python -m tools.loadtest search): the highest open-model arrival rate with p99 <= --slo-p99
 # (250 ms, counted from each request's scheduled arrival), errors < 1 % and >= 99 % of the
 # offered requests sent; grown until a criterion fails, bisected to within 5 %, confirmed
 # by 3 runs. The database is emptied before every run (indexes kept).
@@ -59,8 +59,8 @@ export HAPROXY_AUTH_RATE=${HAPROXY_AUTH_RATE:-1000000} HAPROXY_POST_RATE=${HAPRO
 export HAPROXY_ROOM_RATE=${HAPROXY_ROOM_RATE:-1000000} HAPROXY_ROOMS_PER_ADDRESS=${HAPROXY_ROOMS_PER_ADDRESS:-1000000}
 export HAPROXY_STATS_PORT=${HAPROXY_STATS_PORT:-8414}
 export CPU_CAP_PARENT=${CPU_CAP_PARENT:-chatsys-scale}
-# shellcheck source=scripts/lib.sh
-source "$root/scripts/lib.sh"
+# shellcheck source=scripts/lib/common.sh
+source "$root/scripts/lib/common.sh"
 export HAPROXY_RUNTIME_SOCKET
 command_line="scripts/scale_test.sh${*:+ $*}"
 # JMeter starts afresh for every step; with C1 alone its JIT compiles far less, which
@@ -129,12 +129,12 @@ done
 command -v java >/dev/null || [[ -x ${JAVA_HOME:-/nonexistent}/bin/java ]] || die "java is needed for JMeter"
 "$root/scripts/jmeter-install.sh" >/dev/null
 
-loadtest() { PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}" "$VENV/bin/python" -m loadtest "$@"; }
+loadtest() { PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}" "$VENV/bin/python" -m tools.loadtest "$@"; }
 
 out=${out:-$root/results/$(date -u +%Y%m%dT%H%M%SZ)}
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
-rm -f "$out/runs.csv" "$out/timeline.csv"  # each search appends to runs.csv (loadtest/search.py)
+rm -f "$out/runs.csv" "$out/timeline.csv"  # each search appends to runs.csv (tools/loadtest/search.py)
 
 # --- cleanup: everything this script starts is stopped on any exit -------------------------
 monitor_pid='' search_pid='' stack_started=no
@@ -271,7 +271,7 @@ start_monitor() {
         done
         for line in $(docker_pids mongo); do monitored+=("ferretdb=${line#*=}"); done
     fi
-    PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}" "$VENV/bin/python" -m loadtest monitor --out "$1" \
+    PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}" "$VENV/bin/python" -m tools.loadtest monitor --out "$1" \
         --interval 1 --max-seconds 7200 "${monitored[@]}" &
     monitor_pid=$!
 }
@@ -322,7 +322,7 @@ run_search() {
         --start-rate "$rate" --growth "$growth" "$@")
     [[ -n ${MONGO_URI:-} ]] || args+=(--reset-uri "$mongo_uri")
     args+=(-- ${plan_props[@]+"${plan_props[@]}"})
-    PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}" setsid "$VENV/bin/python" -m loadtest "${args[@]}" > "$out/.maximum" &
+    PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}" setsid "$VENV/bin/python" -m tools.loadtest "${args[@]}" > "$out/.maximum" &
     search_pid=$!
     wait "$search_pid" || die "the search of $series, $workload failed"
     search_pid=''

@@ -3,7 +3,7 @@
 # the virtualenv from the hash-locked Python packages, and the FerretDB binary. Safe to run again.
 set -euo pipefail
 usage() { echo "usage: $0 [--runtime-only | --fast-tests]   (env: VENV, PYTHON, CHATSYS_CACHE)"; }
-source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/lib/common.sh"
 
 # The locks, not the human-edited requirements*.txt: every package pinned with its hashes.
 requirements=$CHATSYS_ROOT/requirements-dev.lock

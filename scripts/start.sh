@@ -6,7 +6,7 @@
 # scrape HAProxy, every service's metrics port, FerretDB and the host (docs/observability.md).
 set -euo pipefail
 usage() { echo "usage: $0 [--chat N]   (N chat servers from CHAT_PORTS, default 3; env: MONGO_URI, *_PORT, BIND_HOST, HAPROXY_*, METRICS_PORT_OFFSET, PROMETHEUS, CHATSYS_VAR)"; }
-source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/lib/common.sh"
 
 chat_count=3
 while (($#)); do

@@ -9,7 +9,7 @@ case ${1:-} in
     "") ;;
     *) usage; exit 2 ;;
 esac
-source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/lib/common.sh"
 shopt -s nullglob
 
 # row NAME PID_FILE PORT URL: one line; URL is asked when the process runs.

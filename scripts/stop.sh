@@ -3,7 +3,7 @@
 # login, the embedded database).
 set -euo pipefail
 usage() { echo "usage: $0 [--keep-db]"; }
-source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/lib/common.sh"
 keep_db=no
 case ${1:-} in
     --keep-db) keep_db=yes ;;

@@ -9,7 +9,7 @@ case ${1:-} in
     -h|--help) usage; exit 0 ;;
     --) shift ;;
 esac
-source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/lib/common.sh"
 setup_options=()
 if [[ ${1:-} == --fast ]]; then
     shift

@@ -9,7 +9,7 @@ usage() {
     echo "usage: $0 [--rebuild]   (env: CHATSYS_CACHE, VM_CACHE, DEBIAN_MIRROR, VM_IMAGE_SIZE, VENV)"
     echo "  prints image=, kernel=, initrd=, ssh_key=, wheels= for the cached machine (built when missing)"
 }
-source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/lib/common.sh"
 
 rebuild=false
 case ${1:-} in

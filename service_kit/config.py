@@ -8,7 +8,7 @@ from dataclasses import dataclass, fields
 # The default ports, in one home for the Python code: the contract's public ports, which
 # HAProxy owns (conf/haproxy/haproxy.cfg), and the ports the services listen on behind it
 # (the first chat server's; the others follow it). The shell scripts' copy is
-# scripts/lib.sh, and tests/test_ports.py checks that every file agrees with these.
+# scripts/lib/common.sh, and tests/fast/test_ports.py checks that every file agrees with these.
 PUBLIC_PORTS = {"chat": 5000, "login": 4100, "profile": 4200}
 DEFAULT_PORTS = {"chat": 4000, "login": 4101, "profile": 4201}
 

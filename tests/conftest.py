@@ -14,8 +14,7 @@ from dataclasses import dataclass, field
 import pytest
 import requests
 
-from loadtest import harness
-from tests import contract, vm
+from tests.lib import contract, harness, vm
 
 REMOTE = {
     "login": os.environ.get("CHATSYS_LOGIN_URL", "").rstrip("/"),
@@ -40,7 +39,7 @@ def pytest_sessionstart(session):
 
 
 def pytest_terminal_summary(terminalreporter, config):
-    """The boot test's figures (tests/test_vm_boot.py): accelerator and boot-to-ready times;
+    """The boot test's figures (tests/deploy/test_vm_boot.py): accelerator and boot-to-ready times;
     in conformance mode, the target's rate limits: what was waited out, what stopped a test."""
     if CONFORMANCE:
         _report_rate_limits(terminalreporter)
@@ -123,8 +122,8 @@ def database(processes):
 
 @pytest.fixture(scope="module")
 def module_apps(database):
-    """In-process apps on the session's database, closed at the end of the module (tests/fast.py)."""
-    from tests.fast import Apps  # not at the top: tests.fast imports this module
+    """In-process apps on the session's database, closed at the end of the module (tests/lib/fast.py)."""
+    from tests.lib.fast import Apps  # not at the top: tests.lib.fast imports this module
 
     apps = Apps()
     yield apps
@@ -133,8 +132,8 @@ def module_apps(database):
 
 @pytest.fixture
 def apps(database):
-    """In-process apps on the session's database, closed at the end of the test (tests/fast.py)."""
-    from tests.fast import Apps
+    """In-process apps on the session's database, closed at the end of the test (tests/lib/fast.py)."""
+    from tests.lib.fast import Apps
 
     apps = Apps()
     yield apps

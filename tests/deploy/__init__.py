@@ -1,0 +1,1 @@
+"""The deploy layer: the packagings (Docker and Compose, systemd, the VM boot, Kubernetes)."""

@@ -1,0 +1,470 @@
+"""A real `shutdown -r now`: chatsys installed on a fresh Debian 12 virtual machine the way
+docs/systemd.md says, then rebooted, and every service must come back by itself.
+
+One machine serves the whole module, in order: the first boot (install, then everything
+answers, a user chats), the reboot (everything answers again with no command typed, the
+user's token and messages are still there), then the faults a user will meet (a killed chat
+server, a stopped database, a database that crashes on every start). The figures (KVM or
+TCG, boot-to-ready times) are printed at the end of the run; `make vm-test` runs this alone.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import time
+import uuid
+from dataclasses import dataclass, field
+
+import pytest
+import requests
+
+from tests.lib import harness, vm
+
+pytestmark = [pytest.mark.local, pytest.mark.vm]
+
+# Generous bounds for a machine emulated in software on a busy host: a wait that runs out
+# fails with a message saying what did not happen.
+SSH_BOUND = 300
+INSTALL_BOUND = 1200
+READY_BOUND = 300
+RESET_BOUND = 180
+# The public ports (HAProxy's), reached from the host, and the X-Instance of who answers.
+SERVICES = {"login": "login@4101", "profile": "profile@4201", "haproxy": "chat@"}
+# The services behind HAProxy, on the guest's loopback only, reached through SSH.
+INSIDE_PORTS = [4101, 4201, 4000, 4001, 4002]
+CHATSYS_UNITS = [
+    "chatsys-ferretdb.service",
+    "login.service",
+    "profile.service",
+    "chat@4000.service",
+    "chat@4001.service",
+    "chat@4002.service",
+    "haproxy.service",
+]
+LOGGED_UNITS = "-u chatsys-ferretdb -u login -u profile -u 'chat@*' -u haproxy"
+
+
+@dataclass
+class Figures:
+    """What the run measured, printed by tests/conftest.py at the end."""
+
+    lines: list[str] = field(default_factory=list)
+
+    def add(self, line: str) -> None:
+        self.lines.append(line)
+
+
+@pytest.fixture(scope="module")
+def figures(request) -> Figures:
+    figures = Figures()
+    request.config.stash.setdefault(vm.REPORT, []).append(figures.lines)
+    return figures
+
+
+# --- the machine, installed as docs/systemd.md says -----------------------------------------
+
+
+def documented_install_commands() -> list[str]:
+    """The command lines of docs/systemd.md's Install section, comments removed."""
+    text = (harness.ROOT / "docs/systemd.md").read_text()
+    section = text.split("\n## Install\n", 1)[1]
+    block = re.search(r"```sh\n(.*?)```", section, re.S)
+    assert block, "docs/systemd.md's Install section has no sh block"
+    return [line.split("#", 1)[0].strip() for line in block[1].splitlines() if line.split("#", 1)[0].strip()]
+
+
+def install(machine: vm.Machine) -> None:
+    # The checkout, as a user would have it in root's home; FerretDB where root's own build
+    # would be cached (the path the checkout's scripts/lib/common.sh names), so no Go is needed.
+    machine.run("mount -o ro /dev/vdb /mnt && cp -a /mnt/chatsys /root/chatsys")
+    machine.run(
+        """install -D -m 0755 /mnt/ferretdb "$(bash -c 'source /root/chatsys/scripts/lib/common.sh && printf %s "$FERRETDB_BIN"')" """
+    )
+    # No network in the machine: pip takes the wheels from the disk (docs/systemd.md, "A server
+    # without internet access").
+    machine.run("printf '[global]\\nno-index = true\\nfind-links = /mnt/wheels\\n' > /etc/pip.conf")
+    for command in documented_install_commands():
+        # apt-get gets no -y: were a documented package missing from the image, it would ask and fail.
+        result = machine.ssh(f"cd /root/chatsys && {command}", timeout=INSTALL_BOUND)
+        assert result.returncode == 0, f"`{command}` failed in the VM:\n{result.stdout}\n{result.stderr}"
+    # docs/systemd.md: serve other machines (here, the host through its forwarded ports).
+    machine.run(
+        "sed -i -e 's/^HAPROXY_BIND=.*/HAPROXY_BIND=0.0.0.0/' "
+        "/etc/chatsys/chatsys.env && systemctl restart chatsys.target",
+        timeout=READY_BOUND,
+    )
+
+
+@pytest.fixture(scope="module")
+def machine(figures):
+    began = time.monotonic()
+    image = vm.cached_image()
+    prepared = time.monotonic()
+    scratch = vm.new_scratch()
+    machine = None
+    try:
+        accel, why = vm.choose_accelerator(image, scratch)
+        figures.add(
+            f"accelerator: {accel.upper()} ({why}); 2 vCPUs, 2 GiB; "
+            f"host load average {os.getloadavg()[0]:.1f} at the start"
+        )
+        figures.add(
+            f"image ({image.image.parent.name}): {'built' if image.built else 'cached'}, "
+            f"image and wheelhouse ready in {prepared - began:.0f} s"
+        )
+        payload = vm.make_payload(scratch, image.wheels, vm.host_ferretdb())
+        machine = vm.Machine(image, accel, payload, scratch).start()
+        machine.wait_for_ssh(SSH_BOUND)
+        ssh_at = time.monotonic()
+        install(machine)
+        installed_at = time.monotonic()
+        wait_all_ready(machine, "every service to answer /ready after the install")
+        ready_at = time.monotonic()
+        figures.add(
+            f"boot 1 (fresh machine): power-on -> SSH login {ssh_at - machine.powered_on:.0f} s; "
+            f"install as docs/systemd.md says {installed_at - ssh_at:.0f} s; "
+            f"power-on -> all services ready {ready_at - machine.powered_on:.0f} s"
+        )
+        yield machine
+    finally:
+        if machine is not None:
+            machine.close()
+        else:
+            shutil.rmtree(scratch, ignore_errors=True)
+        figures.add(
+            f"the boot test took {time.monotonic() - began:.0f} s in all; "
+            f"host load average {os.getloadavg()[0]:.1f} at the end"
+        )
+
+
+# --- what a user checks ----------------------------------------------------------------------
+
+
+def http_status(url: str, timeout: float = 3) -> int:
+    try:
+        return requests.get(url, timeout=timeout).status_code
+    except requests.RequestException:
+        return 0
+
+
+def inside_ready_statuses(machine: vm.Machine) -> dict[str, int]:
+    """/ready of each service behind HAProxy, asked inside the machine."""
+    probes = " ".join(
+        f"$(curl -s -o /dev/null -m 3 -w '%{{http_code}}' http://127.0.0.1:{port}/ready)" for port in INSIDE_PORTS
+    )
+    result = machine.ssh(f"echo {probes}", timeout=60)
+    codes = result.stdout.split() if result.returncode == 0 else []
+    return {f"inside:{port}": int(code) for port, code in zip(INSIDE_PORTS, codes, strict=False)} or {"inside": 0}
+
+
+def ready_statuses(machine: vm.Machine) -> dict[str, int]:
+    statuses = {name: http_status(machine.url(name) + "/ready") for name in SERVICES}
+    return {**statuses, **inside_ready_statuses(machine)} if set(statuses.values()) == {200} else statuses
+
+
+def all_ready() -> dict[str, int]:
+    return {**dict.fromkeys(SERVICES, 200), **{f"inside:{port}": 200 for port in INSIDE_PORTS}}
+
+
+def wait_all_ready(machine: vm.Machine, what: str, bound: float = READY_BOUND) -> None:
+    deadline = time.monotonic() + bound
+    while (statuses := ready_statuses(machine)) != all_ready():
+        machine.assert_running()
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {bound} s waiting for {what}: {statuses}\n{diagnostics(machine)}")
+        time.sleep(0.5)
+
+
+def diagnostics(machine: vm.Machine) -> str:
+    result = machine.ssh(f"systemctl --no-pager --failed; journalctl -b --no-pager -n 40 {LOGGED_UNITS}", timeout=60)
+    return result.stdout + result.stderr
+
+
+def unit_property(machine: vm.Machine, unit: str, name: str) -> str:
+    return machine.run(f"systemctl show -p {name} --value {unit}").strip()
+
+
+def haproxy_servers(machine: vm.Machine) -> dict[str, str]:
+    """HAProxy's view of each chat server, read inside with docs/systemd.md's command."""
+    result = machine.ssh(
+        """curl -s 'http://127.0.0.1:8404/stats;csv' | awk -F, '$1 == "chat_servers" {print $2, $18}'"""
+    )
+    return dict(line.split(" ", 1) for line in result.stdout.splitlines() if line.startswith("chat"))
+
+
+def database_answers(machine: vm.Machine) -> bool:
+    ping = (
+        "set -a && . /etc/chatsys/chatsys.env && /opt/chatsys/.venv/bin/python -c "
+        '\'import os, pymongo; print(pymongo.MongoClient(os.environ["MONGO_URI"], serverSelectionTimeoutMS=5000)'
+        '.admin.command("ping")["ok"])\''
+    )
+    return machine.ssh(ping, timeout=60).stdout.strip() == "1.0"
+
+
+def assert_everything_serves(machine: vm.Machine) -> None:
+    assert machine.run("systemctl is-enabled chatsys.target").strip() == "enabled"
+    units = machine.run("systemctl show -p Wants --value chatsys.target").split()
+    assert set(CHATSYS_UNITS) <= set(units), units
+    states = dict(
+        zip(units, machine.ssh(f"systemctl is-active chatsys.target {' '.join(units)}").stdout.split()[1:], strict=True)
+    )
+    assert states == dict.fromkeys(units, "active"), f"{states}\n{diagnostics(machine)}"
+    for name, instance in SERVICES.items():
+        health = requests.get(machine.url(name) + "/health", timeout=10)
+        assert health.status_code == 200 and health.json()["status"] == "ok", (name, health.text)
+        assert health.headers["X-Instance"].startswith(instance), (name, health.headers["X-Instance"])
+        ready = requests.get(machine.url(name) + "/ready", timeout=10)
+        assert ready.status_code == 200, (name, ready.text)
+    assert haproxy_servers(machine) == {"chat1": "UP", "chat2": "UP", "chat3": "UP"}
+    assert inside_ready_statuses(machine) == {f"inside:{port}": 200 for port in INSIDE_PORTS}
+    # Only HAProxy (and SSH) listen beyond loopback.
+    listening = machine.run("ss -Hltn | awk '{print $4}'").split()
+    exposed = {address.rsplit(":", 1)[1] for address in listening if not address.startswith(("127.", "[::1]"))}
+    assert exposed <= {"22", "4100", "4200", "5000"}, listening
+    assert database_answers(machine), f"the database does not answer a MongoDB ping\n{diagnostics(machine)}"
+
+
+# --- a user's chat, before and after the reboot ----------------------------------------------
+
+
+@dataclass
+class Conversation:
+    username: str
+    password: str
+    token: str
+    room: str
+    messages: list[dict]
+    profile: dict
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+def read_messages(machine: vm.Machine, conversation: Conversation) -> list[dict]:
+    answer = requests.get(
+        f"{machine.url('haproxy')}/rooms/{conversation.room}/messages",
+        params={"after": 0, "limit": 200},
+        headers=conversation.auth,
+        timeout=10,
+    )
+    assert answer.status_code == 200, answer.text
+    return [{key: message[key] for key in ("seq", "author", "text")} for message in answer.json()["messages"]]
+
+
+@pytest.fixture(scope="module")
+def conversation(machine) -> Conversation:
+    """Registered, logged in and posted through the forwarded ports, on the first boot."""
+    username, password = f"boot{uuid.uuid4().hex[:10]}", "before the reboot 1"
+    login, chat = machine.url("login"), machine.url("haproxy")
+    created = requests.post(f"{login}/users", json={"username": username, "password": password}, timeout=10)
+    assert created.status_code == 201, created.text
+    session = requests.post(f"{login}/login", json={"username": username, "password": password}, timeout=10)
+    assert session.status_code == 200, session.text
+    auth = {"Authorization": f"Bearer {session.json()['token']}"}
+    profile = requests.put(
+        f"{machine.url('profile')}/profiles/{username}",
+        headers=auth,
+        timeout=10,
+        json={"display_name": "Boot Tester", "bio": "written before the reboot"},
+    )
+    assert profile.status_code == 200, profile.text
+    room = f"reboot-{uuid.uuid4().hex[:8]}"
+    assert requests.post(f"{chat}/rooms", json={"name": room}, headers=auth, timeout=10).status_code == 201
+    messages = []
+    for number in range(1, 6):
+        posted = requests.post(
+            f"{chat}/rooms/{room}/messages",
+            json={"text": f"message {number} before the reboot"},
+            headers=auth,
+            timeout=10,
+        )
+        assert posted.status_code == 201, posted.text
+        messages.append({key: posted.json()[key] for key in ("seq", "author", "text")})
+    return Conversation(username, password, session.json()["token"], room, messages, profile.json())
+
+
+@pytest.fixture(scope="module")
+def rebooted(machine, conversation, figures) -> vm.Machine:
+    """`shutdown -r now` inside, then nothing but waiting until every service answers."""
+    assert machine.kernel_starts() == 1
+    asked = time.monotonic()
+    machine.ssh("shutdown -r now", timeout=60)  # the connection may drop before it answers
+    harness.wait_until(
+        lambda: machine.kernel_starts() >= 2 or machine.process.poll() is not None,
+        RESET_BOUND,
+        "the VM to start again after `shutdown -r now`",
+        interval=0.2,
+    )
+    machine.assert_running()
+    reset_at = time.monotonic()
+    wait_all_ready(machine, "every service to answer /ready after the reboot")
+    ready_at = time.monotonic()
+    machine.wait_for_ssh(SSH_BOUND)
+    units = " ".join(CHATSYS_UNITS)
+    active_at = (
+        max(
+            int(value)
+            for value in machine.run(f"systemctl show -p ActiveEnterTimestampMonotonic --value {units}").split()
+        )
+        / 1e6
+    )
+    startup = machine.run("systemd-analyze").splitlines()[0]
+    figures.add(
+        f"boot 2 (after `shutdown -r now`): command -> power-on {reset_at - asked:.0f} s; "
+        f"power-on -> all services ready {ready_at - reset_at:.0f} s; inside: every chatsys unit "
+        f"active {active_at:.0f} s after the kernel started ({startup.strip()})"
+    )
+    return machine
+
+
+# --- first boot ------------------------------------------------------------------------------
+
+
+def test_first_boot_runs_every_unit_of_chatsys_target_and_each_answers(machine):
+    assert_everything_serves(machine)
+
+
+def test_first_boot_a_user_registers_logs_in_and_chats(machine, conversation):
+    assert read_messages(machine, conversation) == conversation.messages
+    assert [message["seq"] for message in conversation.messages] == [1, 2, 3, 4, 5]
+
+
+# --- after `shutdown -r now` -----------------------------------------------------------------
+
+
+def test_after_shutdown_r_now_everything_is_back_with_no_command_typed(rebooted):
+    assert rebooted.kernel_starts() == 2
+    assert_everything_serves(rebooted)
+
+
+def test_token_profile_and_every_message_survive_the_reboot_in_order(rebooted, conversation):
+    # Tokens live in the database (as hashes), so one issued before the reboot is still valid.
+    validated = requests.get(f"{rebooted.url('login')}/validate", headers=conversation.auth, timeout=10)
+    assert validated.status_code == 200 and validated.json()["username"] == conversation.username, validated.text
+    profile = requests.get(
+        f"{rebooted.url('profile')}/profiles/{conversation.username}", headers=conversation.auth, timeout=10
+    )
+    assert profile.status_code == 200 and profile.json() == conversation.profile, profile.text
+    assert read_messages(rebooted, conversation) == conversation.messages
+    session = requests.post(
+        f"{rebooted.url('login')}/login",
+        timeout=10,
+        json={"username": conversation.username, "password": conversation.password},
+    )
+    assert session.status_code == 200, session.text
+
+
+# --- faults a user will meet -----------------------------------------------------------------
+
+
+def test_killed_chat_server_is_restarted_by_systemd_and_haproxy_sees_it_up(rebooted, figures):
+    unit = "chat@4001.service"
+    pid, restarts = unit_property(rebooted, unit, "MainPID"), int(unit_property(rebooted, unit, "NRestarts"))
+    killed = time.monotonic()
+    rebooted.run("systemctl kill -s KILL chat@4001")
+
+    def restarted() -> bool:
+        state = rebooted.run(f"systemctl show -p ActiveState,MainPID {unit}")
+        return "ActiveState=active" in state and f"MainPID={pid}\n" not in state and "MainPID=0\n" not in state
+
+    harness.wait_until(restarted, 120, "systemd to restart chat@4001 after SIGKILL", interval=1)
+    assert int(unit_property(rebooted, unit, "NRestarts")) == restarts + 1
+    back = time.monotonic()
+    harness.wait_until(
+        lambda: haproxy_servers(rebooted).get("chat2") == "UP",
+        60,
+        "HAProxy to see chat2 (port 4001) up again",
+        interval=0.5,
+    )
+    seen = time.monotonic()
+    assert inside_ready_statuses(rebooted)["inside:4001"] == 200
+    figures.add(
+        f"chat@4001 killed with SIGKILL: running again after {back - killed:.0f} s, "
+        f"UP in HAProxy after {seen - killed:.0f} s"
+    )
+
+
+def test_stopped_database_gives_503_and_services_recover_when_it_is_back(rebooted, conversation, figures):
+    stopped = time.monotonic()
+    rebooted.run("systemctl stop chatsys-ferretdb")
+    try:
+        harness.wait_until(
+            lambda: set(ready_statuses(rebooted).values()) == {503},
+            60,
+            "every service to answer 503 on /ready with the database stopped",
+            interval=0.5,
+        )
+        # Up but not ready: /health does not depend on the database, real requests do.
+        assert http_status(rebooted.url("login") + "/health") == 200
+        session = requests.post(
+            f"{rebooted.url('login')}/login",
+            timeout=30,
+            json={"username": conversation.username, "password": conversation.password},
+        )
+        assert session.status_code == 503 and "Retry-After" in session.headers, session.text
+        read = requests.get(
+            f"{rebooted.url('haproxy')}/rooms/{conversation.room}/messages", timeout=30, headers=conversation.auth
+        )
+        assert read.status_code == 503, read.text
+    finally:
+        restarted = time.monotonic()
+        rebooted.run("systemctl start chatsys-ferretdb")
+    wait_all_ready(rebooted, "every service to be ready again once the database is back", bound=120)
+    harness.wait_until(
+        lambda: set(haproxy_servers(rebooted).values()) == {"UP"},
+        60,
+        "HAProxy to see every chat server up again",
+        interval=0.5,
+    )
+    recovered = time.monotonic()
+    posted = requests.post(
+        f"{rebooted.url('haproxy')}/rooms/{conversation.room}/messages",
+        headers=conversation.auth,
+        json={"text": "after the database came back"},
+        timeout=10,
+    )
+    assert posted.status_code == 201 and posted.json()["seq"] == len(conversation.messages) + 1, posted.text
+    assert read_messages(rebooted, conversation)[: len(conversation.messages)] == conversation.messages
+    figures.add(
+        f"database stopped: all 503 within {restarted - stopped:.0f} s; "
+        f"all ready {recovered - restarted:.0f} s after it started again"
+    )
+
+
+def test_database_that_crashes_on_every_start_is_left_failed_and_recovers_after_reset_failed(rebooted, figures):
+    unit = "chatsys-ferretdb.service"
+    # Another program holds the database's port: every start of FerretDB fails at once.
+    rebooted.run(f"systemctl stop {unit} && systemctl reset-failed {unit}")
+    cursor = rebooted.run(f"journalctl -u {unit} -n 0 --show-cursor --no-pager").split("cursor:")[-1].strip()
+    rebooted.run("systemd-run --unit=port-squatter python3 -m http.server --bind 127.0.0.1 27017")
+    try:
+        harness.wait_until(
+            lambda: rebooted.ssh("curl -s -o /dev/null 127.0.0.1:27017").returncode == 0,
+            60,
+            "the other program to listen on 27017",
+            interval=0.5,
+        )
+        began = time.monotonic()
+        rebooted.run(f"systemctl start --no-block {unit}")
+        harness.wait_until(
+            lambda: unit_property(rebooted, unit, "ActiveState") == "failed", 180, f"{unit} to end failed", interval=1
+        )
+        gave_up = time.monotonic()
+        time.sleep(6)  # three RestartSec= periods: it stays failed, no further attempt
+        assert unit_property(rebooted, unit, "ActiveState") == "failed"
+        journal = rebooted.run(f"journalctl -u {unit} --no-pager --after-cursor='{cursor}'")
+        # docs/systemd.md: one that fails 5 times within 2 minutes is left failed.
+        assert journal.count("Main process exited") == 5, journal
+        assert "Start request repeated too quickly" in journal, journal
+    finally:
+        rebooted.run("systemctl stop port-squatter")
+    # docs/systemd.md: see the journal, then `systemctl reset-failed` and start it again.
+    rebooted.run(f"systemctl reset-failed {unit} && systemctl start {unit}")
+    wait_all_ready(rebooted, "every service to be ready again after reset-failed and start", bound=120)
+    figures.add(
+        f"database crashing on every start: left failed after {gave_up - began:.0f} s (5 failures); "
+        "reset-failed and start bring everything back"
+    )

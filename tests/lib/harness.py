@@ -1,0 +1,399 @@
+"""Real processes for the tests and the benchmarks: FerretDB, gunicorn services and HAProxy on free ports.
+
+Everything started here is stopped at the end of the session, even when a test fails.
+The same helpers serve the benchmarks under tools/.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+from scripts.lib import haproxy_stats
+
+ROOT = Path(__file__).resolve().parents[2]
+VENV_BIN = Path(sys.executable).parent
+
+
+def require_tool(name: str, *fallbacks: str) -> str:
+    """The path of a tool scripts/setup.sh installs; its absence fails the test (a skip
+    would let a missing install step pass unnoticed)."""
+    import pytest
+
+    found = shutil.which(name) or next((path for path in fallbacks if Path(path).exists()), None)
+    if found is None:
+        pytest.fail(f"{name} is not installed; scripts/setup.sh installs it")
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def free_port_block(size: int, low: int = 20000, high: int = 30000) -> int:
+    """The first of `size` consecutive free loopback ports between `low` and `high`, below
+    the ephemeral range where free_port's come from: for a stack whose ports are laid out
+    at fixed offsets (scripts/start.sh's METRICS_PORT_OFFSET)."""
+    for _ in range(200):
+        base = random.randrange(low, high - size)
+        probes: list[socket.socket] = []
+        try:
+            for port in range(base, base + size):
+                probe = socket.socket()
+                probes.append(probe)
+                probe.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for probe in probes:
+                probe.close()
+    raise RuntimeError(f"no {size} consecutive free ports between {low} and {high}")
+
+
+def wait_until(predicate, timeout: float, what: str, interval: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+def http_ok(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=1).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+@dataclass
+class Process:
+    """One child process in its own session (so signals reach it and only it)."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    log_path: Path
+    cwd: Path = ROOT
+    popen: subprocess.Popen | None = None
+
+    def start(self) -> Process:
+        if self.running:
+            return self
+        log = open(self.log_path, "ab")
+        self.popen = subprocess.Popen(
+            self.argv,
+            env=self.env,
+            cwd=self.cwd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        log.close()
+        return self
+
+    @property
+    def pid(self) -> int:
+        """The started process's id (its group's too: it leads its own session)."""
+        if self.popen is None:
+            raise RuntimeError(f"{self.name} was never started")
+        return self.popen.pid
+
+    @property
+    def running(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def signal(self, signum: int) -> None:
+        if self.popen is not None and self.popen.poll() is None:
+            os.killpg(self.popen.pid, signum)
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group: the crash of a host, not a clean stop."""
+        if self.popen is not None:
+            try:
+                os.killpg(self.popen.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.popen.wait(10)
+
+    def stop(self, timeout: float = 10) -> None:
+        if self.popen is None or not self.running:
+            return
+        self.signal(signal.SIGCONT)
+        self.signal(signal.SIGTERM)
+        try:
+            self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+class ProcessGroup:
+    """Owns every process of a test session and a scratch folder for their files."""
+
+    def __init__(self, prefix: str = "chatsys-test-"):
+        self.dir = Path(tempfile.mkdtemp(prefix=prefix))
+        self.processes: list[Process] = []
+
+    def spawn(self, name: str, argv: list[str], env: dict[str, str], cwd: Path = ROOT) -> Process:
+        full_env = {**os.environ, **env}
+        process = Process(name, argv, full_env, self.dir / f"{name}.log", cwd).start()
+        self.processes.append(process)
+        return process
+
+    def close(self) -> None:
+        for process in reversed(self.processes):
+            process.stop(timeout=5)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def ferretdb_binary() -> Path:
+    """The patched FerretDB build; scripts/ferretdb.sh builds it once and names it."""
+    path = subprocess.run(
+        [str(ROOT / "scripts" / "ferretdb.sh"), "path"], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    return Path(path)
+
+
+@dataclass
+class Database:
+    process: Process
+    port: int
+    name: str = "chatsys_test"
+
+    @property
+    def uri(self) -> str:
+        return f"mongodb://127.0.0.1:{self.port}/{self.name}"
+
+    def stop(self) -> None:
+        self.process.stop()
+        wait_until(lambda: not port_open(self.port), 10, "FerretDB to stop")
+
+    def start(self) -> None:
+        self.process.start()
+        wait_until(lambda: port_open(self.port), 30, "FerretDB to listen")
+
+
+def start_ferretdb(group: ProcessGroup, name: str = "ferretdb", debug_port: int | None = None) -> Database:
+    """FerretDB on free ports; with `debug_port`, its metrics answer on that port."""
+    port = free_port()
+    data = group.dir / name
+    (data / "data").mkdir(parents=True)
+    (data / "state").mkdir()
+    debug_addr = f"127.0.0.1:{debug_port}" if debug_port else "-"
+    argv = [
+        str(ferretdb_binary()),
+        "--handler=sqlite",
+        f"--sqlite-url=file:{data}/data/",
+        f"--state-dir={data}/state",
+        f"--listen-addr=127.0.0.1:{port}",
+        f"--debug-addr={debug_addr}",
+        "--telemetry=disable",
+        "--log-level=warn",
+    ]
+    database = Database(group.spawn(name, argv, {}), port)
+    wait_until(lambda: port_open(port), 30, "FerretDB to listen")
+    return database
+
+
+def gunicorn_argv(module: str) -> list[str]:
+    """The command line the scripts, systemd units and containers all use."""
+    return [str(VENV_BIN / "gunicorn"), "-c", "conf/gunicorn.conf.py", module]
+
+
+@dataclass
+class Service:
+    process: Process
+    port: int
+    service: str
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30) -> Service:
+        self.process.start()
+        self.wait_ready(timeout)
+        return self
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        try:
+            wait_until(lambda: http_ok(self.url + "/health"), timeout, f"{self.service}@{self.port}")
+        except TimeoutError:
+            raise TimeoutError(f"{self.service}@{self.port} did not start:\n{self.process.log_tail()}") from None
+
+    def stop(self) -> None:
+        self.process.stop()
+
+    def kill(self) -> None:
+        self.process.kill()
+
+
+def start_service(group: ProcessGroup, service: str, env: dict[str, str], port: int | None = None) -> Service:
+    port = port or free_port()
+    settings = {"PORT": str(port), "GUNICORN_WORKERS": "1", "GUNICORN_THREADS": "8", **env}
+    process = group.spawn(f"{service}-{port}", gunicorn_argv(f"{service}_service.wsgi:app"), settings)
+    return Service(process, port, service).start()
+
+
+@dataclass
+class LoadBalancer:
+    process: Process
+    port: int
+    stats_port: int
+    socket_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+    login_port: int = 0
+    profile_port: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def login_url(self) -> str:
+        return f"http://127.0.0.1:{self.login_port}"
+
+    @property
+    def profile_url(self) -> str:
+        return f"http://127.0.0.1:{self.profile_port}"
+
+    def command(self, line: str) -> str:
+        with socket.socket(socket.AF_UNIX) as runtime:
+            runtime.settimeout(5)
+            runtime.connect(str(self.socket_path))
+            runtime.sendall(line.encode() + b"\n")
+            chunks = []
+            while chunk := runtime.recv(65536):
+                chunks.append(chunk)
+        return b"".join(chunks).decode()
+
+    def server_states(self, backend: str = "chat_servers") -> dict[str, str]:
+        return haproxy_stats.server_states(self.command("show stat"), backend)
+
+    def serving_pid(self) -> int | None:
+        """The process that answers the runtime socket (the worker, in master-worker mode);
+        None while the socket is being handed over."""
+        try:
+            found = re.search(r"^Pid: (\d+)$", self.command("show info"), re.MULTILINE)
+        except OSError:
+            return None
+        return int(found.group(1)) if found else None
+
+    def can_hand_over_tables(self) -> bool:
+        """Whether the serving process would hand its rate tables to a successor: it does once
+        it has learnt its own (from its predecessor, or for 5 s after a cold start when none
+        came), flag PEERS_F_RESYNC_REMOTE (0x2) of its peers section. With no such section
+        (a configuration without peers) it hands nothing over, and there is nothing to wait for."""
+        try:
+            peers = self.command("show peers")
+        except OSError:
+            return False
+        found = re.search(r" id=edge_tables .*?flags=0x([0-9a-f]+)", peers)
+        return found is None or int(found.group(1), 16) & 0x2 != 0
+
+    def reload(self) -> None:
+        """A master-worker reload as `systemctl reload haproxy` makes it (SIGUSR2 to the
+        master, which starts a new worker and lets the old one finish; needs
+        `start_haproxy(master_worker=True)`), once the serving process can hand its tables
+        over. Returns once the new worker answers and the old one has left."""
+        assert self.process.popen is not None
+        wait_until(self.can_hand_over_tables, 30, "HAProxy to be ready to hand its tables over")
+        old = self.serving_pid()
+        os.kill(self.process.popen.pid, signal.SIGUSR2)
+        wait_until(lambda: self.serving_pid() not in (None, old), 30, "a new HAProxy worker")
+        wait_until(lambda: old is None or not pid_exists(old), 30, "the old HAProxy worker to leave")
+
+
+def pid_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+# The edge limits of conf/haproxy/haproxy.cfg, lifted for test stacks, whose clients all
+# come from 127.0.0.1 and register hundreds of users; the tests of the limits set them.
+UNLIMITED_EDGE = {
+    "HAPROXY_AUTH_RATE": "1000000",
+    "HAPROXY_POST_RATE": "1000000",
+    "HAPROXY_ROOM_RATE": "1000000",
+    "HAPROXY_ROOMS_PER_ADDRESS": "1000000",
+}
+
+
+def start_haproxy(
+    group: ProcessGroup,
+    chat_ports: list[int],
+    extra_env: dict[str, str] | None = None,
+    login: Service | None = None,
+    profile: Service | None = None,
+    master_worker: bool = False,
+) -> LoadBalancer:
+    """HAProxy in front of the chat servers and, when given, the login and profile services,
+    on free ports, with the edge limits lifted unless `extra_env` sets them; `master_worker`:
+    a master and its worker, as systemd and the Docker image run it, so it can `reload()`."""
+    port, stats_port, login_port, profile_port = free_port(), free_port(), free_port(), free_port()
+    socket_path = group.dir / f"haproxy-{port}.sock"
+    env = {
+        "HAPROXY_BIND": "127.0.0.1",
+        "HAPROXY_PORT": str(port),
+        "HAPROXY_STATS_BIND": "127.0.0.1",
+        "HAPROXY_STATS_PORT": str(stats_port),
+        "HAPROXY_RUNTIME_SOCKET": str(socket_path),
+        "HAPROXY_LOGIN_PORT": str(login_port),
+        "HAPROXY_PROFILE_PORT": str(profile_port),
+        "HAPROXY_PEER_PORT": str(free_port()),
+        **UNLIMITED_EDGE,
+    }
+    for index, chat_port in enumerate(chat_ports, start=1):
+        env[f"CHAT_SERVER_{index}"] = f"127.0.0.1:{chat_port}"
+    if login is not None:
+        env["LOGIN_SERVER"] = f"127.0.0.1:{login.port}"
+    if profile is not None:
+        env["PROFILE_SERVER"] = f"127.0.0.1:{profile.port}"
+    env.update(extra_env or {})
+    haproxy = shutil.which("haproxy") or "/usr/sbin/haproxy"
+    mode = ["-W"] if master_worker else []
+    argv = [haproxy, *mode, "-db", "-f", str(ROOT / "conf/haproxy/haproxy.cfg")]
+    process = group.spawn(f"haproxy-{port}", argv, env)
+    balancer = LoadBalancer(process, port, stats_port, socket_path, env, login_port, profile_port)
+    wait_until(lambda: port_open(port) and socket_path.exists(), 10, "HAProxy to listen")
+    for name, service in (("login", login), ("profile", profile)):
+        if service is not None:
+            wait_until(
+                lambda name=name: balancer.server_states(name).get(name) == "UP", 15, f"HAProxy to see {name} up"
+            )
+    return balancer

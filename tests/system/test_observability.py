@@ -1,0 +1,402 @@
+"""Observability (docs/observability.md): metrics, request ids, JSON log lines, Prometheus.
+
+The process-level tests run the stack as `make run` does (scripts/start.sh, then
+scripts/stop.sh), on ports of their own: FerretDB, login, profile, three chat servers of
+two workers each, HAProxy, Prometheus and the node exporter. The fast ones build the apps
+in-process.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+import pytest
+import requests
+from prometheus_client import REGISTRY
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import register_and_login, unique_name
+from tests.lib import harness
+from tests.lib.contract import assert_problem
+from tests.lib.fast import fresh_database_uri
+from tools.loadtest import search, timeline
+
+ROOT = harness.ROOT
+MESSAGES_ROUTE = "/rooms/<room>/messages"
+# Where the ports of the stack sit in its block (METRICS_PORT_OFFSET puts each service's
+# metrics 10 above its port).
+LAYOUT = dict(
+    HAPROXY_PORT=0,
+    LOGIN_PORT=1,
+    PROFILE_PORT=2,
+    HAPROXY_STATS_PORT=3,
+    LOGIN_SERVICE_PORT=4,
+    PROFILE_SERVICE_PORT=5,
+    MONGO_PORT=9,
+    FERRETDB_METRICS_PORT=19,
+    NODE_EXPORTER_PORT=20,
+    PROMETHEUS_PORT=21,
+)
+CHAT_OFFSETS = (6, 7, 8)
+METRICS_OFFSET = 10
+BLOCK = 22
+
+
+# --- the fast layer: request ids, problem bodies, refusals, in-process ------------------------
+
+
+@pytest.fixture
+def login_app(apps, database):
+    return apps.login(fresh_database_uri(database, "observability"), login_max_failures=2)
+
+
+@pytest.mark.fast
+def test_the_request_id_haproxy_sent_comes_back_in_the_answer_and_the_problem_body(login_app):
+    answer = login_app.test_client().post("/login", json={"username": 5}, headers={"X-Request-ID": "7F000001:AB_1"})
+    body = answer.get_json()
+    assert answer.status_code == 400
+    assert answer.headers["X-Request-ID"] == body["request_id"] == "7F000001:AB_1"
+
+
+@pytest.mark.fast
+def test_a_malformed_request_id_is_replaced_not_logged(login_app):
+    answer = login_app.test_client().get("/validate", headers={"X-Request-ID": 'x" injected\\nline'})
+    request_id = answer.headers["X-Request-ID"]
+    assert len(request_id) == 32 and int(request_id, 16) >= 0
+    assert answer.get_json()["request_id"] == request_id
+
+
+@pytest.mark.fast
+def test_a_refused_login_names_its_limit_in_the_metrics_and_the_log_line(login_app, caplog):
+    client = login_app.test_client()
+    username = unique_name()
+    client.post("/users", json={"username": username, "password": "correct horse 1"})
+    before = REGISTRY.get_sample_value("chatsys_refusals_total", {"limit": "LOGIN_MAX_FAILURES"}) or 0.0
+    with caplog.at_level(logging.INFO, logger="chatsys.access"):
+        answers = [client.post("/login", json={"username": username, "password": "wrong password"}) for _ in range(3)]
+    assert [answer.status_code for answer in answers] == [401, 401, 429]
+    assert REGISTRY.get_sample_value("chatsys_refusals_total", {"limit": "LOGIN_MAX_FAILURES"}) == before + 1
+    refused = [record for record in caplog.records if getattr(record, "status", None) == 429]
+    assert len(refused) == 1
+    assert refused[0].limit == "LOGIN_MAX_FAILURES"
+    assert refused[0].request_id == answers[2].headers["X-Request-ID"]
+    assert refused[0].route == "/login" and not hasattr(refused[0], "token")
+
+
+# --- the stack of `make run` ------------------------------------------------------------------
+
+
+@dataclass
+class Running:
+    env: dict[str, str]
+    var: Path
+
+    def port(self, name: str) -> int:
+        return int(self.env[name])
+
+    @property
+    def chat_ports(self) -> list[int]:
+        return [int(port) for port in self.env["CHAT_PORTS"].split()]
+
+    @property
+    def entry(self) -> str:
+        return f"http://127.0.0.1:{self.port('HAPROXY_PORT')}"
+
+    @property
+    def login(self) -> str:
+        return f"http://127.0.0.1:{self.port('LOGIN_PORT')}"
+
+    def metrics(self, port: int) -> dict[tuple[str, tuple], float]:
+        """The samples a service's metrics listener serves, by name and labels."""
+        text = requests.get(f"http://127.0.0.1:{port + METRICS_OFFSET}/metrics", timeout=10).text
+        return {
+            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+        }
+
+    def chat_total(self, name: str, **labels: str) -> float:
+        wanted = tuple(sorted(labels.items()))
+        return sum(self.metrics(port).get((name, wanted), 0.0) for port in self.chat_ports)
+
+    def workers(self, service_port: int, name: str = "chat") -> list[int]:
+        master = int((self.var / "run" / f"{name}-{service_port}.pid").read_text())
+        return [child.pid for child in psutil.Process(master).children() if child.status() != psutil.STATUS_ZOMBIE]
+
+    def prometheus(self, query: str) -> list[dict]:
+        answer = requests.get(
+            f"http://127.0.0.1:{self.port('PROMETHEUS_PORT')}/api/v1/query", params={"query": query}, timeout=10
+        )
+        return answer.json()["data"]["result"]
+
+    def log_lines(self, pattern: str) -> Iterator[dict]:
+        for path in sorted((self.var / "log").glob(pattern)):
+            for line in path.read_text(errors="replace").splitlines():
+                if line.startswith("{"):
+                    yield json.loads(line)
+
+
+@pytest.fixture(scope="module")
+def running(tmp_path_factory) -> Iterator[Running]:
+    harness.require_tool("prometheus")
+    harness.require_tool("prometheus-node-exporter")
+    base = harness.free_port_block(BLOCK)
+    var = tmp_path_factory.mktemp("observability-var")
+    env = {name: str(base + offset) for name, offset in LAYOUT.items()}
+    env.update(
+        CHATSYS_VAR=str(var),
+        CHAT_PORTS=" ".join(str(base + offset) for offset in CHAT_OFFSETS),
+        METRICS_PORT_OFFSET=str(METRICS_OFFSET),
+        GUNICORN_WORKERS="2",
+        ROOMS_PER_USER="1",  # the second room of a user is refused by the chat server (429)
+        LOG_MAX_BYTES="40000",  # small, so that the rotation test rotates a file
+        **harness.UNLIMITED_EDGE,
+    )
+    full_env = {**os.environ, **env}
+    full_env.pop("MONGO_URI", None)
+    full_env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    try:
+        started = subprocess.run(
+            [str(ROOT / "scripts/start.sh")], env=full_env, capture_output=True, text=True, timeout=180
+        )
+        assert started.returncode == 0, started.stderr + started.stdout
+        yield Running(env, var)
+    finally:
+        subprocess.run([str(ROOT / "scripts/stop.sh")], env=full_env, capture_output=True, timeout=120)
+
+
+@pytest.mark.local
+@pytest.mark.chat
+def test_requests_to_a_route_move_its_histogram_by_exactly_their_number_across_workers_servers_and_restarts(running):
+    user = register_and_login(running.login)
+    room = unique_name("r")
+    assert (
+        requests.post(f"{running.entry}/rooms", json={"name": room}, headers=user.auth, timeout=10).status_code == 201
+    )
+    labels = {"route": MESSAGES_ROUTE, "method": "GET", "status": "200"}
+    count = "chatsys_http_request_duration_seconds_count"
+    before = running.chat_total(count, **labels)
+
+    def read(times: int) -> None:
+        with requests.Session() as session:
+            for _ in range(times):
+                answer = session.get(f"{running.entry}/rooms/{room}/messages", headers=user.auth, timeout=10)
+                assert answer.status_code == 200, answer.text
+
+    read(40)
+    # A worker dies (as on a crash or a timeout); gunicorn starts another. What it counted stays.
+    server = running.chat_ports[0]
+    victim = running.workers(server)[0]
+    os.kill(victim, signal.SIGKILL)
+    harness.wait_until(
+        lambda: victim not in running.workers(server) and len(running.workers(server)) == 2,
+        30,
+        "gunicorn to replace the killed worker",
+    )
+    harness.wait_until(lambda: harness.http_ok(f"http://127.0.0.1:{server}/ready"), 30, "the chat server ready")
+    read(30)
+    after = running.chat_total(count, **labels)
+    per_server = {
+        port: running.metrics(port).get((count, tuple(sorted(labels.items()))), 0.0) for port in running.chat_ports
+    }
+    assert after - before == 70, per_server
+    assert running.metrics(server)[("chatsys_workers", ())] == 2
+    assert running.metrics(server)[("chatsys_http_requests_in_flight", ())] == 0
+
+
+@pytest.mark.local
+@pytest.mark.chat
+def test_a_refused_request_has_one_id_in_its_answer_its_body_and_the_service_log(running):
+    user = register_and_login(running.login)
+    refusals = running.chat_total("chatsys_refusals_total", limit="ROOMS_PER_USER")
+    first = requests.post(f"{running.entry}/rooms", json={"name": unique_name("r")}, headers=user.auth, timeout=10)
+    assert first.status_code == 201
+    # A client's own X-Request-ID is replaced: it is not one of HAPROXY_TRUSTED_PROXIES.
+    refused = requests.post(
+        f"{running.entry}/rooms",
+        json={"name": unique_name("r")},
+        headers={**user.auth, "X-Request-ID": "chosen-by-the-client"},
+        timeout=10,
+    )
+    body = assert_problem(refused, 429)
+    request_id = refused.headers["X-Request-ID"]
+    assert request_id == body["request_id"] != "chosen-by-the-client"
+
+    def logged() -> list[dict]:
+        return [line for line in running.log_lines("chat-*.log*") if line.get("request_id") == request_id]
+
+    lines = harness.wait_until(logged, 15, "the refused request's line in a chat server's log")
+    assert len(lines) == 1
+    line = lines[0]
+    assert line["status"] == 429 and line["limit"] == "ROOMS_PER_USER" and line["user"] == user.username
+    assert line["route"] == "/rooms" and line["server"].startswith("chat@")
+    assert user.token not in json.dumps(line)
+    assert running.chat_total("chatsys_refusals_total", limit="ROOMS_PER_USER") == refusals + 1
+    # HAProxy's own refusals carry an id too, and its request log (one line per request)
+    # names both ids.
+    too_large = requests.post(f"{running.entry}/rooms", data=b"x" * 40000, headers=user.auth, timeout=10)
+    assert too_large.status_code == 413 and too_large.headers["X-Request-ID"]
+
+    def in_haproxy_log(wanted: str) -> list[str]:
+        text = (running.var / "log" / "haproxy.log").read_text(errors="replace")
+        return [line for line in text.splitlines() if f"request_id={wanted} " in line]
+
+    served = harness.wait_until(lambda: in_haproxy_log(request_id), 15, "the refused request's line in HAProxy's log")
+    assert " 429 " in served[0] and "POST /rooms " in served[0]
+    refusal = harness.wait_until(
+        lambda: in_haproxy_log(too_large.headers["X-Request-ID"]), 15, "HAProxy's refusal in its log"
+    )
+    assert " 413 " in refusal[0]
+
+
+@pytest.mark.local
+def test_metrics_are_served_on_loopback_only_and_never_through_haproxy(running):
+    answer = requests.get(f"{running.entry}/metrics", timeout=10)
+    assert answer.status_code == 404 and "chatsys_" not in answer.text
+    listening = {
+        connection.laddr.port: connection.laddr.ip
+        for connection in psutil.net_connections(kind="tcp")
+        if connection.status == psutil.CONN_LISTEN
+    }
+    for port in [*running.chat_ports, running.port("LOGIN_SERVICE_PORT"), running.port("PROFILE_SERVICE_PORT")]:
+        assert listening[port + METRICS_OFFSET] == "127.0.0.1"
+    for name in ("FERRETDB_METRICS_PORT", "NODE_EXPORTER_PORT", "PROMETHEUS_PORT"):
+        assert listening[running.port(name)] == "127.0.0.1", name
+    stats = requests.get(f"http://127.0.0.1:{running.port('HAPROXY_STATS_PORT')}/", allow_redirects=False, timeout=10)
+    assert stats.status_code == 302 and stats.headers["Location"] == "/stats"
+
+
+@pytest.mark.local
+def test_prometheus_reports_every_target_up_and_the_recording_rules(running):
+    expected = {"prometheus": 1, "haproxy": 1, "services": 5, "ferretdb": 1, "node": 1}
+
+    def all_up() -> bool:
+        answer = requests.get(
+            f"http://127.0.0.1:{running.port('PROMETHEUS_PORT')}/api/v1/targets", params={"state": "active"}, timeout=10
+        ).json()
+        targets = answer["data"]["activeTargets"]
+        jobs: dict[str, int] = {}
+        for target in targets:
+            if target["health"] == "up":
+                jobs[target["labels"]["job"]] = jobs.get(target["labels"]["job"], 0) + 1
+        return jobs == expected and len(targets) == sum(expected.values())
+
+    harness.wait_until(all_up, 60, "Prometheus to see every target up", interval=1)
+    servers = {f"chat@{port}" for port in running.chat_ports} | {
+        f"login@{running.port('LOGIN_SERVICE_PORT')}",
+        f"profile@{running.port('PROFILE_SERVICE_PORT')}",
+    }
+    assert {sample["metric"]["server"] for sample in running.prometheus("up{job='services'}")} == servers
+
+    def rules_answer() -> bool:
+        requests.get(f"{running.login}/health", timeout=10)
+        return bool(running.prometheus("server:chatsys_requests:rate1m{service='login'} > 0")) and bool(
+            running.prometheus("server:chatsys_request_duration_seconds:p99_1m{service='login'}")
+        )
+
+    harness.wait_until(rules_answer, 60, "the recording rules to give login's rate and p99", interval=1)
+
+
+@pytest.mark.local
+def test_status_shows_every_process_ready_and_the_last_minute(running):
+    full_env = {**os.environ, **running.env}
+    shown = subprocess.run(
+        [str(ROOT / "scripts/status.sh")], env=full_env, capture_output=True, text=True, timeout=60
+    ).stdout
+    rows = {line.split()[0]: line.split() for line in shown.splitlines() if line and not line.startswith(" ")}
+    for name in [f"chat@{port}" for port in running.chat_ports] + ["ferretdb", "haproxy", "prometheus"]:
+        assert rows[name][-1] == "200", shown
+    assert "HAProxy's view of each server:" in shown and "Last minute" in shown
+
+
+@pytest.mark.local
+def test_a_service_log_file_is_rotated_and_written_on_after(running):
+    server = running.chat_ports[2]
+    log = running.var / "log" / f"chat-{server}.log"
+    with requests.Session() as session:
+        # Unauthenticated reads: logged, cheap; about 300 bytes a line.
+        for _ in range(200):
+            session.get(f"http://127.0.0.1:{server}/rooms", timeout=10)
+    harness.wait_until(lambda: log.with_name(log.name + ".1").exists(), 30, "the log file to be rotated")
+    marker = f"after-rotation-{unique_name()}"
+    requests.get(f"http://127.0.0.1:{server}/rooms", headers={"X-Request-ID": marker}, timeout=10)
+    harness.wait_until(lambda: marker in log.read_text(), 15, "the workers to write to the new file")
+
+
+@pytest.mark.local
+@pytest.mark.chat
+def test_haproxy_keeps_the_request_id_of_a_trusted_proxy_only_when_well_formed(running, processes):
+    balancer = harness.start_haproxy(
+        processes, running.chat_ports, extra_env={"HAPROXY_TRUSTED_PROXIES": "10.9.0.0/16 127.0.0.1"}
+    )
+    harness.wait_until(
+        lambda: list(balancer.server_states().values()).count("UP") == 3, 15, "HAProxy to see the chat servers up"
+    )
+    kept = requests.get(f"{balancer.url}/rooms", headers={"X-Request-ID": "edge-42.a:b_c"}, timeout=10)
+    assert kept.status_code == 401 and kept.headers["X-Request-ID"] == "edge-42.a:b_c"
+    assert assert_problem(kept, 401)["request_id"] == "edge-42.a:b_c"
+    harness.wait_until(
+        lambda: any(line.get("request_id") == "edge-42.a:b_c" for line in running.log_lines("chat-*.log*")),
+        15,
+        "the kept id in a chat server's log",
+    )
+    malformed = requests.get(f"{balancer.url}/rooms", headers={"X-Request-ID": "has spaces in it"}, timeout=10)
+    assert malformed.headers["X-Request-ID"] not in ("", "has spaces in it")
+
+
+@pytest.mark.local
+@pytest.mark.chat
+def test_the_timeline_records_each_chat_server_over_a_run_and_the_report_shows_it(running, tmp_path):
+    user = register_and_login(running.login)
+    room = unique_name("r")
+    assert (
+        requests.post(f"{running.entry}/rooms", json={"name": room}, headers=user.auth, timeout=10).status_code == 201
+    )
+    prometheus = f"http://127.0.0.1:{running.port('PROMETHEUS_PORT')}"
+
+    def reads(count: int) -> None:
+        with requests.Session() as session:
+            for _ in range(count):  # HAProxy spreads them over the three chat servers
+                assert session.get(f"{running.entry}/rooms/{room}/messages", headers=user.auth, timeout=10).ok
+
+    # rate() counts increases between scrapes: each server's series must exist before the run.
+    reads(30)
+    timeline.wait_scraped(prometheus, time.time())
+    started = time.time()
+    reads(90)
+    ended = time.time()
+    columns = [*search.RUNS_COLUMNS]
+    row = dict.fromkeys(columns, "")
+    row.update(series="servers-3", servers="3", phase="grow", dir="x", status="ok", workload="hot")
+    row.update(started=f"{started:.1f}", ended=f"{ended:.1f}")
+    with open(tmp_path / "runs.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, columns)
+        writer.writeheader()
+        writer.writerow(row)
+    assert timeline.span(tmp_path) == (round(started, 1), round(ended, 1))
+
+    def recorded() -> bool:
+        timeline.wait_scraped(prometheus, ended)
+        timeline.record(prometheus, started, ended + 2 * timeline.STEP_S, tmp_path)
+        lines = timeline.load(tmp_path)
+        served = {line for line, points in lines.get("requests", {}).items() if max(v for _, v in points) > 0}
+        cpu = set(lines.get("cpu_cores", {}))
+        return served == {f"chat@{port}" for port in running.chat_ports} and "database (FerretDB)" in cpu
+
+    harness.wait_until(recorded, 60, "Prometheus to show every chat server's requests and CPU", interval=1)
+    lines = timeline.load(tmp_path)
+    assert {"database (FerretDB)", "whole machine", "login + profile"} <= set(lines["cpu_cores"])
+    assert set(lines["p99_ms"]) >= {f"chat@{port}" for port in running.chat_ports}
+    assert all(value >= 0 for points in lines["p99_ms"].values() for _, value in points)
+    assert timeline.plot(tmp_path) and (tmp_path / timeline.PNG).stat().st_size > 10_000
+    assert "## Over time" in "\n".join(timeline.section(tmp_path))

@@ -1,0 +1,43 @@
+"""/ready follows the database: 503 while it is away, 200 again when it returns, no restart."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import requests
+
+from tests.conftest import service_env, unique_name
+from tests.lib import harness
+from tests.lib.contract import assert_problem
+
+pytestmark = pytest.mark.local
+
+
+def test_ready_goes_503_while_the_database_is_stopped_and_back_to_200(processes):
+    database = harness.start_ferretdb(processes, name=f"ferretdb-ready-{unique_name()}")
+    login = harness.start_service(processes, "login", service_env(database, MONGO_TIMEOUT_SECONDS=1))
+    assert requests.get(f"{login.url}/ready", timeout=5).status_code == 200
+
+    database.stop()
+    started = time.monotonic()
+    assert_problem(requests.get(f"{login.url}/ready", timeout=5), 503)
+    assert time.monotonic() - started < 3
+    assert requests.get(f"{login.url}/health", timeout=5).status_code == 200
+    # A request that needs the database fails fast with a 503 problem, never a 500 or a hang.
+    started = time.monotonic()
+    response = requests.post(
+        f"{login.url}/users", json={"username": unique_name(), "password": "long enough"}, timeout=10
+    )
+    assert_problem(response, 503)
+    assert time.monotonic() - started < 5
+
+    database.start()
+    harness.wait_until(
+        lambda: requests.get(f"{login.url}/ready", timeout=5).status_code == 200, 15, "/ready to answer 200 again"
+    )
+    assert login.process.running, "the service must recover without a restart"
+    response = requests.post(
+        f"{login.url}/users", json={"username": unique_name(), "password": "long enough"}, timeout=10
+    )
+    assert response.status_code == 201
