@@ -42,6 +42,8 @@ LAYOUT = dict(
     LOGIN_SERVICE_PORT=4,
     PROFILE_SERVICE_PORT=5,
     MONGO_PORT=9,
+    # Its own offset: lib.sh's default (the stats port + 1) is LOGIN_SERVICE_PORT here.
+    HAPROXY_PEER_PORT=10,
     FERRETDB_METRICS_PORT=19,
     NODE_EXPORTER_PORT=20,
     PROMETHEUS_PORT=21,
