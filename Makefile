@@ -41,7 +41,7 @@ lint: setup
 	$(VENV)/bin/ruff check || status=1; \
 	$(VENV)/bin/ruff format --check || status=1; \
 	$(VENV)/bin/mypy || status=1; \
-	shellcheck -x scripts/*.sh scripts/lib/*.sh docker/*.sh || status=1; \
+	shellcheck -x scripts/*.sh scripts/lib/*.sh docker/*.sh conf/prometheus/*.sh || status=1; \
 	(cd web && node_modules/.bin/eslint) || status=1; \
 	scripts/check-config.sh || status=1; \
 	scripts/kube-lint.sh || status=1; \

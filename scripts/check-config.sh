@@ -8,8 +8,9 @@
 #                for compose's service names, which resolve only inside compose)
 #   systemd      `systemd-analyze verify` of conf/systemd's units laid out as
 #                scripts/install-systemd.sh lays them (@PREFIX@ written in, the sandbox
-#                drop-in beside each service, the drop-in of Debian's haproxy.service with
-#                that unit when it is installed), a chat@ instance included: unknown or
+#                drop-in beside each service, the drop-ins of Debian's haproxy.service,
+#                prometheus.service and prometheus-node-exporter.service with those units
+#                when they are installed), a chat@ instance included: unknown or
 #                misspelt directives, bad values and specifiers, missing dependencies, and
 #                an ExecStart= that is no executable file. The prefix holds stand-ins for
 #                gunicorn and FerretDB (tests/deploy/test_systemd.py runs the real ones).
@@ -43,7 +44,7 @@ check_systemd() {
     scratch=$(mktemp -d)
     trap 'rm -rf "$scratch"' RETURN
     prefix=$scratch/opt/chatsys units=$scratch/units
-    mkdir -p "$prefix/.venv/bin" "$prefix/bin" "$units/haproxy.service.d"
+    mkdir -p "$prefix/.venv/bin" "$prefix/bin" "$units"
     for stand_in in "$prefix/.venv/bin/gunicorn" "$prefix/bin/ferretdb"; do
         printf '#!/bin/sh\n' >"$stand_in"
         chmod +x "$stand_in"
@@ -55,12 +56,15 @@ check_systemd() {
             cp "$root/conf/systemd/chatsys-sandbox.conf" "$units/$unit.d/"
         fi
     done
-    sed "s|@PREFIX@|$prefix|g" "$root/conf/systemd/haproxy.service.d/chatsys.conf" >"$units/haproxy.service.d/chatsys.conf"
-    local debian_haproxy=()
-    [[ ! -f /lib/systemd/system/haproxy.service ]] || debian_haproxy=(/lib/systemd/system/haproxy.service)
+    local debian_units=()
+    for unit in haproxy.service prometheus.service prometheus-node-exporter.service; do
+        mkdir -p "$units/$unit.d"
+        sed "s|@PREFIX@|$prefix|g" "$root/conf/systemd/$unit.d/chatsys.conf" >"$units/$unit.d/chatsys.conf"
+        [[ ! -f /lib/systemd/system/$unit ]] || debian_units+=("/lib/systemd/system/$unit")
+    done
     # verify exits 0 on an unknown directive (it only prints it), so any output fails too.
     if ! output=$(cd "$units" && systemd-analyze verify --man=no chatsys.target login.service profile.service \
-        chatsys-ferretdb.service chat@.service:chat@4000.service ${debian_haproxy[@]+"${debian_haproxy[@]}"} 2>&1) ||
+        chatsys-ferretdb.service chat@.service:chat@4000.service ${debian_units[@]+"${debian_units[@]}"} 2>&1) ||
         [[ -n $output ]]; then
         echo "systemd-analyze verify, conf/systemd (as installed under $prefix):" >&2
         echo "$output" >&2

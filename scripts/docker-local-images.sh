@@ -10,9 +10,12 @@
 #   chatsys-local/haproxy:2.6      for haproxy:2.8: Debian's HAProxy 2.6, run like the official
 #   chatsys-local/ferretdb:VERSION for mongo:7: the embedded default, FerretDB on SQLite
 #                                  (with its own healthcheck command, MONGO_HEALTHCHECK)
+#   chatsys-local/prometheus:2.42  for prom/prometheus and prom/node-exporter: Debian's
+#                                  (compose.prometheus.yaml)
 #
-# usage: docker-local-images.sh [build]   prints PYTHON_IMAGE=, HAPROXY_IMAGE=, MONGO_IMAGE= and
-#                                         MONGO_HEALTHCHECK= lines, the settings compose.yaml takes
+# usage: docker-local-images.sh [build]   prints PYTHON_IMAGE=, HAPROXY_IMAGE=, MONGO_IMAGE=,
+#                                         MONGO_HEALTHCHECK=, PROMETHEUS_IMAGE= and
+#                                         NODE_EXPORTER_IMAGE= lines, the settings compose takes
 #
 # Needs root (debootstrap), a Docker engine (DOCKER_HOST or scripts/docker-engine.sh) and the
 # project's virtualenv (pip download). Environment: DEBIAN_MIRROR (default: the bookworm
@@ -109,10 +112,12 @@ build() {
 python_image=chatsys-local/python:3.11
 haproxy_image=chatsys-local/haproxy:2.6
 ferretdb_image=chatsys-local/ferretdb:$FERRETDB_VERSION
+prometheus_image=chatsys-local/prometheus:2.42
 
 rootfs chatsys-local/bookworm:minbase
 rootfs chatsys-local/bookworm:python python3 python3-venv python-is-python3
 rootfs chatsys-local/bookworm:haproxy haproxy
+rootfs chatsys-local/bookworm:prometheus prometheus prometheus-node-exporter wget
 
 context=$(mktemp -d)
 trap 'rm -rf "$context"' EXIT
@@ -133,6 +138,11 @@ if [[ $(recipe_of "$haproxy_image") != "$recipe" ]]; then
     build "$haproxy_image" "$recipe" "$recipes/haproxy.Dockerfile" chatsys-local/bookworm:haproxy "$context"
 fi
 
+recipe=$(recipe_for "$recipes/prometheus.Dockerfile" chatsys-local/bookworm:prometheus none)
+if [[ $(recipe_of "$prometheus_image") != "$recipe" ]]; then
+    build "$prometheus_image" "$recipe" "$recipes/prometheus.Dockerfile" chatsys-local/bookworm:prometheus "$context"
+fi
+
 # FerretDB: the binary scripts/ferretdb.sh builds, wherever lib/common.sh says it is.
 "$CHATSYS_ROOT/scripts/ferretdb.sh" build >&2
 recipe=$(recipe_for "$recipes/ferretdb.Dockerfile" chatsys-local/bookworm:minbase "$(hash_of < "$FERRETDB_BIN")")
@@ -144,6 +154,8 @@ fi
 echo "PYTHON_IMAGE=$python_image"
 echo "HAPROXY_IMAGE=$haproxy_image"
 echo "MONGO_IMAGE=$ferretdb_image"
+echo "PROMETHEUS_IMAGE=$prometheus_image"
+echo "NODE_EXPORTER_IMAGE=$prometheus_image"
 # FerretDB has no mongosh: its readiness is on its debug listener (loopback in the container).
 # The $ and the \r\n are for the container's bash and printf, so echo prints them as they are.
 # shellcheck disable=SC2016,SC2028

@@ -18,6 +18,9 @@
 # for the database); "auto" (default) takes the official ones
 # when they are present or can be pulled, else the local ones.
 #
+# Prometheus and the node exporter come up too (compose.prometheus.yaml, Prometheus on
+# 127.0.0.1:PROMETHEUS_PUBLISHED_PORT, default 9090) unless PROMETHEUS=off.
+#
 # Environment: COMPOSE_PROJECT_NAME (chatsys), PUBLISHED_ADDRESS (127.0.0.1) and the
 # *_PUBLISHED_PORT variables of compose.yaml, DOCKER_COMPOSE_FILES (more compose files, space
 # separated), DOCKER_UP_SECONDS (180: how long `up` waits for every container to be healthy),
@@ -36,6 +39,7 @@ images=${DOCKER_IMAGES:-auto}
 # compose ARGS...: Compose v2 (the docker CLI plugin) when present, else docker-compose v1.
 compose() {
     local files=(-f "$CHATSYS_ROOT/compose.yaml") file
+    [[ ${PROMETHEUS:-on} == off ]] || files+=(-f "$CHATSYS_ROOT/compose.prometheus.yaml")
     for file in ${DOCKER_COMPOSE_FILES:-}; do files+=(-f "$file"); done
     if docker compose version >/dev/null 2>&1; then
         docker compose --project-directory "$CHATSYS_ROOT" "${files[@]}" "$@"
@@ -62,7 +66,11 @@ load_state() {
 
 official_images_available() {
     local image
-    for image in "${PYTHON_IMAGE:-python:3.11-slim}" "${MONGO_IMAGE:-mongo:7}" "${HAPROXY_IMAGE:-haproxy:2.8}"; do
+    local wanted=("${PYTHON_IMAGE:-python:3.11-slim}" "${MONGO_IMAGE:-mongo:7}" "${HAPROXY_IMAGE:-haproxy:2.8}")
+    if [[ ${PROMETHEUS:-on} != off ]]; then
+        wanted+=("${PROMETHEUS_IMAGE:-prom/prometheus:v2.53.2}" "${NODE_EXPORTER_IMAGE:-prom/node-exporter:v1.8.2}")
+    fi
+    for image in "${wanted[@]}"; do
         docker image inspect "$image" >/dev/null 2>&1 && continue
         log "pulling $image"
         timeout 300 docker pull --quiet "$image" >/dev/null 2>&1 || { log "cannot pull $image"; return 1; }
@@ -120,13 +128,18 @@ up() {
         done < <("$CHATSYS_ROOT/scripts/docker-local-images.sh")
     fi
     export CHATSYS_DOCKER_IMAGES=$images
+    # The FerretDB stand-in serves its metrics to Prometheus; another database image none.
+    if [[ -z ${FERRETDB_METRICS_TARGET+set} && ${MONGO_IMAGE:-} == chatsys-local/ferretdb:* ]]; then
+        export FERRETDB_METRICS_TARGET=mongo:8088
+    fi
     {
         echo "DOCKER_HOST=$DOCKER_HOST"
         echo "CHATSYS_DOCKER_IMAGES=$images"
         echo "CHATSYS_ENGINE_STARTED=$engine_started"
         local name
         for name in PYTHON_IMAGE MONGO_IMAGE MONGO_HEALTHCHECK HAPROXY_IMAGE CHATSYS_IMAGE PUBLISHED_ADDRESS CHAT_PUBLISHED_PORT \
-                    STATS_PUBLISHED_ADDRESS STATS_PUBLISHED_PORT LOGIN_PUBLISHED_PORT PROFILE_PUBLISHED_PORT DOCKER_COMPOSE_FILES; do
+                    STATS_PUBLISHED_ADDRESS STATS_PUBLISHED_PORT LOGIN_PUBLISHED_PORT PROFILE_PUBLISHED_PORT DOCKER_COMPOSE_FILES \
+                    PROMETHEUS PROMETHEUS_IMAGE NODE_EXPORTER_IMAGE PROMETHEUS_PUBLISHED_PORT FERRETDB_METRICS_TARGET; do
             [[ -z ${!name:-} ]] || printf '%s=%q\n' "$name" "${!name}"
         done
     } > "$state_file"
@@ -140,6 +153,7 @@ chat (HAProxy)   http://$address:${CHAT_PUBLISHED_PORT:-5000}
 login            http://$address:${LOGIN_PUBLISHED_PORT:-4100}
 profile          http://$address:${PROFILE_PUBLISHED_PORT:-4200}
 HAProxy stats    http://$stats_address:${STATS_PUBLISHED_PORT:-8404}/stats  (Prometheus: /metrics)
+Prometheus       $([[ ${PROMETHEUS:-on} == off ]] && echo "off (PROMETHEUS=off)" || echo "http://127.0.0.1:${PROMETHEUS_PUBLISHED_PORT:-9090}/graph")
 stop with        make docker-down   (or scripts/docker-stack.sh down)
 EOF
 }

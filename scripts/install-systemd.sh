@@ -53,12 +53,14 @@ dest=$root$prefix
 etc_dir=$root/etc/chatsys
 env_file=$etc_dir/chatsys.env
 unit_dir=$root/etc/systemd/system
-dropin_dir=$unit_dir/haproxy.service.d
 manifest=$dest/.chatsys-release-files
 units=(chatsys.target chatsys-ferretdb.service login.service profile.service chat@.service)
 # The services that share conf/systemd/chatsys-sandbox.conf, installed as a drop-in of each.
 sandboxed=(chatsys-ferretdb.service login.service profile.service chat@.service)
 service_user=chatsys
+# Debian's units the install configures with a drop-in chatsys.conf each: HAProxy, and
+# Prometheus and its node exporter (conf/systemd/<unit>.d/chatsys.conf).
+dropin_units=(haproxy.service prometheus.service prometheus-node-exporter.service)
 
 [[ $(realpath -m "$dest") != "$(realpath -m "$CHATSYS_ROOT")" ]] ||
     die "the prefix $dest is this checkout itself; choose another --prefix"
@@ -209,7 +211,7 @@ install_config() {
 }
 
 install_units() {
-    install -d -m 0755 "$unit_dir" "$dropin_dir"
+    install -d -m 0755 "$unit_dir"
     local unit
     for unit in "${units[@]}"; do
         sed "s|@PREFIX@|$prefix|g" "$dest/conf/systemd/$unit" > "$unit_dir/.$unit.tmp"
@@ -221,10 +223,13 @@ install_units() {
         install -m 0644 "$dest/conf/systemd/chatsys-sandbox.conf" "$unit_dir/$unit.d/.chatsys-sandbox.conf.tmp"
         mv -f "$unit_dir/$unit.d/.chatsys-sandbox.conf.tmp" "$unit_dir/$unit.d/chatsys-sandbox.conf"
     done
-    sed "s|@PREFIX@|$prefix|g" "$dest/conf/systemd/haproxy.service.d/chatsys.conf" > "$dropin_dir/.chatsys.conf.tmp"
-    chmod 0644 "$dropin_dir/.chatsys.conf.tmp"
-    mv -f "$dropin_dir/.chatsys.conf.tmp" "$dropin_dir/chatsys.conf"
-    log "installed ${units[*]}, their sandbox drop-ins and haproxy.service.d/chatsys.conf into $unit_dir"
+    for unit in "${dropin_units[@]}"; do
+        install -d -m 0755 "$unit_dir/$unit.d"
+        sed "s|@PREFIX@|$prefix|g" "$dest/conf/systemd/$unit.d/chatsys.conf" > "$unit_dir/$unit.d/.chatsys.conf.tmp"
+        chmod 0644 "$unit_dir/$unit.d/.chatsys.conf.tmp"
+        mv -f "$unit_dir/$unit.d/.chatsys.conf.tmp" "$unit_dir/$unit.d/chatsys.conf"
+    done
+    log "installed ${units[*]}, their sandbox drop-ins and the chatsys.conf drop-ins of ${dropin_units[*]} into $unit_dir"
 }
 
 enable_and_start() {
@@ -237,6 +242,11 @@ enable_and_start() {
     systemctl daemon-reload
     systemctl enable --quiet chatsys.target
     if command -v haproxy >/dev/null; then systemctl enable --quiet haproxy.service; fi
+    if command -v prometheus >/dev/null && command -v prometheus-node-exporter >/dev/null; then
+        systemctl enable --quiet prometheus.service prometheus-node-exporter.service
+    else
+        log "warning: prometheus or prometheus-node-exporter is not installed (apt-get install prometheus prometheus-node-exporter)"
+    fi
     # restart, not start: a new release or new settings take effect (PartOf= carries it to
     # every chatsys unit and HAProxy).
     systemctl restart chatsys.target
@@ -247,6 +257,11 @@ enable_and_start() {
             failed=true
         fi
     done
+    if systemctl is-active --quiet prometheus.service &&
+            ! wait_for_http "http://127.0.0.1:$PROMETHEUS_PORT/-/ready" 60; then
+        log "warning: Prometheus is not ready on $PROMETHEUS_PORT; see systemctl status prometheus and journalctl"
+        failed=true
+    fi
     $failed || log "chatsys is running and enabled at boot: systemctl status chatsys.target"
 }
 
@@ -264,8 +279,10 @@ uninstall() {
     # Enable links: chatsys.target's own and any extra chat@ instances enabled by hand.
     rm -f "$unit_dir/multi-user.target.wants/chatsys.target"
     rm -rf "$unit_dir/chatsys.target.wants"
-    rm -f "$dropin_dir/chatsys.conf"
-    rmdir "$dropin_dir" 2>/dev/null || true
+    for unit in "${dropin_units[@]}"; do
+        rm -f "$unit_dir/$unit.d/chatsys.conf"
+        rmdir "$unit_dir/$unit.d" 2>/dev/null || true
+    done
     rm -f "$etc_dir/haproxy.cfg" "$etc_dir/web.lua"
     if [[ -f $manifest ]]; then
         local file
@@ -298,7 +315,7 @@ uninstall() {
         done
     else
         systemctl daemon-reload
-        log "chatsys removed; HAProxy is stopped and uses Debian's /etc/haproxy/haproxy.cfg again when started"
+        log "chatsys removed; HAProxy and Prometheus are stopped and use Debian's configuration again when started"
     fi
 }
 

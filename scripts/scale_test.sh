@@ -167,7 +167,7 @@ database_reset="not reset (a deployment under test keeps its data; its history g
 # docker_stack ARGS...: scripts/docker-stack.sh for this script's own compose project.
 docker_stack() {
     COMPOSE_PROJECT_NAME=chatsys-scale CHAT_PUBLISHED_PORT=$HAPROXY_PORT STATS_PUBLISHED_PORT=$HAPROXY_STATS_PORT \
-        LOGIN_PUBLISHED_PORT=$LOGIN_PORT PROFILE_PUBLISHED_PORT=$PROFILE_PORT \
+        LOGIN_PUBLISHED_PORT=$LOGIN_PORT PROFILE_PUBLISHED_PORT=$PROFILE_PORT PROMETHEUS_PUBLISHED_PORT=$PROMETHEUS_PORT \
         DOCKER_COMPOSE_FILES="$CHATSYS_VAR/compose.scale.yaml" "$root/scripts/docker-stack.sh" "$@"
 }
 # docker_pids SERVICE: the host pid of each running container of SERVICE, as NUMBER=PID lines.

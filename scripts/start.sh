@@ -135,7 +135,8 @@ if [[ $PROMETHEUS != off ]]; then
     if command -v prometheus >/dev/null && command -v prometheus-node-exporter >/dev/null; then
         prometheus_dir=$CHATSYS_VAR/prometheus
         mkdir -p "$prometheus_dir/targets" "$prometheus_dir/data"
-        cp conf/prometheus/prometheus.yml conf/prometheus/rules.yml "$prometheus_dir/"
+        # The configuration with HAProxy's stats user and password (basic auth when one is set).
+        env -u FERRETDB_METRICS_TARGET conf/prometheus/configure.sh conf/prometheus/prometheus.yml "$prometheus_dir"
         write_targets "$prometheus_dir/targets"
         start_daemon node-exporter "$NODE_EXPORTER_PORT" \
             prometheus-node-exporter --web.listen-address="127.0.0.1:$NODE_EXPORTER_PORT"

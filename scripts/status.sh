@@ -12,11 +12,12 @@ esac
 source "$(dirname "$0")/lib/common.sh"
 shopt -s nullglob
 
-# row NAME PID_FILE PORT URL: one line; URL is asked when the process runs.
+# row NAME PID_FILE PORT URL [CURL_ARGS...]: one line; URL is asked when the process runs.
 row() {
     local name=$1 pid_file=$2 port=$3 url=$4 ready
+    shift 4
     if pid_alive "$pid_file"; then
-        ready=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$url")
+        ready=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$@" "$url")
         printf '%-16s %-8s %-6s %s\n' "$name" "$(cat "$pid_file")" "$port" "$ready"
     else
         printf '%-16s %-8s %-6s %s\n' "$name" - "$port" "not running"
@@ -34,7 +35,13 @@ done
 if [[ -f $CHATSYS_VAR/run/ferretdb.pid ]]; then
     row ferretdb "$CHATSYS_VAR/run/ferretdb.pid" "$MONGO_PORT" "http://127.0.0.1:$FERRETDB_METRICS_PORT/debug/livez"
 fi
-row haproxy "$CHATSYS_VAR/run/haproxy.pid" "$HAPROXY_PORT" "http://127.0.0.1:$HAPROXY_STATS_PORT/stats"
+# The stats password, when one is set, goes to curl on its standard input, not its command line.
+if [[ -n ${HAPROXY_STATS_PASSWORD:-} ]]; then
+    row haproxy "$CHATSYS_VAR/run/haproxy.pid" "$HAPROXY_PORT" "http://127.0.0.1:$HAPROXY_STATS_PORT/stats" --config - \
+        <<< "user = \"${HAPROXY_STATS_USER:-stats}:$HAPROXY_STATS_PASSWORD\""
+else
+    row haproxy "$CHATSYS_VAR/run/haproxy.pid" "$HAPROXY_PORT" "http://127.0.0.1:$HAPROXY_STATS_PORT/stats"
+fi
 row node-exporter "$CHATSYS_VAR/run/node-exporter.pid" "$NODE_EXPORTER_PORT" "http://127.0.0.1:$NODE_EXPORTER_PORT/metrics"
 row prometheus "$CHATSYS_VAR/run/prometheus.pid" "$PROMETHEUS_PORT" "http://127.0.0.1:$PROMETHEUS_PORT/-/ready"
 

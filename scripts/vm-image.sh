@@ -24,7 +24,7 @@ VM_IMAGE_SIZE=${VM_IMAGE_SIZE:-3G}
 # What a fresh Debian server has (init, udev, the kernel, an SSH server, sudo, ip) and what
 # docs/systemd.md's `apt-get install` line adds. Nothing else: the install must bring the rest.
 server_packages=systemd-sysv,udev,linux-image-cloud-amd64,openssh-server,sudo,iproute2
-documented_packages=haproxy,python3-venv,git,curl
+documented_packages=haproxy,prometheus,prometheus-node-exporter,python3-venv,git,curl
 
 hash_of() { sha256sum | cut -c1-12; }
 

@@ -42,6 +42,7 @@ from tests.lib.contract import assert_problem
 
 ROOT = harness.ROOT
 COMPOSE_FILE = ROOT / "compose.yaml"
+PROMETHEUS_COMPOSE_FILE = ROOT / "compose.prometheus.yaml"
 DOCKERFILE = ROOT / "Dockerfile"
 HAPROXY_CONFIG = "conf/haproxy/haproxy.cfg"
 # Where the official haproxy image's default command reads its configuration.
@@ -114,14 +115,14 @@ def clean_compose_environment() -> dict[str, str]:
     return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/tmp"), "LANG": "C.UTF-8"}
 
 
-@pytest.fixture(scope="module")
-def compose(tmp_path_factory) -> dict:
-    """compose.yaml as compose resolves it with no .env file and no settings in the environment."""
+def resolved_compose(tmp_path_factory, *files: Path) -> dict:
+    """The compose files as compose resolves them with no .env file and no settings in the environment."""
     docker_compose = harness.require_tool("docker-compose")
     empty_env_file = tmp_path_factory.mktemp("compose") / "empty.env"
     empty_env_file.write_text("")
+    file_arguments = [word for path in files for word in ("-f", str(path))]
     result = subprocess.run(
-        [docker_compose, "-f", str(COMPOSE_FILE), "--env-file", str(empty_env_file), "config"],
+        [docker_compose, *file_arguments, "--env-file", str(empty_env_file), "config"],
         cwd=ROOT,
         env=clean_compose_environment(),
         capture_output=True,
@@ -130,6 +131,17 @@ def compose(tmp_path_factory) -> dict:
     )
     assert result.returncode == 0, f"docker-compose config failed:\n{result.stderr}"
     return yaml.safe_load(result.stdout)
+
+
+@pytest.fixture(scope="module")
+def compose(tmp_path_factory) -> dict:
+    return resolved_compose(tmp_path_factory, COMPOSE_FILE)
+
+
+@pytest.fixture(scope="module")
+def compose_with_prometheus(tmp_path_factory) -> dict:
+    """compose.yaml with compose.prometheus.yaml, as scripts/docker-stack.sh runs them by default."""
+    return resolved_compose(tmp_path_factory, COMPOSE_FILE, PROMETHEUS_COMPOSE_FILE)
 
 
 @pytest.fixture(scope="module")
@@ -344,8 +356,26 @@ def test_haproxy_mounts_the_shared_config_its_loader_and_the_web_client_read_onl
     }
 
 
+def test_prometheus_is_published_on_loopback_only_and_the_metrics_ports_nowhere(compose_with_prometheus):
+    services = compose_with_prometheus["services"]
+    assert published_addresses(services["prometheus"]) == {("127.0.0.1", 9090, 9090)}
+    assert published_ports(services["node-exporter"]) == set()
+    for name in SERVICES:
+        environment = environment_of(services[name])
+        assert environment["METRICS_PORT"] == "9000", f"{name} serves its metrics for Prometheus"
+        assert published_ports(services[name]) == set(), f"{name} publishes nothing, its metrics neither"
+    # The overlay adds to compose.yaml's services; it changes none of their other settings.
+    assert environment_of(services["haproxy"])["HAPROXY_STATS_PASSWORD"] == ""
+    for spec in services.values():
+        assert spec.get("healthcheck", {}).get("test") or builds_our_image(spec)
+
+
 def test_env_example_lists_every_compose_setting():
-    used = set(re.findall(r"(?<!\$)\$\{(\w+)", COMPOSE_FILE.read_text()))
+    used = {
+        name
+        for path in (COMPOSE_FILE, PROMETHEUS_COMPOSE_FILE)
+        for name in re.findall(r"(?<!\$)\$\{(\w+)", path.read_text())
+    }
     listed = set(re.findall(r"^#?\s*(\w+)=", (ROOT / ".env.example").read_text(), re.MULTILINE))
     assert used, "compose.yaml reads no setting"
     assert used <= listed, f".env.example does not mention {sorted(used - listed)}"
@@ -428,7 +458,7 @@ def stack(engine, tmp_path_factory):
         stack.script("down", "--volumes", "--keep-engine", check=False, timeout=300)
 
 
-CONTAINERS = 7  # mongo, login, profile, three chat servers, haproxy
+CONTAINERS = 9  # mongo, login, profile, three chat servers, haproxy, prometheus, node-exporter
 
 
 @pytest.mark.local
@@ -442,8 +472,53 @@ def test_every_container_is_healthy_when_up_returns(stack):
         "profile",
         "chat",
         "haproxy",
+        "prometheus",
+        "node-exporter",
     }
     assert stack.chat_url in stack.up_output and stack.login_url in stack.up_output, "up prints the URLs"
+    assert stack.prometheus_url in stack.up_output
+
+
+def prometheus_targets(stack) -> list[dict]:
+    answer = requests.get(f"{stack.prometheus_url}/api/v1/targets", params={"state": "active"}, timeout=10)
+    answer.raise_for_status()
+    return answer.json()["data"]["activeTargets"]
+
+
+def prometheus_query(stack, query: str) -> list[dict]:
+    answer = requests.get(f"{stack.prometheus_url}/api/v1/query", params={"query": query}, timeout=10)
+    answer.raise_for_status()
+    return answer.json()["data"]["result"]
+
+
+@pytest.mark.local
+def test_prometheus_scrapes_haproxy_every_service_container_ferretdb_and_the_node(stack):
+    # Targets by job: HAProxy's exporter, login, profile and each of the three chat
+    # containers (found through DNS), FerretDB's debug listener, the node exporter, itself.
+    wanted = Counter({"haproxy": 1, "services": 5, "ferretdb": 1, "node": 1, "prometheus": 1})
+
+    def every_target_up() -> bool:
+        targets = prometheus_targets(stack)
+        return Counter(target["labels"]["job"] for target in targets) == wanted and all(
+            target["health"] == "up" for target in targets
+        )
+
+    try:
+        harness.wait_until(every_target_up, 120, "Prometheus to see every target up", interval=1)
+    except TimeoutError:
+        found = [(t["labels"]["job"], t["scrapeUrl"], t["health"], t["lastError"]) for t in prometheus_targets(stack)]
+        raise AssertionError(f"Prometheus's targets: {found}") from None
+    services = {
+        target["labels"]["service"] for target in prometheus_targets(stack) if target["labels"]["job"] == "services"
+    }
+    assert services == {"login", "profile", "chat"}
+    # The recording rules give a figure per server (the healthchecks are requests too).
+    harness.wait_until(
+        lambda: len(prometheus_query(stack, "server:chatsys_requests:rate1m")) == 5,
+        60,
+        "the per-server request rate of five servers",
+        interval=1,
+    )
 
 
 @pytest.mark.local

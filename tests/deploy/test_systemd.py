@@ -31,6 +31,11 @@ SERVICE_UNITS = ["login.service", "profile.service", "chat@.service", "chatsys-f
 UNITS = ["chatsys.target", *SERVICE_UNITS]
 CHAT_INSTANCES = ["chat@4000.service", "chat@4001.service", "chat@4002.service"]
 DEBIAN_HAPROXY_UNIT = Path("/lib/systemd/system/haproxy.service")
+DEBIAN_PROMETHEUS_UNITS = [
+    Path("/lib/systemd/system/prometheus.service"),
+    Path("/lib/systemd/system/prometheus-node-exporter.service"),
+]
+DROPIN_UNITS = ["haproxy.service", "prometheus.service", "prometheus-node-exporter.service"]
 
 
 @dataclass
@@ -119,14 +124,21 @@ def unit_environment(staged: StagedInstall, settings: dict[str, list[str]], inst
 
 
 def command_line(exec_start: str, environment: dict[str, str], instance: str) -> list[str]:
-    """ExecStart= as systemd runs it: specifiers, then ${VAR} inside words and $VAR as words."""
+    """ExecStart= as systemd runs it: specifiers, then ${VAR} inside words, $VAR as words and $$."""
     argv = []
     for word in shlex.split(expand_specifiers(exec_start, instance)):
         whole = re.fullmatch(r"\$([A-Za-z_][A-Za-z0-9_]*)", word)
         if whole:
             argv.extend(environment.get(whole[1], "").split())
         else:
-            argv.append(re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", lambda match: environment.get(match[1], ""), word))
+            # "$$" is a literal "$" for the program (a shell's variable, say).
+            argv.append(
+                re.sub(
+                    r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}",
+                    lambda match: "$" if match[0] == "$$" else environment.get(match[1], ""),
+                    word,
+                )
+            )
     argv[0] = argv[0].lstrip("-@:+!")
     return argv
 
@@ -208,8 +220,9 @@ def test_systemd_accepts_every_unit_and_chat_instance_without_warnings(staged):
     units = [str(staged.unit_dir / unit) for unit in UNITS if unit != "chat@.service"]
     instances = [f"{staged.unit_dir / 'chat@.service'}:{instance}" for instance in CHAT_INSTANCES]
     # Debian's HAProxy unit is verified together with the chatsys drop-in found next to our units.
-    haproxy = [str(DEBIAN_HAPROXY_UNIT)] if DEBIAN_HAPROXY_UNIT.exists() else []
-    result = systemd_analyze(staged, "verify", "--man=no", *units, *instances, *haproxy)
+    # So are Debian's Prometheus and node exporter units with theirs.
+    debian = [str(path) for path in (DEBIAN_HAPROXY_UNIT, *DEBIAN_PROMETHEUS_UNITS) if path.exists()]
+    result = systemd_analyze(staged, "verify", "--man=no", *units, *instances, *debian)
     assert result.returncode == 0 and not result.stdout.strip() and not result.stderr.strip(), (
         f"systemd-analyze verify:\n{result.stdout}{result.stderr}"
     )
@@ -233,6 +246,8 @@ def test_staged_install_has_units_config_and_boot_link(staged):
     for unit in UNITS:
         text = (staged.unit_dir / unit).read_text()
         assert "@PREFIX@" not in text, unit
+    for unit in DROPIN_UNITS:
+        assert "@PREFIX@" not in (staged.unit_dir / f"{unit}.d/chatsys.conf").read_text(), unit
     # One sandbox for every service, as a drop-in of each (conf/systemd/chatsys-sandbox.conf).
     sandbox = (harness.ROOT / "conf/systemd/chatsys-sandbox.conf").read_text()
     for unit in SERVICE_UNITS:
@@ -250,6 +265,7 @@ def test_staged_install_has_units_config_and_boot_link(staged):
     assert boot_link.is_symlink() and os.readlink(boot_link) == "/etc/systemd/system/chatsys.target"
     wanted = " ".join(unit_settings(staged.unit_dir / "chatsys.target")["Wants"]).split()
     assert set(CHAT_INSTANCES + ["login.service", "profile.service", "chatsys-ferretdb.service"]) <= set(wanted)
+    assert {"haproxy.service", "prometheus.service", "prometheus-node-exporter.service"} <= set(wanted)
 
     mode = stat.S_IMODE(staged.env_file.stat().st_mode)
     assert mode & 0o137 == 0, f"chatsys.env is {oct(mode)}; secrets need 0640 or stricter"
@@ -348,15 +364,99 @@ def test_unit_command_lines_serve_ready_with_their_environment(staged, processes
 
 
 def test_database_unit_command_line_serves_mongodb(staged, processes):
-    port = harness.free_port()
+    port, metrics_port = harness.free_port(), harness.free_port()
     for folder in ("data", "state"):  # what StateDirectory= creates before systemd starts it
         staged.path(f"/var/lib/chatsys/ferretdb/{folder}").mkdir(parents=True, exist_ok=True)
-    ferretdb = spawn_unit(processes, staged, "chatsys-ferretdb.service", "", {"MONGO_PORT": str(port)})
+    ferretdb = spawn_unit(
+        processes,
+        staged,
+        "chatsys-ferretdb.service",
+        "",
+        {"MONGO_PORT": str(port), "FERRETDB_METRICS_PORT": str(metrics_port)},
+    )
     try:
         harness.wait_until(lambda: harness.port_open(port), 30, "FerretDB from its unit to listen")
+        # Its metrics for Prometheus, on loopback.
+        assert requests.get(f"http://127.0.0.1:{metrics_port}/debug/metrics", timeout=10).status_code == 200
         with pymongo.MongoClient(f"mongodb://127.0.0.1:{port}/", serverSelectionTimeoutMS=10000) as client:
             assert client.admin.command("ping")["ok"] == 1
             client.chatsys_unit_test.probe.insert_one({"written": True})
         assert any(staged.path("/var/lib/chatsys/ferretdb/data").iterdir()), "FerretDB wrote no data file"
     finally:
         ferretdb.stop()
+
+
+def dropin_command(staged: StagedInstall, setting: str, settings: dict, environment: dict[str, str]) -> list[str]:
+    """The drop-in's last (in effect) line of SETTING, as systemd runs it, in the staged tree."""
+    line = [value for value in settings[setting] if value][-1]
+    return [in_staged_tree(staged, word) for word in command_line(line, environment, "")]
+
+
+def test_prometheus_and_node_exporter_dropins_scrape_every_part_of_the_host_with_the_stats_password(staged, processes):
+    harness.require_tool("prometheus")
+    harness.require_tool("prometheus-node-exporter")
+    prometheus_port, node_port = harness.free_port(), harness.free_port()
+    overrides = {
+        "PROMETHEUS_PORT": str(prometheus_port),
+        "NODE_EXPORTER_PORT": str(node_port),
+        "HAPROXY_STATS_USER": "observer",
+        "HAPROXY_STATS_PASSWORD": "stats password",
+    }
+    node_settings = unit_settings(staged.unit_dir / "prometheus-node-exporter.service.d/chatsys.conf")
+    node_environment = {**unit_environment(staged, node_settings, ""), **overrides}
+    settings = unit_settings(staged.unit_dir / "prometheus.service.d/chatsys.conf")
+    environment = {**unit_environment(staged, settings, ""), **overrides}
+    assert settings["ExecStart"][0] == "", "the drop-in replaces Debian's command line"
+    # ExecCondition=: PROMETHEUS=off in chatsys.env keeps both stopped.
+    for unit_settings_of, unit_environment_of in ((settings, environment), (node_settings, node_environment)):
+        condition = dropin_command(staged, "ExecCondition", unit_settings_of, unit_environment_of)
+        assert subprocess.run(condition, env=unit_environment_of, timeout=10).returncode == 0
+        assert subprocess.run(condition, env={**unit_environment_of, "PROMETHEUS": "off"}, timeout=10).returncode != 0
+    staged.path("/var/lib/chatsys/prometheus").mkdir(parents=True, exist_ok=True)  # StateDirectory=
+    configure = subprocess.run(
+        dropin_command(staged, "ExecStartPre", settings, environment),
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert configure.returncode == 0, configure.stderr
+    config = staged.path("/var/lib/chatsys/prometheus/config")
+    assert (config / "haproxy-stats-password").read_text() == "stats password"
+    assert stat.S_IMODE((config / "haproxy-stats-password").stat().st_mode) == 0o600
+    node = processes.spawn(
+        "unit-node-exporter", dropin_command(staged, "ExecStart", node_settings, node_environment), node_environment
+    )
+    prometheus = processes.spawn(
+        "unit-prometheus", dropin_command(staged, "ExecStart", settings, environment), environment
+    )
+    try:
+        url = f"http://127.0.0.1:{prometheus_port}"
+        harness.wait_until(lambda: harness.http_ok(f"{url}/-/ready"), 60, "Prometheus from its drop-in to be ready")
+
+        def targets() -> list[dict]:
+            return requests.get(f"{url}/api/v1/targets", timeout=10).json()["data"]["activeTargets"]
+
+        def node_and_itself_up() -> bool:
+            health = {target["labels"]["job"]: target["health"] for target in targets()}
+            return health.get("node") == "up" and health.get("prometheus") == "up"
+
+        # Only the node exporter and Prometheus run here; the rest are named as systemd runs them.
+        harness.wait_until(node_and_itself_up, 60, "Prometheus to scrape the node exporter and itself")
+        found = {
+            (target["labels"]["job"], target["labels"].get("server", "")): target["scrapeUrl"] for target in targets()
+        }
+        assert found == {
+            ("prometheus", ""): f"{url}/metrics",
+            ("node", ""): f"http://127.0.0.1:{node_port}/metrics",
+            ("haproxy", ""): "http://127.0.0.1:8404/metrics",
+            ("ferretdb", ""): "http://127.0.0.1:8088/debug/metrics",
+            ("services", "login@4101"): "http://127.0.0.1:9101/metrics",
+            ("services", "profile@4201"): "http://127.0.0.1:9201/metrics",
+            ("services", "chat@4000"): "http://127.0.0.1:9000/metrics",
+            ("services", "chat@4001"): "http://127.0.0.1:9001/metrics",
+            ("services", "chat@4002"): "http://127.0.0.1:9002/metrics",
+        }
+    finally:
+        prometheus.stop()
+        node.stop()

@@ -10,6 +10,7 @@ TCG, boot-to-ready times) are printed at the end of the run; `make vm-test` runs
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -42,8 +43,12 @@ CHATSYS_UNITS = [
     "chat@4001.service",
     "chat@4002.service",
     "haproxy.service",
+    "prometheus.service",
+    "prometheus-node-exporter.service",
 ]
-LOGGED_UNITS = "-u chatsys-ferretdb -u login -u profile -u 'chat@*' -u haproxy"
+LOGGED_UNITS = "-u chatsys-ferretdb -u login -u profile -u 'chat@*' -u haproxy -u prometheus"
+# Prometheus's targets by job on the machine: HAProxy, the five services, FerretDB, the host, itself.
+PROMETHEUS_JOBS = {"haproxy": 1, "services": 5, "ferretdb": 1, "node": 1, "prometheus": 1}
 
 
 @dataclass
@@ -194,6 +199,27 @@ def haproxy_servers(machine: vm.Machine) -> dict[str, str]:
     return dict(line.split(" ", 1) for line in result.stdout.splitlines() if line.startswith("chat"))
 
 
+def prometheus_target_health(machine: vm.Machine) -> list[tuple[str, str]]:
+    """(job, health) of each of Prometheus's targets, asked inside the machine."""
+    result = machine.ssh("curl -s -m 5 'http://127.0.0.1:9090/api/v1/targets?state=active'")
+    try:
+        targets = json.loads(result.stdout)["data"]["activeTargets"]
+    except (ValueError, KeyError):
+        return []
+    return sorted((target["labels"]["job"], target["health"]) for target in targets)
+
+
+def wait_prometheus_sees_every_target_up(machine: vm.Machine) -> None:
+    wanted = sorted((job, "up") for job, count in PROMETHEUS_JOBS.items() for _ in range(count))
+    try:
+        # Scrapes are every 5 s; a target just started is up from its first one.
+        harness.wait_until(
+            lambda: prometheus_target_health(machine) == wanted, READY_BOUND, "every Prometheus target up", 1
+        )
+    except TimeoutError:
+        raise AssertionError(f"Prometheus's targets: {prometheus_target_health(machine)}") from None
+
+
 def database_answers(machine: vm.Machine) -> bool:
     ping = (
         "set -a && . /etc/chatsys/chatsys.env && /opt/chatsys/.venv/bin/python -c "
@@ -224,6 +250,7 @@ def assert_everything_serves(machine: vm.Machine) -> None:
     exposed = {address.rsplit(":", 1)[1] for address in listening if not address.startswith(("127.", "[::1]"))}
     assert exposed <= {"22", "4100", "4200", "5000"}, listening
     assert database_answers(machine), f"the database does not answer a MongoDB ping\n{diagnostics(machine)}"
+    wait_prometheus_sees_every_target_up(machine)
 
 
 # --- a user's chat, before and after the reboot ----------------------------------------------

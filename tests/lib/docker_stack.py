@@ -89,6 +89,10 @@ class Stack:
     def stats_url(self) -> str:
         return f"http://127.0.0.1:{self.ports['STATS_PUBLISHED_PORT']}"
 
+    @property
+    def prometheus_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['PROMETHEUS_PUBLISHED_PORT']}"
+
     def script(self, *args: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess:
         return run([str(STACK_SCRIPT), *args], self.env, timeout, check)
 
@@ -169,7 +173,13 @@ def free_ports(count: int) -> list[int]:
 def new_stack(engine: Engine, var_dir: Path) -> Stack:
     """A compose project of our own: its own name, loopback ports and state directory."""
     project = f"chatsys-test-{uuid.uuid4().hex[:8]}"
-    names = ("CHAT_PUBLISHED_PORT", "STATS_PUBLISHED_PORT", "LOGIN_PUBLISHED_PORT", "PROFILE_PUBLISHED_PORT")
+    names = (
+        "CHAT_PUBLISHED_PORT",
+        "STATS_PUBLISHED_PORT",
+        "LOGIN_PUBLISHED_PORT",
+        "PROFILE_PUBLISHED_PORT",
+        "PROMETHEUS_PUBLISHED_PORT",
+    )
     ports = dict(zip(names, free_ports(len(names)), strict=True))
     env = {
         **engine.env,
@@ -190,6 +200,10 @@ def new_stack(engine: Engine, var_dir: Path) -> Stack:
         "HAPROXY_IMAGE",
         "PYTHON_IMAGE",
         "MONGO_HEALTHCHECK",
+        "PROMETHEUS",
+        "PROMETHEUS_IMAGE",
+        "NODE_EXPORTER_IMAGE",
+        "FERRETDB_METRICS_TARGET",
         "DOCKER_COMPOSE_FILES",
         "COMPOSE_FILE",
     ):

@@ -43,11 +43,14 @@ LAYOUT = dict(
     LOGIN_SERVICE_PORT=4,
     PROFILE_SERVICE_PORT=5,
     MONGO_PORT=9,
+    # Its own offset: lib/common.sh's default (the stats port + 1) is LOGIN_SERVICE_PORT here.
+    HAPROXY_PEER_PORT=10,
     FERRETDB_METRICS_PORT=19,
     NODE_EXPORTER_PORT=20,
     PROMETHEUS_PORT=21,
 )
 CHAT_OFFSETS = (6, 7, 8)
+STATS_USER, STATS_PASSWORD = "observer", "stats password"
 METRICS_OFFSET = 10
 BLOCK = 22
 
@@ -160,6 +163,9 @@ def running(tmp_path_factory) -> Iterator[Running]:
         GUNICORN_WORKERS="2",
         ROOMS_PER_USER="1",  # the second room of a user is refused by the chat server (429)
         LOG_MAX_BYTES="40000",  # small, so that the rotation test rotates a file
+        # With a stats password: Prometheus must scrape HAProxy with it (basic auth).
+        HAPROXY_STATS_USER=STATS_USER,
+        HAPROXY_STATS_PASSWORD=STATS_PASSWORD,
         **harness.UNLIMITED_EDGE,
     )
     full_env = {**os.environ, **env}
@@ -272,7 +278,9 @@ def test_metrics_are_served_on_loopback_only_and_never_through_haproxy(running):
         assert listening[port + METRICS_OFFSET] == "127.0.0.1"
     for name in ("FERRETDB_METRICS_PORT", "NODE_EXPORTER_PORT", "PROMETHEUS_PORT"):
         assert listening[running.port(name)] == "127.0.0.1", name
-    stats = requests.get(f"http://127.0.0.1:{running.port('HAPROXY_STATS_PORT')}/", allow_redirects=False, timeout=10)
+    stats_url = f"http://127.0.0.1:{running.port('HAPROXY_STATS_PORT')}"
+    assert requests.get(f"{stats_url}/metrics", timeout=10).status_code == 401, "the stats password is asked"
+    stats = requests.get(f"{stats_url}/", auth=(STATS_USER, STATS_PASSWORD), allow_redirects=False, timeout=10)
     assert stats.status_code == 302 and stats.headers["Location"] == "/stats"
 
 
