@@ -37,7 +37,7 @@ from typing import Any
 
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = ROOT / "scripts"
 NETWORK = os.environ.get("KUBE_NETWORK", "chatsys-kube")
 CLUSTER_DOMAIN = os.environ.get("KUBE_CLUSTER_DOMAIN", "cluster.local")
