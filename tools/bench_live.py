@@ -297,7 +297,9 @@ def render(args, runs: list[Run], rates: dict[int, float]) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.bench_live", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--followers", type=int, nargs="+", default=[100, 1000])
     parser.add_argument("--seconds", type=float, default=20, help="posting time of each run")
     parser.add_argument("--post-rate", type=float, default=1.0, help="posts per second during a run")

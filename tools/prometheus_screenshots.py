@@ -97,7 +97,7 @@ def load(entry: str, login: str, stop: threading.Event) -> list[threading.Thread
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m tools.prometheus_screenshots", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "observability")
     parser.add_argument("--seconds", type=float, default=150, help="how long the load runs before the pictures")
     args = parser.parse_args()

@@ -321,7 +321,9 @@ def render(args, rate, soak: Soak, books: dict, memory: list[tuple[str, dict]], 
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.soak", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rate", type=float, help="requests per second offered")
     parser.add_argument("--peak", type=float, help="a measured peak in requests/s; the rate is then 70 %% of it")
     parser.add_argument("--minutes", type=float, default=10)

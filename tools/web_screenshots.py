@@ -87,7 +87,7 @@ def lighthouse(folder: Path, url: str) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m tools.web_screenshots", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "web-client", help="folder for the PNG files")
     parser.add_argument("--lighthouse", type=Path, help="folder with lighthouse and puppeteer-core installed")
     arguments = parser.parse_args()
