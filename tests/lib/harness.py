@@ -21,7 +21,7 @@ from pathlib import Path
 
 import requests
 
-from scripts.lib import haproxy_stats
+from scripts.lib import haproxy_runtime, haproxy_stats
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
@@ -290,14 +290,7 @@ class LoadBalancer:
         return f"http://127.0.0.1:{self.profile_port}"
 
     def command(self, line: str) -> str:
-        with socket.socket(socket.AF_UNIX) as runtime:
-            runtime.settimeout(5)
-            runtime.connect(str(self.socket_path))
-            runtime.sendall(line.encode() + b"\n")
-            chunks = []
-            while chunk := runtime.recv(65536):
-                chunks.append(chunk)
-        return b"".join(chunks).decode()
+        return haproxy_runtime.command(str(self.socket_path), line)
 
     def server_states(self, backend: str = "chat_servers") -> dict[str, str]:
         return haproxy_stats.server_states(self.command("show stat"), backend)
