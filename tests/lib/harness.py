@@ -205,15 +205,10 @@ class Database:
         wait_until(lambda: port_open(self.port), 30, "FerretDB to listen")
 
 
-def start_ferretdb(group: ProcessGroup, name: str = "ferretdb", debug_port: int | None = None) -> Database:
-    """FerretDB on free ports; with `debug_port`, its metrics answer on that port."""
-    port = free_port()
-    data = group.dir / name
-    (data / "data").mkdir(parents=True)
-    (data / "state").mkdir()
-    debug_addr = f"127.0.0.1:{debug_port}" if debug_port else "-"
-    argv = [
-        str(ferretdb_binary()),
+def ferretdb_flags(data: Path, port: int, debug_addr: str) -> list[str]:
+    """FerretDB's command line as scripts/ferretdb.sh, the systemd unit and the images give it
+    (tests/fast/test_ferretdb_flags.py holds them together): SQLite under `data`, loopback."""
+    return [
         "--handler=sqlite",
         f"--sqlite-url=file:{data}/data/",
         f"--state-dir={data}/state",
@@ -222,6 +217,16 @@ def start_ferretdb(group: ProcessGroup, name: str = "ferretdb", debug_port: int 
         "--telemetry=disable",
         "--log-level=warn",
     ]
+
+
+def start_ferretdb(group: ProcessGroup, name: str = "ferretdb", debug_port: int | None = None) -> Database:
+    """FerretDB on free ports; with `debug_port`, its metrics answer on that port."""
+    port = free_port()
+    data = group.dir / name
+    (data / "data").mkdir(parents=True)
+    (data / "state").mkdir()
+    debug_addr = f"127.0.0.1:{debug_port}" if debug_port else "-"
+    argv = [str(ferretdb_binary()), *ferretdb_flags(data, port, debug_addr)]
     database = Database(group.spawn(name, argv, {}), port)
     wait_until(lambda: port_open(port), 30, "FerretDB to listen")
     return database
