@@ -47,6 +47,8 @@ start() {
     fi
     # Loopback only, telemetry off; its debug HTTP listener (Prometheus metrics at
     # /debug/metrics) on loopback too, FERRETDB_METRICS_PORT (0: none).
+    # The systemd unit, the harness and the images give the same settings
+    # (tests/fast/test_ferretdb_flags.py holds them together).
     local debug_addr=-
     if ((FERRETDB_METRICS_PORT != 0)); then
         if (exec 3<>"/dev/tcp/127.0.0.1/$FERRETDB_METRICS_PORT") 2>/dev/null; then

@@ -8,13 +8,12 @@ CHATSYS_CHAT_URL) to point the contract tests at somebody's deployment; tests ma
 from __future__ import annotations
 
 import os
-import uuid
 from dataclasses import dataclass, field
 
 import pytest
-import requests
 
 from tests.lib import contract, harness, vm
+from tests.lib.accounts import User, register_and_login
 
 REMOTE = {
     "login": os.environ.get("CHATSYS_LOGIN_URL", "").rstrip("/"),
@@ -123,7 +122,7 @@ def database(processes):
 @pytest.fixture(scope="module")
 def module_apps(database):
     """In-process apps on the session's database, closed at the end of the module (tests/lib/fast.py)."""
-    from tests.lib.fast import Apps  # not at the top: tests.lib.fast imports this module
+    from tests.lib.fast import Apps  # imported when used: the other layers never load the apps
 
     apps = Apps()
     yield apps
@@ -165,30 +164,6 @@ def stack(request) -> Stack:
     )
     # Clients reach login and profile through HAProxy, as in every deployment.
     return Stack(balancer.login_url, balancer.profile_url, balancer.url, database, login, profile, chats, balancer)
-
-
-def unique_name(prefix: str = "u") -> str:
-    return f"{prefix}{uuid.uuid4().hex[:12]}"
-
-
-@dataclass
-class User:
-    username: str
-    password: str
-    token: str
-
-    @property
-    def auth(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"}
-
-
-def register_and_login(login_url: str, username: str | None = None, password: str = "correct horse 1") -> User:
-    username = username or unique_name()
-    created = requests.post(f"{login_url}/users", json={"username": username, "password": password}, timeout=10)
-    assert created.status_code == 201, created.text
-    session = requests.post(f"{login_url}/login", json={"username": username, "password": password}, timeout=10)
-    assert session.status_code == 200, session.text
-    return User(username, password, session.json()["token"])
 
 
 @pytest.fixture

@@ -41,6 +41,7 @@ import requests
 from chat_service.store import message_id
 from service_kit.token_cache import token_digest
 from tests.lib import harness
+from tools.loadtest.process_tree import cpu_seconds, resident_mib
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -61,20 +62,6 @@ KEYED_POST_SCRIPT = POST_SCRIPT + (
     "  return wrk.format()\n"
     "end\n"
 )
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU of the processes and all their descendants."""
-    total = 0.0
-    for pid in pids:
-        try:
-            root = psutil.Process(pid)
-            for process in [root, *root.children(recursive=True)]:
-                times = process.cpu_times()
-                total += times.user + times.system
-        except psutil.NoSuchProcess:
-            pass
-    return total
 
 
 @dataclass
@@ -100,10 +87,10 @@ def wrk(target: Target, seconds: int, connections: int, database_pids: list[int]
         argv += ["-H", f"{name}: {value}"]
     if target.lua:
         argv += ["-s", target.lua]
-    service_before, database_before = cpu_seconds(target.service_pids), cpu_seconds(database_pids)
+    service_before, database_before = cpu_seconds(*target.service_pids), cpu_seconds(*database_pids)
     output = subprocess.run(argv + [target.url], capture_output=True, text=True, timeout=seconds + 30).stdout
-    service_used = cpu_seconds(target.service_pids) - service_before
-    database_used = cpu_seconds(database_pids) - database_before
+    service_used = cpu_seconds(*target.service_pids) - service_before
+    database_used = cpu_seconds(*database_pids) - database_before
     match = re.search(r"Requests/sec:\s+([\d.]+)", output)
     total = re.search(r"(\d+) requests in", output)
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
@@ -135,11 +122,7 @@ def side_by_side(
 
 def rss_mb(pid: int) -> float:
     """Resident memory of a gunicorn master and its workers, in MB (largest process)."""
-    try:
-        root = psutil.Process(pid)
-        return max(process.memory_info().rss for process in [root, *root.children(recursive=True)]) / 2**20
-    except psutil.NoSuchProcess:
-        return 0.0
+    return max(resident_mib(pid).values(), default=0.0)
 
 
 @dataclass

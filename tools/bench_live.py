@@ -26,11 +26,11 @@ from pathlib import Path
 
 import gevent
 import gevent.pool
-import psutil
 import requests
 
 from scripts.lib import haproxy_stats
 from tests.lib import harness
+from tools.loadtest.process_tree import cpu_seconds
 from tools.loadtest.samples import percentile
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,14 +71,6 @@ class Tier:
 
     def tier_requests(self) -> int:
         return haproxy_stats.frontend_requests(self.balancer.command("show stat"), "entry")
-
-
-def cpu_seconds(pid: int) -> float:
-    try:
-        root = psutil.Process(pid)
-        return sum(sum(process.cpu_times()[:2]) for process in [root, *root.children(recursive=True)])
-    except psutil.NoSuchProcess:
-        return 0.0
 
 
 def start_tier(group: harness.ProcessGroup) -> Tier:

@@ -28,6 +28,7 @@ import psutil
 import requests
 
 from tests.lib import harness
+from tools.loadtest.process_tree import resident_mib
 from tools.loadtest.samples import percentile
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,19 +48,12 @@ def children(pid: int) -> list[int]:
         return []
 
 
-def rss_kib(pid: int) -> int:
-    try:
-        return psutil.Process(pid).memory_info().rss // 1024
-    except psutil.Error:
-        return 0
-
-
 def memory_snapshot(processes: dict[str, int]) -> dict[str, dict]:
-    """Per named process: its own resident memory and each child's (gunicorn workers)."""
+    """Per named process: its own resident memory and each descendant's (gunicorn workers)."""
     snapshot = {}
     for name, pid in processes.items():
-        own = rss_kib(pid) / 1024
-        children_mib = {child: rss_kib(child) / 1024 for child in children(pid)}
+        children_mib = resident_mib(pid)
+        own = children_mib.pop(pid, 0.0)
         snapshot[name] = {
             "pid": pid,
             "rss_mib": own,

@@ -94,20 +94,7 @@ HAPROXY_RUNTIME_SOCKET=${HAPROXY_RUNTIME_SOCKET:-$CHATSYS_VAR/run/haproxy.sock}
 
 # haproxy_cmd "COMMAND": send one command to HAProxy's runtime API, print the answer.
 haproxy_cmd() {
-    "$PYTHON" - "$HAPROXY_RUNTIME_SOCKET" "$1" <<'PY'
-import socket, sys
-with socket.socket(socket.AF_UNIX) as s:
-    s.settimeout(5)
-    s.connect(sys.argv[1])
-    s.sendall(sys.argv[2].encode() + b"\n")
-    chunks = []
-    while True:
-        chunk = s.recv(65536)
-        if not chunk:
-            break
-        chunks.append(chunk)
-sys.stdout.write(b"".join(chunks).decode())
-PY
+    PYTHONPATH=$CHATSYS_ROOT${PYTHONPATH:+:$PYTHONPATH} "$PYTHON" -m scripts.lib.haproxy_runtime "$HAPROXY_RUNTIME_SOCKET" "$1"
 }
 
 # haproxy_rows PROXY FIELD...: with HAProxy's statistics CSV (`haproxy_cmd "show stat"`, or the

@@ -7,7 +7,7 @@ import uuid
 import pytest
 import requests
 
-from tests.conftest import unique_name
+from tests.lib.accounts import unique_name
 from tests.lib.contract import assert_instance, assert_problem
 
 pytestmark = pytest.mark.chat

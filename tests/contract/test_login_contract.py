@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 import requests
 
-from tests.conftest import register_and_login, unique_name
+from tests.lib.accounts import register_and_login, unique_name
 from tests.lib.contract import BAD_AUTHORIZATION_HEADERS, assert_instance, assert_problem, json_post
 
 

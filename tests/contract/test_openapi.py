@@ -30,7 +30,7 @@ from schemathesis.generation import GenerationMode
 from schemathesis.openapi.checks import RejectedPositiveData
 from schemathesis.specs.openapi.checks import negative_data_rejection, positive_data_acceptance
 
-from tests.conftest import register_and_login
+from tests.lib.accounts import register_and_login
 
 DOCUMENT_PATH = Path(__file__).resolve().parents[2] / "docs" / "openapi.yaml"
 DOCUMENT = yaml.safe_load(DOCUMENT_PATH.read_text(encoding="utf-8"))

@@ -36,8 +36,8 @@ import requests
 import yaml
 
 from scripts.lib import haproxy_stats
-from tests.conftest import register_and_login, unique_name
 from tests.lib import docker_stack, harness
+from tests.lib.accounts import register_and_login, unique_name
 from tests.lib.contract import assert_problem
 
 ROOT = harness.ROOT

@@ -22,6 +22,7 @@ import pytest
 import requests
 
 from tests.lib import harness, vm
+from tests.lib.accounts import register_and_login, unique_name
 
 pytestmark = [pytest.mark.local, pytest.mark.vm]
 
@@ -284,13 +285,8 @@ def read_messages(machine: vm.Machine, conversation: Conversation) -> list[dict]
 @pytest.fixture(scope="module")
 def conversation(machine) -> Conversation:
     """Registered, logged in and posted through the forwarded ports, on the first boot."""
-    username, password = f"boot{uuid.uuid4().hex[:10]}", "before the reboot 1"
-    login, chat = machine.url("login"), machine.url("haproxy")
-    created = requests.post(f"{login}/users", json={"username": username, "password": password}, timeout=10)
-    assert created.status_code == 201, created.text
-    session = requests.post(f"{login}/login", json={"username": username, "password": password}, timeout=10)
-    assert session.status_code == 200, session.text
-    auth = {"Authorization": f"Bearer {session.json()['token']}"}
+    user = register_and_login(machine.url("login"), unique_name("boot"), "before the reboot 1")
+    username, chat, auth = user.username, machine.url("haproxy"), user.auth
     profile = requests.put(
         f"{machine.url('profile')}/profiles/{username}",
         headers=auth,
@@ -310,7 +306,7 @@ def conversation(machine) -> Conversation:
         )
         assert posted.status_code == 201, posted.text
         messages.append({key: posted.json()[key] for key in ("seq", "author", "text")})
-    return Conversation(username, password, session.json()["token"], room, messages, profile.json())
+    return Conversation(username, user.password, user.token, room, messages, profile.json())
 
 
 @pytest.fixture(scope="module")

@@ -16,8 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from chat_service import live
-from tests.conftest import unique_name
 from tests.lib import harness
+from tests.lib.accounts import unique_name
 from tests.lib.fast import assert_problem, field_errors, fresh_database_uri, register_and_login
 
 pytestmark = [pytest.mark.fast, pytest.mark.local]

@@ -16,7 +16,7 @@ from login_service.lookalikes import skeleton
 from login_service.passwords import hash_password
 from service_kit import database
 from service_kit.timeutil import utcnow
-from tests.conftest import unique_name
+from tests.lib.accounts import unique_name
 from tests.lib.contract import BAD_AUTHORIZATION_HEADERS
 from tests.lib.fast import FAST_SCRYPT_N, assert_problem, field_errors, fresh_database_uri, register_and_login
 

@@ -14,8 +14,8 @@ from pymongo import ReturnDocument
 
 from chat_service import room_directory, store
 from service_kit.problems import Problem
-from tests.conftest import unique_name
 from tests.lib import harness
+from tests.lib.accounts import unique_name
 from tests.lib.fast import fresh_database_uri
 from tools.loadtest import store_figures
 

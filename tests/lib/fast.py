@@ -20,9 +20,9 @@ from profile_service import create_app as create_profile_app
 from service_kit import database
 from service_kit.config import Settings
 from service_kit.problems import PROBLEM_TYPE_BASE
-from tests.conftest import User as Account
-from tests.conftest import unique_name
 from tests.lib import harness
+from tests.lib.accounts import User as Account
+from tests.lib.accounts import unique_name
 
 # A lower scrypt cost than the services' default (2**14) keeps the many registrations and
 # logins of the fast layer quick; the hashing code is the same.
@@ -91,6 +91,7 @@ class Apps:
 def register_and_login(
     login: Flask, username: str | None = None, password: str = "correct horse 1", address: str = "127.0.0.1"
 ) -> Account:
+    """tests.lib.accounts.register_and_login through Flask's test client, from `address`."""
     username = username or unique_name()
     client = login.test_client()
     environ = {"REMOTE_ADDR": address}

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import requests
 
-from scripts.lib import haproxy_stats
+from scripts.lib import haproxy_runtime, haproxy_stats
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
@@ -205,15 +205,10 @@ class Database:
         wait_until(lambda: port_open(self.port), 30, "FerretDB to listen")
 
 
-def start_ferretdb(group: ProcessGroup, name: str = "ferretdb", debug_port: int | None = None) -> Database:
-    """FerretDB on free ports; with `debug_port`, its metrics answer on that port."""
-    port = free_port()
-    data = group.dir / name
-    (data / "data").mkdir(parents=True)
-    (data / "state").mkdir()
-    debug_addr = f"127.0.0.1:{debug_port}" if debug_port else "-"
-    argv = [
-        str(ferretdb_binary()),
+def ferretdb_flags(data: Path, port: int, debug_addr: str) -> list[str]:
+    """FerretDB's command line as scripts/ferretdb.sh, the systemd unit and the images give it
+    (tests/fast/test_ferretdb_flags.py holds them together): SQLite under `data`, loopback."""
+    return [
         "--handler=sqlite",
         f"--sqlite-url=file:{data}/data/",
         f"--state-dir={data}/state",
@@ -222,6 +217,16 @@ def start_ferretdb(group: ProcessGroup, name: str = "ferretdb", debug_port: int 
         "--telemetry=disable",
         "--log-level=warn",
     ]
+
+
+def start_ferretdb(group: ProcessGroup, name: str = "ferretdb", debug_port: int | None = None) -> Database:
+    """FerretDB on free ports; with `debug_port`, its metrics answer on that port."""
+    port = free_port()
+    data = group.dir / name
+    (data / "data").mkdir(parents=True)
+    (data / "state").mkdir()
+    debug_addr = f"127.0.0.1:{debug_port}" if debug_port else "-"
+    argv = [str(ferretdb_binary()), *ferretdb_flags(data, port, debug_addr)]
     database = Database(group.spawn(name, argv, {}), port)
     wait_until(lambda: port_open(port), 30, "FerretDB to listen")
     return database
@@ -290,14 +295,7 @@ class LoadBalancer:
         return f"http://127.0.0.1:{self.profile_port}"
 
     def command(self, line: str) -> str:
-        with socket.socket(socket.AF_UNIX) as runtime:
-            runtime.settimeout(5)
-            runtime.connect(str(self.socket_path))
-            runtime.sendall(line.encode() + b"\n")
-            chunks = []
-            while chunk := runtime.recv(65536):
-                chunks.append(chunk)
-        return b"".join(chunks).decode()
+        return haproxy_runtime.command(str(self.socket_path), line)
 
     def server_states(self, backend: str = "chat_servers") -> dict[str, str]:
         return haproxy_stats.server_states(self.command("show stat"), backend)

@@ -27,8 +27,9 @@ from dataclasses import dataclass, field
 import pytest
 import requests
 
-from tests.conftest import register_and_login, service_env, unique_name
+from tests.conftest import service_env
 from tests.lib import harness
+from tests.lib.accounts import register_and_login, unique_name
 from tests.lib.contract import assert_problem
 
 # conf/haproxy/haproxy.cfg and conf/gunicorn.conf.py

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import register_and_login, unique_name
 from tests.lib import harness
+from tests.lib.accounts import register_and_login, unique_name
 
 pytestmark = pytest.mark.chat
 

@@ -10,8 +10,9 @@ from collections import Counter
 import pytest
 import requests
 
-from tests.conftest import register_and_login, service_env, unique_name
+from tests.conftest import service_env
 from tests.lib import harness
+from tests.lib.accounts import register_and_login, unique_name
 from tests.lib.contract import assert_problem
 
 pytestmark = [pytest.mark.local, pytest.mark.chat]

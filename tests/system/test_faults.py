@@ -19,8 +19,9 @@ from dataclasses import dataclass
 import pytest
 import requests
 
-from tests.conftest import User, register_and_login, service_env, unique_name
+from tests.conftest import service_env
 from tests.lib import harness
+from tests.lib.accounts import User, register_and_login, unique_name
 from tests.lib.contract import assert_problem
 
 pytestmark = [pytest.mark.local, pytest.mark.chat]

@@ -25,8 +25,8 @@ import requests
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import register_and_login, unique_name
 from tests.lib import harness
+from tests.lib.accounts import register_and_login, unique_name
 from tests.lib.contract import assert_problem
 from tests.lib.fast import fresh_database_uri
 from tools.loadtest import search, timeline

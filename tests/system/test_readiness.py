@@ -7,8 +7,9 @@ import time
 import pytest
 import requests
 
-from tests.conftest import service_env, unique_name
+from tests.conftest import service_env
 from tests.lib import harness
+from tests.lib.accounts import unique_name
 from tests.lib.contract import assert_problem
 
 pytestmark = pytest.mark.local

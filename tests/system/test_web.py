@@ -19,8 +19,8 @@ from chat_service.store import message_id
 from login_service.lookalikes import skeleton
 from login_service.passwords import hash_password
 from service_kit.timeutil import utcnow
-from tests.conftest import User, register_and_login, unique_name
 from tests.lib import harness
+from tests.lib.accounts import User, register_and_login, unique_name
 from tests.lib.web_stack import WebStack, WebUser, launch_chromium, start_web_stack, web_files
 
 pytestmark = [pytest.mark.local, pytest.mark.chat]

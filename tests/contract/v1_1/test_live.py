@@ -20,8 +20,9 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import User, register_and_login, service_env, unique_name
+from tests.conftest import service_env
 from tests.lib import harness
+from tests.lib.accounts import User, register_and_login, unique_name
 
 pytestmark = pytest.mark.chat
 
