@@ -27,4 +27,5 @@ command -v podman >/dev/null || die "podman is not installed (scripts/setup.sh i
 command -v kubectl >/dev/null || die "kubectl is not installed (it renders the manifests: kubectl kustomize)"
 "$VENV/bin/python" -c 'import yaml' 2>/dev/null || "$CHATSYS_ROOT/scripts/setup.sh" >&2
 export CHATSYS_VAR
-exec "$VENV/bin/python" "$CHATSYS_ROOT/scripts/lib/kube_play.py" "$@"
+export PYTHONPATH=$CHATSYS_ROOT${PYTHONPATH:+:$PYTHONPATH}
+exec "$VENV/bin/python" -m scripts.lib.kube_play "$@"
