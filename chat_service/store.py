@@ -3,23 +3,26 @@
 Layout (docs/chat-ordering.md has the whole argument, docs/architecture.md the indexes):
 - `rooms`: one document per room, `_id` the name, with the seq allocator: `allocated`, the
   highest seq handed out, and `log`, the messages of the seqs from `log_base` on, written
-  in the same atomic update that hands their seq out. Every seq up to `allocated` is
-  stored in `messages` or still in the log, so none can be lost by a poster that dies.
-- `messages`: every message of every room, `_id` = `<room>/<seq, 12 digits>`. The unique
-  `_id` index is the (room, seq) uniqueness, and every read names the `_id`s it wants
-  (`$in`), so each query is a lookup in that index whatever the history's size, on
-  MongoDB and on the embedded FerretDB alike (patches/ferretdb.patch pushes `$in` on
-  `_id` down to its index).
+  in the same atomic update that hands their seq out. A post is that one update: from
+  then on its message is stored, whatever happens to its poster.
+- `message_buckets`: the messages that have left the log, BUCKET_SIZE seqs per document,
+  `_id` = `<room>/<bucket number, 12 digits>`: bucket b holds seqs b*16+1 ... b*16+16 (from
+  `first` on). The poster of a bucket's last seq moves the log's complete buckets here, so
+  the log holds fewer than BUCKET_SIZE entries, and a page of 20 messages is two or three
+  documents read by `_id`.
+- `messages`: one document per message, `_id` = `<room>/<seq, 12 digits>`: the history of
+  the earlier layouts, below a room's `bucket_base`, still read as it is.
 - `idempotency_keys`: one claim per (room, author, Idempotency-Key), inserted before the
-  seq is allocated and told the seq before the message is stored, so a retry finds the
-  message the first attempt stored, or the log entry it left.
+  seq is allocated; the log entry carries it, and `idempotency_seqs` names the seq of each
+  keyed message that has left the log, so a retry finds the message of its first attempt.
 
 Why it costs the same with any number of servers: a post is one atomic `$inc`-and-`$push`
-on the room (atomic on MongoDB; on FerretDB through patches/ferretdb.patch) and one insert.
-Servers never race for a seq, so nothing is retried. Why the order stays exact: a reader
-returns only the contiguous run after its `after`, and a seq missing below a stored one is
-stored from the log by the reader that finds it, so a follower can be delayed, never made
-to skip a message.
+on the room (atomic on MongoDB; on FerretDB through patches/ferretdb.patch), one more write
+per post for an Idempotency-Key's claim, and a sweep of three writes per BUCKET_SIZE posts.
+Servers never race for a seq, so nothing is retried. Why the order stays exact: every seq
+up to `allocated` is in the log, a bucket or `messages` from the moment it is handed out,
+and the sweep removes entries from the log only after their bucket is stored, so a
+reader never finds a hole below the newest seq.
 """
 
 from __future__ import annotations
@@ -32,8 +35,9 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from flask import current_app
 from pymongo import ASCENDING, ReturnDocument
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 
 from chat_service import room_directory
 from service_kit import database, names
@@ -43,12 +47,16 @@ from service_kit.timeutil import utcnow
 
 LOBBY = "lobby"
 SEQ_DIGITS = 12
-# How many seqs past a known one a query names first. Most reads are followers asking
-# for the few messages since their last read: the smaller the `$in` list, the cheaper
-# the query; a full window is followed by a query for the rest.
+# How many seqs past a known one a query names first, in a room of the layout before the
+# allocator (whose newest seq is probed for): the smaller the `$in` list, the cheaper.
 LOOKAHEAD = 16
 # The most `_id`s one query names (the embedded database pushes down up to 1000).
 MAX_IDS_PER_QUERY = 500
+# Seqs per bucket document. The log holds fewer than this many entries, and FerretDB
+# reads and rewrites the whole room on every post: a post's update costs it 0.8 ms of CPU
+# with an empty log, 1.1 ms with 8 to 16 entries and 1.6 ms with 32. Each entry is one
+# JSON string, which costs FerretDB a fraction of a sub-document.
+BUCKET_SIZE = 16
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
 # A request gives up before its seq is allocated after this long, so a claim older than
 # CLAIM_ABANDONED with no seq and no log entry can only belong to a request that died; its
@@ -56,16 +64,15 @@ IDEMPOTENCY_WINDOW = timedelta(hours=24)
 STORE_DEADLINE_SECONDS = 10.0
 CLAIM_ABANDONED = timedelta(seconds=30)
 IN_FLIGHT_WAIT_SECONDS = 5.0
-# Every SWEEP_EVERY-th post moves the log's older entries out of the room document once
-# their messages are stored; the newest SWEEP_EVERY stay for their posters. The log holds
-# between SWEEP_EVERY and twice as many entries. Each entry is one JSON string: FerretDB
-# rewrites the whole room on every post, and a string costs it a fraction of a document
-# (a post's update with 16 string entries: 1.1 ms of its CPU; with 16 documents: 3.1 ms).
-SWEEP_EVERY = 8
 # Names of rooms seen to exist. Rooms are never deleted, so this caches a fact that cannot
 # go stale; its only use is to answer a post to a room that does not exist without a claim.
 KNOWN_ROOMS_KEPT = 10_000
 _known_rooms: set[str] = set()
+# Per room, the `log_base` this process saw last. It only grows, so a read that starts
+# below it reads the buckets first and needs the room only when the page goes further; one
+# that starts at or above it reads the room first, and usually nothing else. A stale or
+# wrong hint costs a query, never a wrong page: every read ends on the room it has read.
+_log_base_seen: dict[str, tuple[int, int]] = {}  # room -> (log_base, bucket_base)
 # Collections of the layout before one `messages` collection: messages.<room>.<partition>.
 _PARTITION_COLLECTION = re.compile(rf"messages\.({names.ROOM_NAME})\.\d{{6}}")
 
@@ -82,9 +89,15 @@ def seq_of(message: dict) -> int:
     return int(message["_id"].rsplit("/", 1)[1])
 
 
+def bucket_id(room: str, seq: int) -> str:
+    """The `_id` of the bucket that holds `seq` of `room`."""
+    return f"{room}/{(seq - 1) // BUCKET_SIZE:0{SEQ_DIGITS}d}"
+
+
 def ensure_schema() -> None:
     db = database.db()
     db.idempotency_keys.create_index([("created_at", ASCENDING)])
+    db.idempotency_seqs.create_index([("created_at", ASCENDING)])
     # Room creations are counted in a collection of their own: `rooms` is updated on every
     # post (last_seq), and a secondary index there would be kept up on every post too.
     db.room_creations.create_index([("creator", ASCENDING), ("at", ASCENDING)])
@@ -132,7 +145,7 @@ def create_room(name: str, creator: str | None = None, limit: int = 0, since=Non
     before the count, which counts it too: however many run at once, the last of those
     that pass counts all the others, so none passes the limit (racing ones may all be
     refused, never all let through)."""
-    room = {"_id": name, "created_at": utcnow(), "allocated": 0, "log_base": 1, "log": []}
+    room = {"_id": name, "created_at": utcnow(), "allocated": 0, "log_base": 1, "bucket_base": 1, "log": []}
     if database.db().rooms.find_one({"_id": name}, {"_id": 1}) is not None:
         return None
     if creator is not None:
@@ -198,6 +211,7 @@ forget_spent_budgets = Every(3600, _forget_spent_budgets)
 
 
 def _find_by_ids(ids: list[str], projection: dict | None = None) -> list[dict]:
+    """The per-message documents (the earlier layouts') of these `_id`s."""
     found = []
     for start in range(0, len(ids), MAX_IDS_PER_QUERY):
         found += _messages().find({"_id": {"$in": ids[start : start + MAX_IDS_PER_QUERY]}}, projection)
@@ -207,8 +221,8 @@ def _find_by_ids(ids: list[str], projection: dict | None = None) -> list[dict]:
 def _contiguous(messages: list[dict], first: int) -> list[dict]:
     """The run of messages first, first+1, ... up to the first missing seq.
 
-    A follower must never step over a number it has not seen: a seq whose poster is still
-    storing it (or died before it could) ends the run until it is stored."""
+    A follower must never step over a number it has not seen: a page ends before any seq
+    it could not read."""
     by_seq = {seq_of(message): message for message in messages}
     run: list[dict] = []
     while first + len(run) in by_seq:
@@ -223,16 +237,17 @@ def _top(room: dict) -> int:
 
 
 def stored_through(room: dict) -> int:
-    """A seq of the room known to be stored with every seq before it (or 0)."""
-    return room["log_base"] - 1 if "log_base" in room else room.get("last_seq", 0)
+    """A seq of the room known to be stored with every seq before it (or 0): with the
+    allocator, every seq it handed out is."""
+    return _top(room)
 
 
 def list_rooms(after: str | None = None, limit: int | None = None) -> list[dict]:
     """Every room, by name, with its newest seq (`last_seq`), or with `limit` those after
-    `after`. All of them: the room list and one `$in` query per MAX_IDS_PER_QUERY rooms
-    (plus one per room whose newest seq is still in flight). A page: the names from the
-    process's room directory, then lookups by `_id` alone, so its cost does not grow with
-    the number of rooms."""
+    `after`. All of them: the room list (plus one `$in` query per MAX_IDS_PER_QUERY rooms
+    of the layout before the allocator, whose newest seq is probed for). A page: the names
+    from the process's room directory, then lookups by `_id` alone, so its cost does not
+    grow with the number of rooms."""
     rooms_of = database.db().rooms
     projection = {"log": 0}
     if limit is not None:
@@ -244,31 +259,26 @@ def list_rooms(after: str | None = None, limit: int | None = None) -> list[dict]
         if not any(room["_id"] == LOBBY for room in rooms):
             find_room(LOBBY)
             rooms = list(rooms_of.find({}, projection).sort("_id", ASCENDING))
-    # A room with the allocator: its top is almost always stored, so one lookup confirms it.
     # A room of the earlier layout: its hint may lag, so look one past it.
-    probes = {
-        room["_id"]: _top(room) if "allocated" in room else _top(room) + 1
-        for room in rooms
-        if "allocated" not in room or room["allocated"] > 0
-    }
+    probes = {room["_id"]: _top(room) + 1 for room in rooms if "allocated" not in room}
     found = {message["_id"] for message in _find_by_ids([message_id(n, seq) for n, seq in probes.items()], {"_id": 1})}
     for room in rooms:
         name, top = room["_id"], _top(room)
-        if name not in probes:
-            newest = 0
-        elif "allocated" in room:
-            newest = top if message_id(name, top) in found else newest_seq(name, known=stored_through(room))
-        else:
-            newest = newest_seq(name, known=top + 1) if message_id(name, top + 1) in found else top
-        room["last_seq"] = newest
-        for field in ("allocated", "log_base"):
+        if name in probes and message_id(name, top + 1) in found:
+            top = newest_seq(name, known=top + 1)
+        room["last_seq"] = top
+        for field in ("allocated", "log_base", "bucket_base"):
             room.pop(field, None)
     return rooms
 
 
 def newest_seq(room: str, known: int = 0) -> int:
-    """The highest seq of the room's contiguous stored run; `known` is a seq known to be
-    stored (or 0)."""
+    """The room's newest seq, every seq up to it readable; `known` is a seq known to be
+    stored (or 0). With the allocator, it is the allocator's; in a room of the layout
+    before it, the end of the run of stored messages from `known` on."""
+    state = database.db().rooms.find_one({"_id": room}, {"allocated": 1})
+    if state is not None and "allocated" in state:
+        return state["allocated"]
     newest = known
     while True:
         window = [message_id(room, seq) for seq in range(newest + 1, newest + LOOKAHEAD + 1)]
@@ -280,38 +290,89 @@ def newest_seq(room: str, known: int = 0) -> int:
             return newest
 
 
+_ROOM_STATE = {"allocated": 1, "log_base": 1, "bucket_base": 1, "log": 1, "last_seq": 1}
+
+
 def read_after(room: str, after: int, limit: int) -> list[dict]:
-    """Up to `limit` messages after seq `after`, ascending."""
-    window = min(limit, LOOKAHEAD)
-    run = _read_run(room, after + 1, after + window)
-    if len(run) == window < limit:
-        run += _read_run(room, after + window + 1, after + limit)
-    return run
-
-
-def _read_run(room: str, first: int, last: int) -> list[dict]:
-    ids = [message_id(room, seq) for seq in range(first, last + 1)]
-    found = _find_by_ids(ids)
-    run = _contiguous(found, first)
-    if len(run) < len(found):
-        # A seq is missing below one that is stored: its poster is still storing it, or
-        # died after its seq was handed out. Its message is in the room's log; store it.
-        if _store_from_log(room, first + len(run), last):
-            run = _contiguous(_find_by_ids(ids), first)
-    return run
+    """Up to `limit` messages after seq `after`, ascending: a contiguous run."""
+    first, last = after + 1, after + limit
+    found: dict[int, dict] = {}
+    seen = _log_base_seen.get(room)
+    if seen is not None and first < seen[0]:
+        # Most likely all stored (a reader catching up): read those first.
+        found = _from_buckets(room, first, min(last, seen[0] - 1), seen[1])
+        run = _run(found, first, last)
+        if len(run) == limit:
+            return run
+    state = database.db().rooms.find_one({"_id": room}, _ROOM_STATE)
+    if state is None:
+        return []
+    return _page(room, state, first, last, found)
 
 
 def read_newest(room: dict, limit: int) -> list[dict]:
-    """The newest `limit` messages, ascending. One query reads the top's last `limit`
-    messages and a few after it, so the lagging hint of a room of the earlier layout costs
-    nothing more."""
-    name, top = room["_id"], _top(room)
-    first = max(1, top - limit + 1)
-    run = _read_run(name, first, top + LOOKAHEAD)
-    if run and seq_of(run[-1]) == top + LOOKAHEAD:
-        newest = newest_seq(name, known=top + LOOKAHEAD)
-        run = read_after(name, max(0, newest - limit), limit)
-    return run[-limit:]
+    """The newest `limit` messages, ascending. `room` is the whole room document (with its
+    log), as find_room answers it."""
+    name = room["_id"]
+    if "allocated" not in room:
+        newest = newest_seq(name, known=room.get("last_seq", 0))
+        return read_after(name, max(0, newest - limit), limit)
+    return _page(name, room, max(1, room["allocated"] - limit + 1), room["allocated"], {})
+
+
+def _page(name: str, room: dict, first: int, last: int, found: dict[int, dict]) -> list[dict]:
+    """The run first..last (at most to the room's newest seq) of the room whose document,
+    with its log, was read as `room`; `found` holds messages read before that."""
+    if "allocated" not in room:  # the layout before the allocator: one document per message
+        ids = [message_id(name, seq) for seq in range(first, last + 1)]
+        return _contiguous(_find_by_ids(ids), first)
+    base, top = room["log_base"], room["allocated"]
+    bucket_base = room.get("bucket_base", base)  # a room of the layout before the buckets: none yet
+    if len(_log_base_seen) >= KNOWN_ROOMS_KEPT:
+        _log_base_seen.clear()
+    _log_base_seen[name] = (base, bucket_base)
+    last = min(last, top)
+    for seq in range(max(first, base), last + 1):
+        found[seq] = _message(name, seq, _decode(room["log"][seq - base]))
+    below = [seq for seq in range(first, min(last, base - 1) + 1) if seq not in found]
+    if below:
+        found.update(_from_buckets(name, below[0], below[-1], bucket_base))
+        below = [seq for seq in below if seq not in found]
+    if below:
+        # Left the log one at a time, as servers of the layout before the buckets did.
+        found.update((seq_of(m), m) for m in _find_by_ids([message_id(name, seq) for seq in below]))
+    return _run(found, first, last)
+
+
+def _from_buckets(name: str, first: int, last: int, bucket_base: int = 1) -> dict[int, dict]:
+    """The messages first..last that are stored: from their buckets, and below
+    `bucket_base` from the one-per-message documents of the earlier layouts."""
+    found: dict[int, dict] = {}
+    if first > last:
+        return found
+    if first < bucket_base:
+        below = [message_id(name, seq) for seq in range(first, min(last, bucket_base - 1) + 1)]
+        found.update((seq_of(m), m) for m in _find_by_ids(below))
+    if last >= bucket_base:
+        start = max(first, bucket_base)
+        ids = sorted({bucket_id(name, seq) for seq in range(start, last + 1, BUCKET_SIZE)} | {bucket_id(name, last)})
+        for bucket in database.db().message_buckets.find({"_id": {"$in": ids}}):
+            for offset, raw in enumerate(bucket["entries"]):
+                seq = bucket["first"] + offset
+                if start <= seq <= last:
+                    found[seq] = _message(name, seq, _decode(raw))
+    return found
+
+
+def _run(found: dict[int, dict], first: int, last: int) -> list[dict]:
+    run: list[dict] = []
+    while first + len(run) <= last and first + len(run) in found:
+        run.append(found[first + len(run)])
+    return run
+
+
+def _message(name: str, seq: int, entry: dict) -> dict:
+    return {"_id": message_id(name, seq), **entry}
 
 
 @dataclass
@@ -323,9 +384,10 @@ class Posted:
 class _Claim:
     """The right to store one message under an Idempotency-Key, held by one request.
 
-    The claim is one document whose `_id` names (room, author, key); it learns its seq
-    before the message is stored, and the message (and its log entry) carries the claim
-    and owner, so a repeat finds the message with lookups by `_id` alone."""
+    The claim is one document whose `_id` names (room, author, key), inserted before the
+    seq is handed out. The log entry carries the claim and its owner, and when the entry
+    leaves the log, `idempotency_seqs` gets the claim's seq, so a repeat finds the message
+    with lookups by `_id` alone."""
 
     def __init__(self, room: str, author: str, key: str):
         self.id = f"{room}/{author}/{key}"
@@ -335,9 +397,7 @@ class _Claim:
     def try_take(self) -> bool:
         """Insert the claim; False when the key is claimed."""
         try:
-            database.db().idempotency_keys.insert_one(
-                {"_id": self.id, "owner": self.owner, "seqs": [], "created_at": utcnow()}
-            )
+            database.db().idempotency_keys.insert_one({"_id": self.id, "owner": self.owner, "created_at": utcnow()})
         except DuplicateKeyError:
             return False
         return True
@@ -346,20 +406,34 @@ class _Claim:
         database.db().idempotency_keys.delete_one({"_id": self.id, "owner": self.owner})
 
     def stored_message(self, existing: dict) -> dict | None:
-        """The message the owner of the claim `existing` stored or had a seq for, if any."""
+        """The message the owner of the claim `existing` had a seq handed out for, if any.
+
+        The log is read before the seq map: a sweep writes the map before it removes the
+        entry from the log, so an entry that is not in the log when it is read is in the
+        map when that is read next."""
+        owner = existing["owner"]
         # A claim of the earlier layouts holds the seqs it tried, or its one seq in `seq`.
-        seqs = existing.get("seqs") or ([existing["seq"]] if "seq" in existing else [])
-        ids = [message_id(self.room, seq) for seq in sorted(set(seqs))]
-        for message in sorted(_find_by_ids(ids), key=seq_of):
-            if message.get("idem") == self.id and message.get("owner") == existing["owner"]:
-                return message
-        # Its seq was handed out, but neither it nor a reader has stored the message yet.
-        room = database.db().rooms.find_one({"_id": self.room}, {"log_base": 1, "log": 1}) or {}
-        for offset, raw in enumerate(room.get("log", [])):
-            entry = _decode(raw)
-            if entry.get("idem") == self.id and entry["owner"] == existing["owner"]:
-                return _store_entry(self.room, room["log_base"] + offset, entry)
+        seqs = sorted(set(existing.get("seqs") or ([existing["seq"]] if "seq" in existing else [])))
+        room = database.db().rooms.find_one({"_id": self.room}, _ROOM_STATE)
+        if room is not None and "log" in room:
+            for offset, raw in enumerate(room["log"]):
+                entry = _decode(raw)
+                if entry.get("idem") == self.id and entry["owner"] == owner:
+                    return _message(self.room, room["log_base"] + offset, entry)
+        mapped = database.db().idempotency_seqs.find_one({"_id": _seq_map_id(self.id, owner)})
+        if mapped is not None:
+            seqs.insert(0, mapped["seq"])
+        for seq in seqs:
+            for message in read_after(self.room, seq - 1, 1):
+                if message.get("idem") == self.id and message.get("owner") == owner:
+                    return message
         return None
+
+
+def _seq_map_id(claim_id: str, owner: str) -> str:
+    """The `_id` of a claim's entry in `idempotency_seqs`: a key used again after its window
+    is a new claim, with a new owner."""
+    return f"{claim_id}/{owner}"
 
 
 def _resolve_existing_claim(claim: _Claim) -> dict | None:
@@ -393,7 +467,8 @@ def _resolve_existing_claim(claim: _Claim) -> dict | None:
 
 
 def _forget_old_claims() -> None:
-    database.db().idempotency_keys.delete_many({"created_at": {"$lt": utcnow() - IDEMPOTENCY_WINDOW}})
+    for collection in ("idempotency_keys", "idempotency_seqs"):
+        database.db()[collection].delete_many({"created_at": {"$lt": utcnow() - IDEMPOTENCY_WINDOW}})
 
 
 forget_old_claims = Every(3600, _forget_old_claims)
@@ -450,24 +525,19 @@ def _allocate_and_store(name: str, author: str, text: str, claim: _Claim | None,
     rooms = database.db().rooms
     for _ in range(3):
         if time.monotonic() - started > STORE_DEADLINE_SECONDS:
-            break  # before a seq is handed out: after that, the message is as good as stored
-        # One atomic update hands out the seq and keeps the message with it. (It answers
+            break  # before a seq is handed out: after that, the message is stored
+        # One atomic update hands out the seq and stores the message with it. (It answers
         # with the whole room, log and all: FerretDB has no projection for findAndModify.)
-        allocated = rooms.find_one_and_update(
+        room = rooms.find_one_and_update(
             {"_id": name, "allocated": {"$exists": True}},
             {"$inc": {"allocated": 1}, "$push": {"log": _encode(entry)}},
             return_document=ReturnDocument.AFTER,
         )
-        if allocated is not None:
-            seq = allocated["allocated"]
-            message = _store_entry(name, seq, entry)
-            if message.get("owner") != entry["owner"]:
-                # Only a writer that bypasses the allocator (a server of the earlier layout
-                # during an upgrade) can have stored this seq; never answer with its message.
-                raise unavailable("The room's numbering is being upgraded; try again.")
-            if seq % SWEEP_EVERY == 0:
-                _sweep_log(name)
-            return Posted(message, created=True)
+        if room is not None:
+            seq = room["allocated"]
+            if seq % BUCKET_SIZE == 0:
+                _sweep_log(room)
+            return Posted(_message(name, seq, entry), created=True)
         if not _adopt_allocator(name):
             _known_rooms.discard(name)  # emptied by a test harness's reset; rooms are never deleted
             if claim is not None:
@@ -478,62 +548,71 @@ def _allocate_and_store(name: str, author: str, text: str, claim: _Claim | None,
     raise unavailable("The room is too busy right now; try again.")
 
 
-def _store_entry(name: str, seq: int, entry: dict) -> dict:
-    """Store the log entry at `seq`, by its poster or by anybody who finds it missing, and
-    answer with the message stored there. Its claim learns the seq first, so a stored
-    message's claim always names it. Storing twice is harmless: every copy of a seq's
-    message is the same document."""
-    if "idem" in entry:
-        database.db().idempotency_keys.update_one(
-            {"_id": entry["idem"], "owner": entry["owner"]}, {"$set": {"seqs": [seq]}}
-        )
-    message = {"_id": message_id(name, seq), **entry}
+def _sweep_log(room: dict) -> None:
+    """Move the log's complete buckets into `message_buckets`: called by the poster of a
+    bucket's last seq, with the room as its post's update answered it. An entry leaves the
+    log only after its bucket (and its claim's seq) is stored, and only by an update
+    conditional on `log_base`, so a sweep that races another removes nothing twice. The
+    message is stored already, in the log: a sweep that fails is left to the next one."""
     try:
-        _messages().insert_one(message)
-    except DuplicateKeyError:
-        # Stored already, by a reader or a sweep that found it missing first: the stored
-        # copy is the answer (and only a seq stored outside the allocator differs).
-        return _messages().find_one({"_id": message["_id"]}) or message
-    return message
+        _move_buckets(room)
+    except PyMongoError:
+        current_app.logger.warning(
+            "moving the log of room %r to its buckets failed; the next sweep does it", room["_id"]
+        )
 
 
-def _store_from_log(name: str, first: int, last: int) -> bool:
-    """Store the messages of seqs first..last that are still only in the room's log;
-    False when none of them is there (handed out, but not yet written to the room)."""
-    room = database.db().rooms.find_one({"_id": name}, {"log_base": 1, "log": 1})
-    if room is None or "log_base" not in room:
-        return False
-    base, log = room["log_base"], room["log"]
-    first, last = max(first, base), min(last, base + len(log) - 1)
-    if first > last:
-        return False
-    _store_missing(name, first, [_decode(raw) for raw in log[first - base : last - base + 1]])
-    return True
-
-
-def _store_missing(name: str, first: int, entries: list[dict]) -> None:
-    """Store each of `entries` (the log entries of seqs first, first+1, ...) not stored yet."""
-    ids = [message_id(name, first + offset) for offset in range(len(entries))]
-    stored = {message["_id"] for message in _find_by_ids(ids, {"_id": 1})}
-    for offset, entry in enumerate(entries):
-        if ids[offset] not in stored:
-            _store_entry(name, first + offset, entry)
-
-
-def _sweep_log(name: str) -> None:
-    """Move the log's older entries out of the room document once their messages are
-    stored (storing any that are not). Only entries whose message is stored ever leave the
-    log; a sweep that races another finds `log_base` moved and changes nothing."""
-    rooms = database.db().rooms
-    room = rooms.find_one({"_id": name}, {"log_base": 1, "log": 1})
-    if room is None:
+def _move_buckets(room: dict) -> None:
+    name, base, log = room["_id"], room["log_base"], room["log"]
+    end = (room["allocated"] // BUCKET_SIZE) * BUCKET_SIZE  # the last seq of the last complete bucket
+    if end < base:
         return
-    base, log = room["log_base"], room["log"]
-    done = len(log) - SWEEP_EVERY
-    if done <= 0:
-        return
-    _store_missing(name, base, [_decode(raw) for raw in log[:done]])
-    rooms.update_one({"_id": name, "log_base": base}, {"$pullAll": {"log": log[:done]}, "$inc": {"log_base": done}})
+    moving = log[: end - base + 1]
+    buckets = []
+    seq = base
+    while seq <= end:
+        last = ((seq - 1) // BUCKET_SIZE + 1) * BUCKET_SIZE
+        buckets.append({"_id": bucket_id(name, seq), "first": seq, "entries": moving[seq - base : last - base + 1]})
+        seq = last + 1
+    db = database.db()
+    for bucket in buckets:
+        try:
+            db.message_buckets.insert_one(bucket)
+        except DuplicateKeyError:
+            # Stored by a sweep that raced this one (the same entries), or, after a server
+            # of the layout before the buckets swept part of it, from a later seq on: keep
+            # what it lacks one document per message, where readers look next.
+            stored = db.message_buckets.find_one({"_id": bucket["_id"]}, {"first": 1}) or {"first": bucket["first"]}
+            _store_one_by_one(name, bucket["first"], bucket["entries"][: max(0, stored["first"] - bucket["first"])])
+    keyed = []
+    for offset, raw in enumerate(moving):
+        entry = _decode(raw)
+        if "idem" in entry:
+            keyed.append(
+                {
+                    "_id": _seq_map_id(entry["idem"], entry["owner"]),
+                    "seq": base + offset,
+                    "created_at": entry["created_at"],
+                }
+            )
+    if keyed:
+        try:
+            db.idempotency_seqs.insert_many(keyed, ordered=False)
+        except BulkWriteError as failed:
+            if any(error.get("code") != 11000 for error in failed.details.get("writeErrors", [])):
+                raise  # only "mapped already, by a sweep that raced this one" is expected
+    update: dict = {"$pullAll": {"log": moving}, "$inc": {"log_base": len(moving)}}
+    if "bucket_base" not in room:
+        update["$set"] = {"bucket_base": base}  # a room of the earlier layout: its buckets start here
+    db.rooms.update_one({"_id": name, "log_base": base}, update)
+
+
+def _store_one_by_one(name: str, first: int, entries: list[str]) -> None:
+    for offset, raw in enumerate(entries):
+        try:
+            _messages().insert_one(_message(name, first + offset, _decode(raw)))
+        except DuplicateKeyError:
+            pass  # stored by a sweep that raced this one
 
 
 def _encode(entry: dict) -> str:
@@ -555,7 +634,10 @@ def _adopt_allocator(name: str) -> bool:
         newest = newest_seq(name, known=room.get("last_seq", 0))
         database.db().rooms.update_one(
             {"_id": name, "allocated": {"$exists": False}},
-            {"$set": {"allocated": newest, "log_base": newest + 1, "log": []}, "$unset": {"last_seq": ""}},
+            {
+                "$set": {"allocated": newest, "log_base": newest + 1, "bucket_base": newest + 1, "log": []},
+                "$unset": {"last_seq": ""},
+            },
         )
     return True
 

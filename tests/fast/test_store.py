@@ -1,7 +1,8 @@
 """The chat store in-process against the real embedded database: the message layout at its
-boundaries, the seq allocator and its log (a poster that dies after its seq was handed out
-loses nothing), the upgrade from the earlier layouts, and the FerretDB patch the layout's
-speed and the allocator's atomicity rest on (patches/ferretdb.patch)."""
+boundaries (the log, the buckets and the one-document-per-message history of the earlier
+layouts), the seq allocator (a poster that dies after its seq was handed out loses
+nothing), the upgrade from the earlier layouts, and the FerretDB patch the layout's speed
+and the allocator's atomicity rest on (patches/ferretdb.patch)."""
 
 from __future__ import annotations
 
@@ -66,10 +67,29 @@ def test_posts_number_one_to_n_and_advance_the_allocator(db):
 
 
 def earlier_layout(db, room: dict, hint: int) -> None:
-    """Make `room` a room of the earlier layout: a `last_seq` hint, no allocator."""
+    """Make `room` a room of the layout before the allocator: a `last_seq` hint, no
+    allocator (its messages one document each, see seed_messages)."""
     db.rooms.update_one(
-        {"_id": room["_id"]}, {"$set": {"last_seq": hint}, "$unset": {"allocated": "", "log_base": "", "log": ""}}
+        {"_id": room["_id"]},
+        {"$set": {"last_seq": hint}, "$unset": {"allocated": "", "log_base": "", "bucket_base": "", "log": ""}},
     )
+
+
+def seed_messages(db, room: dict, count: int, allocator: bool = True) -> None:
+    """Give `room` the history of the earlier layouts: messages 1..count, one document
+    each; with `allocator`, the allocator past them and no buckets yet."""
+    if count:
+        db.messages.insert_many(
+            [
+                {"_id": store.message_id(room["_id"], s), "author": "a", "text": f"t{s}", "created_at": store.utcnow()}
+                for s in range(1, count + 1)
+            ]
+        )
+    if allocator:
+        db.rooms.update_one(
+            {"_id": room["_id"]},
+            {"$set": {"allocated": count, "log_base": count + 1, "log": []}, "$unset": {"bucket_base": ""}},
+        )
 
 
 def hand_out_seq(db, room: dict, text: str, claim: dict | None = None) -> int:
@@ -113,16 +133,17 @@ def test_read_after_crosses_the_first_window(db, count):
     assert seqs_of(store.read_after(room["_id"], 0, 16)) == list(range(1, min(count, 16) + 1))
 
 
-def test_read_after_stops_at_a_missing_seq_that_the_log_cannot_give(db):
+def test_read_after_stops_at_a_seq_it_cannot_read(db):
     """The safety net: a follower never steps over a seq it has not seen."""
     room = new_room(db)
-    post(room, 6)
-    db.rooms.update_one({"_id": room["_id"]}, {"$set": {"log_base": 7, "log": []}})
-    db.messages.delete_one({"_id": store.message_id(room["_id"], 4)})
-    assert seqs_of(store.read_after(room["_id"], 1, 50)) == [2, 3]
+    post(room, 2 * store.BUCKET_SIZE + 3)
+    db.message_buckets.delete_one({"_id": store.bucket_id(room["_id"], store.BUCKET_SIZE + 1)})
+    assert seqs_of(store.read_after(room["_id"], 1, 50)) == list(range(2, store.BUCKET_SIZE + 1))
 
 
-def test_a_seq_whose_poster_died_is_stored_by_the_reader_that_finds_it_missing(db):
+def test_a_message_whose_poster_died_once_its_seq_was_handed_out_is_stored(db):
+    """The seq and the message are one update: a poster that dies after it loses nothing,
+    and the message moves to its bucket like any other."""
     room = new_room(db)
     post(room, 2)
     died = hand_out_seq(db, room, "left in the log")
@@ -130,7 +151,9 @@ def test_a_seq_whose_poster_died_is_stored_by_the_reader_that_finds_it_missing(d
     messages = store.read_after(room["_id"], 0, 50)
     assert seqs_of(messages) == [1, 2, 3, 4, 5] and died == 3
     assert messages[2]["text"] == "left in the log"
-    assert db.messages.find_one({"_id": store.message_id(room["_id"], 3)})["text"] == "left in the log"
+    post(room, store.BUCKET_SIZE)
+    assert store.read_after(room["_id"], 2, 1)[0]["text"] == "left in the log"
+    assert db.message_buckets.find_one({"_id": store.bucket_id(room["_id"], 3)}) is not None
 
 
 def test_a_retry_finds_the_message_its_dead_first_attempt_left_in_the_log(db):
@@ -140,21 +163,90 @@ def test_a_retry_finds_the_message_its_dead_first_attempt_left_in_the_log(db):
     repeat = store.post_message(room["_id"], "alice", "once", "first-try")
     assert not repeat.created and store.seq_of(repeat.message) == died
     assert seqs_of(store.read_after(room["_id"], 0, 50)) == [died]
-    assert db.idempotency_keys.find_one(claim)["seqs"] == [died]
 
 
-@pytest.mark.parametrize("dead_at", [1, store.SWEEP_EVERY, 2 * store.SWEEP_EVERY + 3])
-def test_the_log_stays_short_and_gives_up_an_entry_only_once_it_is_stored(db, dead_at):
+def test_a_retry_finds_its_message_after_it_left_the_log(db):
+    room = new_room(db)
+    post(room, 2)
+    first = store.post_message(room["_id"], "alice", "once", "moved-on")
+    post(room, 2 * store.BUCKET_SIZE)
+    assert db.rooms.find_one({"_id": room["_id"]})["log_base"] > store.seq_of(first.message)
+    repeat = store.post_message(room["_id"], "alice", "once", "moved-on")
+    assert not repeat.created and repeat.message["_id"] == first.message["_id"]
+
+
+@pytest.mark.parametrize("dead_at", [1, store.BUCKET_SIZE, 2 * store.BUCKET_SIZE + 3])
+def test_the_log_stays_short_and_gives_up_an_entry_only_once_its_bucket_is_stored(db, dead_at):
+    """Whoever posts a bucket's last seq moves the complete buckets; a poster that died
+    before its sweep leaves it to the next bucket's."""
     room = new_room(db)
     post(room, dead_at - 1)
     hand_out_seq(db, room, "dead poster")
-    post(room, 5 * store.SWEEP_EVERY)
+    post(room, 5 * store.BUCKET_SIZE)
     state = db.rooms.find_one({"_id": room["_id"]})
-    assert store.SWEEP_EVERY <= len(state["log"]) < 2 * store.SWEEP_EVERY
-    assert state["log_base"] + len(state["log"]) - 1 == state["allocated"] == dead_at + 5 * store.SWEEP_EVERY
-    stored = {store.seq_of(m) for m in db.messages.find({"_id": {"$regex": f"^{room['_id']}/"}}, {"_id": 1})}
-    assert set(range(1, state["log_base"])) <= stored  # everything swept out of the log is stored
+    assert len(state["log"]) < store.BUCKET_SIZE and (state["log_base"] - 1) % store.BUCKET_SIZE == 0
+    assert state["log_base"] + len(state["log"]) - 1 == state["allocated"] == dead_at + 5 * store.BUCKET_SIZE
+    held = [
+        b["first"] + offset
+        for b in db.message_buckets.find({"_id": {"$regex": f"^{room['_id']}/"}})
+        for offset in range(len(b["entries"]))
+    ]
+    assert sorted(held) == list(range(1, state["log_base"]))  # everything that left the log, once
     assert seqs_of(store.read_after(room["_id"], 0, 200)) == list(range(1, state["allocated"] + 1))
+
+
+@pytest.mark.parametrize("count", [1, 15, 16, 17, 31, 32, 33, 50])
+def test_every_page_is_exact_across_the_log_and_the_buckets(db, count):
+    room = new_room(db)
+    post(room, count)
+    for after in range(0, count + 2):
+        for limit in (1, 5, 16, 20, 200):
+            expected = list(range(after + 1, min(count, after + limit) + 1))
+            assert seqs_of(store.read_after(room["_id"], after, limit)) == expected, (after, limit)
+    newest = store.read_newest(store.find_room(room["_id"]), 20)
+    assert seqs_of(newest) == list(range(max(1, count - 19), count + 1))
+    assert [m["text"] for m in store.read_after(room["_id"], 0, 200)] == [f"m{n}" for n in range(count)]
+
+
+def test_a_reader_whose_idea_of_the_log_is_wrong_still_reads_the_page(db):
+    """After the database was emptied (a test harness's reset), a process's hints of where
+    the rooms' logs start are wrong in both directions."""
+    room = new_room(db)
+    post(room, 40)
+    for hint in ((1000, 1000), (1, 1), (17, 1), (33, 900)):
+        store._log_base_seen[room["_id"]] = hint
+        assert seqs_of(store.read_after(room["_id"], 3, 30)) == list(range(4, 34)), hint
+        store._log_base_seen[room["_id"]] = hint
+        assert seqs_of(store.read_after(room["_id"], 35, 30)) == list(range(36, 41)), hint
+
+
+def test_sweeps_that_race_store_each_message_once(db):
+    room = new_room(db)
+    post(room, store.BUCKET_SIZE - 1)
+    hand_out_seq(db, room, "the bucket's last, whose poster both sweeps below stand in for")
+    snapshot = db.rooms.find_one({"_id": room["_id"]})
+    store._move_buckets(snapshot)
+    store._move_buckets(snapshot)  # a second sweep of the same state changes nothing
+    post(room, store.BUCKET_SIZE + 3)
+    state = db.rooms.find_one({"_id": room["_id"]})
+    assert state["log_base"] == 2 * store.BUCKET_SIZE + 1 and len(state["log"]) == 3
+    assert seqs_of(store.read_after(room["_id"], 0, 200)) == list(range(1, 2 * store.BUCKET_SIZE + 4))
+
+
+def test_a_room_of_the_layout_before_the_buckets_keeps_its_history_and_gets_buckets(db):
+    """Messages one document each up to 10, the log swept one at a time up to 13 (as servers
+    of that layout did, also while it still ran beside this one), then buckets."""
+    room = new_room(db)
+    seed_messages(db, room, 13)
+    db.rooms.update_one({"_id": room["_id"]}, {"$set": {"log_base": 14}})
+    assert post(room, 3 * store.BUCKET_SIZE) == list(range(14, 14 + 3 * store.BUCKET_SIZE))
+    state = db.rooms.find_one({"_id": room["_id"]})
+    assert state["bucket_base"] == 14 and len(state["log"]) < store.BUCKET_SIZE
+    messages = store.read_after(room["_id"], 0, 200)
+    assert seqs_of(messages) == list(range(1, 14 + 3 * store.BUCKET_SIZE))
+    assert messages[12]["text"] == "t13" and messages[13]["text"] == "m0"
+    for after in (0, 10, 13, 15, 16, 17, 40):
+        assert seqs_of(store.read_after(room["_id"], after, 20)) == list(range(after + 1, after + 21)), after
 
 
 def test_posts_from_many_threads_get_every_seq_once_without_retries(db, app):
@@ -177,24 +269,27 @@ def test_posts_from_many_threads_get_every_seq_once_without_retries(db, app):
         thread.join()
     assert sorted(seqs) == list(range(1, 241))
     assert db.rooms.find_one({"_id": room["_id"]})["allocated"] == 240
+    # Sweeps that raced may leave complete buckets in the log; the next sweep moves them.
+    post(room, store.BUCKET_SIZE)
+    assert len(db.rooms.find_one({"_id": room["_id"]})["log"]) < store.BUCKET_SIZE
     assert seqs_of(store.read_after(room["_id"], 0, 200)) == list(range(1, 201))
 
 
-def test_read_after_with_the_largest_limit_reads_a_whole_page(db):
+@pytest.mark.parametrize("allocator", [True, False])
+def test_read_after_with_the_largest_limit_reads_a_whole_page(db, allocator):
     room = new_room(db)
-    db.messages.insert_many(
-        [
-            {"_id": store.message_id(room["_id"], seq), "author": "a", "text": "t", "created_at": store.utcnow()}
-            for seq in range(1, 451)
-        ]
-    )
+    seed_messages(db, room, 450, allocator)
+    if not allocator:
+        earlier_layout(db, room, 450)
     assert seqs_of(store.read_after(room["_id"], 10, 200)) == list(range(11, 211))
+    post(room, 230)
+    assert seqs_of(store.read_after(room["_id"], 440, 200)) == list(range(441, 641))
 
 
 @pytest.mark.parametrize("lag", [0, 1, 15, 16, 17, 49, 50, 51, 130])
 def test_newest_and_room_list_are_exact_whatever_the_earlier_layouts_hint_lags(db, lag):
     room = new_room(db)
-    post(room, 140)
+    seed_messages(db, room, 140, allocator=False)
     earlier_layout(db, room, 140 - lag)
     newest = store.read_newest(store.find_room(room["_id"]), 50)
     assert seqs_of(newest) == list(range(91, 141))
@@ -209,7 +304,7 @@ def test_newest_of_an_empty_room_is_empty(db):
 
 def test_a_room_of_the_earlier_layout_gets_its_allocator_after_its_newest_message(db):
     room = new_room(db)
-    post(room, 70)
+    seed_messages(db, room, 70, allocator=False)
     earlier_layout(db, room, 3)
     assert post(room, 1) == [71]
     assert seqs_of(store.read_after(room["_id"], 0, 200)) == list(range(1, 72))
@@ -252,7 +347,8 @@ def test_a_seq_keeps_its_twelve_digits_up_to_the_largest():
 )
 def test_the_newest_seq_is_exact_at_every_lookahead_window_edge(db, count):
     room = new_room(db)
-    post(room, count)
+    seed_messages(db, room, count, allocator=False)
+    earlier_layout(db, room, 0)
     assert store.newest_seq(room["_id"]) == count
     assert store.newest_seq(room["_id"], known=count) == count
     if count:
@@ -262,12 +358,7 @@ def test_the_newest_seq_is_exact_at_every_lookahead_window_edge(db, count):
 @pytest.mark.parametrize("limit", [1, store.LOOKAHEAD - 1, store.LOOKAHEAD, store.LOOKAHEAD + 1, 50, 200])
 def test_the_newest_page_has_the_last_messages_at_any_limit(db, limit):
     room = new_room(db)
-    db.messages.insert_many(
-        [
-            {"_id": store.message_id(room["_id"], seq), "author": "a", "text": "t", "created_at": store.utcnow()}
-            for seq in range(1, 231)
-        ]
-    )
+    seed_messages(db, room, 230, allocator=False)
     for hint in (230, 230 - store.LOOKAHEAD, 3):  # exact, a window behind, far behind
         earlier_layout(db, room, hint)
         newest = store.read_newest(store.find_room(room["_id"]), limit)
@@ -285,6 +376,7 @@ def test_ids_past_one_query_are_read_in_batches(db):
     )
     ids = [store.message_id(room["_id"], seq) for seq in range(1, count + 2)]  # and one that is not stored
     assert sorted(seqs_of(store._find_by_ids(ids))) == list(range(1, count + 1))
+    earlier_layout(db, room, 0)
     assert store.newest_seq(room["_id"]) == count
 
 
@@ -340,7 +432,7 @@ def test_a_key_older_than_the_window_stores_a_new_message(db):
 def test_a_claim_of_the_earlier_layout_still_finds_its_message(db):
     """Claims once held their one seq in `seq`, not the list `seqs`."""
     room = new_room(db)
-    post(room, 4)
+    seed_messages(db, room, 4)
     claim = f"{room['_id']}/alice/earlier"
     db.messages.insert_one(
         {
@@ -352,6 +444,7 @@ def test_a_claim_of_the_earlier_layout_still_finds_its_message(db):
             "owner": "o1",
         }
     )
+    db.rooms.update_one({"_id": room["_id"]}, {"$set": {"allocated": 5, "log_base": 6}})
     db.idempotency_keys.insert_one({"_id": claim, "owner": "o1", "seq": 5, "created_at": store.utcnow()})
     repeat = store.post_message(room["_id"], "alice", "then", "earlier")
     assert not repeat.created and store.seq_of(repeat.message) == 5
@@ -372,7 +465,7 @@ def test_a_message_under_another_owner_of_the_same_key_is_not_the_answer(db):
             "owner": "gone",
         }
     )
-    db.rooms.update_one({"_id": room["_id"]}, {"$set": {"allocated": 1, "log_base": 2}})
+    db.rooms.update_one({"_id": room["_id"]}, {"$set": {"allocated": 1, "log_base": 2, "bucket_base": 2}})
     db.idempotency_keys.insert_one(
         {"_id": claim, "owner": "current", "seqs": [1], "created_at": store.utcnow() - store.CLAIM_ABANDONED}
     )
@@ -436,9 +529,9 @@ def test_ferretdb_increments_one_document_atomically(db):
 
 def test_ferretdb_still_applies_the_whole_filter_after_an_id_pushdown(db):
     room = new_room(db)
-    post(room, 3)
+    seed_messages(db, room, 3)
     ids = [store.message_id(room["_id"], seq) for seq in (1, 2, 3)]
-    assert len(list(db.messages.find({"_id": {"$in": ids}, "text": "m1"}))) == 1
+    assert len(list(db.messages.find({"_id": {"$in": ids}, "text": "t2"}))) == 1
     assert db.messages.find_one({"_id": ids[0], "text": "not it"}) is None
     assert db.messages.delete_one({"_id": ids[0], "author": "mallory"}).deleted_count == 0
     assert len(list(db.messages.find({"_id": {"$in": ids + [5, None]}}))) == 3  # not pushed down, still right

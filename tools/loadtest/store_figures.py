@@ -15,14 +15,20 @@ def collect(uri: str) -> dict[str, float]:
     """Counts of the database the URI names. `extra_attempts_per_post`: every seq a claim
     recorded beyond its first (the earlier design listed each seq it tried; the allocator
     hands out exactly one). `seqs_per_message`: seqs handed out per message stored (1.0: no
-    seq was wasted and none is missing)."""
+    seq was wasted and none is missing; a room moved from the earlier layouts may count a
+    message twice, in its log and as a document of its own)."""
     import pymongo
 
     client: pymongo.MongoClient = pymongo.MongoClient(uri, serverSelectionTimeoutMS=5000)
     try:
         db = client.get_default_database()
+        # Stored: in the rooms' logs, in buckets, and one document each (the earlier layouts).
         messages = db.messages.estimated_document_count()
-        handed_out = sum(room.get("allocated", room.get("last_seq", 0)) for room in db.rooms.find({}, {"log": 0}))
+        messages += sum(len(bucket["entries"]) for bucket in db.message_buckets.find({}, {"entries": 1}))
+        handed_out = 0
+        for room in db.rooms.find({}, {"allocated": 1, "last_seq": 1, "log": 1}):
+            handed_out += room.get("allocated", room.get("last_seq", 0))
+            messages += len(room.get("log", []))
         claims = tried = 0
         for claim in db.idempotency_keys.find({}, {"seqs": 1}):
             claims += 1
