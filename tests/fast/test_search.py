@@ -134,6 +134,18 @@ def test_one_missed_confirmation_is_allowed_and_reported_a_second_steps_the_rate
     assert result.failing_rate == 80
 
 
+def test_a_rate_that_passed_once_at_the_edge_is_left_in_steps_that_double():
+    """At one server's capacity the p99 of a short run is a coin toss: a grow step there may
+    pass once and every confirmation after it fail. Steps down of 5 %, then 10 %, 20 % ...
+    reach a rate the deployment sustains before the confirmation runs are spent."""
+    plan = search.Plan(start_rate=60, growth=2, precision=0.05, confirmations=3, misses=1)
+    edge = Outcomes(capacity=100, outcomes={120: [True]})  # 120 passes once, then only up to 100
+    result = search.search(edge, plan)
+    assert result.maximum == pytest.approx(120 / 1.05 / 1.10 / 1.20)  # 86.6: the third step down
+    assert len(result.confirmed) == 3 and result.missed == []
+    assert sum(phase == "confirm" for _, phase in edge.calls) <= plan.max_confirmation_runs
+
+
 def test_no_rate_meets_the_objective():
     result = search.search(Deployment(capacity=0), search.Plan(start_rate=4, growth=2, min_rate=1))
     assert result.maximum is None and result.confirmed == []

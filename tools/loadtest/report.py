@@ -975,7 +975,8 @@ def slo_section(maxima: list[SloMaximum], info: dict[str, str]) -> list[str]:
         f"grows the rate by {plan['growth']:g}x until a criterion fails, bisects to within "
         f"{plan['precision']:.0%}, then runs the rate found until {plan['confirmations']} runs of it pass "
         f'(`runs`; up to {plan.get("misses", 0)} failed run(s) at a rate allowed, shown as "3 of 4": a p99 over '
-        "a few seconds is the few slowest requests of that window); ranges are over the passing runs. `failed first` names the criteria that failed at the lowest "
+        "a few seconds is the few slowest requests of that window; one more steps the rate down, each step "
+        "twice the one before); ranges are over the passing runs. `failed first` names the criteria that failed at the lowest "
         "failing rate. `valid`: at each maximum everything but the chat servers used under half of the "
         "cores the caps leave (else the chat tier is not shown to be the bottleneck).",
         "",

@@ -7,8 +7,8 @@ last rate that passed and the first that failed until they are within `precision
 other, then runs the rate found again until `confirmations` runs of it have passed. A p99 over a
 window of a few seconds is the few slowest requests of it, so one run in several misses at
 a rate the deployment sustains: up to `misses` failed confirmations are allowed at a rate
-(the report says so: "3 of 4"); one more steps the rate down by `precision` and starts the
-count afresh.
+(the report says so: "3 of 4"); one more steps the rate down by `precision`, each later
+step down twice the one before, and starts the count afresh.
 The search itself is pure (`search`, on a `measure` callable); `Runner` measures a step by
 running the JMeter plan (scripts/jmeter-run.sh) and appending it to the results' runs.csv.
 """
@@ -90,8 +90,13 @@ class Plan:
     precision: float = 0.05
     confirmations: int = 3  # passing runs at the maximum, the search's own included
     misses: int = 1  # failed confirmations allowed at a rate before it steps down
-    max_steps: int = 14  # every run, confirmations included
+    max_steps: int = 14  # every run before the confirmations
     min_rate: float = 1.0
+
+    @property
+    def max_confirmation_runs(self) -> int:
+        """Room for three rates' worth of confirmations: 12 with 3 and one miss allowed."""
+        return 3 * (self.confirmations + self.misses)
 
 
 @dataclass
@@ -163,8 +168,12 @@ def search(measure: Measure, plan: Plan = Plan(), objective: Objective = Objecti
     missed: list[Step] = []
     if passed is not None:
         confirmed = [s for s in steps if s.passed and s.rate == passed][-1:]
-        tries = 0
-        while len(confirmed) < plan.confirmations and tries < 2 * plan.confirmations + plan.misses:
+        # Each step down is twice the one before (5 %, 10 %, 20 % ...): a rate that passed
+        # once at the very edge of the capacity, where the p99 of a short run is a coin
+        # toss, is left in a few runs, not walked down from in 5 % steps until the runs are
+        # spent. The number of confirmation runs is bounded all the same.
+        step_down, tries = plan.precision, 0
+        while len(confirmed) < plan.confirmations and tries < plan.max_confirmation_runs:
             tries += 1
             step = run(passed, "confirm")
             if step.passed:
@@ -174,7 +183,8 @@ def search(measure: Measure, plan: Plan = Plan(), objective: Objective = Objecti
             if len(missed) <= plan.misses:
                 continue
             failing = passed if failing is None else min(failing, passed)
-            passed /= 1 + plan.precision
+            passed /= 1 + step_down
+            step_down *= 2
             confirmed, missed = [], []
             if passed < plan.min_rate:
                 break
