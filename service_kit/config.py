@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 # The default ports, in one home for the Python code: the contract's public ports, which
 # HAProxy owns (conf/haproxy/haproxy.cfg), and the ports the services listen on behind it
@@ -107,15 +107,6 @@ class Settings:
             metrics_enabled=switch_on(os.environ.get("METRICS")),
             access_log=switch_on(os.environ.get("ACCESS_LOG")),
         )
-
-    def replace(self, **changes) -> Settings:
-        known = {f.name for f in fields(self)}
-        unknown = set(changes) - known
-        if unknown:
-            raise TypeError(f"unknown settings: {sorted(unknown)}")
-        values = {f.name: getattr(self, f.name) for f in fields(self)}
-        values.update(changes)
-        return Settings(**values)
 
     @property
     def instance(self) -> str:
