@@ -13,43 +13,42 @@ import sys
 # The checkout, whatever the working directory: service_kit and the services import from it.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from gunicorn.config import Config  # noqa: E402
+
 from service_kit import gunicorn_metrics  # noqa: E402  (after the path; no Flask, no pymongo)
-from service_kit.config import DEFAULT_PORTS, switch_on  # noqa: E402  (after the path; imports nothing else)
+from service_kit.config import ServerSettings, Settings, service_of_app  # noqa: E402  (imports nothing else)
 
-# Behind HAProxy, which takes 4100 and 4200 for login and profile (conf/haproxy/haproxy.cfg).
-_DEFAULT_PORTS = {f"{service}_service": port for service, port in DEFAULT_PORTS.items()}
+# The service is the one whose app gunicorn was given (APP_MODULE, read by gunicorn's own
+# parser); anything else stops here with one line.
+_app_modules = Config().parser().parse_args().args
+_service = service_of_app(_app_modules[0] if len(_app_modules) == 1 else None)
+# Every value in one reader (service_kit/config.py): a bad one stops gunicorn here, with
+# one line naming the variable and what it accepts, before any worker starts. The
+# service's own settings are read too, so that a bad one stops the master the same way
+# instead of every worker failing in turn.
+_settings = ServerSettings.from_env(_service)
+Settings.from_env(_service)
 
-
-def _service_module() -> str:
-    # The service named on the command line, e.g. chat_service.wsgi:app.
-    for argument in sys.argv:
-        for module in _DEFAULT_PORTS:
-            if argument.startswith(module + "."):
-                return module
-    return ""
-
-
-_module = _service_module()
-port = int(os.environ.get("PORT") or _DEFAULT_PORTS.get(_module, 8000))
+port = _settings.port
 # Loopback by default: clients reach the services through HAProxy. In a container, 0.0.0.0
 # (the Dockerfile sets it): the compose network is the container's only way in.
-bind = [f"{os.environ.get('SERVICE_HOST') or '127.0.0.1'}:{port}"]
+bind = [f"{_settings.host}:{port}"]
 
 # Chat: gevent, one greenlet per connection. Its requests only wait on the database and
 # the login service, and a greenlet costs less per request than gthread's thread pool and
 # poller hand-offs (docs/benchmarks.md). Login and profile: gthread, a few processes with
 # threads and HTTP keep-alive; login hashes passwords with scrypt, which would stall every
 # greenlet of its worker.
-worker_class = os.environ.get("GUNICORN_WORKER_CLASS") or ("gevent" if _module == "chat_service" else "gthread")
-workers = int(os.environ.get("GUNICORN_WORKERS") or 2)
-threads = int(os.environ.get("GUNICORN_THREADS") or 4)
-worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS") or 1000)
+worker_class = _settings.worker_class
+workers = _settings.workers
+threads = _settings.threads
+worker_connections = _settings.worker_connections
 # Idle keep-alive connections stay open longer than HAProxy keeps idle server connections
 # (see conf/haproxy/haproxy.cfg), so HAProxy, not gunicorn, closes them.
-keepalive = int(os.environ.get("GUNICORN_KEEPALIVE") or 75)
-timeout = int(os.environ.get("GUNICORN_TIMEOUT") or 30)
+keepalive = _settings.keepalive
+timeout = _settings.timeout
 graceful_timeout = 10
-backlog = int(os.environ.get("GUNICORN_BACKLOG") or 2048)
+backlog = _settings.backlog
 # Worker heartbeats on tmpfs: a slow or overlay disk must not make the master kill workers.
 if os.path.isdir("/dev/shm"):
     worker_tmp_dir = "/dev/shm"
@@ -62,27 +61,25 @@ limit_request_line = 4094
 limit_request_fields = 100
 limit_request_field_size = 8190
 
-accesslog = os.environ.get("GUNICORN_ACCESS_LOG") or None
+accesslog = _settings.access_log
 errorlog = "-"
 # The app's own log lines and tracebacks (stderr) go where gunicorn's go: the journal under
 # systemd, stdout in a container, the --error-logfile scripts/start.sh names. All of them
 # JSON lines (service_kit/logs.py); the app writes one per request (ACCESS_LOG, on).
 capture_output = True
-loglevel = os.environ.get("LOG_LEVEL", "info")
+loglevel = _settings.log_level
 logger_class = "service_kit.logs.JsonLogger"
 # A log file (--error-logfile) is rotated by the master past LOG_MAX_BYTES, LOG_KEEP old ones.
-log_max_bytes = int(os.environ.get("LOG_MAX_BYTES") or 50 * 2**20)
-log_keep = int(os.environ.get("LOG_KEEP") or 5)
+log_max_bytes = _settings.log_max_bytes
+log_keep = _settings.log_keep
 
 # Prometheus metrics (service_kit/metrics.py, on unless METRICS=off): every worker writes
 # its values to a folder of this gunicorn's own, and the master serves their sum on
 # METRICS_HOST:METRICS_PORT (loopback; never a port HAProxy forwards) when a port is given,
 # or at port + METRICS_PORT_OFFSET (scripts/start.sh and systemd's chatsys.env: 5000).
-metrics_enabled = switch_on(os.environ.get("METRICS"))
-metrics_host = os.environ.get("METRICS_HOST") or "127.0.0.1"
-metrics_port = int(os.environ.get("METRICS_PORT") or 0)
-if not metrics_port and os.environ.get("METRICS_PORT_OFFSET"):
-    metrics_port = port + int(os.environ["METRICS_PORT_OFFSET"])
+metrics_enabled = _settings.metrics_enabled
+metrics_host = _settings.metrics_host
+metrics_port = _settings.metrics_port
 proc_name = f"chatsys-{port}"
 
 # A client that stalls while sending a request (slowloris) holds a worker thread; every
@@ -90,7 +87,7 @@ proc_name = f"chatsys-{port}"
 # Accepted sockets inherit SO_RCVTIMEO from the listening socket. (A gevent worker reads
 # without blocking, so this does not apply there: a stalled client holds one greenlet of
 # worker_connections, and the chat servers listen behind HAProxy, which cuts it.)
-request_read_timeout = int(os.environ.get("GUNICORN_READ_TIMEOUT") or 3)
+request_read_timeout = _settings.read_timeout
 
 # Several gunicorns run side by side on one host; the per-user control socket would clash.
 control_socket_disable = True
@@ -129,8 +126,8 @@ def post_worker_init(worker):
     # first, and pymongo must be imported after that.
     from service_kit import gunicorn_errors
 
-    gunicorn_errors.install(f"{_module.removesuffix('_service') or 'service'}@{port}")
-    if _module == "chat_service":
+    gunicorn_errors.install(f"{_service}@{port}")
+    if _service == "chat":
         _end_waits_on_stop()
 
 

@@ -2,7 +2,7 @@
 SpoofChecker (the standard's reference implementation), made blind to case as well.
 
 Two names with one skeleton are one name to a reader, so registration keeps skeletons
-unique (login_service.api). In the name alphabet (A-Z, a-z, 0-9, `_ . -`) the standard's
+unique (login_service.store). In the name alphabet (A-Z, a-z, 0-9, `_ . -`) the standard's
 data makes `m` and `rn` one, `0` and `O` one, and `1`, `I` and `l` one; web/js/text.js
 marks authors by the same rule, written out for that alphabet.
 """

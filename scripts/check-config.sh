@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Offline checks of the operations files, for `make lint`; starts nothing, binds nothing.
 #
-#   haproxy      `haproxy -c` of conf/haproxy/haproxy.cfg, in zero-warning mode, twice: with
-#                the defaults (scripts/start.sh, systemd) and with every `.if` branch taken
+#   haproxy      `haproxy -c` of conf/haproxy/haproxy.cfg, in zero-warning mode, three times:
+#                with the defaults, with every `.if` branch taken
 #                (Docker's DNS-found chat servers, the battle profile, a stats password,
 #                trusted proxies, a per-address rate, a user to drop to; addresses stand in
-#                for compose's service names, which resolve only inside compose)
+#                for compose's service names, which resolve only inside compose), and with
+#                all ten chat server lines of `scripts/start.sh --chat 10`
 #   systemd      `systemd-analyze verify` of conf/systemd's units laid out as
 #                scripts/install-systemd.sh lays them (@PREFIX@ written in, the sandbox
 #                drop-in beside each service, the drop-ins of Debian's haproxy.service,
@@ -37,6 +38,10 @@ check_haproxy() {
         HAPROXY_STATS_PASSWORD=check HAPROXY_TRUSTED_PROXIES="10.0.0.0/8 127.0.0.1" HAPROXY_RATE_LIMIT=100 \
         HAPROXY_USER=nobody haproxy -c -dW -f "$config" 2>&1) ||
         { printf 'haproxy -c, every .if branch:\n%s\n' "$output" >&2; return 1; }
+    # Every chat server line taken: CHAT_SERVER_1..10 (scripts/start.sh --chat 10).
+    output=$(for i in $(seq 10); do export "CHAT_SERVER_$i=127.0.0.1:$((3999 + i))"; done
+        haproxy -c -dW -f "$config" 2>&1) ||
+        { printf 'haproxy -c, ten chat servers:\n%s\n' "$output" >&2; return 1; }
 }
 
 check_systemd() {

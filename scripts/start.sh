@@ -5,19 +5,25 @@
 # Then Prometheus (127.0.0.1:9090) and the node exporter, unless PROMETHEUS=off: they
 # scrape HAProxy, every service's metrics port, FerretDB and the host (docs/observability.md).
 set -euo pipefail
-usage() { echo "usage: $0 [--chat N]   (N chat servers from CHAT_PORTS, default 3; env: MONGO_URI, *_PORT, BIND_HOST, HAPROXY_*, METRICS_PORT_OFFSET, PROMETHEUS, CHATSYS_VAR)"; }
+usage() { echo "usage: $0 [--chat N]   (a chat server on each port of CHAT_PORTS, 4000 4001 4002; with --chat N, on N ports from its first up; env: MONGO_URI, *_PORT, BIND_HOST, HAPROXY_*, METRICS_PORT_OFFSET, PROMETHEUS, CHATSYS_VAR)"; }
 source "$(dirname "$0")/lib/common.sh"
 
-chat_count=3
+read -r -a chat_ports <<< "$CHAT_PORTS"
+chat_count=${#chat_ports[@]}
 while (($#)); do
     case $1 in
-        --chat) chat_count=${2:?}; shift 2 ;;
+        --chat) chat_count=${2:?--chat needs a number}; shift 2 ;;
         -h|--help) usage; exit 0 ;;
         *) usage; exit 2 ;;
     esac
 done
-read -r -a all_chat_ports <<< "$CHAT_PORTS"
-((chat_count >= 1 && chat_count <= ${#all_chat_ports[@]})) || die "--chat must be 1 to ${#all_chat_ports[@]}"
+if ! [[ $chat_count =~ ^[0-9]+$ ]] || ((chat_count < 1 || chat_count > MAX_CHAT_SERVERS)); then
+    die "the number of chat servers must be 1 to $MAX_CHAT_SERVERS (conf/haproxy/haproxy.cfg has that many server lines), got '$chat_count'"
+fi
+((${#chat_ports[@]})) || die "CHAT_PORTS names no port"
+# The first N ports of CHAT_PORTS, and past its last one the ports that follow it.
+while ((${#chat_ports[@]} < chat_count)); do chat_ports+=($((chat_ports[-1] + 1))); done
+chat_ports=("${chat_ports[@]:0:chat_count}")
 
 command -v haproxy >/dev/null || die "haproxy is not installed (scripts/setup.sh installs it)"
 # The stats page and /metrics stay on loopback unless HAPROXY_STATS_BIND says otherwise,
@@ -57,7 +63,6 @@ start_service() {
 cd "$CHATSYS_ROOT"
 start_service login login_service.wsgi:app "$LOGIN_SERVICE_PORT"
 start_service profile profile_service.wsgi:app "$PROFILE_SERVICE_PORT"
-chat_ports=("${all_chat_ports[@]:0:chat_count}")
 for port in "${chat_ports[@]}"; do start_service chat chat_service.wsgi:app "$port"; done
 
 for target in "login:$LOGIN_SERVICE_PORT" "profile:$PROFILE_SERVICE_PORT" "${chat_ports[@]/#/chat:}"; do
@@ -76,7 +81,9 @@ else
     export HAPROXY_BIND=${HAPROXY_BIND:-$BIND_HOST} HAPROXY_PORT HAPROXY_STATS_PORT HAPROXY_RUNTIME_SOCKET HAPROXY_PEER_PORT
     export HAPROXY_LOGIN_PORT=$LOGIN_PORT HAPROXY_PROFILE_PORT=$PROFILE_PORT
     export LOGIN_SERVER=127.0.0.1:$LOGIN_SERVICE_PORT PROFILE_SERVER=127.0.0.1:$PROFILE_SERVICE_PORT
-    for i in 1 2 3; do export "CHAT_SERVER_$i=127.0.0.1:${all_chat_ports[i-1]:-4000}"; done
+    # HAProxy balances over exactly the chat servers started here: CHAT_SERVER_1..N.
+    for ((i = 1; i <= MAX_CHAT_SERVERS; i++)); do unset "CHAT_SERVER_$i"; done
+    for i in "${!chat_ports[@]}"; do export "CHAT_SERVER_$((i + 1))=127.0.0.1:${chat_ports[i]}"; done
     haproxy -c -q -f "$HAPROXY_CFG"
     # In the background but not daemonised (-D would close its stdout): the request log
     # (one line per request, see the config's log-format) goes to haproxy.log. A master and
@@ -88,7 +95,9 @@ else
         wait_for_port 127.0.0.1 "$port" 10 || die "HAProxy did not start; see $CHATSYS_VAR/log/haproxy.log"
     done
 fi
-"$CHATSYS_ROOT/scripts/rotation.sh" "$chat_count" >/dev/null
+in_rotation=$("$CHATSYS_ROOT/scripts/rotation.sh" "$chat_count")
+[[ $in_rotation == *" of $chat_count" ]] ||
+    log "warning: the HAProxy that was running has other chat servers ($in_rotation); scripts/stop.sh, then start.sh, to change them"
 for port in "$LOGIN_PORT" "$PROFILE_PORT"; do
     wait_for_http "http://127.0.0.1:$port/ready" 10 || die "HAProxy on $port does not reach its service; see $CHATSYS_VAR/log/"
 done

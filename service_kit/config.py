@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 # The default ports, in one home for the Python code: the contract's public ports, which
 # HAProxy owns (conf/haproxy/haproxy.cfg), and the ports the services listen on behind it
@@ -13,14 +13,22 @@ PUBLIC_PORTS = {"chat": 5000, "login": 4100, "profile": 4200}
 DEFAULT_PORTS = {"chat": 4000, "login": 4101, "profile": 4201}
 
 
-def _int(name: str, default: int) -> int:
+def _int(name: str, default: int, minimum: int | None = None, maximum: int | None = None) -> int:
     raw = os.environ.get(name)
     if raw is None or raw == "":
         return default
     try:
-        return int(raw)
-    except ValueError as error:
-        raise SystemExit(f"environment variable {name} must be an integer, got {raw!r}") from error
+        value = int(raw)
+    except ValueError:
+        value = None
+    if value is None or (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        accepted = "an integer"
+        if minimum is not None and maximum is not None:
+            accepted = f"an integer from {minimum} to {maximum}"
+        elif minimum is not None:
+            accepted = f"an integer of {minimum} or more"
+        raise SystemExit(f"environment variable {name} must be {accepted}, got {raw!r}")
+    return value
 
 
 def _float(name: str, default: float) -> float:
@@ -43,9 +51,19 @@ def _words(name: str, default: tuple[str, ...]) -> tuple[str, ...]:
     return default if raw is None else tuple(raw.split())
 
 
+def _choice(name: str, default: str, accepted: tuple[str, ...]) -> str:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    if raw.lower() not in accepted:
+        raise SystemExit(f"environment variable {name} must be one of {', '.join(accepted)}, got {raw!r}")
+    return raw.lower()
+
+
 @dataclass(frozen=True)
 class Settings:
-    """Everything a service can be told. `from_env` is the only reader of os.environ."""
+    """Everything a service can be told. `from_env` is the only reader of os.environ, with
+    ServerSettings.from_env below for gunicorn."""
 
     service: str
     port: int
@@ -108,15 +126,75 @@ class Settings:
             access_log=switch_on(os.environ.get("ACCESS_LOG")),
         )
 
-    def replace(self, **changes) -> Settings:
-        known = {f.name for f in fields(self)}
-        unknown = set(changes) - known
-        if unknown:
-            raise TypeError(f"unknown settings: {sorted(unknown)}")
-        values = {f.name: getattr(self, f.name) for f in fields(self)}
-        values.update(changes)
-        return Settings(**values)
-
     @property
     def instance(self) -> str:
         return f"{self.service}@{self.port}"
+
+
+# The app modules gunicorn is given (`gunicorn -c conf/gunicorn.conf.py chat_service.wsgi:app`).
+APP_MODULES = {f"{service}_service.wsgi:app": service for service in DEFAULT_PORTS}
+WORKER_CLASSES = ("gevent", "gthread", "sync")
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+def service_of_app(app_module: str | None) -> str:
+    """The service whose app module gunicorn was given, or a clear exit."""
+    if app_module not in APP_MODULES:
+        raise SystemExit(f"gunicorn must be given one of {', '.join(APP_MODULES)} as its app, got {app_module!r}")
+    return APP_MODULES[app_module]
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """What gunicorn is told, read by `from_env` like the services' Settings: the process
+    level (conf/gunicorn.conf.py turns these into gunicorn's settings). A bad value stops
+    gunicorn before it starts, with one line naming the variable and what it accepts."""
+
+    service: str
+    port: int
+    host: str = "127.0.0.1"
+    worker_class: str = "gthread"
+    workers: int = 2
+    threads: int = 4
+    worker_connections: int = 1000
+    keepalive: int = 75
+    timeout: int = 30
+    backlog: int = 2048
+    read_timeout: int = 3
+    access_log: str | None = None
+    log_level: str = "info"
+    log_max_bytes: int = 50 * 2**20
+    log_keep: int = 5
+    metrics_enabled: bool = True
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 0
+
+    @classmethod
+    def from_env(cls, service: str) -> ServerSettings:
+        port = _int("PORT", DEFAULT_PORTS[service], 1, 65535)
+        metrics_port = _int("METRICS_PORT", 0, 0, 65535)
+        if not metrics_port and os.environ.get("METRICS_PORT_OFFSET"):
+            metrics_port = port + _int("METRICS_PORT_OFFSET", 0, 1, 65535 - port)
+        return cls(
+            service=service,
+            port=port,
+            # Loopback by default: clients reach the services through HAProxy.
+            host=os.environ.get("SERVICE_HOST") or cls.host,
+            # Chat waits on the database and the login service (gevent); login hashes with
+            # scrypt, which would stall every greenlet of its worker (conf/gunicorn.conf.py).
+            worker_class=_choice("GUNICORN_WORKER_CLASS", "gevent" if service == "chat" else "gthread", WORKER_CLASSES),
+            workers=_int("GUNICORN_WORKERS", cls.workers, 1),
+            threads=_int("GUNICORN_THREADS", cls.threads, 1),
+            worker_connections=_int("GUNICORN_WORKER_CONNECTIONS", cls.worker_connections, 1),
+            keepalive=_int("GUNICORN_KEEPALIVE", cls.keepalive, 0),
+            timeout=_int("GUNICORN_TIMEOUT", cls.timeout, 0),
+            backlog=_int("GUNICORN_BACKLOG", cls.backlog, 1),
+            read_timeout=_int("GUNICORN_READ_TIMEOUT", cls.read_timeout, 1),
+            access_log=os.environ.get("GUNICORN_ACCESS_LOG") or None,
+            log_level=_choice("LOG_LEVEL", cls.log_level, LOG_LEVELS),
+            log_max_bytes=_int("LOG_MAX_BYTES", cls.log_max_bytes, 0),
+            log_keep=_int("LOG_KEEP", cls.log_keep, 0),
+            metrics_enabled=switch_on(os.environ.get("METRICS")),
+            metrics_host=os.environ.get("METRICS_HOST") or cls.metrics_host,
+            metrics_port=metrics_port,
+        )

@@ -9,7 +9,7 @@
 #        (when set: host:port of FerretDB's debug listener, written to DEST/targets/ferretdb.json;
 #        empty: no FerretDB to scrape)
 # --host-targets: also every target of one host, as systemd runs it, into DEST/targets/ from
-#        the settings of chatsys.env: LOGIN_SERVER, PROFILE_SERVER and CHAT_SERVER_1..3 (each
+#        the settings of chatsys.env: LOGIN_SERVER, PROFILE_SERVER and CHAT_SERVER_1..10 (each
 #        service's metrics on 127.0.0.1, its port + METRICS_PORT_OFFSET), HAPROXY_STATS_BIND
 #        and HAPROXY_STATS_PORT, FERRETDB_METRICS_PORT, NODE_EXPORTER_PORT, PROMETHEUS_PORT.
 set -eu
@@ -45,7 +45,10 @@ target_file() {
 if [ -n "$host_targets" ]; then
     services=
     for entry in "login ${LOGIN_SERVER:-127.0.0.1:4101}" "profile ${PROFILE_SERVER:-127.0.0.1:4201}" \
-            "chat ${CHAT_SERVER_1:-}" "chat ${CHAT_SERVER_2:-}" "chat ${CHAT_SERVER_3:-}"; do
+            "chat ${CHAT_SERVER_1:-}" "chat ${CHAT_SERVER_2:-}" "chat ${CHAT_SERVER_3:-}" \
+            "chat ${CHAT_SERVER_4:-}" "chat ${CHAT_SERVER_5:-}" "chat ${CHAT_SERVER_6:-}" \
+            "chat ${CHAT_SERVER_7:-}" "chat ${CHAT_SERVER_8:-}" "chat ${CHAT_SERVER_9:-}" \
+            "chat ${CHAT_SERVER_10:-}"; do
         # shellcheck disable=SC2086  # two words: the service and its host:port
         set -- $entry
         [ $# -eq 2 ] || continue

@@ -24,7 +24,12 @@ HAPROXY_PEER_PORT=${HAPROXY_PEER_PORT:-$((HAPROXY_STATS_PORT + 1))}
 # The services behind HAProxy, on loopback only.
 LOGIN_SERVICE_PORT=${LOGIN_SERVICE_PORT:-4101}
 PROFILE_SERVICE_PORT=${PROFILE_SERVICE_PORT:-4201}
+# The chat servers, one per port: how many there are is this setting (scripts/start.sh
+# --chat N takes N ports from the first one up), and HAProxy balances over exactly those
+# (CHAT_SERVER_1..N). conf/haproxy/haproxy.cfg has a server line for up to MAX_CHAT_SERVERS.
 CHAT_PORTS=${CHAT_PORTS:-"4000 4001 4002"}
+# shellcheck disable=SC2034  # read by start.sh
+MAX_CHAT_SERVERS=10
 # Observability, on loopback only (docs/observability.md): each service's metrics on its
 # port + METRICS_PORT_OFFSET (chat 9000-9002, login 9101, profile 9201), FerretDB's debug
 # listener, the node exporter and Prometheus (PROMETHEUS=off: neither of the last two).

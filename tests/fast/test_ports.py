@@ -20,7 +20,15 @@ SERVICE = {"chat": DEFAULT_PORTS["chat"], "login": DEFAULT_PORTS["login"], "prof
 
 
 def lib_sh_defaults() -> dict[str, str]:
-    names = ["LOGIN_PORT", "PROFILE_PORT", "HAPROXY_PORT", "LOGIN_SERVICE_PORT", "PROFILE_SERVICE_PORT", "CHAT_PORTS"]
+    names = [
+        "LOGIN_PORT",
+        "PROFILE_PORT",
+        "HAPROXY_PORT",
+        "LOGIN_SERVICE_PORT",
+        "PROFILE_SERVICE_PORT",
+        "CHAT_PORTS",
+        "MAX_CHAT_SERVERS",
+    ]
     script = f'source "{ROOT}/scripts/lib/common.sh"; ' + "; ".join(f'echo "{name}=${{{name}}}"' for name in names)
     output = subprocess.run(
         ["bash", "-c", script], capture_output=True, text=True, timeout=30, env={"PATH": "/usr/bin:/bin"}, check=True
@@ -50,6 +58,15 @@ def test_haproxy_defaults_are_the_same_ports():
         "profile": SERVICE["profile"],
     }
     assert int(defaults["CHAT_SERVER_1"].rsplit(":", 1)[1]) == SERVICE["chat"]
+
+
+def test_haproxy_has_a_line_for_every_chat_server_start_sh_may_start():
+    config = (ROOT / "conf/haproxy/haproxy.cfg").read_text()
+    most = int(lib_sh_defaults()["MAX_CHAT_SERVERS"])
+    for backend in ("chat_servers", "chat_waits"):
+        section = config.split(f"\nbackend {backend}\n", 1)[1].split("\nbackend ", 1)[0]
+        lines = re.findall(r'^    server (chat\d+) "\$\{(CHAT_SERVER_\d+)', section, re.M)
+        assert lines == [(f"chat{number}", f"CHAT_SERVER_{number}") for number in range(1, most + 1)], backend
 
 
 def test_systemd_units_and_settings_use_the_same_ports():

@@ -1,6 +1,7 @@
 """The settings table of docs/architecture.md names exactly the environment variables the
-services' settings (service_kit/config.py) and gunicorn's (conf/gunicorn.conf.py) read.
-In-process: it reads the two files' code and the document, and starts nothing."""
+one reader of settings (service_kit/config.py: the services' and gunicorn's) reads, and
+gunicorn's settings file (conf/gunicorn.conf.py) reads none itself. In-process: it reads
+the files' code and the document, and starts nothing."""
 
 from __future__ import annotations
 
@@ -12,9 +13,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "architecture.md"
-READERS = ("service_kit/config.py", "conf/gunicorn.conf.py")
+READERS = ("service_kit/config.py",)
 # service_kit/config.py's helpers that read one variable, named by their first argument.
-HELPERS = {"_int", "_float", "_words"}
+HELPERS = {"_int", "_float", "_words", "_choice"}
 
 pytestmark = pytest.mark.fast
 
@@ -96,3 +97,7 @@ def test_the_reader_sees_each_way_config_reads_a_variable():
     # _int, _float, os.environ.get with and without a default, and .get(...).lower().
     read = variables_read(ROOT / "service_kit/config.py")
     assert {"PORT", "WAIT_POLL_SECONDS", "MONGO_URI", "CORS_ORIGINS", "TOKEN_CACHE"} <= read
+
+
+def test_gunicorns_settings_file_reads_the_environment_only_through_the_reader():
+    assert variables_read(ROOT / "conf/gunicorn.conf.py") == set()

@@ -1,4 +1,5 @@
-"""HAProxy on the entry port in front of three chat servers: spread, failover, rotation."""
+"""HAProxy on the entry port in front of three chat servers: spread, failover, rotation;
+and in front of exactly the chat servers scripts/start.sh starts, however many."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from collections import Counter
 import pytest
 import requests
 
-from scripts.lib import haproxy_stats
+from scripts.lib import haproxy_runtime, haproxy_stats
 from tests.conftest import service_env
 from tests.lib import harness
 from tests.lib.accounts import register_and_login, unique_name
@@ -182,3 +183,61 @@ def test_statistics_are_read_by_column_name_whatever_the_order():
     assert haproxy_stats.server_states(text) == {"chat1": "UP", "chat2": "MAINT"}
     assert haproxy_stats.frontend_requests(text, "entry") == 42
     assert haproxy_stats.frontend_requests(text, "no_such_frontend") == 0
+
+
+# A stack of scripts/start.sh's own on a block of free ports: these offsets, three ports
+# of CHAT_PORTS from CHAT_OFFSET (--chat 4 takes the one after them too), each service's
+# metrics at its port + METRICS_OFFSET.
+STACK_LAYOUT = dict(
+    HAPROXY_PORT=0,
+    LOGIN_PORT=1,
+    PROFILE_PORT=2,
+    HAPROXY_STATS_PORT=3,
+    HAPROXY_PEER_PORT=4,
+    LOGIN_SERVICE_PORT=5,
+    PROFILE_SERVICE_PORT=6,
+    MONGO_PORT=7,
+    FERRETDB_METRICS_PORT=8,
+)
+CHAT_OFFSET = 9
+METRICS_OFFSET = 13
+STACK_BLOCK = 26
+
+
+@pytest.mark.parametrize("servers", [2, 4])
+def test_start_sh_with_n_chat_servers_gets_haproxy_to_spread_over_exactly_those(servers, tmp_path):
+    base = harness.free_port_block(STACK_BLOCK)
+    var = tmp_path / "var"
+    env = {
+        **os.environ,
+        **{name: str(base + offset) for name, offset in STACK_LAYOUT.items()},
+        "CHATSYS_VAR": str(var),
+        "CHAT_PORTS": " ".join(str(base + CHAT_OFFSET + index) for index in range(3)),
+        "METRICS_PORT_OFFSET": str(METRICS_OFFSET),
+        "PROMETHEUS": "off",
+        "GUNICORN_WORKERS": "1",
+        **harness.UNLIMITED_EDGE,
+    }
+    env.pop("MONGO_URI", None)
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    chat_ports = [base + CHAT_OFFSET + index for index in range(servers)]
+    try:
+        started = subprocess.run(
+            [str(harness.ROOT / "scripts/start.sh"), "--chat", str(servers)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        assert started.returncode == 0, started.stderr + started.stdout
+
+        def states() -> dict[str, str]:
+            return haproxy_stats.server_states(haproxy_runtime.command(str(var / "run/haproxy.sock"), "show stat"))
+
+        harness.wait_until(lambda: set(states().values()) == {"UP"}, 15, "HAProxy to see every chat server up")
+        assert sorted(states()) == sorted(f"chat{number}" for number in range(1, servers + 1))
+        user = register_and_login(f"http://127.0.0.1:{base + STACK_LAYOUT['LOGIN_PORT']}")
+        seen = spread(f"http://127.0.0.1:{base + STACK_LAYOUT['HAPROXY_PORT']}", user, 30 * servers)
+        assert set(seen) == {f"chat@{port}" for port in chat_ports}
+    finally:
+        subprocess.run([str(harness.ROOT / "scripts/stop.sh")], env=env, capture_output=True, timeout=120)

@@ -1,9 +1,11 @@
-"""/ready follows the database: 503 while it is away, 200 again when it returns, no restart."""
+"""/ready follows the database: 503 while it is away, 200 again when it returns, no restart;
+and a login service that started before its database prepares it once it is there."""
 
 from __future__ import annotations
 
 import time
 
+import pymongo
 import pytest
 import requests
 
@@ -42,3 +44,26 @@ def test_ready_goes_503_while_the_database_is_stopped_and_back_to_200(processes)
         f"{login.url}/users", json={"username": unique_name(), "password": "long enough"}, timeout=10
     )
     assert response.status_code == 201
+
+
+def test_a_login_service_started_before_its_database_refuses_look_alike_names_once_it_is_up(processes):
+    database = harness.start_ferretdb(processes, name=f"ferretdb-late-{unique_name()}")
+    database.stop()
+    login = harness.start_service(processes, "login", service_env(database, MONGO_TIMEOUT_SECONDS=1))
+    database.start()
+
+    def skeletons_are_unique() -> bool:
+        client: pymongo.MongoClient = pymongo.MongoClient(database.uri, serverSelectionTimeoutMS=2000)
+        with client:
+            indexes = client.get_default_database().users.index_information()
+        return any(index.get("unique") and index["key"] == [("skeleton", 1)] for index in indexes.values())
+
+    # The service prepares the database (indexes, migrations) off the request path.
+    harness.wait_until(skeletons_are_unique, 30, "the login service to index the skeletons")
+    name = unique_name()
+    first = requests.post(f"{login.url}/users", json={"username": f"{name}m", "password": "long enough"}, timeout=10)
+    assert first.status_code == 201
+    look_alike = requests.post(
+        f"{login.url}/users", json={"username": f"{name}rn", "password": "long enough"}, timeout=10
+    )
+    assert "looks the same" in assert_problem(look_alike, 409)["detail"]

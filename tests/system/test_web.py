@@ -446,7 +446,7 @@ def test_tall_and_heavily_combined_messages_are_clamped_with_show_more(person, w
 def earlier_look_alike(database: harness.Database, web: WebStack, username: str) -> User:
     """An account whose name looks like a taken one. Registration refuses such a name, so
     this is an account from before that rule (or another login service's), written as the
-    login service keeps one (login_service.api.index_skeletons), then logged in."""
+    login service keeps one (login_service.store.index_skeletons), then logged in."""
     with pymongo.MongoClient[dict[str, Any]](database.uri) as client:
         client.get_default_database().users.insert_one(
             {
