@@ -404,8 +404,10 @@ def test_the_earlier_layout_is_moved_into_one_collection(db):
     assert post(room, 1) == [131]
 
 
+@pytest.mark.skipif(harness.FERRETDB_HANDLER != "sqlite", reason="the patch's _id pushdown is the SQLite backend's")
 def test_ferretdb_looks_messages_up_in_the_id_index(db):
     """The patch: lookups by _id, alone, with other conditions and as $in, use the index."""
+    post(new_room(db), 1)  # the collection exists: FerretDB explains no plan for one that does not
     filters = [{"_id": "x"}, {"_id": "x", "owner": "y"}, {"_id": {"$in": ["x", "y"]}}]
     for query in filters:
         plan = db.command("explain", {"find": "messages", "filter": query})["queryPlanner"]["Plan"]
