@@ -1,0 +1,98 @@
+"""FerretDB on PostgreSQL (docs/postgresql.md): scripts/ferretdb.sh's private cluster, started
+and stopped twice over and started again on the same data; and two FerretDB processes on one
+PostgreSQL database, whose concurrent updates of one document lose nothing (the advisory lock
+of patches/ferretdb.patch)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+
+import pymongo
+import pytest
+from pymongo import ReturnDocument
+
+from tests.lib import harness
+
+pytestmark = pytest.mark.local
+
+
+def test_the_start_script_runs_ferretdb_on_a_private_postgresql_and_keeps_its_data(processes):
+    harness.postgres_bin()  # fails the test when PostgreSQL is not installed
+    # PostgreSQL runs as its own user when root starts it: that user must reach the folder.
+    var = Path(tempfile.mkdtemp(prefix="chatsys-test-var-"))
+    var.chmod(0o711)
+    processes.other_dirs.append(var)
+    mongo_port = harness.free_port()
+    env = {
+        **os.environ,
+        "FERRETDB_HANDLER": "postgresql",
+        "CHATSYS_VAR": str(var),
+        "MONGO_PORT": str(mongo_port),
+        "POSTGRES_PORT": str(harness.free_port()),
+        "FERRETDB_METRICS_PORT": "0",
+    }
+
+    def script(command: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [str(harness.ROOT / "scripts" / "ferretdb.sh"), command], env=env, capture_output=True, text=True
+        )
+
+    uri = f"mongodb://127.0.0.1:{mongo_port}/chatsys_script"
+    try:
+        for _ in range(2):  # the second start finds both running and does no harm
+            assert script("start").returncode == 0
+        status = script("status")
+        assert status.returncode == 0 and "postgresql running" in status.stdout, status
+        with pymongo.MongoClient(uri) as client:
+            client.get_database().notes.insert_one({"_id": "kept", "text": "across restarts"})
+        for _ in range(2):
+            assert script("stop").returncode == 0
+        status = script("status")
+        assert status.returncode == 3 and "ferretdb stopped" in status.stdout, status
+        assert "postgresql stopped" in status.stdout, status
+        started = script("start")
+        assert started.returncode == 0 and "creating the PostgreSQL cluster" not in started.stderr, started
+        with pymongo.MongoClient(uri) as client:
+            assert client.get_database().notes.find_one({"_id": "kept"})["text"] == "across restarts"
+    finally:
+        script("stop")
+    assert not harness.port_open(mongo_port)
+
+
+def test_two_ferretdb_processes_on_one_postgresql_lose_no_increment(processes):
+    """FerretDB's update is a read, the operators applied in Go, and a write: without a lock
+    that both processes take, two `$inc`s that both read n both write n+1."""
+    postgres = harness.start_postgres(processes)
+    first = harness.start_ferretdb(processes, "ferretdb-first", handler="postgresql", postgres=postgres)
+    with pymongo.MongoClient(first.uri) as client:
+        client.get_database().counters.insert_one({"_id": "shared", "n": 0})
+    # Started once the collection exists: FerretDB 1.x reads the list of collections once,
+    # and does not see one another process creates later (docs/postgresql.md).
+    second = harness.start_ferretdb(processes, "ferretdb-second", handler="postgresql", postgres=postgres)
+    clients = [pymongo.MongoClient(first.uri), pymongo.MongoClient(second.uri)]
+    seen: list[int] = []
+
+    def increment(client: pymongo.MongoClient) -> None:
+        for _ in range(100):
+            after = client.get_database().counters.find_one_and_update(
+                {"_id": "shared"}, {"$inc": {"n": 1}}, return_document=ReturnDocument.AFTER
+            )
+            assert after is not None
+            seen.append(after["n"])
+
+    threads = [threading.Thread(target=increment, args=(clients[number % 2],)) for number in range(8)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert sorted(seen) == list(range(1, 801))
+        for client in clients:
+            assert client.get_database().counters.find_one({"_id": "shared"})["n"] == 800
+    finally:
+        for client in clients:
+            client.close()
