@@ -96,3 +96,48 @@ def test_two_ferretdb_processes_on_one_postgresql_lose_no_increment(processes):
     finally:
         for client in clients:
             client.close()
+
+
+def test_a_ferretdb_killed_while_it_updates_leaves_no_lock_behind(processes):
+    """The advisory lock lives in a transaction of the process's own connection: killed, the
+    process's connections close, and PostgreSQL frees whatever it held."""
+    postgres = harness.start_postgres(processes)
+    doomed = harness.start_ferretdb(processes, "ferretdb-doomed", handler="postgresql", postgres=postgres)
+    with pymongo.MongoClient(doomed.uri) as client:
+        client.get_database().counters.insert_one({"_id": "shared", "n": 0})
+    survivor = harness.start_ferretdb(processes, "ferretdb-survivor", handler="postgresql", postgres=postgres)
+    # A hang guard, not a speed bound: a lock left behind would block the survivor for ever.
+    survivor_client: pymongo.MongoClient = pymongo.MongoClient(survivor.uri, socketTimeoutMS=120_000)
+    doomed_client: pymongo.MongoClient = pymongo.MongoClient(doomed.uri, retryWrites=False)
+    stop = threading.Event()
+
+    def hammer() -> None:
+        while not stop.is_set():
+            try:
+                doomed_client.get_database().counters.update_one({"_id": "shared"}, {"$inc": {"n": 1}})
+            except pymongo.errors.PyMongoError:
+                return
+
+    threads = [threading.Thread(target=hammer) for _ in range(4)]
+    try:
+        for thread in threads:
+            thread.start()
+        counters = survivor_client.get_database().counters
+        harness.wait_until(
+            lambda: counters.find_one({"_id": "shared"})["n"] >= 200, 120, "the doomed process's updates"
+        )
+        doomed.process.kill()
+        before = counters.find_one({"_id": "shared"})["n"]
+        values = [
+            counters.find_one_and_update({"_id": "shared"}, {"$inc": {"n": 1}}, return_document=ReturnDocument.AFTER)[
+                "n"
+            ]
+            for _ in range(50)
+        ]
+        assert values[0] > before and values == list(range(values[0], values[0] + 50))
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+        doomed_client.close()
+        survivor_client.close()
