@@ -28,7 +28,8 @@ esac
 # eslint for `make lint`); Prometheus and its node exporter (`make run` starts them,
 # docs/observability.md); podman, which runs the Kubernetes manifests here
 # (scripts/kube-play.sh), with netavark and aardvark-dns for its networks and their names,
-# and catatonit for its pods' infra containers (none of them a command on PATH). The tests
+# and catatonit for its pods' infra containers, and PostgreSQL's server for FerretDB's
+# postgresql backend (docs/postgresql.md; none of them a command on PATH). The tests
 # require all of them; shellcheck is for `make lint`.
 commands=(haproxy:haproxy wrk:wrk curl:curl patch:patch java:default-jdk-headless mvn:maven
           docker-compose:docker-compose docker:docker.io dockerd:docker.io debootstrap:debootstrap
@@ -41,7 +42,7 @@ for pair in "${commands[@]}"; do
     command -v "${pair%%:*}" >/dev/null || [[ " ${missing[*]} " == *" ${pair#*:} "* ]] || missing+=("${pair#*:}")
 done
 if [[ $fast_tests == no ]] && command -v dpkg-query >/dev/null; then
-    for package in netavark aardvark-dns catatonit; do
+    for package in netavark aardvark-dns catatonit postgresql; do
         [[ $(dpkg-query -W -f '${Status}' "$package" 2>/dev/null) == "install ok installed" ]] || missing+=("$package")
     done
 fi

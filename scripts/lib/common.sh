@@ -13,6 +13,12 @@ FERRETDB_PATCH=${FERRETDB_PATCH:-$CHATSYS_ROOT/patches/ferretdb.patch}
 # holds no patches/: scripts/install-systemd.sh copies the binary in.)
 FERRETDB_BIN=${FERRETDB_BIN:-$CHATSYS_CACHE/bin/ferretdb-$FERRETDB_VERSION-$([[ ! -f $FERRETDB_PATCH ]] || sha256sum "$FERRETDB_PATCH" | cut -c1-12)}
 MONGO_PORT=${MONGO_PORT:-27017}
+# FerretDB's backend: sqlite (the default, one file per database under var/) or postgresql
+# (a private PostgreSQL cluster under var/, on loopback port POSTGRES_PORT; docs/postgresql.md).
+FERRETDB_HANDLER=${FERRETDB_HANDLER:-sqlite}
+POSTGRES_PORT=${POSTGRES_PORT:-5433}
+# Debian's PostgreSQL server programs (initdb, pg_ctl, postgres): the newest major installed.
+POSTGRES_BIN=${POSTGRES_BIN:-$(find /usr/lib/postgresql -mindepth 2 -maxdepth 2 -name bin 2>/dev/null | sort -V | tail -n 1)}
 # Public ports, all HAProxy's: login, profile and the chat entry point.
 LOGIN_PORT=${LOGIN_PORT:-4100}
 PROFILE_PORT=${PROFILE_PORT:-4200}

@@ -35,10 +35,12 @@ def from_variables(pairs: dict[str, str]) -> dict[str, str]:
 
 
 def start_script() -> dict[str, str]:
-    """The command of scripts/ferretdb.sh's `start`, continued lines joined."""
+    """The command of scripts/ferretdb.sh's `start` with its SQLite backend's flags, continued
+    lines joined."""
     text = (ROOT / "scripts" / "ferretdb.sh").read_text().replace("\\\n", " ")
-    (command,) = [line for line in text.splitlines() if '"$FERRETDB_BIN" --' in line]
-    return from_flags(command)
+    (backend,) = [line for line in text.splitlines() if "handler_flags=(--handler=sqlite" in line]
+    (command,) = [line for line in text.splitlines() if '"$FERRETDB_BIN" "${handler_flags[@]}"' in line]
+    return from_flags(backend) | from_flags(command)
 
 
 def systemd_unit() -> dict[str, str]:
@@ -48,7 +50,7 @@ def systemd_unit() -> dict[str, str]:
 
 
 def harness_flags() -> dict[str, str]:
-    return from_flags(" ".join(harness.ferretdb_flags(Path("/tmp/db"), 27017, "-")))
+    return from_flags(" ".join(harness.ferretdb_flags(Path("/tmp/db"), 27017, "-", "sqlite")))
 
 
 def local_image() -> dict[str, str]:

@@ -498,11 +498,16 @@ def test_the_earlier_layout_is_moved_into_one_collection(db):
 
 
 def test_ferretdb_looks_messages_up_in_the_id_index(db):
-    """The patch: lookups by _id, alone, with other conditions and as $in, use the index."""
+    """The patch: lookups by _id, alone, with other conditions and as $in, use the index
+    (SQLite's plan is a list of steps, PostgreSQL's a tree of nodes)."""
+    post(new_room(db), 1)  # the collection exists: FerretDB explains no plan for one that does not
     filters = [{"_id": "x"}, {"_id": "x", "owner": "y"}, {"_id": {"$in": ["x", "y"]}}]
     for query in filters:
         plan = db.command("explain", {"find": "messages", "filter": query})["queryPlanner"]["Plan"]
-        assert any("USING INDEX" in step for step in plan), (query, plan)
+        if isinstance(plan, list):
+            assert any("USING INDEX" in step for step in plan), (query, plan)
+        else:
+            assert "Index Scan" in str(plan), (query, plan)
 
 
 def test_ferretdb_increments_one_document_atomically(db):

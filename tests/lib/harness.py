@@ -7,8 +7,10 @@ The same helpers serve the benchmarks under tools/.
 from __future__ import annotations
 
 import os
+import pwd
 import random
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -165,6 +167,7 @@ class ProcessGroup:
     def __init__(self, prefix: str = "chatsys-test-"):
         self.dir = Path(tempfile.mkdtemp(prefix=prefix))
         self.processes: list[Process] = []
+        self.other_dirs: list[Path] = []  # folders of another user's (PostgreSQL's), removed too
 
     def spawn(self, name: str, argv: list[str], env: dict[str, str], cwd: Path = ROOT) -> Process:
         full_env = {**os.environ, **env}
@@ -175,7 +178,8 @@ class ProcessGroup:
     def close(self) -> None:
         for process in reversed(self.processes):
             process.stop(timeout=5)
-        shutil.rmtree(self.dir, ignore_errors=True)
+        for folder in [self.dir, *self.other_dirs]:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def ferretdb_binary() -> Path:
@@ -205,12 +209,19 @@ class Database:
         wait_until(lambda: port_open(self.port), 30, "FerretDB to listen")
 
 
-def ferretdb_flags(data: Path, port: int, debug_addr: str) -> list[str]:
+# FerretDB's backend, as scripts/lib/common.sh names it: sqlite (the default) or postgresql.
+FERRETDB_HANDLER = os.environ.get("FERRETDB_HANDLER", "sqlite")
+
+
+def ferretdb_flags(data: Path, port: int, debug_addr: str, handler: str = "sqlite") -> list[str]:
     """FerretDB's command line as scripts/ferretdb.sh, the systemd unit and the images give it
-    (tests/fast/test_ferretdb_flags.py holds them together): SQLite under `data`, loopback."""
+    (tests/fast/test_ferretdb_flags.py holds them together): SQLite under `data`, loopback.
+    With the postgresql handler, the URL goes in FerretDB's environment, as the script puts it."""
+    backend = (
+        ["--handler=sqlite", f"--sqlite-url=file:{data}/data/"] if handler == "sqlite" else ["--handler=postgresql"]
+    )
     return [
-        "--handler=sqlite",
-        f"--sqlite-url=file:{data}/data/",
+        *backend,
         f"--state-dir={data}/state",
         f"--listen-addr=127.0.0.1:{port}",
         f"--debug-addr={debug_addr}",
@@ -219,15 +230,101 @@ def ferretdb_flags(data: Path, port: int, debug_addr: str) -> list[str]:
     ]
 
 
-def start_ferretdb(group: ProcessGroup, name: str = "ferretdb", debug_port: int | None = None) -> Database:
-    """FerretDB on free ports; with `debug_port`, its metrics answer on that port."""
+@dataclass
+class Postgres:
+    """A private PostgreSQL cluster for FerretDB's postgresql handler, as scripts/ferretdb.sh
+    makes one: superuser `ferretdb` with a password, TCP on loopback only."""
+
+    process: Process
+    port: int
+    password: str
+
+    @property
+    def url(self) -> str:
+        return f"postgres://ferretdb:{self.password}@127.0.0.1:{self.port}/postgres"
+
+
+def postgres_bin() -> Path:
+    """Debian's PostgreSQL server programs, the newest major installed (scripts/lib/common.sh's POSTGRES_BIN)."""
+    configured = os.environ.get("POSTGRES_BIN")
+    found = (
+        [Path(configured)]
+        if configured
+        else sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name))
+    )
+    if not found or not (found[-1] / "initdb").exists():
+        import pytest
+
+        pytest.fail("PostgreSQL's server is not installed; scripts/setup.sh installs it (Debian: postgresql)")
+    return found[-1]
+
+
+def start_postgres(group: ProcessGroup) -> Postgres:
+    """A fresh cluster on a free port. PostgreSQL refuses to run as root, so root runs it as
+    Debian's system user postgres, in a folder of that user's."""
+    bin_dir = postgres_bin()
+    folder = Path(tempfile.mkdtemp(prefix="chatsys-test-postgresql-"))
+    group.other_dirs.append(folder)
+    as_postgres: list[str] = []
+    if os.geteuid() == 0:
+        as_postgres = ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "--"]
+        account = pwd.getpwnam("postgres")
+        os.chown(folder, account.pw_uid, account.pw_gid)
+    password = secrets.token_hex(16)
+    password_file = folder / "password"
+    password_file.write_text(password + "\n")
+    if as_postgres:
+        os.chown(password_file, account.pw_uid, account.pw_gid)
+    cluster = folder / "data"
+    subprocess.run(
+        [
+            *as_postgres,
+            str(bin_dir / "initdb"),
+            f"--pgdata={cluster}",
+            "--username=ferretdb",
+            f"--pwfile={password_file}",
+            "--auth-host=scram-sha-256",
+            "--auth-local=scram-sha-256",
+            "--encoding=UTF8",
+            "--no-instructions",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    password_file.unlink()
+    port = free_port()
+    argv = [
+        *as_postgres,
+        str(bin_dir / "postgres"),
+        f"-D{cluster}",
+        f"-p{port}",
+        "-clisten_addresses=127.0.0.1",
+        "-cunix_socket_directories=",
+    ]
+    postgres = Postgres(group.spawn("postgresql", argv, {}), port, password)
+    wait_until(lambda: port_open(port), 60, "PostgreSQL to listen")
+    return postgres
+
+
+def start_ferretdb(
+    group: ProcessGroup,
+    name: str = "ferretdb",
+    debug_port: int | None = None,
+    handler: str = FERRETDB_HANDLER,
+    postgres: Postgres | None = None,
+) -> Database:
+    """FerretDB on free ports; with `debug_port`, its metrics answer on that port. With the
+    postgresql handler, on `postgres`, or else on a cluster of its own."""
     port = free_port()
     data = group.dir / name
     (data / "data").mkdir(parents=True)
     (data / "state").mkdir()
     debug_addr = f"127.0.0.1:{debug_port}" if debug_port else "-"
-    argv = [str(ferretdb_binary()), *ferretdb_flags(data, port, debug_addr)]
-    database = Database(group.spawn(name, argv, {}), port)
+    env = {}
+    if handler == "postgresql":
+        env["FERRETDB_POSTGRESQL_URL"] = (postgres or start_postgres(group)).url
+    argv = [str(ferretdb_binary()), *ferretdb_flags(data, port, debug_addr, handler)]
+    database = Database(group.spawn(name, argv, env), port)
     wait_until(lambda: port_open(port), 30, "FerretDB to listen")
     return database
 
