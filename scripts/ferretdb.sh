@@ -127,7 +127,7 @@ start() {
             ;;
         *) die "FERRETDB_HANDLER is sqlite or postgresql, not $FERRETDB_HANDLER" ;;
     esac
-    setsid "$FERRETDB_BIN" "${handler_flags[@]}" \
+    GOGC=$FERRETDB_GOGC setsid "$FERRETDB_BIN" "${handler_flags[@]}" \
         --state-dir="$data_dir/state" --listen-addr="127.0.0.1:$MONGO_PORT" \
         --debug-addr="$debug_addr" --telemetry=disable --log-level=warn \
         >>"$log_file" 2>&1 </dev/null &

@@ -8,6 +8,11 @@ CHATSYS_CACHE=${CHATSYS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/chatsys}
 VENV=${VENV:-$CHATSYS_ROOT/.venv}
 PYTHON=${PYTHON:-python3}
 FERRETDB_VERSION=${FERRETDB_VERSION:-v1.24.2}
+# Go's garbage collector target for FerretDB (GOGC): collecting at 4x the live heap rather
+# than 2x takes about a tenth of its CPU per request off, for some 15 MB more memory
+# (docs/architecture.md). The systemd unit, the image, the manifests and the test harness
+# give the same value (tests/fast/test_ferretdb_flags.py).
+FERRETDB_GOGC=${FERRETDB_GOGC:-400}
 FERRETDB_PATCH=${FERRETDB_PATCH:-$CHATSYS_ROOT/patches/ferretdb.patch}
 # The binary's name carries the patch's hash: a changed patch is a new build. (A release
 # holds no patches/: scripts/install-systemd.sh copies the binary in.)

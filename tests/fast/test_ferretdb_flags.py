@@ -103,3 +103,23 @@ def test_ferretdb_outside_a_container_keeps_data_and_state_side_by_side(place):
     settings = PLACES[place]()
     assert settings["state-dir"].endswith("/state")
     assert settings["sqlite-url"] == f"file:{settings['state-dir'].removesuffix('state')}data/"
+
+
+def test_every_place_that_starts_ferretdb_gives_go_the_same_collector_target():
+    """GOGC: the script's default, the unit's, the image's, the manifest's and the harness's."""
+    common = (ROOT / "scripts" / "lib" / "common.sh").read_text()
+    (default,) = re.findall(r"FERRETDB_GOGC=\$\{FERRETDB_GOGC:-(\d+)\}", common)
+    assert "GOGC=$FERRETDB_GOGC setsid" in (ROOT / "scripts" / "ferretdb.sh").read_text()
+    unit = (ROOT / "conf" / "systemd" / "chatsys-ferretdb.service").read_text()
+    image = (ROOT / "docker" / "local" / "ferretdb.Dockerfile").read_text()
+    manifest = yaml.safe_load_all((ROOT / "deploy" / "kubernetes" / "base" / "database.yaml").read_text())
+    workloads = [doc for doc in manifest if doc and doc["kind"] in ("StatefulSet", "Deployment")]
+    containers = [c for doc in workloads for c in doc["spec"]["template"]["spec"]["containers"]]
+    (ferretdb,) = [c for c in containers if c["name"] == "ferretdb"]
+    values = {
+        "unit": re.findall(r"\bGOGC=(\d+)", unit),
+        "image": re.findall(r"ENV GOGC=(\d+)", image),
+        "manifest": [e["value"] for e in ferretdb["env"] if e["name"] == "GOGC"],
+        "harness": [harness.FERRETDB_GOGC],
+    }
+    assert values == {place: [default] for place in values}, values

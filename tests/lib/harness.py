@@ -211,6 +211,8 @@ class Database:
 
 # FerretDB's backend, as scripts/lib/common.sh names it: sqlite (the default) or postgresql.
 FERRETDB_HANDLER = os.environ.get("FERRETDB_HANDLER", "sqlite")
+# Go's collector target for FerretDB, as scripts/lib/common.sh gives it (FERRETDB_GOGC).
+FERRETDB_GOGC = os.environ.get("FERRETDB_GOGC", "400")
 
 
 def ferretdb_flags(data: Path, port: int, debug_addr: str, handler: str = "sqlite") -> list[str]:
@@ -320,7 +322,7 @@ def start_ferretdb(
     (data / "data").mkdir(parents=True)
     (data / "state").mkdir()
     debug_addr = f"127.0.0.1:{debug_port}" if debug_port else "-"
-    env = {}
+    env = {"GOGC": FERRETDB_GOGC}
     if handler == "postgresql":
         env["FERRETDB_POSTGRESQL_URL"] = (postgres or start_postgres(group)).url
     argv = [str(ferretdb_binary()), *ferretdb_flags(data, port, debug_addr, handler)]
