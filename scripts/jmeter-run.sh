@@ -105,8 +105,9 @@ settings=(
 # C1 alone (C2's compiles cost more CPU than they save within a run), methods compiled after
 # a fiftieth of the usual calls (the chat requests' code is compiled during the users' setup
 # instead of being interpreted through the measured window) and the serial collector (a small
-# heap, no concurrent GC threads). Together they took JMeter from about 2 to about 0.8 ms of
-# CPU per request at 100 req/s (docs/results/2026-12-06-jmeter-cpu). The caller's JVM_ARGS
+# heap, no concurrent GC threads). With the plan's changes of the same day they took JMeter
+# from about 2 to about 1 ms of CPU per request at 100 req/s, from 1.0 to 0.7 at 200 req/s
+# (docs/results/2026-12-06-jmeter-cpu). The caller's JVM_ARGS
 # come after these and win (another collector: JVM_ARGS="-XX:-UseSerialGC -XX:+UseG1GC").
 export JVM_ARGS="-XX:TieredStopAtLevel=1 -XX:CompileThresholdScaling=0.02 -XX:-UseG1GC -XX:+UseSerialGC${JVM_ARGS:+ $JVM_ARGS}"
 
