@@ -107,8 +107,8 @@ settings=(
 # instead of being interpreted through the measured window) and the serial collector (a small
 # heap, no concurrent GC threads). With the plan's changes of the same day they took JMeter
 # from about 2 to about 1 ms of CPU per request at 100 req/s, from 1.0 to 0.7 at 200 req/s
-# (docs/results/2026-12-06-jmeter-cpu). The caller's JVM_ARGS
-# come after these and win (another collector: JVM_ARGS="-XX:-UseSerialGC -XX:+UseG1GC").
+# (docs/results/2026-12-06-jmeter-cpu). The caller's JVM_ARGS come after these and win
+# (another collector: JVM_ARGS="-XX:-UseSerialGC -XX:+UseG1GC").
 export JVM_ARGS="-XX:TieredStopAtLevel=1 -XX:CompileThresholdScaling=0.02 -XX:-UseG1GC -XX:+UseSerialGC${JVM_ARGS:+ $JVM_ARGS}"
 
 echo "jmeter-run: JVM_ARGS=$JVM_ARGS $jmeter -n -t $plan ${props[*]:-} -> $out" >&2
