@@ -1,21 +1,31 @@
 // Every message of the page must be the next seq after this user's position, and
 // next_after its last seq: the contract's order guarantee, checked on every read.
-// One regular-expression pass over the body, no JSON parse: this runs per sample.
+// One regular-expression pass over the body, no JSON parse: this runs per sample, and its
+// patterns are compiled once with the script (static fields), not on every read.
 // Also saved with the sample: `returned`, the messages on the page (a read is a bounded
 // unit of work: at most read_limit), and `served_by`, the server the target names in
 // X-Served-By or X-Instance, when it does.
+import groovy.transform.Field
+import java.util.regex.Matcher
+import java.util.regex.Pattern
+
+@Field static final Pattern SERVED_BY = ~/(?im)^X-Served-By:[ \t]*(\S+)/
+@Field static final Pattern INSTANCE = ~/(?im)^X-Instance:[ \t]*(\S+)/
+@Field static final Pattern SEQ = ~/"seq":\s*(\d+)/
+@Field static final Pattern NEXT_AFTER = ~/"next_after":\s*(\d+)/
+
 vars.put('returned', '')
 String headers = prev.getResponseHeaders()
-def servedBy = headers =~ /(?im)^X-Served-By:[ \t]*(\S+)/
-def instance = headers =~ /(?im)^X-Instance:[ \t]*(\S+)/
+Matcher servedBy = SERVED_BY.matcher(headers)
+Matcher instance = INSTANCE.matcher(headers)
 vars.put('served_by', servedBy.find() ? servedBy.group(1) : instance.find() ? instance.group(1) : '')
 if (prev.getResponseCode() != '200') return
 String body = prev.getResponseDataAsString()
-long after = vars.get('after') as long
+long after = Long.parseLong(vars.get('after'))
 long expected = after + 1
-def seqs = body =~ /"seq":\s*(\d+)/
+Matcher seqs = SEQ.matcher(body)
 while (seqs.find()) {
-  long seq = seqs.group(1) as long
+  long seq = Long.parseLong(seqs.group(1))
   if (seq != expected) {
     AssertionResult.setFailure(true)
     AssertionResult.setFailureMessage("seq " + seq + " where " + expected + " was due (after=" + after + ")")
@@ -23,8 +33,8 @@ while (seqs.find()) {
   }
   expected++
 }
-def next = body =~ /"next_after":\s*(\d+)/
-if (!next.find() || (next.group(1) as long) != expected - 1) {
+Matcher next = NEXT_AFTER.matcher(body)
+if (!next.find() || Long.parseLong(next.group(1)) != expected - 1) {
   AssertionResult.setFailure(true)
   AssertionResult.setFailureMessage("next_after is not the last seq " + (expected - 1) + " of the page")
   return

@@ -12,7 +12,8 @@
 # -Jname=value (or -J name=value) sets a plan property; see the plan's comment, e.g.
 #   scripts/jmeter-run.sh -Jthreads=20 -Jduration=60 -Jreads_per_write=3 --out /tmp/run1
 #   scripts/jmeter-run.sh -Jmodel=open -Jarrival_rate=200 --out /tmp/open1
-# Arguments after -- go to jmeter unchanged. JMeter comes from scripts/jmeter-install.sh.
+# Arguments after -- go to jmeter unchanged. JMeter comes from scripts/jmeter-install.sh;
+# its JVM gets the flags below for short load runs, then JVM_ARGS from the environment.
 # Exits non-zero when JMeter fails, records no sample, or produces no dashboard
 # (failed samples alone do not fail the run: read the summary or the report).
 set -euo pipefail
@@ -100,7 +101,17 @@ settings=(
   "-Jjmeter.reportgenerator.report_title=chat load ($model model)"
 )
 
-echo "jmeter-run: $jmeter -n -t $plan ${props[*]:-} -> $out" >&2
+# The load generator's JVM lives for one run, and the figures come from its first seconds:
+# C1 alone (C2's compiles cost more CPU than they save within a run), methods compiled after
+# a fiftieth of the usual calls (the chat requests' code is compiled during the users' setup
+# instead of being interpreted through the measured window) and the serial collector (a small
+# heap, no concurrent GC threads). With the plan's changes of the same day they took JMeter
+# from about 2 to about 1 ms of CPU per request at 100 req/s, from 1.0 to 0.7 at 200 req/s
+# (docs/results/2026-12-06-jmeter-cpu). The caller's JVM_ARGS come after these and win
+# (another collector: JVM_ARGS="-XX:-UseSerialGC -XX:+UseG1GC").
+export JVM_ARGS="-XX:TieredStopAtLevel=1 -XX:CompileThresholdScaling=0.02 -XX:-UseG1GC -XX:+UseSerialGC${JVM_ARGS:+ $JVM_ARGS}"
+
+echo "jmeter-run: JVM_ARGS=$JVM_ARGS $jmeter -n -t $plan ${props[*]:-} -> $out" >&2
 status=0
 "$jmeter" -n -t "$plan" -l "$results" -j "$log" -e -o "$dashboard" -f \
   "${settings[@]}" ${props[@]+"${props[@]}"} ${extra[@]+"${extra[@]}"} || status=$?
