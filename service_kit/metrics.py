@@ -9,11 +9,28 @@ the queries.
 
 from __future__ import annotations
 
+import os
 import time
 
 from flask import Flask, Request, request
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram, values
 from pymongo import monitoring
+
+
+def _cache_pid() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+_pid = 0
+_cache_pid()
+os.register_at_fork(after_in_child=_cache_pid)
+if values.ValueClass._multiprocess:
+    # Multiprocess mode asks for the process id at every write, to notice a fork; here a
+    # system call costs about as much as the rest of the write. The id kept from the last
+    # fork is the same number, without the call. (Set before the first metric is made:
+    # each takes its value class when it is made.)
+    values.ValueClass = values.MultiProcessValue(process_identifier=lambda: _pid)
 
 # Short requests take milliseconds; long polls up to their 30 s wait.
 _REQUEST_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
