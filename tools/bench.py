@@ -79,6 +79,7 @@ class Measurement:
     rate: float
     service_ms: float  # CPU of the answering service per request
     database_ms: float  # CPU of the database server per request (0 when not local)
+    service_ms_rounds: tuple[float, ...] = ()  # each round's, in order (side_by_side)
 
 
 def wrk(target: Target, seconds: int, connections: int, database_pids: list[int]) -> Measurement:
@@ -115,6 +116,7 @@ def side_by_side(
             statistics.median(m.rate for m in values),
             statistics.median(m.service_ms for m in values),
             statistics.median(m.database_ms for m in values),
+            tuple(m.service_ms for m in values),
         )
         for name, values in runs.items()
     }
@@ -288,6 +290,7 @@ def run_metrics(args, group: harness.ProcessGroup, database_uri: str, database_p
     common = dict(rounds=args.rounds, seconds=args.seconds, connections=args.connections, database_pids=database_pids)
     results: dict[str, Measurement] = {}
     ratios: dict[str, tuple[float, float | None]] = {}
+    spread: dict[str, tuple[float, float]] = {}
     for request, (service, path, script) in requests_measured.items():
         servers = chats if service == "chat" else logins
         measured = side_by_side(
@@ -301,12 +304,15 @@ def run_metrics(args, group: harness.ProcessGroup, database_uri: str, database_p
         on, off = measured[f"{request}, metrics on"], measured[f"{request}, metrics off"]
         quiet = measured[f"{request}, metrics and log lines off"]
         ratios[f"{request}: service CPU per request, metrics on ÷ off"] = (on.service_ms / off.service_ms, 1.05)
+        # The same ratio round by round (the two measured one after the other): its spread.
+        each_round = [a / b for a, b in zip(on.service_ms_rounds, off.service_ms_rounds, strict=True)]
+        spread[f"{request}: service CPU per request, metrics on ÷ off"] = (min(each_round), max(each_round))
         ratios[f"{request}: service CPU per request, log lines on ÷ off (metrics off)"] = (
             off.service_ms / quiet.service_ms,
             None,
         )
     memory = {f"chat, {kind}": rss_mb(server.process.pid) for kind, server in chats.items()}
-    return {"results": results, "ratios": ratios, "memory": memory}
+    return {"results": results, "ratios": ratios, "memory": memory, "spread": spread}
 
 
 def seed(database_uri: str, room: str, messages: int, tokens: int, rooms: int) -> dict[str, float]:
@@ -502,8 +508,13 @@ def main() -> int:
             {
                 "command": command_line(args),
                 "database": database_name,
-                "results": {name: vars(m) for name, m in outcome["results"].items()},
+                "results": {
+                    name: {"rate": m.rate, "service_ms": m.service_ms, "database_ms": m.database_ms}
+                    for name, m in outcome["results"].items()
+                },
                 "ratios": {name: value for name, (value, _) in outcome["ratios"].items()},
+                "ratio_spread": outcome.get("spread"),
+                "service_ms_rounds": {name: m.service_ms_rounds for name, m in outcome["results"].items()},
                 "rss_mb": outcome["memory"],
                 "seeding_seconds": outcome.get("seeding"),
             },
@@ -547,11 +558,13 @@ def render(args, database_name: str, outcome: dict) -> str:
         f"| {name} | {m.rate:,.0f} | {m.service_ms:.2f} | {m.database_ms:.2f} |"
         for name, m in outcome["results"].items()
     ]
-    lines += ["", "| ratio (same run) | value | goal |", "|---|---|---|"]
+    spread = outcome.get("spread") or {}
+    lines += ["", "| ratio (same run) | value | goal | range over the rounds |", "|---|---|---|---|"]
     for name, (value, goal) in outcome["ratios"].items():
         at_most = "seeded ÷ empty" in name or "CPU ÷" in name or "on ÷ off" in name
         bound = "" if goal is None else (f"≤ {goal}" if at_most else f"≥ {goal}")
-        lines.append(f"| {name} | {value:.2f} | {bound} |")
+        low_high = f"{spread[name][0]:.2f} – {spread[name][1]:.2f}" if name in spread else ""
+        lines.append(f"| {name} | {value:.2f} | {bound} | {low_high} |")
     lines += ["", "| process | resident memory (largest process) |", "|---|---|"]
     lines += [f"| {name} | {size:.0f} MB |" for name, size in outcome["memory"].items()]
     return "\n".join(lines) + "\n"

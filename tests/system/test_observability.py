@@ -96,6 +96,24 @@ def test_a_refused_login_names_its_limit_in_the_metrics_and_the_log_line(login_a
     assert refused[0].route == "/login" and not hasattr(refused[0], "token")
 
 
+@pytest.mark.fast
+def test_each_request_moves_its_route_histogram_once_and_leaves_none_in_flight(login_app):
+    client = login_app.test_client()
+    username = unique_name()
+
+    def count(route: str, method: str, status: str) -> float:
+        labels = {"route": route, "method": method, "status": status}
+        return REGISTRY.get_sample_value("chatsys_http_request_duration_seconds_count", labels) or 0.0
+
+    created, unmatched = count("/users", "POST", "201"), count("(unmatched)", "GET", "404")
+    assert client.post("/users", json={"username": username, "password": "correct horse 1"}).status_code == 201
+    assert client.get(f"/no-such-route/{username}").status_code == 404
+    assert client.get(f"/no-such-route/{username}").status_code == 404
+    assert count("/users", "POST", "201") == created + 1
+    assert count("(unmatched)", "GET", "404") == unmatched + 2
+    assert REGISTRY.get_sample_value("chatsys_http_requests_in_flight") == 0
+
+
 # --- the stack of `make run` ------------------------------------------------------------------
 
 
