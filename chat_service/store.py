@@ -58,12 +58,18 @@ MAX_IDS_PER_QUERY = 500
 # JSON string, which costs FerretDB a fraction of a sub-document.
 BUCKET_SIZE = 16
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
-# A request gives up before its seq is allocated after this long, so a claim older than
-# CLAIM_ABANDONED with no seq and no log entry can only belong to a request that died; its
-# key may then be taken over.
+# A room's creator gives up inserting it after this long (see room_directory.record).
 STORE_DEADLINE_SECONDS = 10.0
-CLAIM_ABANDONED = timedelta(seconds=30)
-IN_FLIGHT_WAIT_SECONDS = 5.0
+# A post never sends its allocation after this long, so a claim older than CLAIM_ABANDONED
+# with no log entry and no mapped seq can only belong to a request that died (7 s after the
+# last moment its allocation could have been sent); its key may then be taken over.
+ALLOCATION_DEADLINE_SECONDS = 5.0
+CLAIM_ABANDONED = timedelta(seconds=12)
+# How long a repeat waits for the request that holds its key. As long as a claim takes to
+# be abandoned: a repeat HAProxy resent because the first attempt's server died (its claim
+# taken, its allocation never sent, or dropped by the database with its connection) takes
+# the key over and answers 201 within HAProxy's 15 s `timeout server`, instead of a 409.
+IN_FLIGHT_WAIT_SECONDS = 12.0
 # Names of rooms seen to exist. Rooms are never deleted, so this caches a fact that cannot
 # go stale; its only use is to answer a post to a room that does not exist without a claim.
 KNOWN_ROOMS_KEPT = 10_000
@@ -501,9 +507,11 @@ def post_message(name: str, author: str, text: str, idempotency_key: str | None)
     if not _room_exists(name):
         return None
     forget_old_claims()
-    started = time.monotonic()
     claim = _Claim(name, author, idempotency_key) if idempotency_key else None
     for _ in range(3):
+        # The allocation deadline counts from just before the claim is taken (its
+        # created_at is later), which a repeat's takeover of an abandoned claim relies on.
+        started = time.monotonic()
         if claim is None or claim.try_take():
             return _allocate_and_store(name, author, text, claim, started)
         # The key is claimed already: answer with its message, or claim again.
@@ -524,7 +532,7 @@ def _allocate_and_store(name: str, author: str, text: str, claim: _Claim | None,
         entry["idem"] = claim.id
     rooms = database.db().rooms
     for _ in range(3):
-        if time.monotonic() - started > STORE_DEADLINE_SECONDS:
+        if time.monotonic() - started > ALLOCATION_DEADLINE_SECONDS:
             break  # before a seq is handed out: after that, the message is stored
         # One atomic update hands out the seq and stores the message with it. (It answers
         # with the whole room, log and all: FerretDB has no projection for findAndModify.)

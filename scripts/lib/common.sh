@@ -23,7 +23,9 @@ MONGO_PORT=${MONGO_PORT:-27017}
 FERRETDB_HANDLER=${FERRETDB_HANDLER:-sqlite}
 POSTGRES_PORT=${POSTGRES_PORT:-5433}
 # Debian's PostgreSQL server programs (initdb, pg_ctl, postgres): the newest major installed.
-POSTGRES_BIN=${POSTGRES_BIN:-$(find /usr/lib/postgresql -mindepth 2 -maxdepth 2 -name bin 2>/dev/null | sort -V | tail -n 1)}
+# (None, on a machine without it: `|| true`, or a caller under `set -e -o pipefail`, such as
+# scripts/install-systemd.sh on a fresh host, would stop here without a word.)
+POSTGRES_BIN=${POSTGRES_BIN:-$(find /usr/lib/postgresql -mindepth 2 -maxdepth 2 -name bin 2>/dev/null | sort -V | tail -n 1 || true)}
 # Public ports, all HAProxy's: login, profile and the chat entry point.
 LOGIN_PORT=${LOGIN_PORT:-4100}
 PROFILE_PORT=${PROFILE_PORT:-4200}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import timedelta
 
 import pymongo
 import pytest
@@ -405,6 +406,19 @@ def test_an_abandoned_claim_is_taken_over(db):
     posted = store.post_message(room["_id"], "alice", "again", "died")
     assert posted.created and store.seq_of(posted.message) == 3
     assert not store.post_message(room["_id"], "alice", "again", "died").created
+
+
+def test_a_repeat_waits_for_a_dead_first_attempt_to_be_abandoned_and_takes_its_key(db):
+    """HAProxy resends a post whose server died between its claim and its allocation: the
+    repeat waits until the claim is abandoned (it waits as long as that takes) and posts."""
+    assert store.IN_FLIGHT_WAIT_SECONDS >= store.CLAIM_ABANDONED.total_seconds()
+    assert store.CLAIM_ABANDONED.total_seconds() > store.ALLOCATION_DEADLINE_SECONDS
+    room = new_room(db)
+    nearly = store.utcnow() - store.CLAIM_ABANDONED + timedelta(seconds=0.5)
+    db.idempotency_keys.insert_one({"_id": f"{room['_id']}/alice/resent", "owner": "died", "created_at": nearly})
+    posted = store.post_message(room["_id"], "alice", "once", "resent")
+    assert posted.created and store.seq_of(posted.message) == 1
+    assert not store.post_message(room["_id"], "alice", "once", "resent").created
 
 
 def test_a_claim_still_in_flight_answers_409_after_the_wait(db, monkeypatch):
