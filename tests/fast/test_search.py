@@ -137,13 +137,39 @@ def test_one_missed_confirmation_is_allowed_and_reported_a_second_steps_the_rate
 def test_a_rate_that_passed_once_at_the_edge_is_left_in_steps_that_double():
     """At one server's capacity the p99 of a short run is a coin toss: a grow step there may
     pass once and every confirmation after it fail. Steps down of 5 %, then 10 %, 20 % ...
-    reach a rate the deployment sustains before the confirmation runs are spent."""
+    reach a rate the deployment sustains before the confirmation runs are spent, and the
+    search then bisects back up between that rate and the lowest that missed out."""
     plan = search.Plan(start_rate=60, growth=2, precision=0.05, confirmations=3, misses=1)
     edge = Outcomes(capacity=100, outcomes={120: [True]})  # 120 passes once, then only up to 100
     result = search.search(edge, plan)
-    assert result.maximum == pytest.approx(120 / 1.05 / 1.10 / 1.20)  # 86.6: the third step down
+    confirms = [rate for rate, phase in edge.calls if phase == "confirm"]
+    stepped_to = 120 / 1.05 / 1.10 / 1.20  # 86.6: the third step down, confirmed in full
+    assert confirms[:9] == [120] * 2 + [120 / 1.05] * 2 + [120 / 1.05 / 1.10] * 2 + [stepped_to] * 3
+    assert 100 / 1.05 <= result.maximum <= 100  # bisected up to within 5 % of the capacity
     assert len(result.confirmed) == 3 and result.missed == []
+    assert {step.rate for step in result.confirmed} == {result.maximum}
+    assert len(confirms) <= plan.max_confirmation_runs
+
+
+def test_bisecting_back_up_keeps_the_rate_confirmed_when_a_higher_one_misses_out():
+    plan = search.Plan(start_rate=60, growth=2, precision=0.05, confirmations=3, misses=1)
+    stepped_to = 120 / 1.05 / 1.10 / 1.20
+    middle = math.sqrt(stepped_to * 120 / 1.05 / 1.10)  # 94.9: passes once, then misses twice
+    edge = Outcomes(capacity=100, outcomes={120: [True], middle: [True, False, False]})
+    result = search.search(edge, plan)
+    assert (middle, "confirm") in edge.calls
+    assert result.maximum is not None and result.maximum != middle
+    assert {step.rate for step in result.confirmed} == {result.maximum}
+    assert len(result.confirmed) == 3
+    assert result.failing_rate is not None and result.failing_rate >= result.maximum
+
+
+def test_bisecting_back_up_stops_when_the_confirmation_runs_are_spent():
+    plan = search.Plan(start_rate=60, growth=2, precision=0.01, confirmations=3, misses=1)
+    edge = Outcomes(capacity=100, outcomes={120: [True]})
+    result = search.search(edge, plan)
     assert sum(phase == "confirm" for _, phase in edge.calls) <= plan.max_confirmation_runs
+    assert result.maximum is not None and result.maximum <= 100 and len(result.confirmed) == 3
 
 
 def test_no_rate_meets_the_objective():

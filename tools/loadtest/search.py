@@ -8,7 +8,9 @@ other, then runs the rate found again until `confirmations` runs of it have pass
 window of a few seconds is the few slowest requests of it, so one run in several misses at
 a rate the deployment sustains: up to `misses` failed confirmations are allowed at a rate
 (the report says so: "3 of 4"); one more steps the rate down by `precision`, each later
-step down twice the one before, and starts the count afresh.
+step down twice the one before, and starts the count afresh. Once a rate below is
+confirmed in full, the search bisects back up between it and the lowest rate that missed
+out, taking a rate only when it is confirmed in full, while the confirmation runs last.
 The search itself is pure (`search`, on a `measure` callable); `Runner` measures a step by
 running the JMeter plan (scripts/jmeter-run.sh) and appending it to the results' runs.csv.
 """
@@ -95,8 +97,8 @@ class Plan:
 
     @property
     def max_confirmation_runs(self) -> int:
-        """Room for three rates' worth of confirmations: 12 with 3 and one miss allowed."""
-        return 3 * (self.confirmations + self.misses)
+        """Room for four rates' worth of confirmations: 16 with 3 and one miss allowed."""
+        return 4 * (self.confirmations + self.misses)
 
 
 @dataclass
@@ -166,28 +168,51 @@ def search(measure: Measure, plan: Plan = Plan(), objective: Objective = Objecti
             failing = rate
     confirmed: list[Step] = []
     missed: list[Step] = []
+    tries = 0
+
+    def confirm(rate: float, have: list[Step]) -> tuple[list[Step], list[Step]]:
+        """Runs at `rate` until `confirmations` passed, one miss more than allowed, or the
+        confirmation runs are spent: the passing runs and the missed ones."""
+        nonlocal tries
+        passing, failing_runs = list(have), []
+        while len(passing) < plan.confirmations and len(failing_runs) <= plan.misses:
+            if tries >= plan.max_confirmation_runs:
+                break
+            tries += 1
+            step = run(rate, "confirm")
+            (passing if step.passed else failing_runs).append(step)
+        return passing, failing_runs
+
     if passed is not None:
-        confirmed = [s for s in steps if s.passed and s.rate == passed][-1:]
         # Each step down is twice the one before (5 %, 10 %, 20 % ...): a rate that passed
         # once at the very edge of the capacity, where the p99 of a short run is a coin
         # toss, is left in a few runs, not walked down from in 5 % steps until the runs are
-        # spent. The number of confirmation runs is bounded all the same.
-        step_down, tries = plan.precision, 0
-        while len(confirmed) < plan.confirmations and tries < plan.max_confirmation_runs:
-            tries += 1
-            step = run(passed, "confirm")
-            if step.passed:
-                confirmed.append(step)
-                continue
-            missed.append(step)
-            if len(missed) <= plan.misses:
-                continue
-            failing = passed if failing is None else min(failing, passed)
+        # spent. The number of confirmation runs is bounded all the same: when they are
+        # spent, a rate with fewer passing runs than asked stands, as passed.
+        step_down, missed_out = plan.precision, None
+        confirmed, missed = confirm(passed, [s for s in steps if s.passed and s.rate == passed][-1:])
+        while len(missed) > plan.misses:
+            missed_out = passed
             passed /= 1 + step_down
             step_down *= 2
-            confirmed, missed = [], []
             if passed < plan.min_rate:
+                confirmed, missed = [], []
                 break
+            confirmed, missed = confirm(passed, [])
+        # Steps that double overshoot by up to the last one: bisect back up between the rate
+        # confirmed and the lowest that missed out, a rate taken only when confirmed in full.
+        while (
+            len(confirmed) >= plan.confirmations
+            and missed_out is not None
+            and missed_out > passed * (1 + plan.precision)
+            and tries < plan.max_confirmation_runs
+        ):
+            middle = math.sqrt(passed * missed_out)
+            more, more_missed = confirm(middle, [])
+            if len(more) >= plan.confirmations:
+                passed, confirmed, missed = middle, more, more_missed
+            else:
+                missed_out = middle
     if not confirmed:
         missed = []
     # The misses allowed at the maximum are not where the deployment fails the objective.
