@@ -174,7 +174,7 @@ def search(measure: Measure, plan: Plan = Plan(), objective: Objective = Objecti
         """Runs at `rate` until `confirmations` passed, one miss more than allowed, or the
         confirmation runs are spent: the passing runs and the missed ones."""
         nonlocal tries
-        passing, failing_runs = list(have), []
+        passing, failing_runs = list(have), list[Step]()
         while len(passing) < plan.confirmations and len(failing_runs) <= plan.misses:
             if tries >= plan.max_confirmation_runs:
                 break
