@@ -39,7 +39,9 @@ bind = [f"{_settings.host}:{port}"]
 # poller hand-offs (docs/benchmarks.md). Login and profile: gthread, a few processes with
 # threads and HTTP keep-alive; login hashes passwords with scrypt, which would stall every
 # greenlet of its worker.
-worker_class = _settings.worker_class
+# gthread is gunicorn's, but for the close of a stalled client's connection (see
+# service_kit/gthread_worker.py).
+worker_class = "service_kit.gthread_worker.ThreadWorker" if _settings.worker_class == "gthread" else _settings.worker_class
 workers = _settings.workers
 threads = _settings.threads
 worker_connections = _settings.worker_connections
@@ -118,7 +120,7 @@ def on_exit(server):
 
 
 def post_worker_init(worker):
-    if worker_class == "gthread":
+    if _settings.worker_class == "gthread":
         for listener in worker.sockets:
             listener.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", request_read_timeout, 0))
     # Gunicorn's own error answers (414, 431, 400 for malformed requests) in problem+json

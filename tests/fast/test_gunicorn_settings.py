@@ -77,7 +77,7 @@ def test_each_service_gets_its_port_and_worker_class_and_the_metrics_port_follow
     login = settings_for(monkeypatch, "login_service.wsgi:app", GUNICORN_WORKERS="3", LOG_LEVEL="WARNING")
     assert (login["bind"], login["worker_class"], login["workers"], login["loglevel"]) == (
         ["127.0.0.1:4101"],
-        "gthread",
+        "service_kit.gthread_worker.ThreadWorker",  # gunicorn's gthread (see that module)
         3,
         "warning",
     )
