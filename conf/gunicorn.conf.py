@@ -41,7 +41,9 @@ bind = [f"{_settings.host}:{port}"]
 # greenlet of its worker.
 # gthread is gunicorn's, but for the close of a stalled client's connection (see
 # service_kit/gthread_worker.py).
-worker_class = "service_kit.gthread_worker.ThreadWorker" if _settings.worker_class == "gthread" else _settings.worker_class
+worker_class = (
+    "service_kit.gthread_worker.ThreadWorker" if _settings.worker_class == "gthread" else _settings.worker_class
+)
 workers = _settings.workers
 threads = _settings.threads
 worker_connections = _settings.worker_connections

@@ -23,7 +23,7 @@ from gunicorn.workers import gthread
 
 
 class ThreadWorker(gthread.ThreadWorker):
-    def handle(self, conn):  # type: ignore[no-untyped-def]
+    def handle(self, conn: gthread.TConn) -> bool:
         keep = super().handle(conn)
         if keep is False and _stalled(conn):
             util.close(conn.sock)
@@ -36,8 +36,8 @@ def _stalled(conn: gthread.TConn) -> bool:
     parser = conn.parser
     if parser is None or conn.is_http2:
         return False
-    request = parser.mesg
-    if request is not None and getattr(request, "req_number", None) == parser.req_count:
+    request = getattr(parser, "mesg", None)  # an HTTP/1 parser's latest request, None at first
+    if request is not None and getattr(request, "req_number", None) == getattr(parser, "req_count", None):
         return False  # the request was read whole (and answered, or refused)
     poll = select.poll()
     try:
