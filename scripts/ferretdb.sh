@@ -213,8 +213,9 @@ promote() {
     log "promoted: the primary is 127.0.0.1:$(cluster_port "$standby") ($(cluster_data "$standby")), without a standby until POSTGRES_STANDBY=on $0 start makes one"
     if pid_alive "$pid_file"; then
         # FerretDB keeps no state of its own: a new process on the new primary is all it takes.
-        # Without a new standby yet, so that the service is back at once.
-        stop_pidfile "$pid_file" FerretDB
+        # The old one can only fail what it still serves, so it gets 1 s to stop, not 10.
+        # The new one starts without a new standby yet, so that the service is back at once.
+        stop_pidfile "$pid_file" FerretDB 1
         FERRETDB_HANDLER=postgresql POSTGRES_STANDBY=off start
     fi
 }
