@@ -64,7 +64,12 @@ class ScriptDatabase:
         return self.var / "postgresql" / name
 
     def pg_ctl(self, *args: str) -> None:
-        subprocess.run([*harness.as_postgres(), str(harness.postgres_bin() / "pg_ctl"), *args], check=True, timeout=120)
+        subprocess.run(
+            [*harness.as_postgres(), str(harness.postgres_bin() / "pg_ctl"), *args],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
 
     def primary_sql(self, sql: str) -> str:
         """SQL on the first cluster (the primary until a promotion), as FerretDB's role."""
@@ -292,16 +297,25 @@ def test_promoted_standby_keeps_every_acknowledged_post_at_its_seq(standby_datab
     )
 
 
-def test_a_stopped_standby_holds_commits_until_sync_is_turned_off(standby_database):
+def test_a_stopped_standby_holds_commits_until_sync_is_turned_off(standby_database, chat_stack):
     """Synchronous replication without its standby: a commit on the primary waits (SyncRep)
-    rather than be acknowledged with one copy; `sync off` lets it through, `start` brings the
+    rather than be acknowledged with one copy, and a post is answered 503 when the chat
+    server's socket timeout passes; `sync off` lets the commits through, `start` brings the
     standby back and makes commits synchronous again."""
-    database = standby_database
+    database, chat = standby_database, chat_stack.chats[0]
+    user = register_and_login(chat_stack.login.url)
+    room = unique_name("room-")
+    created = requests.post(f"{chat.url}/rooms", json={"name": room}, headers=user.auth, timeout=REQUEST_TIMEOUT)
+    assert created.status_code == 201, created.text
     client: pymongo.MongoClient = pymongo.MongoClient(database.uri, socketTimeoutMS=int(CONDITION_TIMEOUT * 1000))
     try:
         notes = client.get_database().notes
         notes.insert_one({"_id": "before"})
         database.pg_ctl("stop", "-D", str(database.cluster("data2")), "-m", "immediate")
+        held_post = requests.post(
+            f"{chat.url}/rooms/{room}/messages", json={"text": "held"}, headers=user.auth, timeout=REQUEST_TIMEOUT
+        )
+        assert_problem(held_post, 503)
         inserted = threading.Event()
         writer = threading.Thread(target=lambda: (notes.insert_one({"_id": "held"}), inserted.set()), daemon=True)
         writer.start()
@@ -321,6 +335,9 @@ def test_a_stopped_standby_holds_commits_until_sync_is_turned_off(standby_databa
         assert restarted.returncode == 0, restarted.stderr
         status = database.script("status")
         assert "postgresql standby running" in status.stdout and "streaming sync" in status.stdout, status
-        notes.insert_one({"_id": "after"})
+        posted = requests.post(
+            f"{chat.url}/rooms/{room}/messages", json={"text": "after"}, headers=user.auth, timeout=REQUEST_TIMEOUT
+        )
+        assert posted.status_code == 201, posted.text
     finally:
         client.close()
