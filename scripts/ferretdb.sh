@@ -283,7 +283,7 @@ status() {
         data=$(cluster_data "$name")
         [[ -f $data/PG_VERSION ]] || continue
         role=postgresql
-        ! is_standby "$name" || role="postgresql standby"
+        if is_standby "$name"; then role="postgresql standby"; elif [[ $name != "$(primary_cluster)" ]]; then role="postgresql former primary"; fi
         if postgres_running "$name"; then
             echo "$role running pid $(head -n 1 "$data/postmaster.pid") port $(cluster_port "$name")"
         else
