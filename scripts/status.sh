@@ -35,15 +35,22 @@ done
 if [[ -f $CHATSYS_VAR/run/ferretdb.pid ]]; then
     row ferretdb "$CHATSYS_VAR/run/ferretdb.pid" "$MONGO_PORT" "http://127.0.0.1:$FERRETDB_METRICS_PORT/debug/livez"
 fi
-# FerretDB's private PostgreSQL cluster (FERRETDB_HANDLER=postgresql): its postmaster.pid
-# starts with the server's pid; pg_isready says whether it accepts connections.
-postmaster_pid=$CHATSYS_VAR/postgresql/data/postmaster.pid
-if [[ -f $postmaster_pid ]] && kill -0 "$(head -n 1 "$postmaster_pid")" 2>/dev/null; then
-    ready=$("$POSTGRES_BIN/pg_isready" -h 127.0.0.1 -p "$POSTGRES_PORT" 2>&1 | sed 's/^[^ ]* - //')
-    printf '%-16s %-8s %-6s %s\n' postgresql "$(head -n 1 "$postmaster_pid")" "$POSTGRES_PORT" "$ready"
-elif [[ -d $CHATSYS_VAR/postgresql/data ]]; then
-    printf '%-16s %-8s %-6s %s\n' postgresql - "$POSTGRES_PORT" "not running"
-fi
+# FerretDB's private PostgreSQL clusters (FERRETDB_HANDLER=postgresql): the primary (the one
+# var/postgresql/primary names, `data` until a promotion), a standby (standby.signal), or a
+# former primary; each postmaster.pid starts with the server's pid; pg_isready says whether
+# it accepts connections.
+primary=$(cat "$CHATSYS_VAR/postgresql/primary" 2>/dev/null || echo data)
+for cluster in data:"$POSTGRES_PORT" data2:"$POSTGRES_STANDBY_PORT"; do
+    folder=$CHATSYS_VAR/postgresql/${cluster%%:*} port=${cluster#*:} name=postgresql
+    [[ -f $folder/PG_VERSION ]] || continue
+    if [[ -f $folder/standby.signal ]]; then name=pg-standby; elif [[ ${cluster%%:*} != "$primary" ]]; then name=pg-old-primary; fi
+    if [[ -f $folder/postmaster.pid ]] && kill -0 "$(head -n 1 "$folder/postmaster.pid")" 2>/dev/null; then
+        ready=$("$POSTGRES_BIN/pg_isready" -h 127.0.0.1 -p "$port" 2>&1 | sed 's/^[^ ]* - //')
+        printf '%-16s %-8s %-6s %s\n' "$name" "$(head -n 1 "$folder/postmaster.pid")" "$port" "$ready"
+    else
+        printf '%-16s %-8s %-6s %s\n' "$name" - "$port" "not running"
+    fi
+done
 # The stats password, when one is set, goes to curl on its standard input, not its command line.
 if [[ -n ${HAPROXY_STATS_PASSWORD:-} ]]; then
     row haproxy "$CHATSYS_VAR/run/haproxy.pid" "$HAPROXY_PORT" "http://127.0.0.1:$HAPROXY_STATS_PORT/stats" --config - \

@@ -22,6 +22,12 @@ MONGO_PORT=${MONGO_PORT:-27017}
 # (a private PostgreSQL cluster under var/, on loopback port POSTGRES_PORT; docs/postgresql.md).
 FERRETDB_HANDLER=${FERRETDB_HANDLER:-sqlite}
 POSTGRES_PORT=${POSTGRES_PORT:-5433}
+# POSTGRES_STANDBY=on: a second cluster beside it, a streaming copy made with pg_basebackup
+# on loopback port POSTGRES_STANDBY_PORT, to which every commit is synchronous; once made,
+# start, stop and status handle it whatever this says (`scripts/ferretdb.sh promote` makes it
+# the primary; docs/postgresql.md).
+POSTGRES_STANDBY=${POSTGRES_STANDBY:-off}
+POSTGRES_STANDBY_PORT=${POSTGRES_STANDBY_PORT:-5434}
 # Debian's PostgreSQL server programs (initdb, pg_ctl, postgres): the newest major installed.
 # (None, on a machine without it: `|| true`, or a caller under `set -e -o pipefail`, such as
 # scripts/install-systemd.sh on a fresh host, would stop here without a word.)

@@ -261,26 +261,31 @@ def postgres_bin() -> Path:
     return found[-1]
 
 
+def as_postgres() -> list[str]:
+    """The prefix that runs a PostgreSQL server program as scripts/ferretdb.sh does: as
+    Debian's system user postgres when we are root (PostgreSQL refuses to run as root)."""
+    return ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "--"] if os.geteuid() == 0 else []
+
+
 def start_postgres(group: ProcessGroup) -> Postgres:
     """A fresh cluster on a free port. PostgreSQL refuses to run as root, so root runs it as
     Debian's system user postgres, in a folder of that user's."""
     bin_dir = postgres_bin()
     folder = Path(tempfile.mkdtemp(prefix="chatsys-test-postgresql-"))
     group.other_dirs.append(folder)
-    as_postgres: list[str] = []
-    if os.geteuid() == 0:
-        as_postgres = ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "--"]
+    prefix = as_postgres()
+    if prefix:
         account = pwd.getpwnam("postgres")
         os.chown(folder, account.pw_uid, account.pw_gid)
     password = secrets.token_hex(16)
     password_file = folder / "password"
     password_file.write_text(password + "\n")
-    if as_postgres:
+    if prefix:
         os.chown(password_file, account.pw_uid, account.pw_gid)
     cluster = folder / "data"
     subprocess.run(
         [
-            *as_postgres,
+            *prefix,
             str(bin_dir / "initdb"),
             f"--pgdata={cluster}",
             "--username=ferretdb",
@@ -296,7 +301,7 @@ def start_postgres(group: ProcessGroup) -> Postgres:
     password_file.unlink()
     port = free_port()
     argv = [
-        *as_postgres,
+        *prefix,
         str(bin_dir / "postgres"),
         f"-D{cluster}",
         f"-p{port}",
