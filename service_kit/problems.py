@@ -9,6 +9,7 @@ from pymongo.errors import (
     ConnectionFailure,
     ExecutionTimeout,
     NetworkTimeout,
+    OperationFailure,
     PyMongoError,
     ServerSelectionTimeoutError,
 )
@@ -87,6 +88,15 @@ def unavailable(detail: str, retry_after: int = 1) -> Problem:
 
 
 _DATABASE_DOWN = (ServerSelectionTimeoutError, ConnectionFailure, NetworkTimeout, ExecutionTimeout)
+# FerretDB answers InternalError (code 1) when its own storage fails under it: a PostgreSQL
+# it cannot reach (`failed to connect ...`, `unexpected EOF`, during a failover) or a
+# SQLite file it cannot write. The database is down for that moment, as far as a client
+# can tell: 503 with Retry-After, logged as an error with the database's message.
+_INTERNAL_ERROR = 1
+
+
+def database_down(error: PyMongoError) -> bool:
+    return isinstance(error, _DATABASE_DOWN) or (isinstance(error, OperationFailure) and error.code == _INTERNAL_ERROR)
 
 
 def register_error_handlers(app: Flask) -> None:
@@ -111,8 +121,11 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(PyMongoError)
     def _database(error: PyMongoError):
-        if isinstance(error, _DATABASE_DOWN):
-            log.warning("database unavailable: %s", error)
+        if database_down(error):
+            if isinstance(error, OperationFailure):
+                log.error("database failed: %s", error)
+            else:
+                log.warning("database unavailable: %s", error)
             return problem_response(
                 503,
                 "Service Unavailable",
