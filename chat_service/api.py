@@ -42,11 +42,6 @@ class NewMessage(StrictBody):
 
 def setup(app: Flask) -> None:
     app.extensions["token_check"] = LoginServiceClient(app.config["SETTINGS"])
-    with app.app_context():
-        try:
-            store.ensure_schema()
-        except Exception:  # the database may come up after us; every request re-checks lobby
-            app.logger.warning("could not prepare the database yet; continuing")
 
 
 def _room_view(room: dict) -> dict:

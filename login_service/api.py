@@ -3,7 +3,6 @@ login_service.store, the bounds on logins and registrations in login_service.thr
 
 from __future__ import annotations
 
-import threading
 from typing import Annotated
 
 from flask import Blueprint, Flask, current_app, g, jsonify, request
@@ -20,10 +19,6 @@ blueprint = Blueprint("login", __name__)
 
 Username = Annotated[str, *text_checks(pattern=names.USERNAME, rule=names.USERNAME_RULE)]
 Password = Annotated[str, *text_checks(min_length=8, max_length=128)]
-
-# How long a login service that started before its database waits between tries to
-# prepare it (store.prepare: indexes and the migrations of earlier layouts).
-PREPARE_RETRY_SECONDS = 5.0
 
 
 class Credentials(StrictBody):
@@ -45,27 +40,6 @@ def setup(app: Flask) -> None:
     settings = app.config["SETTINGS"]
     app.extensions["token_check"] = LocalTokenCheck()
     app.extensions["dummy_password_hash"] = dummy_hash(settings.scrypt_n)
-    if not _prepare(app):
-        # The database may come up after us (the service answers /ready with 503 until
-        # then). The unique index on skeletons is what keeps look-alike names one name, so
-        # preparing is retried off the request path until it succeeds.
-        app.logger.warning("could not prepare the database yet; retrying in the background")
-        threading.Thread(target=_prepare_until_done, args=(app,), name="prepare-database", daemon=True).start()
-
-
-def _prepare(app: Flask) -> bool:
-    with app.app_context():
-        try:
-            store.prepare()
-        except Exception:  # any failure: the database is not there yet
-            return False
-    return True
-
-
-def _prepare_until_done(app: Flask) -> None:
-    while not _prepare(app):
-        threading.Event().wait(PREPARE_RETRY_SECONDS)
-    app.logger.info("prepared the database")
 
 
 @blueprint.post("/users")

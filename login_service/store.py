@@ -1,5 +1,6 @@
 """Users and tokens in MongoDB, the indexes of the login service's collections, the
-migrations of earlier user layouts, and the sweep of expired documents.
+migrations of earlier user layouts (both run by service_kit.migrate), and the sweep of
+expired documents.
 
 Layout (docs/architecture.md has the indexes):
 - `users`: `_id` the username in lower case (names are unique without regard to case),
@@ -31,9 +32,10 @@ from service_kit.token_cache import token_digest
 KNOWN_ADDRESSES = 5
 
 
-def prepare() -> None:
+def migrate() -> None:
     """The secondary indexes (`create_index` is idempotent), then the migrations of earlier
-    layouts, each a no-op once its mark is in `schema_marks`."""
+    layouts, each a no-op once its mark is in `schema_marks`. Run by the migration command
+    (service_kit.migrate), never by the service itself."""
     db = database.db()
     db.tokens.create_index([("expires_at", ASCENDING)])
     db.login_failures.create_index([("username", ASCENDING), ("at", ASCENDING)])

@@ -7,16 +7,68 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 
+import pymongo
 from flask import Blueprint, Flask, current_app, g, jsonify, request
 from flask.json.provider import DefaultJSONProvider
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from service_kit import database, logs
+from service_kit import database, logs, schema
 from service_kit.config import Settings
-from service_kit.problems import problem_response, register_error_handlers
+from service_kit.problems import Problem, problem_response, register_error_handlers
 
 health = Blueprint("health", __name__)
 access_log = logging.getLogger("chatsys.access")
+_SCHEMA = "chatsys.schema"
+
+
+class SchemaCheck:
+    """Whether the app's database carries the schema mark of this release (service_kit.schema).
+    Read at start, then by /ready and by requests only until it is seen: once migrated, a
+    database stays so, and the check costs nothing more."""
+
+    def __init__(self) -> None:
+        self.migrated = False
+        self.version = 0
+
+    def check(self) -> bool:
+        if not self.migrated:
+            self.version = schema.version_of(database.db())
+            self.migrated = self.version >= schema.SCHEMA_VERSION
+        return self.migrated
+
+    def problem(self) -> Problem:
+        return Problem(
+            503,
+            "Service Unavailable",
+            schema.not_migrated_detail(self.version),
+            kind="database-not-migrated",
+            headers={"Retry-After": "5"},
+        )
+
+
+def _schema_check() -> SchemaCheck:
+    return current_app.extensions[_SCHEMA]
+
+
+def _check_schema_at_start(app: Flask) -> None:
+    check = SchemaCheck()
+    app.extensions[_SCHEMA] = check
+    with app.app_context():
+        try:
+            with pymongo.timeout(1.0):
+                check.check()
+        except Exception:  # the database is not there yet: /ready says so, and reads the mark again
+            return
+    if not check.migrated:
+        app.logger.warning("%s; /ready answers 503 until then", schema.not_migrated_detail(check.version))
+
+
+def _refuse_until_migrated() -> None:
+    """No route runs on a database without this release's collections and indexes (a missing
+    unique index would let two look-alike names in). One read of the mark per request, only
+    until it is seen."""
+    if request.blueprint not in (None, health.name) and not _schema_check().check():
+        raise _schema_check().problem()
 
 
 @health.get("/health")
@@ -33,6 +85,19 @@ def readiness_check():
         return problem_response(
             503, "Service Unavailable", "The database did not answer a ping within 1 s.", headers={"Retry-After": "1"}
         )
+    check = _schema_check()
+    try:
+        with pymongo.timeout(1.0):
+            migrated = check.check()
+    except Exception:  # as the ping: no answer within 1 s
+        migrated = None
+    if migrated is None:
+        return problem_response(
+            503, "Service Unavailable", "The database did not answer within 1 s.", headers={"Retry-After": "1"}
+        )
+    if not migrated:
+        problem = check.problem()
+        return problem_response(503, problem.title, problem.detail, kind=problem.kind, headers=problem.headers)
     settings = current_app.config["SETTINGS"]
     return jsonify(status="ready", service=settings.service, instance=settings.instance)
 
@@ -147,6 +212,7 @@ def create_service_app(
     database.init_app(app)
     register_error_handlers(app)
     app.before_request(_begin_request)
+    app.before_request(_refuse_until_migrated)
     app.teardown_request(_forget_request)
     if settings.metrics_enabled:
         from service_kit import metrics  # not at the top: prometheus-client reads its folder at import
@@ -162,4 +228,5 @@ def create_service_app(
         app.register_blueprint(blueprint)
     if setup is not None:
         setup(app)
+    _check_schema_at_start(app)
     return app

@@ -492,6 +492,7 @@ def main() -> int:
     try:
         if args.mongo_uri:
             database_uri, database_pids, database_name = args.mongo_uri, [], f"MongoDB at {args.mongo_uri}"
+            harness.migrate(database_uri)
         else:
             args.ferretdb_debug_port = harness.free_port()
             database = harness.start_ferretdb(group, debug_port=args.ferretdb_debug_port)

@@ -14,7 +14,7 @@ from werkzeug.test import EnvironBuilder
 
 from login_service.lookalikes import skeleton
 from login_service.passwords import hash_password
-from service_kit import database
+from service_kit import database, migrate
 from service_kit.timeutil import utcnow
 from tests.lib.accounts import unique_name
 from tests.lib.contract import BAD_AUTHORIZATION_HEADERS
@@ -194,7 +194,7 @@ def taken_detail(client, name: str) -> str:
 
 @pytest.fixture
 def empty_uri(database):
-    return fresh_database_uri(database, "chatsys_fast_login_earlier")
+    return fresh_database_uri(database, "chatsys_fast_login_earlier", migrated=False)
 
 
 def test_users_of_the_earlier_layout_get_skeletons_and_look_alikes_among_them_keep_their_accounts(apps, empty_uri):
@@ -213,6 +213,7 @@ def test_users_of_the_earlier_layout_get_skeletons_and_look_alikes_among_them_ke
                     "login_addresses": [],
                 }
             )
+    migrate.migrate(uri)
     app = apps.login(uri)
     client = app.test_client()
     with app.app_context():
@@ -406,3 +407,19 @@ def test_an_unknown_path_and_a_wrong_method_are_problems(client):
     wrong = assert_problem(client.get("/users"), 405)
     assert wrong["title"] == "Method Not Allowed"
     assert "POST" in client.get("/login").headers["Allow"]
+
+
+def test_on_a_database_not_migrated_ready_and_every_route_answer_503_until_the_command_runs(apps, database):
+    uri = fresh_database_uri(database, "chatsys_fast_not_migrated", migrated=False)
+    client = apps.login(uri).test_client()
+    for response in (
+        client.get("/ready"),
+        client.post("/users", json={"username": unique_name(), "password": "x" * 8}),
+    ):
+        body = assert_problem(response, 503)
+        assert body["type"].endswith("/database-not-migrated")
+        assert "run `python -m service_kit.migrate`" in body["detail"]
+    assert client.get("/health").status_code == 200
+    migrate.migrate(uri)
+    assert client.get("/ready").status_code == 200
+    assert client.post("/users", json={"username": unique_name(), "password": "x" * 8}).status_code == 201

@@ -17,7 +17,7 @@ from chat_service import create_app as create_chat_app
 from login_service import create_app as create_login_app
 from login_service.api import LocalTokenCheck
 from profile_service import create_app as create_profile_app
-from service_kit import database
+from service_kit import database, migrate
 from service_kit.config import Settings
 from service_kit.problems import PROBLEM_TYPE_BASE
 from tests.lib import harness
@@ -29,12 +29,15 @@ from tests.lib.accounts import unique_name
 FAST_SCRYPT_N = 2**12
 
 
-def fresh_database_uri(database: harness.Database, name: str) -> str:
-    """The URI of database `name` on the session's FerretDB, emptied first."""
+def fresh_database_uri(database: harness.Database, name: str, migrated: bool = True) -> str:
+    """The URI of database `name` on the session's FerretDB, emptied first, then migrated
+    (service_kit.migrate, as every deployment runs it before the services) unless told not."""
     uri = f"mongodb://127.0.0.1:{database.port}/{name}"
     client: pymongo.MongoClient = pymongo.MongoClient(uri)
     with client:
         client.drop_database(name)
+    if migrated:
+        migrate.migrate(uri)
     return uri
 
 

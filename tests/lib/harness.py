@@ -319,9 +319,11 @@ def start_ferretdb(
     debug_port: int | None = None,
     handler: str = FERRETDB_HANDLER,
     postgres: Postgres | None = None,
+    migrated: bool = True,
 ) -> Database:
     """FerretDB on free ports; with `debug_port`, its metrics answer on that port. With the
-    postgresql handler, on `postgres`, or else on a cluster of its own."""
+    postgresql handler, on `postgres`, or else on a cluster of its own. Its database is
+    migrated (`migrate`), as every deployment does before the services start, unless told not."""
     port = free_port()
     data = group.dir / name
     (data / "data").mkdir(parents=True)
@@ -333,7 +335,29 @@ def start_ferretdb(
     argv = [str(ferretdb_binary()), *ferretdb_flags(data, port, debug_addr, handler)]
     database = Database(group.spawn(name, argv, env), port)
     wait_until(lambda: port_open(port), 30, "FerretDB to listen")
+    if migrated:
+        migrate(database.uri)
     return database
+
+
+def migrate(uri: str, wait_seconds: float = 30) -> subprocess.CompletedProcess:
+    """Run the migration command (`python -m service_kit.migrate`) on the database of `uri`;
+    fails with its error line unless it succeeds."""
+    done = run_migrate(uri, wait_seconds)
+    if done.returncode != 0:
+        raise RuntimeError(f"the migration command failed: {done.stderr.strip()}")
+    return done
+
+
+def run_migrate(uri: str, wait_seconds: float = 30) -> subprocess.CompletedProcess:
+    """The migration command's run on the database of `uri`, whatever its outcome."""
+    return subprocess.run(
+        [str(VENV_BIN / "python"), "-m", "service_kit.migrate", "--wait", str(wait_seconds)],
+        env={**os.environ, "MONGO_URI": uri},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
 
 
 def gunicorn_argv(module: str) -> list[str]:

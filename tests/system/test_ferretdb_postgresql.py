@@ -67,12 +67,14 @@ def test_two_ferretdb_processes_on_one_postgresql_lose_no_increment(processes):
     """FerretDB's update is a read, the operators applied in Go, and a write: without a lock
     that both processes take, two `$inc`s that both read n both write n+1."""
     postgres = harness.start_postgres(processes)
-    first = harness.start_ferretdb(processes, "ferretdb-first", handler="postgresql", postgres=postgres)
+    first = harness.start_ferretdb(processes, "ferretdb-first", handler="postgresql", postgres=postgres, migrated=False)
     with pymongo.MongoClient(first.uri) as client:
         client.get_database().counters.insert_one({"_id": "shared", "n": 0})
     # Started once the collection exists: FerretDB 1.x reads the list of collections once,
     # and does not see one another process creates later (docs/postgresql.md).
-    second = harness.start_ferretdb(processes, "ferretdb-second", handler="postgresql", postgres=postgres)
+    second = harness.start_ferretdb(
+        processes, "ferretdb-second", handler="postgresql", postgres=postgres, migrated=False
+    )
     clients = [pymongo.MongoClient(first.uri), pymongo.MongoClient(second.uri)]
     seen: list[int] = []
 
@@ -102,10 +104,14 @@ def test_a_ferretdb_killed_while_it_updates_leaves_no_lock_behind(processes):
     """The advisory lock lives in a transaction of the process's own connection: killed, the
     process's connections close, and PostgreSQL frees whatever it held."""
     postgres = harness.start_postgres(processes)
-    doomed = harness.start_ferretdb(processes, "ferretdb-doomed", handler="postgresql", postgres=postgres)
+    doomed = harness.start_ferretdb(
+        processes, "ferretdb-doomed", handler="postgresql", postgres=postgres, migrated=False
+    )
     with pymongo.MongoClient(doomed.uri) as client:
         client.get_database().counters.insert_one({"_id": "shared", "n": 0})
-    survivor = harness.start_ferretdb(processes, "ferretdb-survivor", handler="postgresql", postgres=postgres)
+    survivor = harness.start_ferretdb(
+        processes, "ferretdb-survivor", handler="postgresql", postgres=postgres, migrated=False
+    )
     # A hang guard, not a speed bound: a lock left behind would block the survivor for ever.
     survivor_client: pymongo.MongoClient = pymongo.MongoClient(survivor.uri, socketTimeoutMS=120_000)
     doomed_client: pymongo.MongoClient = pymongo.MongoClient(doomed.uri, retryWrites=False)

@@ -1,11 +1,10 @@
 """/ready follows the database: 503 while it is away, 200 again when it returns, no restart;
-and a login service that started before its database prepares it once it is there."""
+and 503 "database not migrated" on a database the migration command has not run on, until it has."""
 
 from __future__ import annotations
 
 import time
 
-import pymongo
 import pytest
 import requests
 
@@ -46,21 +45,37 @@ def test_ready_goes_503_while_the_database_is_stopped_and_back_to_200(processes)
     assert response.status_code == 201
 
 
-def test_a_login_service_started_before_its_database_refuses_look_alike_names_once_it_is_up(processes):
-    database = harness.start_ferretdb(processes, name=f"ferretdb-late-{unique_name()}")
+def not_migrated(response: requests.Response) -> bool:
+    if response.status_code != 503:
+        return False
+    body = assert_problem(response, 503)
+    return body["type"].endswith("/database-not-migrated")
+
+
+def test_a_service_on_a_database_not_yet_migrated_is_not_ready_until_the_command_runs(processes):
+    """Started before its database, then on a database nobody migrated: /ready and every
+    route answer 503 "database not migrated; run ..." (so the unique index on skeletons is
+    never silently missing), until the migration command runs; then ready, without a restart."""
+    database = harness.start_ferretdb(processes, name=f"ferretdb-late-{unique_name()}", migrated=False)
     database.stop()
     login = harness.start_service(processes, "login", service_env(database, MONGO_TIMEOUT_SECONDS=1))
+    assert_problem(requests.get(f"{login.url}/ready", timeout=5), 503)
     database.start()
 
-    def skeletons_are_unique() -> bool:
-        client: pymongo.MongoClient = pymongo.MongoClient(database.uri, serverSelectionTimeoutMS=2000)
-        with client:
-            indexes = client.get_default_database().users.index_information()
-        return any(index.get("unique") and index["key"] == [("skeleton", 1)] for index in indexes.values())
-
-    # The service prepares the database (indexes, migrations) off the request path.
-    harness.wait_until(skeletons_are_unique, 30, "the login service to index the skeletons")
+    harness.wait_until(
+        lambda: not_migrated(requests.get(f"{login.url}/ready", timeout=5)), 30, "/ready to say: not migrated"
+    )
+    detail = assert_problem(requests.get(f"{login.url}/ready", timeout=5), 503)["detail"]
+    assert detail.startswith("database not migrated") and "python -m service_kit.migrate" in detail
     name = unique_name()
+    refused = requests.post(f"{login.url}/users", json={"username": f"{name}m", "password": "long enough"}, timeout=10)
+    assert not_migrated(refused)
+
+    harness.migrate(database.uri)
+    harness.wait_until(
+        lambda: requests.get(f"{login.url}/ready", timeout=5).status_code == 200, 30, "/ready to answer 200"
+    )
+    assert login.process.running, "the service must become ready without a restart"
     first = requests.post(f"{login.url}/users", json={"username": f"{name}m", "password": "long enough"}, timeout=10)
     assert first.status_code == 201
     look_alike = requests.post(
