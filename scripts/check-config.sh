@@ -14,7 +14,7 @@
 #                when they are installed), a chat@ instance included: unknown or
 #                misspelt directives, bad values and specifiers, missing dependencies, and
 #                an ExecStart= that is no executable file. The prefix holds stand-ins for
-#                gunicorn and FerretDB (tests/deploy/test_systemd.py runs the real ones).
+#                gunicorn, Python and FerretDB (tests/deploy/test_systemd.py runs the real ones).
 #
 # usage: check-config.sh [haproxy|systemd ...]   (default: both; exit 1 when one fails)
 set -euo pipefail
@@ -50,11 +50,12 @@ check_systemd() {
     trap 'rm -rf "$scratch"' RETURN
     prefix=$scratch/opt/chatsys units=$scratch/units
     mkdir -p "$prefix/.venv/bin" "$prefix/bin" "$units"
-    for stand_in in "$prefix/.venv/bin/gunicorn" "$prefix/bin/ferretdb"; do
+    for stand_in in "$prefix/.venv/bin/gunicorn" "$prefix/.venv/bin/python" "$prefix/bin/ferretdb"; do
         printf '#!/bin/sh\n' >"$stand_in"
         chmod +x "$stand_in"
     done
-    for unit in chatsys.target login.service profile.service chat@.service chatsys-ferretdb.service; do
+    for unit in chatsys.target login.service profile.service chat@.service chatsys-ferretdb.service \
+        chatsys-migrate.service; do
         sed "s|@PREFIX@|$prefix|g" "$root/conf/systemd/$unit" >"$units/$unit"
         if [[ $unit == *.service ]]; then
             mkdir -p "$units/$unit.d"
@@ -69,7 +70,7 @@ check_systemd() {
     done
     # verify exits 0 on an unknown directive (it only prints it), so any output fails too.
     if ! output=$(cd "$units" && systemd-analyze verify --man=no chatsys.target login.service profile.service \
-        chatsys-ferretdb.service chat@.service:chat@4000.service ${debian_units[@]+"${debian_units[@]}"} 2>&1) ||
+        chatsys-ferretdb.service chatsys-migrate.service chat@.service:chat@4000.service ${debian_units[@]+"${debian_units[@]}"} 2>&1) ||
         [[ -n $output ]]; then
         echo "systemd-analyze verify, conf/systemd (as installed under $prefix):" >&2
         echo "$output" >&2

@@ -10,7 +10,10 @@ usage() {
     echo "  --python PATH  Python for the virtualenv (default /usr/bin/python3; must not live under /root or /home)"
     echo "  --uninstall    remove what the install put in place; keeps /etc/chatsys/chatsys.env and"
     echo "                 /var/lib/chatsys (the data) unless --purge is given too"
+    echo "env: CHAT_PORTS (the chat servers, one chat@PORT each; default: the kept chatsys.env's, else 4000 4001 4002)"
 }
+# Told, or not: without it, a later install keeps the chat servers the settings file names.
+chat_ports_given=${CHAT_PORTS:-}
 source "$(dirname "$0")/lib/common.sh"
 umask 022
 
@@ -54,9 +57,9 @@ etc_dir=$root/etc/chatsys
 env_file=$etc_dir/chatsys.env
 unit_dir=$root/etc/systemd/system
 manifest=$dest/.chatsys-release-files
-units=(chatsys.target chatsys-ferretdb.service login.service profile.service chat@.service)
+units=(chatsys.target chatsys-ferretdb.service chatsys-migrate.service login.service profile.service chat@.service)
 # The services that share conf/systemd/chatsys-sandbox.conf, installed as a drop-in of each.
-sandboxed=(chatsys-ferretdb.service login.service profile.service chat@.service)
+sandboxed=(chatsys-ferretdb.service chatsys-migrate.service login.service profile.service chat@.service)
 service_user=chatsys
 # Debian's units the install configures with a drop-in chatsys.conf each: HAProxy, and
 # Prometheus and its node exporter (conf/systemd/<unit>.d/chatsys.conf).
@@ -188,15 +191,57 @@ ensure_user() {
     fi
 }
 
+# choose_chat_ports: chat_ports, the chat servers' ports: CHAT_PORTS as given, else the
+# CHAT_PORTS line of the kept settings file (an earlier install's), else common.sh's default.
+choose_chat_ports() {
+    local kept
+    if [[ -z $chat_ports_given && -f $env_file ]]; then
+        kept=$(grep -E '^CHAT_PORTS=' "$env_file" | tail -n 1 || true)
+        kept=${kept#CHAT_PORTS=}
+        kept=${kept//[\"\']/}
+        [[ -z $kept ]] || CHAT_PORTS=$kept
+    fi
+    read -r -a chat_ports <<< "$CHAT_PORTS"
+    ((${#chat_ports[@]} >= 1 && ${#chat_ports[@]} <= MAX_CHAT_SERVERS)) ||
+        die "CHAT_PORTS must name 1 to $MAX_CHAT_SERVERS ports (conf/haproxy/haproxy.cfg has that many server lines), got '$CHAT_PORTS'"
+    local port seen=" "
+    for port in "${chat_ports[@]}"; do
+        if ! [[ $port =~ ^[1-9][0-9]{0,4}$ ]] || ((port > 65535)); then die "CHAT_PORTS: '$port' is not a port"; fi
+        [[ $seen != *" $port "* ]] || die "CHAT_PORTS names $port twice"
+        seen+="$port "
+    done
+}
+
+# write_chat_servers: CHAT_PORTS and HAProxy's CHAT_SERVER_1..N in the settings file, one
+# server line per chat port, in place of the lines there were; the rest of it is kept.
+write_chat_servers() {
+    local block="CHAT_PORTS=${chat_ports[*]}" i new
+    for i in "${!chat_ports[@]}"; do block+=$'\n'"CHAT_SERVER_$((i + 1))=127.0.0.1:${chat_ports[i]}"; done
+    new=$(mktemp "$etc_dir/.chatsys.env.XXXXXX")
+    BLOCK=$block awk '
+        /^(CHAT_PORTS|CHAT_SERVER_[0-9]+)=/ { if (!done) print ENVIRON["BLOCK"]; done = 1; next }
+        { print }
+        END { if (!done) print ENVIRON["BLOCK"] }' "$env_file" > "$new"
+    if cmp -s "$new" "$env_file"; then
+        rm -f "$new"
+        return 0
+    fi
+    chmod --reference="$env_file" "$new"
+    chown --reference="$env_file" "$new"
+    mv -f "$new" "$env_file"
+    log "wrote the chat servers ${chat_ports[*]} into $env_file (CHAT_PORTS, CHAT_SERVER_1..${#chat_ports[@]})"
+}
+
 install_config() {
     install -d -m 0755 "$etc_dir"
     if [[ -e $env_file ]]; then
-        log "kept $env_file (never overwritten; $dest/conf/systemd/chatsys.env lists every setting)"
+        log "kept $env_file (never overwritten but for its chat servers; $dest/conf/systemd/chatsys.env lists every setting)"
     elif $staging; then
         install -m 0640 "$dest/conf/systemd/chatsys.env" "$env_file"
     else
         install -m 0640 -o root -g "$service_user" "$dest/conf/systemd/chatsys.env" "$env_file"
     fi
+    write_chat_servers
     # The config and the web client's loader, which it names beside itself (lua-load web.lua).
     install -m 0644 "$dest/conf/haproxy/haproxy.cfg" "$etc_dir/haproxy.cfg"
     install -m 0644 "$dest/conf/haproxy/web.lua" "$etc_dir/web.lua"
@@ -232,15 +277,40 @@ install_units() {
     log "installed ${units[*]}, their sandbox drop-ins and the chatsys.conf drop-ins of ${dropin_units[*]} into $unit_dir"
 }
 
+# enable_chat_servers: exactly chat@PORT for each chat port wanted by chatsys.target (its
+# [Install] WantedBy= links them into chatsys.target.wants/); the others are disabled and,
+# on the running system, stopped.
+enable_chat_servers() {
+    local wanted=() link instance systemctl=(systemctl) port
+    $staging && systemctl=(systemctl --root="$root")
+    for port in "${chat_ports[@]}"; do wanted+=("chat@$port.service"); done
+    for link in "$unit_dir"/chatsys.target.wants/chat@*.service; do
+        [[ -L $link ]] || continue
+        instance=${link##*/}
+        if [[ " ${wanted[*]} " != *" $instance "* ]]; then
+            log "disabling $instance: its port is not in CHAT_PORTS (${chat_ports[*]})"
+            if $staging; then
+                "${systemctl[@]}" --quiet disable "$instance"
+            else
+                systemctl --quiet disable --now "$instance"
+            fi
+        fi
+    done
+    "${systemctl[@]}" --quiet enable "${wanted[@]}"
+}
+
 enable_and_start() {
     if $staging; then
-        # Offline, on the staged files only: the symlink that brings chatsys.target up at boot.
+        # Offline, on the staged files only: the symlinks that bring chatsys.target up at
+        # boot, and its chat servers with it.
         systemctl --root="$root" --quiet enable chatsys.target
+        enable_chat_servers
         log "staged in $root (nothing started)"
         return 0
     fi
     systemctl daemon-reload
     systemctl enable --quiet chatsys.target
+    enable_chat_servers
     if command -v haproxy >/dev/null; then systemctl enable --quiet haproxy.service; fi
     if command -v prometheus >/dev/null && command -v prometheus-node-exporter >/dev/null; then
         systemctl enable --quiet prometheus.service prometheus-node-exporter.service
@@ -251,7 +321,7 @@ enable_and_start() {
     # every chatsys unit and HAProxy).
     systemctl restart chatsys.target
     local port failed=false
-    for port in $LOGIN_SERVICE_PORT $PROFILE_SERVICE_PORT $CHAT_PORTS $LOGIN_PORT $PROFILE_PORT; do
+    for port in $LOGIN_SERVICE_PORT $PROFILE_SERVICE_PORT "${chat_ports[@]}" $LOGIN_PORT $PROFILE_PORT; do
         if ! wait_for_http "http://127.0.0.1:$port/ready" 60; then
             log "warning: nothing ready on port $port; see systemctl status chatsys.target and journalctl"
             failed=true
@@ -268,7 +338,7 @@ enable_and_start() {
 uninstall() {
     if ! $staging; then
         systemctl disable --quiet --now chatsys.target 2>/dev/null || true
-        systemctl stop chatsys-ferretdb.service login.service profile.service 'chat@*.service' 2>/dev/null || true
+        systemctl stop chatsys-ferretdb.service chatsys-migrate.service login.service profile.service 'chat@*.service' 2>/dev/null || true
     fi
     local unit
     for unit in "${units[@]}"; do rm -f "$unit_dir/$unit"; done
@@ -276,7 +346,7 @@ uninstall() {
         rm -f "$unit_dir/$unit.d/chatsys-sandbox.conf"
         rmdir "$unit_dir/$unit.d" 2>/dev/null || true
     done
-    # Enable links: chatsys.target's own and any extra chat@ instances enabled by hand.
+    # Enable links: chatsys.target's own and those of its chat@ instances.
     rm -f "$unit_dir/multi-user.target.wants/chatsys.target"
     rm -rf "$unit_dir/chatsys.target.wants"
     for unit in "${dropin_units[@]}"; do
@@ -321,6 +391,7 @@ uninstall() {
 
 case $action in
     install)
+        choose_chat_ports
         install_release
         install_virtualenv
         install_ferretdb

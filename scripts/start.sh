@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Start the whole system: database (unless MONGO_URI is set), login, profile, chat servers
-# and HAProxy. Running it again starts only what is not running yet. The services listen
-# on loopback; HAProxy alone faces clients, on BIND_HOST (chat 5000, login 4100, profile 4200).
+# Start the whole system: database (unless MONGO_URI is set), its migration
+# (python -m service_kit.migrate), login, profile, chat servers and HAProxy. Running it
+# again starts only what is not running yet. The services listen on loopback; HAProxy
+# alone faces clients, on BIND_HOST (chat 5000, login 4100, profile 4200).
 # Then Prometheus (127.0.0.1:9090) and the node exporter, unless PROMETHEUS=off: they
 # scrape HAProxy, every service's metrics port, FerretDB and the host (docs/observability.md).
 set -euo pipefail
@@ -61,6 +62,9 @@ start_service() {
 }
 
 cd "$CHATSYS_ROOT"
+# Every collection and index, and the migrations of earlier layouts, before any service
+# starts (the services never migrate; they answer /ready with 503 until this has run).
+"$VENV/bin/python" -m service_kit.migrate --wait 30 || die "the database is not migrated (the line above says why)"
 start_service login login_service.wsgi:app "$LOGIN_SERVICE_PORT"
 start_service profile profile_service.wsgi:app "$PROFILE_SERVICE_PORT"
 for port in "${chat_ports[@]}"; do start_service chat chat_service.wsgi:app "$port"; done

@@ -27,7 +27,13 @@ pytestmark = pytest.mark.local
 
 INSTALLER = harness.ROOT / "scripts" / "install-systemd.sh"
 PREFIX = "/opt/chatsys"
-SERVICE_UNITS = ["login.service", "profile.service", "chat@.service", "chatsys-ferretdb.service"]
+SERVICE_UNITS = [
+    "login.service",
+    "profile.service",
+    "chat@.service",
+    "chatsys-ferretdb.service",
+    "chatsys-migrate.service",
+]
 UNITS = ["chatsys.target", *SERVICE_UNITS]
 CHAT_INSTANCES = ["chat@4000.service", "chat@4001.service", "chat@4002.service"]
 DEBIAN_HAPROXY_UNIT = Path("/lib/systemd/system/haproxy.service")
@@ -229,7 +235,14 @@ def test_systemd_accepts_every_unit_and_chat_instance_without_warnings(staged):
 
 
 @pytest.mark.parametrize(
-    "unit", ["login.service", "profile.service", "chat@.service:chat@4001.service", "chatsys-ferretdb.service"]
+    "unit",
+    [
+        "login.service",
+        "profile.service",
+        "chat@.service:chat@4001.service",
+        "chatsys-ferretdb.service",
+        "chatsys-migrate.service",
+    ],
 )
 def test_each_service_keeps_its_sandbox(staged, unit):
     # --threshold is on the 0-100 scale of the printed 0.0-10.0 exposure: 20 means at most 2.0 "OK".
@@ -263,9 +276,17 @@ def test_staged_install_has_units_config_and_boot_link(staged):
     assert "PORT=%i" in unit_settings(staged.unit_dir / "chat@.service")["Environment"]
     boot_link = staged.unit_dir / "multi-user.target.wants" / "chatsys.target"
     assert boot_link.is_symlink() and os.readlink(boot_link) == "/etc/systemd/system/chatsys.target"
-    wanted = " ".join(unit_settings(staged.unit_dir / "chatsys.target")["Wants"]).split()
-    assert set(CHAT_INSTANCES + ["login.service", "profile.service", "chatsys-ferretdb.service"]) <= set(wanted)
-    assert {"haproxy.service", "prometheus.service", "prometheus-node-exporter.service"} <= set(wanted)
+    wanted = wanted_by_target(staged)
+    assert {"login.service", "profile.service", "chatsys-ferretdb.service", "chatsys-migrate.service"} <= wanted
+    assert {"haproxy.service", "prometheus.service", "prometheus-node-exporter.service"} <= wanted
+    # The chat servers of CHAT_PORTS' default, and no other.
+    assert {unit for unit in wanted if unit.startswith("chat@")} == set(CHAT_INSTANCES)
+    # Every service needs the migration, and starts after it.
+    for unit in ("login.service", "profile.service", "chat@.service"):
+        settings = unit_settings(staged.unit_dir / unit)
+        assert settings["Requires"] == ["chatsys-migrate.service"], unit
+        assert "chatsys-migrate.service" in " ".join(settings["After"]).split(), unit
+    assert unit_settings(staged.unit_dir / "chatsys-migrate.service")["Type"] == ["oneshot"]
 
     mode = stat.S_IMODE(staged.env_file.stat().st_mode)
     assert mode & 0o137 == 0, f"chatsys.env is {oct(mode)}; secrets need 0640 or stricter"
@@ -279,6 +300,74 @@ def test_staged_install_has_units_config_and_boot_link(staged):
     assert (staged.prefix / ".venv/bin/gunicorn").exists() and not (staged.prefix / ".venv/bin/pytest").exists()
     ferretdb = staged.prefix / "bin/ferretdb"
     assert "v1.24.2" in subprocess.run([str(ferretdb), "--version"], capture_output=True, text=True, timeout=30).stdout
+
+
+def wanted_by_target(staged: StagedInstall) -> set[str]:
+    """What chatsys.target wants: its Wants= lines and the links enabled into chatsys.target.wants/."""
+    wanted = set(" ".join(unit_settings(staged.unit_dir / "chatsys.target")["Wants"]).split())
+    links = staged.unit_dir / "chatsys.target.wants"
+    return wanted | ({link.name for link in links.iterdir()} if links.is_dir() else set())
+
+
+def chat_servers_of(staged: StagedInstall) -> dict[str, str]:
+    return {key: value for key, value in read_environment_file(staged.env_file).items() if key.startswith("CHAT_")}
+
+
+def test_the_installer_follows_chat_ports_for_the_chat_units_and_haproxy(staged, tmp_path):
+    """CHAT_PORTS sets the chat@PORT units chatsys.target wants and HAProxy's CHAT_SERVER_n,
+    exactly; a later install without it keeps them; systemd accepts the target with them."""
+    copy = StagedInstall(tmp_path / "root")
+    shutil.copytree(staged.root, copy.root, symlinks=True)
+    assert chat_servers_of(copy) == {
+        "CHAT_PORTS": "4000 4001 4002",
+        **{f"CHAT_SERVER_{n}": f"127.0.0.1:{4000 + n - 1}" for n in (1, 2, 3)},
+    }
+    with copy.env_file.open("a") as env_file:
+        env_file.write("TOKEN_TTL_SECONDS=600\n")  # a local setting, kept
+
+    def install(ports: str | None) -> None:
+        env = {key: value for key, value in os.environ.items() if key != "CHAT_PORTS"}
+        if ports is not None:
+            env["CHAT_PORTS"] = ports
+        result = subprocess.run(
+            ["bash", str(INSTALLER), "--root", str(copy.root)], env=env, capture_output=True, text=True, timeout=600
+        )
+        assert result.returncode == 0, f"install-systemd.sh with CHAT_PORTS={ports}:\n{result.stdout}\n{result.stderr}"
+
+    install("4000 4001 4002 4003 4010")
+    assert {unit for unit in wanted_by_target(copy) if unit.startswith("chat@")} == {
+        f"chat@{port}.service" for port in (4000, 4001, 4002, 4003, 4010)
+    }
+    assert chat_servers_of(copy) == {
+        "CHAT_PORTS": "4000 4001 4002 4003 4010",
+        **{f"CHAT_SERVER_{n}": f"127.0.0.1:{port}" for n, port in enumerate((4000, 4001, 4002, 4003, 4010), 1)},
+    }
+    assert read_environment_file(copy.env_file)["TOKEN_TTL_SECONDS"] == "600"
+    result = systemd_analyze(copy, "verify", "--man=no", str(copy.unit_dir / "chatsys.target"))
+    assert result.returncode == 0 and not result.stdout.strip() and not result.stderr.strip(), (
+        f"systemd-analyze verify:\n{result.stdout}{result.stderr}"
+    )
+
+    install("4001")
+    assert {unit for unit in wanted_by_target(copy) if unit.startswith("chat@")} == {"chat@4001.service"}
+    assert chat_servers_of(copy) == {"CHAT_PORTS": "4001", "CHAT_SERVER_1": "127.0.0.1:4001"}
+    install(None)  # no CHAT_PORTS: the settings file's are kept
+    assert chat_servers_of(copy) == {"CHAT_PORTS": "4001", "CHAT_SERVER_1": "127.0.0.1:4001"}
+    assert {unit for unit in wanted_by_target(copy) if unit.startswith("chat@")} == {"chat@4001.service"}
+    assert read_environment_file(copy.env_file)["TOKEN_TTL_SECONDS"] == "600"
+
+
+def test_the_installer_refuses_chat_ports_it_cannot_serve(tmp_path):
+    for ports in ("", "4000 4000", "4000 http", " ".join(str(4000 + n) for n in range(11))):
+        result = subprocess.run(
+            ["bash", str(INSTALLER), "--root", str(tmp_path / "root")],
+            env={**os.environ, "CHAT_PORTS": ports or " "},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode != 0 and "CHAT_PORTS" in result.stderr, (ports, result.stderr)
+        assert not (tmp_path / "root/opt").exists(), "refused before anything was installed"
 
 
 def test_staged_virtualenv_runs_gunicorn(staged):
@@ -361,6 +450,17 @@ def test_unit_command_lines_serve_ready_with_their_environment(staged, processes
     finally:
         for process in (chat, profile, login):
             process.stop()
+
+
+def test_migration_unit_command_line_migrates_the_database(staged, processes):
+    database = harness.start_ferretdb(processes, name="ferretdb-unit-migrate", migrated=False)
+    migration = spawn_unit(processes, staged, "chatsys-migrate.service", "", {"MONGO_URI": database.uri})
+    harness.wait_until(lambda: not migration.running, 120, "the migration unit's command to finish")
+    assert migration.popen is not None and migration.popen.returncode == 0, migration.log_tail()
+    with pymongo.MongoClient(database.uri) as client:
+        db = client.get_default_database()
+        assert db.schema_marks.find_one({"_id": "schema"}) is not None
+        assert any(index.get("unique") for index in db.users.index_information().values())
 
 
 def test_database_unit_command_line_serves_mongodb(staged, processes):
