@@ -8,6 +8,10 @@
 #   `endpoint_mode: dnsrr`, which swarm allows with host-mode ports only. Swarm has no host
 #   address for a port, so it listens on every address of the node: the script refuses to
 #   print the file without HAPROXY_STATS_PASSWORD, which the stats page then asks for.
+# - Lines commented "# swarm only: ..." are taken in: the migration service becomes a job
+#   (`mode: replicated-job`), run once to completion. Swarm starts the services beside it
+#   (it has no start order); they answer /ready with 503 "database not migrated" until it
+#   has run, and HAProxy sends them nothing until then.
 # Everything else is unchanged.
 set -euo pipefail
 
@@ -23,6 +27,8 @@ compose_file=${1:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/compose.yaml}
 
 awk '
 {
+    # Settings for a swarm alone, commented out for compose ("# swarm only: mode: replicated-job").
+    sub(/^ *# swarm only: /, substr($0, 1, match($0, /[^ ]/) - 1))
     match($0, /^ */)
     indent = RLENGTH
     # Blank lines and comments pass; any other line indented no deeper than

@@ -77,10 +77,13 @@ official_images_available() {
     done
 }
 
-# containers_health: one "name status" line per container of the project.
+# containers_health: one "name status" line per container of the project that keeps running:
+# not the migration's one-shot, which has exited 0 before `compose up` starts the services
+# (compose.yaml: service_completed_successfully; `up` fails when it does not).
 containers_health() {
     docker ps --all --filter "label=com.docker.compose.project=$COMPOSE_PROJECT_NAME" \
-        --format '{{.Names}} {{.Status}}'
+        --format '{{.Label "com.docker.compose.service"}} {{.Names}} {{.Status}}' |
+        awk '$1 != "migrate" { sub(/^[^ ]* /, ""); print }'
 }
 
 wait_healthy() {

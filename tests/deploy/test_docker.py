@@ -50,6 +50,8 @@ HAPROXY_IMAGE_CONFIG = "/usr/local/etc/haproxy/haproxy.cfg"
 CONTRACT_PORTS = {"login": 4100, "profile": 4200, "chat": 4000}
 SERVICES = ("login", "profile", "chat")
 SERVICES_AND_DATABASE = ("mongo", "login", "profile", "chat", "haproxy")
+# The database's migration: a one-shot the services start after (a job in a swarm).
+MIGRATION = docker_stack.ONE_SHOT
 
 
 # --- reading the files ----------------------------------------------------------------------
@@ -200,12 +202,16 @@ def mounts_of(spec: dict) -> list[tuple[str, str, bool]]:
 
 def test_compose_file_is_valid_without_an_env_file(compose):
     # The fixture ran `docker-compose config` with no .env file and asserted it passed.
-    assert set(compose["services"]) >= {"mongo", "login", "profile", "chat", "haproxy"}
+    assert set(compose["services"]) >= {"mongo", "migrate", "login", "profile", "chat", "haproxy"}
 
 
 def test_each_service_and_the_database_run_in_their_own_containers(compose):
     services = compose["services"]
-    assert set(services) == {"mongo", "login", "profile", "chat", "haproxy"}
+    assert set(services) == {"mongo", MIGRATION, "login", "profile", "chat", "haproxy"}
+    # The migration runs once per `up`, from the services' image, and exits.
+    assert builds_our_image(services[MIGRATION]) and services[MIGRATION]["image"] == services["login"]["image"]
+    assert services[MIGRATION]["entrypoint"] == ["python", "-m", "service_kit.migrate"]
+    assert services[MIGRATION]["restart"] == "no"
     assert services["mongo"]["image"].startswith("mongo:")
     assert services["haproxy"]["image"].startswith("haproxy:")
     for name in SERVICES:
@@ -283,6 +289,8 @@ def test_every_container_has_a_healthcheck(compose, dockerfile):
     image_healthcheck = dockerfile.healthcheck_command()
     assert "urllib" in image_healthcheck and "/health" in image_healthcheck
     for name, spec in compose["services"].items():
+        if name == MIGRATION:
+            continue  # a one-shot: done when it exits 0, which the services wait for
         healthcheck = spec.get("healthcheck") or {}
         assert not healthcheck.get("disable"), f"{name} disables its healthcheck"
         assert healthcheck.get("test") or builds_our_image(spec), f"{name} has no healthcheck"
@@ -293,9 +301,10 @@ def test_every_container_has_a_healthcheck(compose, dockerfile):
 def test_containers_start_only_after_their_dependencies_are_healthy(compose):
     services = compose["services"]
     expected = {
-        "login": {"mongo"},
-        "profile": {"mongo", "login"},
-        "chat": {"mongo", "login"},
+        MIGRATION: {"mongo"},
+        "login": {"mongo", MIGRATION},
+        "profile": {"mongo", MIGRATION, "login"},
+        "chat": {"mongo", MIGRATION, "login"},
         "haproxy": {"chat", "login", "profile"},
     }
     for name, needs in expected.items():
@@ -303,7 +312,8 @@ def test_containers_start_only_after_their_dependencies_are_healthy(compose):
         assert isinstance(depends_on, dict), f"{name}: depends_on needs conditions"
         assert set(depends_on) == needs, name
         for dependency, condition in depends_on.items():
-            assert condition.get("condition") == "service_healthy", f"{name} waits for {dependency} only to start"
+            wanted = "service_completed_successfully" if dependency == MIGRATION else "service_healthy"
+            assert condition.get("condition") == wanted, f"{name} waits for {dependency} only to start"
 
 
 def test_published_ports_match_the_contract(compose):
@@ -405,8 +415,12 @@ def test_swarm_stack_file_is_accepted_by_docker_stack(tmp_path):
     assert services["chat"]["deploy"]["replicas"] == 3
     # No virtual IPs (they need IPVS), and so no routing mesh: every port in host mode.
     assert {name: spec["deploy"]["endpoint_mode"] for name, spec in services.items()} == dict.fromkeys(
-        SERVICES_AND_DATABASE, "dnsrr"
+        (*SERVICES_AND_DATABASE, MIGRATION), "dnsrr"
     )
+    # Swarm has no start order: the migration is a job, run once to completion, retried on failure.
+    assert services[MIGRATION]["deploy"]["mode"] == "replicated-job"
+    assert services[MIGRATION]["deploy"]["restart_policy"] == {"condition": "on-failure"}
+    assert all("mode" not in spec["deploy"] for name, spec in services.items() if name != MIGRATION)
     ports = services["haproxy"]["ports"]
     assert {(port["published"], port["target"], port["mode"]) for port in ports} == {
         (5000, 5000, "host"),
@@ -466,6 +480,7 @@ def test_every_container_is_healthy_when_up_returns(stack):
     health = stack.health()
     assert len(health) == CONTAINERS, health
     assert set(health.values()) == {"healthy"}, health
+    assert stack.migration_exit_codes() == [0], "the migration ran once, and succeeded, before the services"
     assert {container["Config"]["Labels"]["com.docker.compose.service"] for container in stack.containers()} == {
         "mongo",
         "login",
@@ -857,11 +872,12 @@ class SwarmStack:
         return self.url("CHAT_PUBLISHED_PORT")
 
     def services(self) -> dict[str, str]:
-        """Service name (without the stack's prefix) -> "running/desired" replicas."""
+        """Service name (without the stack's prefix) -> "running/desired" replicas (a job's
+        with "(completed/total completed)" after them)."""
         lines = self.engine.docker("stack", "services", SWARM_STACK, "--format", "{{.Name}} {{.Replicas}}").stdout
         return {
             name.removeprefix(f"{SWARM_STACK}_"): replicas
-            for name, replicas in (line.split()[:2] for line in lines.splitlines() if line.strip())
+            for name, replicas in (line.split(maxsplit=1) for line in lines.splitlines() if line.strip())
         }
 
     def containers(self) -> dict[str, str]:
@@ -888,8 +904,15 @@ class SwarmStack:
     def wait_running(self, chat_replicas: int) -> None:
         """Until every task runs and is healthy (swarm counts a task running once healthy)."""
         wanted = {name: "1/1" for name in SERVICES_AND_DATABASE} | {"chat": f"{chat_replicas}/{chat_replicas}"}
+
+        def migrated_and_running() -> bool:
+            services = self.services()
+            return services.pop(MIGRATION, "").endswith("(1/1 completed)") and services == wanted
+
         try:
-            harness.wait_until(lambda: self.services() == wanted, 180, "every swarm task to run healthy", 1)
+            harness.wait_until(
+                migrated_and_running, 180, "the migration job to complete and every task to run healthy", 1
+            )
         except TimeoutError:
             raise AssertionError(f"swarm services {self.services()}, tasks {self.containers()}") from None
 
