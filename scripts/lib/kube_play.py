@@ -14,6 +14,9 @@ What podman 4.3 (Debian 12) lacks, and how this fills it, each a step below:
   the ports with a hostPort (127.0.0.1 in the local overlay) are kept.
 - Readiness probes are ignored, and liveness probes become healthchecks run by systemd
   timers (none without systemd): the probes are run here, inside each container.
+- Jobs are not played: each Job's pod template is played as a bare Pod instead (the
+  migration's: restartPolicy OnFailure, so run again until it exits 0), and waited for
+  until its container has exited 0.
 - As root it raises every container's open files and processes to 1048576, which fails
   where it may not (no CAP_SYS_RESOURCE, as in a container): there the containers get the
   limits this runs with, as Docker's containers get dockerd's.
@@ -128,6 +131,24 @@ def workloads(documents: list[dict]) -> list[Workload]:
     # The database first, HAProxy (which publishes the ports) last: the pods would wait for
     # each other anyway, but this way the first ones are ready sooner.
     return sorted(found, key=lambda workload: (not uses_claims(workload), publishes(workload)))
+
+
+def one_shots(documents: list[dict]) -> list[dict]:
+    """Each Job as the bare Pod of its template, which podman plays: its containers run to
+    completion, and again on failure (restartPolicy OnFailure), as the Job's pod would."""
+    pods = []
+    for job in of_kind(documents, "Job"):
+        template = job["spec"]["template"]
+        metadata = {"name": job["metadata"]["name"], "labels": template.get("metadata", {}).get("labels", {})}
+        if "namespace" in job["metadata"]:
+            metadata["namespace"] = job["metadata"]["namespace"]
+        pods.append({"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": template["spec"]})
+    return pods
+
+
+def one_shot_containers(pod: dict) -> list[str]:
+    """podman's names of a bare Pod's containers: POD-CONTAINER."""
+    return [f"{pod['metadata']['name']}-{container['name']}" for container in pod["spec"]["containers"]]
 
 
 def uses_claims(workload: Workload) -> bool:
@@ -349,6 +370,24 @@ def is_ready(name: str, container: dict) -> bool:
     return result.returncode == 0
 
 
+def wait_completed(names: list[str]) -> None:
+    """Until each container has exited 0 (a failed run is run again by its restart policy)."""
+    waiting = set(names)
+    deadline = time.monotonic() + READY_SECONDS
+    while waiting:
+        for name in sorted(waiting):
+            state = podman(
+                "container", "inspect", "--format", "{{.State.Status}} {{.State.ExitCode}}", name, check=False
+            )
+            if state.stdout.split() == ["exited", "0"]:
+                waiting.discard(name)
+        if waiting and time.monotonic() > deadline:
+            logs = "".join(podman("logs", "--tail", "30", name, check=False).stdout for name in sorted(waiting))
+            raise SystemExit(f"did not complete within {READY_SECONDS:g} s: {', '.join(sorted(waiting))}\n{logs}")
+        if waiting:
+            time.sleep(1)
+
+
 def wait_ready(workload_list: list[Workload]) -> None:
     waiting = {name: container for workload in workload_list for name, container in workload.containers()}
     deadline = time.monotonic() + READY_SECONDS
@@ -423,7 +462,18 @@ def up(overlay: Path) -> None:
         )
         log(f"playing {workload.name}: {workload.replicas} pod(s), DNS names {', '.join(workload.aliases) or 'none'}")
         podman("kube", "play", "--quiet", "--log-driver", "k8s-file", "--network", network, str(played))
+    # The Jobs (the database's migration) beside the services, as on a cluster: the services
+    # answer /ready only once it has run.
+    jobs = one_shots(documents)
+    for pod in jobs:
+        played = state / f"{pod['metadata']['name']}.yaml"
+        played.write_text(yaml.safe_dump_all([*config_maps, pod], sort_keys=False))
+        record["played"].append(str(played))
+        (state / "state.json").write_text(json.dumps(record, indent=2))
+        log(f"playing the Job {pod['metadata']['name']} as a pod that runs to completion")
+        podman("kube", "play", "--quiet", "--log-driver", "k8s-file", "--network", NETWORK, str(played))
 
+    wait_completed([name for pod in jobs for name in one_shot_containers(pod)])
     wait_ready(workload_list)
     log(f"every pod ready {time.monotonic() - started:.0f} s after the first was played")
     print_urls(published)

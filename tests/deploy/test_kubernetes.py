@@ -225,8 +225,23 @@ def test_every_workload_is_probed_ready_and_alive(overlay):
         assert spec.get("readinessProbe") and spec.get("livenessProbe"), name
 
 
+def test_the_migration_is_a_job_of_the_services_image_that_runs_once_to_completion(overlay):
+    job = one(overlay, "Job", "migrate")
+    pod = job["spec"]["template"]["spec"]
+    assert pod["restartPolicy"] == "OnFailure", "retried while the database is not there yet"
+    (spec,) = pod["containers"]
+    assert spec["command"] == ["python", "-m", "service_kit.migrate"], "not the entry script, which starts a server"
+    assert spec["image"] == container(overlay, "login")["image"]
+    assert spec["envFrom"] == container(overlay, "login")["envFrom"]
+    assert [variable for variable in spec["env"] if variable["name"] == "MONGO_URI"] == [
+        variable for variable in container(overlay, "login")["env"] if variable["name"] == "MONGO_URI"
+    ]
+    # Its pod template cannot change: gone after an hour, it is made again by a later apply.
+    assert job["spec"]["ttlSecondsAfterFinished"] > 0
+
+
 def test_every_container_runs_as_a_non_root_user_without_privileges(overlay):
-    for deployment in find(overlay, "Deployment"):
+    for deployment in [*find(overlay, "Deployment"), *find(overlay, "Job")]:
         pod = deployment["spec"]["template"]["spec"]
         assert pod["securityContext"]["runAsNonRoot"] is True
         assert pod["securityContext"]["runAsUser"] != 0
@@ -286,7 +301,7 @@ def test_network_policies_let_only_haproxy_reach_the_services(overlay):
     assert allowed_sources(overlay, "profile", 4200) == {"haproxy"}
     assert allowed_sources(overlay, "chat", 4000) == {"haproxy"}
     assert allowed_sources(overlay, "login", 4100) == {"haproxy", "profile", "chat"}, "they validate tokens"
-    assert allowed_sources(overlay, "mongo", 27017) == {"login", "profile", "chat"}
+    assert allowed_sources(overlay, "mongo", 27017) == {"migrate", "login", "profile", "chat"}
     for port in (5000, 4100, 4200):
         assert allowed_sources(overlay, "haproxy", port) == {"*"}
     assert "*" not in allowed_sources(overlay, "haproxy", 8404), "the stats page stays inside"
@@ -307,7 +322,7 @@ def test_local_overlay_publishes_haproxy_alone_on_loopback(local):
 def test_production_overlay_ships_no_secret_and_takes_images_from_a_registry():
     production = render(KUBERNETES / "overlays" / "production")
     assert not find(production, "Secret"), "the Secret is created by hand there (docs/kubernetes.md)"
-    for deployment in find(production, "Deployment"):
+    for deployment in [*find(production, "Deployment"), *find(production, "Job")]:
         for spec in deployment["spec"]["template"]["spec"]["containers"]:
             assert not spec["image"].startswith("chatsys-local/") and not spec["image"].startswith("chatsys:")
             assert not any(port.get("hostPort") for port in spec.get("ports", []))
@@ -415,6 +430,11 @@ def test_every_pod_is_ready_when_up_returns(played):
     for pod in PODS:
         assert played.pod(pod)["State"] == "Running", pod
     assert "every pod ready" in played.up_output
+    # The Job, played as a pod of its own, ran the migration once to completion.
+    migration = played.podman(
+        "container", "inspect", "--format", "{{.State.Status}} {{.State.ExitCode}}", "migrate-migrate"
+    )
+    assert migration.stdout.split() == ["exited", "0"], migration.stdout
     assert played.url("CHAT_PUBLISHED_PORT") in played.up_output, "up prints the URLs"
     # Readiness through the entry point: HAProxy's three chat servers, found by DNS, come up.
     played.wait_servers_up(3)
