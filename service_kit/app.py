@@ -58,6 +58,7 @@ def _check_schema_at_start(app: Flask) -> None:
             with pymongo.timeout(1.0):
                 check.check()
         except Exception:  # the database is not there yet: /ready says so, and reads the mark again
+            app.logger.warning("the database did not answer at start; /ready answers 503 until it does and is migrated")
             return
     if not check.migrated:
         app.logger.warning("%s; /ready answers 503 until then", schema.not_migrated_detail(check.version))

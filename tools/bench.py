@@ -148,6 +148,7 @@ class Stack:
 
 def start_stack(group: harness.ProcessGroup, database_uri: str, warm_up_messages: int = 50, **env: str) -> Stack:
     base = {"MONGO_URI": database_uri}
+    harness.migrate(database_uri)  # as every deployment does before the services start
     login = harness.start_service(group, "login", base)
     chat = harness.start_service(group, "chat", {**base, "LOGIN_URL": login.url, **env})
     user, room = f"bench{secrets.token_hex(4)}", f"bench-{secrets.token_hex(4)}"
@@ -492,7 +493,6 @@ def main() -> int:
     try:
         if args.mongo_uri:
             database_uri, database_pids, database_name = args.mongo_uri, [], f"MongoDB at {args.mongo_uri}"
-            harness.migrate(database_uri)
         else:
             args.ferretdb_debug_port = harness.free_port()
             database = harness.start_ferretdb(group, debug_port=args.ferretdb_debug_port)

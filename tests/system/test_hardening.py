@@ -72,6 +72,7 @@ def own_login(processes, database, **settings) -> tuple[harness.Service, harness
     """A login service with its own settings and database, behind its own HAProxy."""
     env = service_env(database, **settings)
     env["MONGO_URI"] = f"mongodb://127.0.0.1:{database.port}/login_{uuid.uuid4().hex[:8]}"
+    harness.migrate(env["MONGO_URI"])
     service = harness.start_service(processes, "login", env)
     return service, harness.start_haproxy(processes, [], login=service)
 
@@ -233,6 +234,7 @@ def test_the_services_listen_on_loopback_only(stack):
 def test_room_creation_is_limited_per_user_and_in_total(processes, database, stack):
     env = service_env(database, stack.login.url, ROOMS_PER_USER=3, MAX_ROOMS=8)
     env["MONGO_URI"] = f"mongodb://127.0.0.1:{database.port}/rooms_{uuid.uuid4().hex[:8]}"
+    harness.migrate(env["MONGO_URI"])
     chat = harness.start_service(processes, "chat", env)
     first, second, third = (register_and_login(stack.login_url) for _ in range(3))
 
@@ -259,6 +261,7 @@ def test_the_rooms_of_all_are_a_budget_that_renews_not_a_total_spent_for_good(pr
     at 10,000 nobody could create a room again. It is now a budget per window."""
     env = service_env(database, stack.login.url, MAX_ROOMS=3, ROOM_WINDOW_SECONDS=2)
     env["MONGO_URI"] = f"mongodb://127.0.0.1:{database.port}/rooms_{uuid.uuid4().hex[:8]}"
+    harness.migrate(env["MONGO_URI"])
     chat = harness.start_service(processes, "chat", env)
     users = [register_and_login(stack.login_url) for _ in range(3)]
     made = 0
@@ -664,7 +667,7 @@ def test_a_services_own_warnings_reach_its_log_file(processes, tmp_path):
     )
     try:
         harness.wait_until(
-            lambda: log.exists() and "could not prepare the database" in log.read_text(),
+            lambda: log.exists() and "the database did not answer at start" in log.read_text(),
             30,
             "the app's warning in the log file",
         )

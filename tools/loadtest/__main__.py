@@ -104,15 +104,17 @@ def _reset_db(args) -> int:
 
 
 def reset_database(uri: str) -> None:
-    """Empty the database but keep what the services set up at their start: a collection
-    with indexes of its own is emptied (its indexes stay), any other one is dropped (the
-    chat servers recreate the lobby on the next request)."""
+    """Empty the database but keep what the migration command set up: the schema mark stays,
+    a collection with indexes of its own is emptied (its indexes stay), any other one is
+    dropped (the chat servers recreate the lobby on the next request)."""
     import pymongo
 
     client: pymongo.MongoClient = pymongo.MongoClient(uri, serverSelectionTimeoutMS=5000)
     try:
         database = client.get_default_database()
         for name in database.list_collection_names():
+            if name == "schema_marks":
+                continue
             if set(database[name].index_information()) - {"_id_"}:
                 database[name].delete_many({})
             else:
