@@ -38,6 +38,7 @@ SERVICES = {"login": "login@4101", "profile": "profile@4201", "haproxy": "chat@"
 INSIDE_PORTS = [4101, 4201, 4000, 4001, 4002]
 CHATSYS_UNITS = [
     "chatsys-ferretdb.service",
+    "chatsys-migrate.service",  # a oneshot, active once it has run (RemainAfterExit=yes)
     "login.service",
     "profile.service",
     "chat@4000.service",
@@ -47,7 +48,7 @@ CHATSYS_UNITS = [
     "prometheus.service",
     "prometheus-node-exporter.service",
 ]
-LOGGED_UNITS = "-u chatsys-ferretdb -u login -u profile -u 'chat@*' -u haproxy -u prometheus"
+LOGGED_UNITS = "-u chatsys-ferretdb -u chatsys-migrate -u login -u profile -u 'chat@*' -u haproxy -u prometheus"
 # Prometheus's targets by job on the machine: HAProxy, the five services, FerretDB, the host, itself.
 PROMETHEUS_JOBS = {"haproxy": 1, "services": 5, "ferretdb": 1, "node": 1, "prometheus": 1}
 
