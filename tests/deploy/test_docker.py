@@ -986,16 +986,20 @@ def swarm(stack):
 
 def remove_swarm_stack(engine: docker_stack.Engine) -> None:
     """docker stack rm, and wait until its containers and network are gone (its volume then
-    has no user left to keep it)."""
+    has no user left to keep it). The migration job's container, exited, is not removed with
+    its service: it is pruned (docs/docker.md)."""
     engine.docker("stack", "rm", SWARM_STACK, check=False)
     label = f"label=com.docker.stack.namespace={SWARM_STACK}"
+
+    def gone() -> bool:
+        engine.docker("container", "prune", "--force", "--filter", label, check=False)
+        return not (
+            engine.docker("ps", "--all", "--quiet", "--filter", label).stdout.strip()
+            or engine.docker("network", "ls", "--quiet", "--filter", label).stdout.strip()
+        )
+
     harness.wait_until(
-        lambda: (
-            not (
-                engine.docker("ps", "--all", "--quiet", "--filter", label).stdout.strip()
-                or engine.docker("network", "ls", "--quiet", "--filter", label).stdout.strip()
-            )
-        ),
+        gone,
         120,
         "the swarm stack's containers and network to go",
         1,
