@@ -64,7 +64,7 @@ start_service() {
 cd "$CHATSYS_ROOT"
 # Every collection and index, and the migrations of earlier layouts, before any service
 # starts (the services never migrate; they answer /ready with 503 until this has run).
-"$VENV/bin/python" -m service_kit.migrate --wait 30 || die "the database is not migrated (the line above says why)"
+"$VENV/bin/python" -m service_kit.migrate --wait 30 >&2 || die "the database is not migrated (the line above says why)"
 start_service login login_service.wsgi:app "$LOGIN_SERVICE_PORT"
 start_service profile profile_service.wsgi:app "$PROFILE_SERVICE_PORT"
 for port in "${chat_ports[@]}"; do start_service chat chat_service.wsgi:app "$port"; done
