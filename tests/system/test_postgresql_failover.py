@@ -129,6 +129,7 @@ def chat_stack(standby_database) -> Iterator[ChatStack]:
     group = harness.ProcessGroup(prefix="chatsys-test-failover-")
     try:
         env = {"MONGO_URI": standby_database.uri, "TOKEN_CACHE_SECONDS": "300"}
+        harness.migrate(standby_database.uri)  # as every deployment does before the services start
         login = harness.start_service(group, "login", env)
         chats = [harness.start_service(group, "chat", {**env, "LOGIN_URL": login.url}) for _ in range(2)]
         yield ChatStack(login, chats)
