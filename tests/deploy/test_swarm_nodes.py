@@ -95,6 +95,7 @@ def nodes(images) -> Iterator[list[Node]]:
     """The three nodes in one swarm, with the images: chat's on every node, the database's
     and HAProxy's on the manager, where they run. Removed at the end, data and all."""
     source = docker_stack.Engine(images["DOCKER_HOST"], False, {**os.environ, "DOCKER_HOST": images["DOCKER_HOST"]})
+    nodes_script("down")  # what a run killed before its end left behind, if anything
     try:
         found = []
         for line in nodes_script("up").stdout.splitlines():
