@@ -1,6 +1,6 @@
 # The two commands of the README, and a few more for daily work.
 VENV ?= .venv
-.PHONY: run test test-fast stop status setup lock lint conformance docker-up docker-down vm-test
+.PHONY: run test test-fast stop status setup lock lint conformance docker-up docker-down swarm-test vm-test
 
 run: setup
 	scripts/start.sh
@@ -57,6 +57,12 @@ docker-up:
 
 docker-down:
 	scripts/docker-stack.sh down
+
+# The three-node swarm alone (scripts/swarm-nodes.sh: three engines in network namespaces of
+# their own, the stack across them): spread, the contract, a rolling update, scaling and a
+# killed node, each under load; about 4 minutes. Needs root and dockerd.
+swarm-test:
+	scripts/test.sh tests/deploy/test_swarm_nodes.py
 
 # The boot test alone: a Debian 12 VM, the systemd install, `shutdown -r now`, faults.
 vm-test:

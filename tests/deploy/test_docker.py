@@ -22,7 +22,6 @@ import shlex
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -35,10 +34,11 @@ import pytest
 import requests
 import yaml
 
-from scripts.lib import haproxy_stats
 from tests.lib import docker_stack, harness
+from tests.lib import swarm as swarm_lib
 from tests.lib.accounts import register_and_login, unique_name
 from tests.lib.contract import assert_problem
+from tests.lib.swarm import MIGRATION, SERVICES_AND_DATABASE, assert_contract_suites_pass, instances_answering
 
 ROOT = harness.ROOT
 COMPOSE_FILE = ROOT / "compose.yaml"
@@ -49,9 +49,6 @@ HAPROXY_CONFIG = "conf/haproxy/haproxy.cfg"
 HAPROXY_IMAGE_CONFIG = "/usr/local/etc/haproxy/haproxy.cfg"
 CONTRACT_PORTS = {"login": 4100, "profile": 4200, "chat": 4000}
 SERVICES = ("login", "profile", "chat")
-SERVICES_AND_DATABASE = ("mongo", "login", "profile", "chat", "haproxy")
-# The database's migration: a one-shot the services start after (a job in a swarm).
-MIGRATION = docker_stack.ONE_SHOT
 
 
 # --- reading the files ----------------------------------------------------------------------
@@ -568,44 +565,10 @@ def test_published_ports_listen_on_loopback_only(stack):
         assert listening_addresses(port) == {"127.0.0.1"}, f"port {port}: {listening_addresses(port)}"
 
 
-def assert_contract_suites_pass(login_url: str, profile_url: str, chat_url: str) -> None:
-    """The contract suites in conformance mode (scripts/conformance.sh does the same), pointed
-    at these URLs."""
-    suites = sorted(str(path.relative_to(ROOT)) for path in (ROOT / "tests" / "contract").glob("test_*_contract.py"))
-    environment = {
-        **os.environ,
-        "CHATSYS_LOGIN_URL": login_url,
-        "CHATSYS_PROFILE_URL": profile_url,
-        "CHATSYS_CHAT_URL": chat_url,
-    }
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *suites],
-        cwd=ROOT,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-2000:]
-    assert " passed" in result.stdout and " failed" not in result.stdout
-
-
 @pytest.mark.local
 def test_contract_tests_pass_against_the_containers(stack):
     # Login and profile on their published ports, chat through HAProxy.
     assert_contract_suites_pass(stack.login_url, stack.profile_url, stack.chat_url)
-
-
-def instances_answering(stack, requests_count: int = 60) -> tuple[set[str], set[str]]:
-    """X-Instance and X-Served-By values seen over this many GET /health through HAProxy."""
-    instances, servers = set(), set()
-    with requests.Session() as session:
-        for _ in range(requests_count):
-            answer = session.get(stack.chat_url + "/health", timeout=5)
-            assert answer.status_code == 200, answer.text
-            instances.add(answer.headers["X-Instance"])
-            servers.add(answer.headers["X-Served-By"])
-    return instances, servers
 
 
 @pytest.mark.local
@@ -856,75 +819,6 @@ def test_service_container_refuses_a_mongo_uri_without_a_database_name(stack):
 SWARM_STACK = "chatsys-swarm-test"
 
 
-@dataclass
-class SwarmStack:
-    """The stack deployed to a one-node swarm, with HAProxy's ports published in host mode."""
-
-    engine: docker_stack.Engine
-    ports: dict[str, int]
-    stats_password: str
-
-    def url(self, name: str) -> str:
-        return f"http://127.0.0.1:{self.ports[name]}"
-
-    @property
-    def chat_url(self) -> str:
-        return self.url("CHAT_PUBLISHED_PORT")
-
-    def services(self) -> dict[str, str]:
-        """Service name (without the stack's prefix) -> "running/desired" replicas (a job's
-        with "(completed/total completed)" after them)."""
-        lines = self.engine.docker("stack", "services", SWARM_STACK, "--format", "{{.Name}} {{.Replicas}}").stdout
-        return {
-            name.removeprefix(f"{SWARM_STACK}_"): replicas
-            for name, replicas in (line.split(maxsplit=1) for line in lines.splitlines() if line.strip())
-        }
-
-    def containers(self) -> dict[str, str]:
-        """Task container name -> docker ps status."""
-        lines = self.engine.docker(
-            "ps", "--filter", f"label=com.docker.stack.namespace={SWARM_STACK}", "--format", "{{.Names}}\t{{.Status}}"
-        ).stdout
-        return dict(line.split("\t", 1) for line in lines.splitlines() if line.strip())
-
-    def server_states(self) -> dict[str, str]:
-        """HAProxy's chat servers and their state, from the published stats page."""
-        answer = requests.get(
-            self.url("STATS_PUBLISHED_PORT") + "/stats;csv", auth=("stats", self.stats_password), timeout=5
-        )
-        answer.raise_for_status()
-        return haproxy_stats.server_states(answer.text)
-
-    def servers_up(self) -> int:
-        try:
-            return list(self.server_states().values()).count("UP")
-        except requests.RequestException:
-            return -1
-
-    def wait_running(self, chat_replicas: int) -> None:
-        """Until every task runs and is healthy (swarm counts a task running once healthy)."""
-        wanted = {name: "1/1" for name in SERVICES_AND_DATABASE} | {"chat": f"{chat_replicas}/{chat_replicas}"}
-
-        def migrated_and_running() -> bool:
-            services = self.services()
-            return services.pop(MIGRATION, "").endswith("(1/1 completed)") and services == wanted
-
-        try:
-            harness.wait_until(
-                migrated_and_running, 180, "the migration job to complete and every task to run healthy", 1
-            )
-        except TimeoutError:
-            raise AssertionError(f"swarm services {self.services()}, tasks {self.containers()}") from None
-
-    def wait_servers_up(self, count: int) -> None:
-        try:
-            harness.wait_until(
-                lambda: self.servers_up() == count, 60, f"HAProxy in the swarm to see {count} chat servers up", 0.5
-            )
-        except TimeoutError:
-            raise AssertionError(f"HAProxy's chat servers: {self.server_states()}") from None
-
-
 @pytest.fixture(scope="module")
 def swarm(stack):
     """A one-node swarm on an engine of its own (the compose stack's engine stays out of swarm
@@ -952,65 +846,14 @@ def swarm(stack):
                 docker_stack.SWARM_ADDRESS_POOL,
             )
             created = True
-        names = ("CHAT_PUBLISHED_PORT", "LOGIN_PUBLISHED_PORT", "PROFILE_PUBLISHED_PORT", "STATS_PUBLISHED_PORT")
-        ports = dict(zip(names, docker_stack.free_ports(len(names)), strict=True))
-        password = uuid.uuid4().hex
-        environment = {
-            **engine.env,
-            **{name: value for name, value in settings.items() if name.endswith(("_IMAGE", "_HEALTHCHECK"))},
-            **{name: str(port) for name, port in ports.items()},
-            **harness.UNLIMITED_EDGE,
-            "HAPROXY_STATS_PASSWORD": password,
-        }
-        rendered = subprocess.run(
-            [str(ROOT / "docker" / "swarm-stack.sh")],
-            env=environment,
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=True,
-        ).stdout
-        # The images exist on this node only: no registry to ask for their digests.
-        run_with_input(
-            ["docker", "stack", "deploy", "--resolve-image", "never", "-c", "-", SWARM_STACK], rendered, environment
-        )
-        yield SwarmStack(engine, ports, password)
+        yield swarm_lib.deploy(engine, SWARM_STACK, settings)
     finally:
-        remove_swarm_stack(engine)
+        swarm_lib.remove(engine, SWARM_STACK)
         if created:
             engine.docker("swarm", "leave", "--force", check=False)
             # Swarm mode made it; its bridge would otherwise stay on the host.
             engine.docker("network", "rm", "docker_gwbridge", check=False)
         docker_stack.stop_engine(engine)
-
-
-def remove_swarm_stack(engine: docker_stack.Engine) -> None:
-    """docker stack rm, and wait until its containers and network are gone (its volume then
-    has no user left to keep it). The migration job's container, exited, is not removed with
-    its service: it is pruned (docs/docker.md)."""
-    engine.docker("stack", "rm", SWARM_STACK, check=False)
-    label = f"label=com.docker.stack.namespace={SWARM_STACK}"
-
-    def gone() -> bool:
-        engine.docker("container", "prune", "--force", "--filter", label, check=False)
-        return not (
-            engine.docker("ps", "--all", "--quiet", "--filter", label).stdout.strip()
-            or engine.docker("network", "ls", "--quiet", "--filter", label).stdout.strip()
-        )
-
-    harness.wait_until(
-        gone,
-        120,
-        "the swarm stack's containers and network to go",
-        1,
-    )
-    engine.docker("volume", "rm", f"{SWARM_STACK}_mongo-data", check=False)
-
-
-def run_with_input(argv: list[str], text: str, environment: dict[str, str]) -> str:
-    result = subprocess.run(argv, input=text, env=environment, cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    return result.stdout
 
 
 @pytest.mark.local
@@ -1037,7 +880,7 @@ def test_contract_tests_pass_through_haproxy_in_the_swarm(swarm):
 
 @pytest.mark.local
 def test_scaling_the_swarm_chat_service_reaches_haproxy_through_dns(swarm):
-    service = f"{SWARM_STACK}_chat"
+    service = swarm.service("chat")
     try:
         swarm.engine.docker("service", "scale", "--detach", f"{service}=5")
         swarm.wait_running(5)
