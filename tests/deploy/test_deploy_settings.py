@@ -23,7 +23,23 @@ ROOT = harness.ROOT
 SETTINGS = Path("deploy/settings/deploy.env")
 KUBERNETES = Path("deploy/kubernetes")
 # What a copy of the checkout needs for compose, the swarm script and kustomize to render it.
-RENDERED_FROM = ("compose.yaml", "compose.prometheus.yaml", "docker/swarm-stack.sh", "deploy", "conf/haproxy", "web")
+RENDERED_FROM = (
+    "compose.yaml",
+    "compose.prometheus.yaml",
+    ".env.example",
+    "docker/swarm-stack.sh",
+    "deploy",
+    "conf/haproxy",
+    "web",
+)
+# The settings of .env.example whose defaults are deploy.env's under another name.
+ENV_EXAMPLE_NAMES = {
+    "CHAT_PUBLISHED_PORT": "HAPROXY_PORT",
+    "LOGIN_PUBLISHED_PORT": "HAPROXY_LOGIN_PORT",
+    "PROFILE_PUBLISHED_PORT": "HAPROXY_PROFILE_PORT",
+    "STATS_PUBLISHED_PORT": "HAPROXY_STATS_PORT",
+    "STATS_PUBLISHED_ADDRESS": "PUBLISHED_ADDRESS",
+}
 # Each service's deployment name and the prefix of its keys in deploy.env.
 SERVICES = {"login": "LOGIN", "profile": "PROFILE", "chat": "CHAT"}
 # HAProxy's ports by the name the manifests give them, and their keys.
@@ -251,10 +267,31 @@ def kubernetes_checks(directory: Path, settings: dict[str, str], where: str) -> 
     yield f"{where}: chat's autoscaler minReplicas", minimum, settings["CHAT_REPLICAS"]
 
 
+def env_example_checks(root: Path, settings: dict[str, str]) -> Iterator[Check]:
+    """The defaults .env.example shows, where they are deploy.env's."""
+    for line in (root / ".env.example").read_text().splitlines():
+        name, separator, value = line.partition("=")
+        key = ENV_EXAMPLE_NAMES.get(name, name)
+        if separator and not name.startswith("#") and key in settings:
+            yield f".env.example: {name}", value, settings[key]
+
+
+def unread_keys(root: Path, settings: dict[str, str]) -> Iterator[Check]:
+    """A key of deploy.env that no kustomization replaces and compose does not read is a value
+    that sets nothing; compose's images are its ${KEY:-default} settings, the rest is checked above."""
+    kustomizations = "".join(path.read_text() for path in (root / "deploy").rglob("kustomization.yaml"))
+    compose = "".join((root / name).read_text() for name in ("compose.yaml", "compose.prometheus.yaml"))
+    for key in settings:
+        read = f"fieldPath: data.{key}}}" in kustomizations or f"${{{key}:-" in compose
+        yield f"{SETTINGS}: {key} read by kustomize or compose", read, True
+
+
 def differences(root: Path, scratch: Path) -> list[str]:
     """Every value compose, the swarm stack or a kustomization renders unlike deploy.env's."""
     settings = read_settings(root)
     checks: list[Check] = [
+        *unread_keys(root, settings),
+        *env_example_checks(root, settings),
         *compose_checks(render_compose(root, scratch), settings, "compose.yaml"),
         *compose_checks(render_swarm(root, scratch), settings, "swarm stack"),
     ]
@@ -286,6 +323,9 @@ def test_compose_the_swarm_stack_and_every_kustomization_hold_the_values_of_depl
             "${PROMETHEUS_IMAGE:-prom/prometheus:v2.54.0}",
             "compose.yaml: prometheus's image",
         ),
+        (Path(".env.example"), "\nLOGIN_PUBLISHED_PORT=4100\n", "\nLOGIN_PUBLISHED_PORT=4101\n", ".env.example"),
+        # A key nothing reads.
+        (SETTINGS, "\nCHAT_REPLICAS=3\n", "\nCHAT_REPLICAS=3\nCHAT_MAX_REPLICAS=10\n", "CHAT_MAX_REPLICAS read by"),
         # An overlay that sets a value of its own.
         (
             KUBERNETES / "overlays/production/kustomization.yaml",
