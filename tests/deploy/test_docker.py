@@ -363,6 +363,7 @@ def test_prometheus_is_published_on_loopback_only_and_the_metrics_ports_nowhere(
     for name in SERVICES:
         environment = environment_of(services[name])
         assert environment["METRICS_PORT"] == "9000", f"{name} serves its metrics for Prometheus"
+        assert environment["METRICS_SERVER_FROM_DNS"] == "on", f"{name} names itself in its metrics"
         assert published_ports(services[name]) == set(), f"{name} publishes nothing, its metrics neither"
     # The overlay adds to compose.yaml's services; it changes none of their other settings.
     assert environment_of(services["haproxy"])["HAPROXY_STATS_PASSWORD"] == ""
@@ -519,6 +520,9 @@ def test_prometheus_scrapes_haproxy_every_service_container_ferretdb_and_the_nod
         "the per-server request rate of five servers",
         interval=1,
     )
+    # Each container names itself in its series: compose's name for it, not its address.
+    servers = {series["metric"]["server"] for series in prometheus_query(stack, "server:chatsys_requests:rate1m")}
+    assert servers == {"login-1", "profile-1", "chat-1", "chat-2", "chat-3"}
 
 
 @pytest.mark.local

@@ -301,7 +301,9 @@ def running(tmp_path_factory) -> Iterator[Running]:
 
 @pytest.mark.local
 @pytest.mark.chat
-def test_requests_to_a_route_move_its_histogram_by_exactly_their_number_across_workers_servers_and_restarts(running):
+def test_requests_move_their_route_and_database_histograms_by_exactly_their_number_across_workers_servers_and_restarts(
+    running,
+):
     user = register_and_login(running.login)
     room = unique_name("r")
     assert (
@@ -309,13 +311,21 @@ def test_requests_to_a_route_move_its_histogram_by_exactly_their_number_across_w
     )
     labels = {"route": MESSAGES_ROUTE, "method": "GET", "status": "200"}
     count = "chatsys_http_request_duration_seconds_count"
-    before = running.chat_total(count, **labels)
+    # A post is one findAndModify of its room (a worker's start, which reads rooms too, is none).
+    posts = {"operation": "findAndModify", "collection": "rooms"}
+    database_count = "chatsys_db_operation_duration_seconds_count"
+    before, posts_before = running.chat_total(count, **labels), running.chat_total(database_count, **posts)
 
     def read(times: int) -> None:
         with requests.Session() as session:
-            for _ in range(times):
+            for number in range(times):
                 answer = session.get(f"{running.entry}/rooms/{room}/messages", headers=user.auth, timeout=10)
                 assert answer.status_code == 200, answer.text
+                if number % 2:
+                    posted = session.post(
+                        f"{running.entry}/rooms/{room}/messages", json={"text": "m"}, headers=user.auth, timeout=10
+                    )
+                    assert posted.status_code == 201, posted.text
 
     read(40)
     # A worker dies (as on a crash or a timeout); gunicorn starts another. What it counted stays.
@@ -334,6 +344,7 @@ def test_requests_to_a_route_move_its_histogram_by_exactly_their_number_across_w
         port: running.metrics(port).get((count, tuple(sorted(labels.items()))), 0.0) for port in running.chat_ports
     }
     assert after - before == 70, per_server
+    assert running.chat_total(database_count, **posts) - posts_before == 35
     assert running.metrics(server)[("chatsys_workers", ())] == 2
     assert running.metrics(server)[("chatsys_http_requests_in_flight", ())] == 0
 
