@@ -265,6 +265,12 @@ class TimedCollection:
     def create_index(self, *args: Any, **kwargs: Any) -> str:
         return self._timer.call("createIndexes", self._collection.create_index, args, kwargs)
 
+    def drop_index(self, *args: Any, **kwargs: Any) -> None:
+        self._timer.call("dropIndexes", self._collection.drop_index, args, kwargs)
+
+    def index_information(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        return self._timer.call("listIndexes", self._collection.index_information, args, kwargs)
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self._collection, name)
 

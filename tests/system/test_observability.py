@@ -185,6 +185,8 @@ def test_the_database_histogram_counts_every_command_the_database_is_sent(databa
         with pytest.raises(pymongo.errors.OperationFailure):
             timed.command({"noSuchCommand": "rooms"})
         assert "rooms" in timed.list_collection_names()
+        assert "at_1" in timed.rooms.index_information()
+        timed.rooms.drop_index("at_1")
         assert database_counts() - histogram == sent.answered
         assert sent.answered[("getMore", "rooms")] == 2  # 5 rooms in batches of 2: 2, 2, 1
         assert database_counts("chatsys_db_operation_errors_total") - errors == sent.failed_commands
