@@ -141,6 +141,17 @@ def init_app(app: Flask) -> None:
     app.wsgi_app = RequestTimer(app.wsgi_app)  # type: ignore[method-assign]
 
 
+def _only_taken_keys(error: PyMongoError) -> bool:
+    """Whether the database refused the write only because unique keys are taken."""
+    if isinstance(error, DuplicateKeyError):
+        return True
+    if isinstance(error, BulkWriteError):
+        details = error.details
+        written = details.get("writeErrors") or [{}]
+        return not details.get("writeConcernErrors") and all(each.get("code") == 11000 for each in written)
+    return False
+
+
 class _OperationTimer:
     """Observes one database operation's time in its histogram child, and counts it among
     the failed when it raised. A write the database refused because a unique key is taken
@@ -159,7 +170,7 @@ class _OperationTimer:
         child.observe(seconds)
 
     def failed(self, operation: str, error: BaseException) -> None:
-        if isinstance(error, PyMongoError) and not isinstance(error, (DuplicateKeyError, BulkWriteError)):
+        if isinstance(error, PyMongoError) and not _only_taken_keys(error):
             DATABASE_ERRORS.labels(operation, self._collection).inc()
 
     def call(self, operation: str, method: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
