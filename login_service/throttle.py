@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 
 from flask import request
 from pymongo import ASCENDING
+from pymongo.collection import Collection
 
 from service_kit import database
 from service_kit.config import Settings
@@ -42,7 +43,7 @@ def refuse_if_registering_too_often(settings: Settings) -> None:
 
 
 def _seconds_until_within(
-    failures: database.StoreCollection, query: dict, limit: int, window: timedelta, now: datetime
+    failures: Collection, query: dict, limit: int, window: timedelta, now: datetime
 ) -> int | None:
     """None while at most `limit` attempts match `query` in the window; else the seconds
     until enough of them are older than the window."""

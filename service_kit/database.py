@@ -8,19 +8,9 @@ clients must never cross a fork.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, TypeAlias
-
 import pymongo
 from flask import Flask, current_app
 from pymongo.database import Database
-
-if TYPE_CHECKING:
-    from pymongo.collection import Collection
-
-    from service_kit.metrics import TimedCollection, TimedDatabase
-
-    # A collection as db() hands it out: pymongo's own, or with metrics on one that times it.
-    StoreCollection: TypeAlias = Collection | TimedCollection
 
 _EXTENSION = "chatsys.database"
 
@@ -51,9 +41,10 @@ def init_app(app: Flask) -> None:
         app.extensions[_EXTENSION] = database
 
 
-def db() -> Database | TimedDatabase:
-    """The database of the current app (one app per gunicorn worker); with metrics on, its
-    operations observe their time (service_kit.metrics.TimedDatabase)."""
+def db() -> Database:
+    """The database of the current app (one app per gunicorn worker). With metrics on, a
+    service_kit.metrics.TimedDatabase stands in for it: the same methods, its collections'
+    operations timed."""
     return current_app.extensions[_EXTENSION]
 
 

@@ -287,9 +287,10 @@ class TimedCollection:
 
 
 class TimedDatabase:
-    """The app's database as `service_kit.database.db()` hands it out with metrics on: its
-    collections are TimedCollections (one per name, kept), and its commands are timed by
-    their name, the collection they name if any."""
+    """The app's database as `service_kit.database.db()` hands it out with metrics on, in
+    place of pymongo's: its collections are TimedCollections (one per name, kept), and its
+    commands are timed by their name, the collection they name if any. Whatever else a
+    caller reaches passes through to pymongo's database, untimed."""
 
     def __init__(self, database: Database) -> None:
         self._database = database
@@ -310,9 +311,12 @@ class TimedDatabase:
             collection = self._collections.setdefault(name, TimedCollection(self._database[name]))
         return collection
 
-    def __getattr__(self, name: str) -> TimedCollection:
+    def __getattr__(self, name: str) -> Any:
+        # As pymongo's Database: its own methods and properties, else a collection.
         if name.startswith("_"):
             raise AttributeError(name)
+        if hasattr(Database, name):
+            return getattr(self._database, name)
         return self[name]
 
     def command(self, command: str | Mapping[str, Any], *args: Any, **kwargs: Any) -> Any:
