@@ -167,34 +167,36 @@ def test_the_database_histogram_counts_every_command_the_database_is_sent(databa
     uri = fresh_database_uri(database, "observability_database_timing")
     with pymongo.MongoClient(uri, event_listeners=[sent]) as client:
         timed = metrics.TimedDatabase(client.get_default_database())
-        timed.rooms.create_index([("at", pymongo.ASCENDING)])
+        timed.examples.create_index([("at", pymongo.ASCENDING)])  # a collection no service has
         sent.answered.clear()
         histogram, errors = database_counts(), database_counts("chatsys_db_operation_errors_total")
-        timed.rooms.insert_many([{"_id": f"room-{number}"} for number in range(5)])
+        timed.examples.insert_many([{"_id": f"example-{number}"} for number in range(5)])
         with pytest.raises(pymongo.errors.DuplicateKeyError):
-            timed.rooms.insert_one({"_id": "room-0"})
+            timed.examples.insert_one({"_id": "example-0"})
         with pytest.raises(pymongo.errors.BulkWriteError):
-            timed.rooms.insert_many([{"_id": "room-0"}, {"_id": "room-5"}], ordered=False)
-        assert timed.rooms.find_one({"_id": "room-1"}) == {"_id": "room-1"}
-        assert len(list(timed.rooms.find({}, batch_size=2).sort("_id", pymongo.ASCENDING))) == 6
-        assert next(timed.rooms.find({}).sort("_id", pymongo.ASCENDING).skip(2).limit(1)) == {"_id": "room-2"}
-        assert timed.rooms.count_documents({}) == 6
-        timed.rooms.update_one({"_id": "room-1"}, {"$set": {"at": 1}})
-        timed.rooms.find_one_and_update({"_id": "room-2"}, {"$set": {"at": 2}})
-        timed.rooms.delete_one({"_id": "room-3"})
-        timed.rooms.delete_many({"_id": "no such room"})
+            timed.examples.insert_many([{"_id": "example-0"}, {"_id": "example-5"}], ordered=False)
+        assert timed.examples.find_one({"_id": "example-1"}) == {"_id": "example-1"}
+        assert len(list(timed.examples.find({}, batch_size=2).sort("_id", pymongo.ASCENDING))) == 6
+        assert next(timed.examples.find({}).sort("_id", pymongo.ASCENDING).skip(2).limit(1)) == {"_id": "example-2"}
+        assert timed.examples.count_documents({}) == 6
+        timed.examples.update_one({"_id": "example-1"}, {"$set": {"at": 1}})
+        timed.examples.find_one_and_update({"_id": "example-2"}, {"$set": {"at": 2}})
+        timed.examples.delete_one({"_id": "example-3"})
+        timed.examples.delete_many({"_id": "no such room"})
         timed.command("ping")
         with pytest.raises(pymongo.errors.OperationFailure):
-            timed.command({"noSuchCommand": "rooms"})
-        assert "rooms" in timed.list_collection_names()
-        assert "at_1" in timed.rooms.index_information()
-        timed.rooms.drop_index("at_1")
+            timed.command({"noSuchCommand": "examples"})
+        assert "examples" in timed.list_collection_names()
+        assert "at_1" in timed.examples.index_information()
+        timed.examples.drop_index("at_1")
         assert database_counts() - histogram == sent.answered
-        # 6 rooms in batches of 2: two getMores, and a third if the server closes the cursor
+        # 6 documents in batches of 2: two getMores, and a third if the server closes the cursor
         # only when asked again (an empty batch, counted too).
-        assert sent.answered[("getMore", "rooms")] >= 2
+        assert sent.answered[("getMore", "examples")] >= 2
         assert database_counts("chatsys_db_operation_errors_total") - errors == sent.failed_commands
-        assert sent.failed_commands == {("noSuchCommand", "rooms"): 1}
+        assert sent.failed_commands == {("noSuchCommand", "examples"): 1}
+        # What it does not time passes through to pymongo's database, as it is.
+        assert timed.create_collection("more_examples").name == "more_examples"
 
 
 @pytest.mark.fast
