@@ -317,7 +317,9 @@ class TimedDatabase:
             raise AttributeError(name)
         if hasattr(Database, name):
             return getattr(self._database, name)
-        return self[name]
+        collection = self[name]
+        self.__dict__[name] = collection  # an attribute from now on: no call here next time
+        return collection
 
     def command(self, command: str | Mapping[str, Any], *args: Any, **kwargs: Any) -> Any:
         name, target = (command, None) if isinstance(command, str) else next(iter(command.items()))
