@@ -84,6 +84,7 @@ log_keep = _settings.log_keep
 metrics_enabled = _settings.metrics_enabled
 metrics_host = _settings.metrics_host
 metrics_port = _settings.metrics_port
+metrics_server = _settings.metrics_server
 proc_name = f"chatsys-{port}"
 
 # A client that stalls while sending a request (slowloris) holds a worker thread; every
@@ -104,7 +105,7 @@ def on_starting(server):
 
 def when_ready(server):
     if metrics_enabled and metrics_port:
-        gunicorn_metrics.serve(server, metrics_host, metrics_port)
+        gunicorn_metrics.serve(server, metrics_host, metrics_port, metrics_server)
     if server.cfg.errorlog not in (None, "-") and log_max_bytes > 0:
         from service_kit import logs
 

@@ -6,7 +6,8 @@ set -euo pipefail
 usage() {
     echo "usage: $0 COMMAND [ARG...]   e.g. $0 gunicorn -c conf/gunicorn.conf.py chat_service.wsgi:app"
     echo "env: MONGO_URI (required, names the database), PORT (required), DB_WAIT_SECONDS (default 60),"
-    echo "     INSTANCE_PORT_FROM_ADDRESS (on: also listen on a port unique to this replica, named in X-Instance)"
+    echo "     INSTANCE_PORT_FROM_ADDRESS (on: also listen on a port unique to this replica, named in X-Instance),"
+    echo "     METRICS_SERVER_FROM_DNS (on: label the metrics server=<service>-<replica>, from the container's DNS name)"
 }
 if (($# == 0)); then usage >&2; exit 2; fi
 case $1 in -h|--help) usage; exit 0 ;; esac
@@ -68,6 +69,22 @@ print(int(os.environ["PORT"]) + (int(address) & 0x3ff))')
     export GUNICORN_CMD_ARGS="--bind $bind_host:$PORT --bind $bind_host:$instance_port${GUNICORN_CMD_ARGS:+ $GUNICORN_CMD_ARGS}"
     export PORT=$instance_port
     echo "entrypoint: also listening on $PORT, the name of this replica in X-Instance"
+fi
+
+# Prometheus finds the containers of a service by address (compose.prometheus.yaml) and has
+# no name for them, so each names itself in its metrics (METRICS_SERVER, the `server` label):
+# compose's name for the container, chat-2 for <project>-chat-2, as Docker's DNS answers for
+# its address. /etc/hosts names it by its id, so the DNS server is asked directly.
+if [[ ${METRICS_SERVER_FROM_DNS:-off} == on && -z ${METRICS_SERVER:-} ]]; then
+    if METRICS_SERVER=$(python -c 'import re, socket, dns.resolver, dns.reversename
+address = socket.gethostbyname(socket.gethostname())
+name = dns.resolver.resolve(dns.reversename.from_address(address), "PTR", lifetime=5)[0].target.labels[0].decode()
+print("-".join(re.fullmatch(r".*?([A-Za-z][A-Za-z0-9]*)[-_]([0-9]+)", name).groups()))' 2>/dev/null); then
+        export METRICS_SERVER
+        echo "entrypoint: metrics labelled server=$METRICS_SERVER"
+    else
+        echo "entrypoint: no DNS name for this container; its metrics carry Prometheus's label only" >&2
+    fi
 fi
 
 exec "$@" 2>&1

@@ -31,8 +31,8 @@
 # Writes results/<UTC time>/ (or --out): summary.md, slo.csv, slo.png, steps.csv, cpu.csv,
 # run.info, runs.csv and <series>/<workload>/<run>/ per JMeter run (with its dashboard)
 # and search.json per search; timeline.csv and timeline.png from the stack's Prometheus
-# (each chat server's req/s and p99, and CPU, over the whole test; not with --docker or
-# PROMETHEUS=off). The full run takes about 20 to 25 minutes. Stack environment (defaults differ from
+# (each chat server's req/s and p99, and CPU, over the whole test; with --docker the compose
+# stack's Prometheus, its chat servers named chat-1, chat-2 ...; none with PROMETHEUS=off). The full run takes about 20 to 25 minutes. Stack environment (defaults differ from
 # start.sh so a dev stack on the usual ports is left alone): CHATSYS_VAR (var/scale),
 # MONGO_PORT (27117), LOGIN_PORT (4110), PROFILE_PORT (4210), LOGIN_SERVICE_PORT (4111),
 # PROFILE_SERVICE_PORT (4211), CHAT_PORTS ("4010 4011 4012"),
@@ -181,6 +181,7 @@ docker_pids() {
 if [[ $mode == docker ]]; then
     docker_stack down --volumes >/dev/null 2>&1 || true
     ports=("$LOGIN_PORT" "$PROFILE_PORT" "$HAPROXY_PORT" "$HAPROXY_STATS_PORT" "$MONGO_PORT")
+    [[ $PROMETHEUS == off ]] || ports+=("$PROMETHEUS_PORT")
     for port in "${ports[@]}"; do
         if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
             die "port $port is in use; choose other ports (see --help) or stop what runs there"
@@ -390,7 +391,7 @@ echo "loadavg_end=$(cut -d' ' -f1-3 /proc/loadavg)" >> "$out/run.info"
 echo "elapsed_seconds=$((SECONDS - started))" >> "$out/run.info"
 
 stop_monitor
-if [[ $mode == local && $PROMETHEUS != off ]]; then
+if [[ $PROMETHEUS != off ]]; then
     loadtest timeline "$out" --prometheus "http://127.0.0.1:$PROMETHEUS_PORT" || log "no timeline: see above"
 fi
 if [[ $mode == docker ]]; then

@@ -168,6 +168,7 @@ class ServerSettings:
     metrics_enabled: bool = True
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 0
+    metrics_server: str = ""
 
     @classmethod
     def from_env(cls, service: str) -> ServerSettings:
@@ -197,4 +198,7 @@ class ServerSettings:
             metrics_enabled=switch_on(os.environ.get("METRICS")),
             metrics_host=os.environ.get("METRICS_HOST") or cls.metrics_host,
             metrics_port=metrics_port,
+            # A name every sample served carries as `server`, where the scraper cannot give
+            # one (compose: docker/entrypoint.sh sets the container's name).
+            metrics_server=os.environ.get("METRICS_SERVER", ""),
         )

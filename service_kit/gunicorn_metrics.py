@@ -94,15 +94,33 @@ class ServiceProcesses:
         yield GaugeMetricFamily("chatsys_workers", "Gunicorn workers alive.", len(workers))
 
 
-def serve(arbiter, host: str, port: int) -> None:
+class WithServer:
+    """Another collector's samples, each with the label `server` added: the name of this
+    service instance where the scraper has none to give (compose: Prometheus finds the
+    containers by address, and cannot name them)."""
+
+    def __init__(self, collector, server: str) -> None:
+        self._collector = collector
+        self._server = server
+
+    def collect(self):
+        for family in self._collector.collect():
+            family.samples = [
+                sample._replace(labels={**sample.labels, "server": self._server}) for sample in family.samples
+            ]
+            yield family
+
+
+def serve(arbiter, host: str, port: int, server: str = "") -> None:
     """Serve the workers' summed values and the processes' CPU and memory on host:port,
-    from a thread of the master (it answers even while every worker is busy). A port
-    that is taken leaves the service running without its metrics, and says so."""
+    from a thread of the master (it answers even while every worker is busy), each sample
+    labelled `server` when a name is given. A port that is taken leaves the service
+    running without its metrics, and says so."""
     from prometheus_client import CollectorRegistry, multiprocess, start_http_server
 
     registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry)
-    registry.register(ServiceProcesses(arbiter))
+    for collector in (multiprocess.MultiProcessCollector(None), ServiceProcesses(arbiter)):
+        registry.register(WithServer(collector, server) if server else collector)
     try:
         start_http_server(port, addr=host, registry=registry)
     except (OSError, OverflowError) as error:  # taken, or beyond 65535 (PORT + METRICS_PORT_OFFSET)

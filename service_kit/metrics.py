@@ -11,10 +11,17 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from flask import Flask, Request, request
 from prometheus_client import Counter, Gauge, Histogram, values
-from pymongo import monitoring
+from pymongo import MongoClient
+from pymongo.collection import Collection
+from pymongo.cursor import Cursor
+from pymongo.database import Database
+from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
+from pymongo.results import DeleteResult, InsertManyResult, InsertOneResult, UpdateResult
 
 
 def _cache_pid() -> None:
@@ -47,12 +54,14 @@ REQUEST_SECONDS = Histogram(
 IN_FLIGHT = Gauge("chatsys_http_requests_in_flight", "Requests the app is serving now.", multiprocess_mode="livesum")
 DATABASE_SECONDS = Histogram(
     "chatsys_db_operation_duration_seconds",
-    "Database commands by operation and collection, as pymongo's command monitoring times them.",
+    "Database operations by the command they send and its collection, timed around the stores' calls.",
     ["operation", "collection"],
     buckets=_DATABASE_BUCKETS,
 )
 DATABASE_ERRORS = Counter(
-    "chatsys_db_operation_errors_total", "Database commands that failed.", ["operation", "collection"]
+    "chatsys_db_operation_errors_total",
+    "Database operations that failed (a write refused for a taken unique key is an answer, not a failure).",
+    ["operation", "collection"],
 )
 TOKEN_CACHE = Counter(
     "chatsys_token_cache_lookups_total", "Token checks answered from the token cache (hit) or not (miss).", ["result"]
@@ -132,33 +141,193 @@ def init_app(app: Flask) -> None:
     app.wsgi_app = RequestTimer(app.wsgi_app)  # type: ignore[method-assign]
 
 
-class DatabaseTimer(monitoring.CommandListener):
-    """Times each database command (pymongo calls it in the thread that sent the command).
-    A command's request id is unique within the process: it keys the command's operation
-    and collection from its start to its end."""
+def _only_taken_keys(error: PyMongoError) -> bool:
+    """Whether the database refused the write only because unique keys are taken."""
+    if isinstance(error, DuplicateKeyError):
+        return True
+    if isinstance(error, BulkWriteError):
+        details = error.details
+        written = details.get("writeErrors") or [{}]
+        return not details.get("writeConcernErrors") and all(each.get("code") == 11000 for each in written)
+    return False
 
-    def __init__(self) -> None:
-        self._started: dict[int, tuple[str, str]] = {}
-        self._children: dict[tuple[str, str], Histogram] = {}
 
-    def started(self, event: monitoring.CommandStartedEvent) -> None:
-        name = event.command_name
-        target = event.command.get("collection" if name == "getMore" else name)
-        self._started[event.request_id] = (name, target if isinstance(target, str) else "")
+class _OperationTimer:
+    """Observes one database operation's time in its histogram child, and counts it among
+    the failed when it raised. A write the database refused because a unique key is taken
+    is an answer the stores expect (a claim held, a name taken), not a failure."""
 
-    def _observe(self, event) -> tuple[str, str] | None:
-        key = self._started.pop(event.request_id, None)
-        if key is not None:
-            child = self._children.get(key)
-            if child is None:
-                child = self._children.setdefault(key, DATABASE_SECONDS.labels(*key))
-            child.observe(event.duration_micros / 1e6)
-        return key
+    __slots__ = ("_children", "_collection")
 
-    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        self._observe(event)
+    def __init__(self, collection: str) -> None:
+        self._collection = collection
+        self._children: dict[str, Histogram] = {}
 
-    def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        key = self._observe(event)
-        if key is not None:
-            DATABASE_ERRORS.labels(*key).inc()
+    def observe(self, operation: str, seconds: float) -> None:
+        child = self._children.get(operation)
+        if child is None:
+            child = self._children.setdefault(operation, DATABASE_SECONDS.labels(operation, self._collection))
+        child.observe(seconds)
+
+    def failed(self, operation: str, error: BaseException) -> None:
+        if isinstance(error, PyMongoError) and not _only_taken_keys(error):
+            DATABASE_ERRORS.labels(operation, self._collection).inc()
+
+    def call(self, operation: str, method: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
+        started = time.perf_counter()
+        try:
+            return method(*args, **kwargs)
+        except BaseException as error:
+            self.failed(operation, error)
+            raise
+        finally:
+            self.observe(operation, time.perf_counter() - started)
+
+
+class TimedCursor:
+    """A find's cursor that times each batch it asks the database for: the first (`find`)
+    and each further one (`getMore`), when iterating needs it."""
+
+    __slots__ = ("_cursor", "_timer")
+
+    def __init__(self, cursor: Cursor, timer: _OperationTimer) -> None:
+        self._cursor = cursor
+        self._timer = timer
+
+    def sort(self, *args: Any, **kwargs: Any) -> TimedCursor:
+        self._cursor.sort(*args, **kwargs)
+        return self
+
+    def skip(self, skip: int) -> TimedCursor:
+        self._cursor.skip(skip)
+        return self
+
+    def limit(self, limit: int) -> TimedCursor:
+        self._cursor.limit(limit)
+        return self
+
+    def __iter__(self) -> TimedCursor:
+        return self
+
+    def __next__(self) -> Any:
+        cursor = self._cursor
+        cursor_id, retrieved = cursor.cursor_id, cursor.retrieved
+        started = time.perf_counter()
+        try:
+            return next(cursor)
+        except StopIteration:
+            raise
+        except BaseException as error:
+            self._timer.failed("find" if cursor_id is None else "getMore", error)
+            raise
+        finally:
+            # No id yet: this call sent the query. A batch arrived, or the server's cursor
+            # closed: it sent a getMore. Otherwise it took a document already fetched.
+            if cursor_id is None or cursor.retrieved != retrieved or cursor.cursor_id != cursor_id:
+                self._timer.observe("find" if cursor_id is None else "getMore", time.perf_counter() - started)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._cursor, name)
+
+
+class TimedCollection:
+    """A collection whose operations each observe their time in
+    chatsys_db_operation_duration_seconds, labelled with the collection and the database
+    command the method sends, by the names pymongo's command monitoring gives them (the
+    series mean what they meant when that timed them). Whatever else a caller reaches
+    passes through to pymongo's collection, untimed."""
+
+    __slots__ = ("_collection", "_timer")
+
+    def __init__(self, collection: Collection) -> None:
+        self._collection = collection
+        self._timer = _OperationTimer(collection.name)
+
+    def find(self, *args: Any, **kwargs: Any) -> TimedCursor:
+        return TimedCursor(self._collection.find(*args, **kwargs), self._timer)
+
+    def find_one(self, *args: Any, **kwargs: Any) -> Any:
+        return self._timer.call("find", self._collection.find_one, args, kwargs)
+
+    def insert_one(self, *args: Any, **kwargs: Any) -> InsertOneResult:
+        return self._timer.call("insert", self._collection.insert_one, args, kwargs)
+
+    def insert_many(self, *args: Any, **kwargs: Any) -> InsertManyResult:
+        return self._timer.call("insert", self._collection.insert_many, args, kwargs)
+
+    def update_one(self, *args: Any, **kwargs: Any) -> UpdateResult:
+        return self._timer.call("update", self._collection.update_one, args, kwargs)
+
+    def update_many(self, *args: Any, **kwargs: Any) -> UpdateResult:
+        return self._timer.call("update", self._collection.update_many, args, kwargs)
+
+    def delete_one(self, *args: Any, **kwargs: Any) -> DeleteResult:
+        return self._timer.call("delete", self._collection.delete_one, args, kwargs)
+
+    def delete_many(self, *args: Any, **kwargs: Any) -> DeleteResult:
+        return self._timer.call("delete", self._collection.delete_many, args, kwargs)
+
+    def find_one_and_update(self, *args: Any, **kwargs: Any) -> Any:
+        return self._timer.call("findAndModify", self._collection.find_one_and_update, args, kwargs)
+
+    def count_documents(self, *args: Any, **kwargs: Any) -> int:
+        return self._timer.call("aggregate", self._collection.count_documents, args, kwargs)
+
+    def create_index(self, *args: Any, **kwargs: Any) -> str:
+        return self._timer.call("createIndexes", self._collection.create_index, args, kwargs)
+
+    def drop_index(self, *args: Any, **kwargs: Any) -> None:
+        self._timer.call("dropIndexes", self._collection.drop_index, args, kwargs)
+
+    def index_information(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        return self._timer.call("listIndexes", self._collection.index_information, args, kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._collection, name)
+
+
+class TimedDatabase:
+    """The app's database as `service_kit.database.db()` hands it out with metrics on, in
+    place of pymongo's: its collections are TimedCollections (one per name, kept), and its
+    commands are timed by their name, the collection they name if any. Whatever else a
+    caller reaches passes through to pymongo's database, untimed."""
+
+    def __init__(self, database: Database) -> None:
+        self._database = database
+        self._collections: dict[str, TimedCollection] = {}
+        self._commands = _OperationTimer("")
+
+    @property
+    def client(self) -> MongoClient:
+        return self._database.client
+
+    @property
+    def name(self) -> str:
+        return self._database.name
+
+    def __getitem__(self, name: str) -> TimedCollection:
+        collection = self._collections.get(name)
+        if collection is None:
+            collection = self._collections.setdefault(name, TimedCollection(self._database[name]))
+        return collection
+
+    def __getattr__(self, name: str) -> Any:
+        # As pymongo's Database: its own methods and properties, else a collection.
+        if name.startswith("_"):
+            raise AttributeError(name)
+        if hasattr(Database, name):
+            return getattr(self._database, name)
+        collection = self[name]
+        self.__dict__[name] = collection  # an attribute from now on: no call here next time
+        return collection
+
+    def command(self, command: str | Mapping[str, Any], *args: Any, **kwargs: Any) -> Any:
+        name, target = (command, None) if isinstance(command, str) else next(iter(command.items()))
+        timer = self[target]._timer if isinstance(target, str) else self._commands
+        return timer.call(name, self._database.command, (command, *args), kwargs)
+
+    def list_collection_names(self, *args: Any, **kwargs: Any) -> list[str]:
+        return self._commands.call("listCollections", self._database.list_collection_names, args, kwargs)
+
+    def drop_collection(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        return self[name]._timer.call("drop", self._database.drop_collection, (name, *args), kwargs)

@@ -5,8 +5,9 @@ vary by more than that cost on a shared machine; the share is the part of the re
 time the metrics take, so "at most 5 % more CPU" is a share of at most about 4.8 %.
 
 The metrics' own code: prometheus-client, the request and database timing of
-service_kit/metrics.py (not the app that its request timer wraps), and pymongo's command
-monitoring (its events exist only because the database timer listens to them).
+service_kit/metrics.py (not the app that its request timer wraps, nor the database calls
+that its timed collections make), and, on code from before the stores' calls were timed,
+pymongo's command monitoring (its events existed only because a database timer listened).
 """
 
 from __future__ import annotations
@@ -26,8 +27,18 @@ from tests.lib import harness
 from tools import bench
 
 ROOT = Path(__file__).resolve().parent.parent
-DATABASE_TIMING = re.compile(r"pymongo/monitoring\.py|pymongo/_telemetry\.py|^DatabaseTimer\.")
-REQUEST_METRICS = re.compile(r"prometheus_client/|^(?!RequestTimer\.__call__).* \(service_kit/metrics\.py")
+DATABASE_TIMING = re.compile(
+    r"pymongo/monitoring\.py|pymongo/_telemetry\.py|^DatabaseTimer\.|^_OperationTimer\.(observe|failed) "
+)
+# The timed database and its collections and cursors wrap pymongo's calls: only their own
+# lines count, a sample whose innermost frame is one of them.
+DATABASE_WRAPPERS = re.compile(
+    r"^(_OperationTimer|TimedCursor|TimedCollection|TimedDatabase)\.\S+ \(service_kit/metrics\.py"
+)
+REQUEST_METRICS = re.compile(
+    r"prometheus_client/"
+    r"|^(?!RequestTimer\.__call__|_OperationTimer\.|Timed(Cursor|Collection|Database)\.).* \(service_kit/metrics\.py"
+)
 # The request timer wraps the whole app, and its start_response gunicorn's: only their own
 # lines count, a sample whose innermost frame is one of them.
 TIMER_ITSELF = re.compile(r"^RequestTimer\.__call__(\.<locals>\.start_and_observe)? \(service_kit/metrics\.py")
@@ -35,7 +46,7 @@ TIMER_ITSELF = re.compile(r"^RequestTimer\.__call__(\.<locals>\.start_and_observ
 
 def part_of(frames: list[str]) -> str | None:
     """Which part of the metrics a sample's stack (outermost frame first) is in, if any."""
-    if any(DATABASE_TIMING.search(frame) for frame in frames):
+    if any(DATABASE_TIMING.search(frame) for frame in frames) or DATABASE_WRAPPERS.search(frames[-1]):
         return "database timing"
     if any(REQUEST_METRICS.search(frame) for frame in frames) or TIMER_ITSELF.search(frames[-1]):
         return "request metrics"

@@ -14,6 +14,7 @@ can pull nothing, and the database container is the embedded default, FerretDB.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import os
@@ -39,6 +40,7 @@ from tests.lib import swarm as swarm_lib
 from tests.lib.accounts import register_and_login, unique_name
 from tests.lib.contract import assert_problem
 from tests.lib.swarm import MIGRATION, SERVICES_AND_DATABASE, assert_contract_suites_pass, instances_answering
+from tools.loadtest import search, timeline
 
 ROOT = harness.ROOT
 COMPOSE_FILE = ROOT / "compose.yaml"
@@ -370,6 +372,7 @@ def test_prometheus_is_published_on_loopback_only_and_the_metrics_ports_nowhere(
     for name in SERVICES:
         environment = environment_of(services[name])
         assert environment["METRICS_PORT"] == "9000", f"{name} serves its metrics for Prometheus"
+        assert environment["METRICS_SERVER_FROM_DNS"] == "on", f"{name} names itself in its metrics"
         assert published_ports(services[name]) == set(), f"{name} publishes nothing, its metrics neither"
     # The overlay adds to compose.yaml's services; it changes none of their other settings.
     assert environment_of(services["haproxy"])["HAPROXY_STATS_PASSWORD"] == ""
@@ -531,6 +534,54 @@ def test_prometheus_scrapes_haproxy_every_service_container_ferretdb_and_the_nod
         "the per-server request rate of five servers",
         interval=1,
     )
+    # Each container names itself in its series: compose's name for it, not its address.
+    servers = {series["metric"]["server"] for series in prometheus_query(stack, "server:chatsys_requests:rate1m")}
+    assert servers == {"login-1", "profile-1", "chat-1", "chat-2", "chat-3"}
+
+
+@pytest.mark.local
+def test_the_timeline_from_the_compose_prometheus_names_each_chat_container(stack, tmp_path):
+    """What `scale_test.sh --docker` records at its end (tools/loadtest/timeline.py, as for the
+    local stack): each chat container's requests and CPU, its line named as compose names
+    the container, and the database's CPU."""
+    user = register_and_login(stack.login_url)
+    room = unique_name("r")
+    created = requests.post(f"{stack.chat_url}/rooms", json={"name": room}, headers=user.auth, timeout=10)
+    assert created.status_code == 201, created.text
+    chats = {
+        f"chat-{container['Config']['Labels']['com.docker.compose.container-number']}"
+        for container in stack.containers()
+        if container["Config"]["Labels"]["com.docker.compose.service"] == "chat"
+    }
+
+    def reads(count: int) -> None:
+        with requests.Session() as session:
+            for _ in range(count):  # HAProxy spreads them over the chat containers
+                assert session.get(f"{stack.chat_url}/rooms/{room}/messages", headers=user.auth, timeout=10).ok
+
+    reads(30)  # rate() needs each server's series before the run
+    timeline.wait_scraped(stack.prometheus_url, time.time())
+    started = time.time()
+    reads(90)
+    ended = time.time()
+    row = dict.fromkeys(search.RUNS_COLUMNS, "")
+    row.update(series="servers-3", servers="3", phase="grow", dir="x", status="ok", workload="hot")
+    row.update(started=f"{started:.1f}", ended=f"{ended:.1f}")
+    with open(tmp_path / "runs.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, search.RUNS_COLUMNS)
+        writer.writeheader()
+        writer.writerow(row)
+
+    def recorded() -> bool:
+        timeline.wait_scraped(stack.prometheus_url, ended)
+        timeline.record(stack.prometheus_url, started, ended + 2 * timeline.STEP_S, tmp_path)
+        lines = timeline.load(tmp_path)
+        served = {line for line, points in lines.get("requests", {}).items() if max(v for _, v in points) > 0}
+        return served == chats and "database (FerretDB)" in lines.get("cpu_cores", {})
+
+    harness.wait_until(recorded, 60, "Prometheus to show every chat container's requests", interval=1)
+    assert chats <= set(timeline.load(tmp_path)["cpu_cores"])
+    assert timeline.plot(tmp_path)
 
 
 @pytest.mark.local

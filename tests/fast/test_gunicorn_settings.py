@@ -12,6 +12,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry, Counter, generate_latest
+
+from service_kit import gunicorn_metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 GUNICORN = Path(sys.executable).parent / "gunicorn"
@@ -81,3 +84,14 @@ def test_each_service_gets_its_port_and_worker_class_and_the_metrics_port_follow
         3,
         "warning",
     )
+
+
+def test_a_metrics_server_name_labels_every_sample_the_master_serves(monkeypatch):
+    chat = settings_for(monkeypatch, "chat_service.wsgi:app", METRICS_SERVER="chat-2")
+    assert chat["metrics_server"] == "chat-2"
+    requests_seen = Counter("chatsys_example_total", "An example.", ["route"], registry=None)
+    requests_seen.labels("/health").inc()
+    registry = CollectorRegistry()
+    registry.register(gunicorn_metrics.WithServer(requests_seen, "chat-2"))
+    served = generate_latest(registry).decode()
+    assert 'chatsys_example_total{route="/health",server="chat-2"} 1.0' in served

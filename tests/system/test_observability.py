@@ -15,20 +15,24 @@ import os
 import signal
 import subprocess
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
+import pymongo
 import pytest
 import requests
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
+from service_kit import metrics
 from tests.lib import harness
 from tests.lib.accounts import register_and_login, unique_name
 from tests.lib.contract import assert_problem
 from tests.lib.fast import fresh_database_uri
+from tests.lib.fast import register_and_login as register_fast
 from tools.loadtest import search, timeline
 
 ROOT = harness.ROOT
@@ -112,6 +116,110 @@ def test_each_request_moves_its_route_histogram_once_and_leaves_none_in_flight(l
     assert count("/users", "POST", "201") == created + 1
     assert count("(unmatched)", "GET", "404") == unmatched + 2
     assert REGISTRY.get_sample_value("chatsys_http_requests_in_flight") == 0
+
+
+def database_counts(name: str = "chatsys_db_operation_duration_seconds_count") -> Counter[tuple[str, str]]:
+    """The in-process value of a database series, by (operation, collection)."""
+    return Counter(
+        {
+            (sample.labels["operation"], sample.labels["collection"]): sample.value
+            for family in REGISTRY.collect()
+            for sample in family.samples
+            if sample.name == name
+        }
+    )
+
+
+class SentCommands(pymongo.monitoring.CommandListener):
+    """The commands a client sent, by (command, collection) as the database sees them, but
+    pymongo's own housekeeping (closing cursors and sessions), which no store calls."""
+
+    def __init__(self) -> None:
+        self._sent: dict[int, tuple[str, str]] = {}
+        self.answered: Counter[tuple[str, str]] = Counter()
+        self.failed_commands: Counter[tuple[str, str]] = Counter()
+
+    def started(self, event) -> None:
+        name = event.command_name
+        if name not in ("killCursors", "endSessions"):
+            target = event.command.get("collection" if name == "getMore" else name)
+            self._sent[event.request_id] = (name, target if isinstance(target, str) else "")
+
+    def succeeded(self, event) -> None:
+        if event.request_id in self._sent:
+            self.answered[self._sent.pop(event.request_id)] += 1
+
+    def failed(self, event) -> None:
+        if event.request_id in self._sent:
+            key = self._sent.pop(event.request_id)
+            self.answered[key] += 1
+            self.failed_commands[key] += 1
+
+
+@pytest.mark.fast
+def test_the_database_histogram_counts_every_command_the_database_is_sent(database):
+    """The stores' calls are timed where they reach a collection (metrics.TimedDatabase):
+    each command the database is sent moves its (operation, collection) by one, as
+    pymongo's own command monitoring counts them, a cursor once per batch. A failed
+    command counts once among the errors; a write refused for a taken key does not (the
+    stores expect that answer)."""
+    sent = SentCommands()
+    uri = fresh_database_uri(database, "observability_database_timing")
+    with pymongo.MongoClient(uri, event_listeners=[sent]) as client:
+        timed = metrics.TimedDatabase(client.get_default_database())
+        timed.examples.create_index([("at", pymongo.ASCENDING)])  # a collection no service has
+        sent.answered.clear()
+        histogram, errors = database_counts(), database_counts("chatsys_db_operation_errors_total")
+        timed.examples.insert_many([{"_id": f"example-{number}"} for number in range(5)])
+        with pytest.raises(pymongo.errors.DuplicateKeyError):
+            timed.examples.insert_one({"_id": "example-0"})
+        with pytest.raises(pymongo.errors.BulkWriteError):
+            timed.examples.insert_many([{"_id": "example-0"}, {"_id": "example-5"}], ordered=False)
+        assert timed.examples.find_one({"_id": "example-1"}) == {"_id": "example-1"}
+        assert len(list(timed.examples.find({}, batch_size=2).sort("_id", pymongo.ASCENDING))) == 6
+        assert next(timed.examples.find({}).sort("_id", pymongo.ASCENDING).skip(2).limit(1)) == {"_id": "example-2"}
+        assert timed.examples.count_documents({}) == 6
+        timed.examples.update_one({"_id": "example-1"}, {"$set": {"at": 1}})
+        timed.examples.find_one_and_update({"_id": "example-2"}, {"$set": {"at": 2}})
+        timed.examples.delete_one({"_id": "example-3"})
+        timed.examples.delete_many({"_id": "no such room"})
+        timed.command("ping")
+        with pytest.raises(pymongo.errors.OperationFailure):
+            timed.command({"noSuchCommand": "examples"})
+        assert "examples" in timed.list_collection_names()
+        assert "at_1" in timed.examples.index_information()
+        timed.examples.drop_index("at_1")
+        assert database_counts() - histogram == sent.answered
+        # 6 documents in batches of 2: two getMores, and a third if the server closes the cursor
+        # only when asked again (an empty batch, counted too).
+        assert sent.answered[("getMore", "examples")] >= 2
+        assert database_counts("chatsys_db_operation_errors_total") - errors == sent.failed_commands
+        assert sent.failed_commands == {("noSuchCommand", "examples"): 1}
+        # What it does not time passes through to pymongo's database, as it is.
+        assert timed.create_collection("more_examples").name == "more_examples"
+
+
+@pytest.mark.fast
+def test_requests_move_the_database_histogram_by_their_number(apps, database):
+    """A known number of reads and posts moves the room reads and the posts' updates by
+    exactly that number."""
+    uri = fresh_database_uri(database, "observability_database_requests")
+    login = apps.login(uri)
+    client = apps.chat(uri, login).test_client()
+    user = register_fast(login)
+    room = unique_name("r")
+    assert client.post("/rooms", json={"name": room}, headers=user.auth).status_code == 201
+    # The server's first post to a room reads the room once more (then it knows it exists).
+    assert client.post(f"/rooms/{room}/messages", json={"text": "first"}, headers=user.auth).status_code == 201
+    before = database_counts()
+    for number in range(7):
+        posted = client.post(f"/rooms/{room}/messages", json={"text": f"m{number}"}, headers=user.auth)
+        assert posted.status_code == 201, posted.get_data(as_text=True)
+    for _ in range(11):
+        assert client.get(f"/rooms/{room}/messages?limit=50", headers=user.auth).status_code == 200
+    moved = database_counts() - before
+    assert moved[("findAndModify", "rooms")] == 7
+    assert moved[("find", "rooms")] == 11
 
 
 # --- the stack of `make run` ------------------------------------------------------------------
@@ -201,7 +309,9 @@ def running(tmp_path_factory) -> Iterator[Running]:
 
 @pytest.mark.local
 @pytest.mark.chat
-def test_requests_to_a_route_move_its_histogram_by_exactly_their_number_across_workers_servers_and_restarts(running):
+def test_requests_move_their_route_and_database_histograms_by_exactly_their_number_across_workers_servers_and_restarts(
+    running,
+):
     user = register_and_login(running.login)
     room = unique_name("r")
     assert (
@@ -209,13 +319,21 @@ def test_requests_to_a_route_move_its_histogram_by_exactly_their_number_across_w
     )
     labels = {"route": MESSAGES_ROUTE, "method": "GET", "status": "200"}
     count = "chatsys_http_request_duration_seconds_count"
-    before = running.chat_total(count, **labels)
+    # A post is one findAndModify of its room (a worker's start, which reads rooms too, is none).
+    posts = {"operation": "findAndModify", "collection": "rooms"}
+    database_count = "chatsys_db_operation_duration_seconds_count"
+    before, posts_before = running.chat_total(count, **labels), running.chat_total(database_count, **posts)
 
     def read(times: int) -> None:
         with requests.Session() as session:
-            for _ in range(times):
+            for number in range(times):
                 answer = session.get(f"{running.entry}/rooms/{room}/messages", headers=user.auth, timeout=10)
                 assert answer.status_code == 200, answer.text
+                if number % 2:
+                    posted = session.post(
+                        f"{running.entry}/rooms/{room}/messages", json={"text": "m"}, headers=user.auth, timeout=10
+                    )
+                    assert posted.status_code == 201, posted.text
 
     read(40)
     # A worker dies (as on a crash or a timeout); gunicorn starts another. What it counted stays.
@@ -234,6 +352,7 @@ def test_requests_to_a_route_move_its_histogram_by_exactly_their_number_across_w
         port: running.metrics(port).get((count, tuple(sorted(labels.items()))), 0.0) for port in running.chat_ports
     }
     assert after - before == 70, per_server
+    assert running.chat_total(database_count, **posts) - posts_before == 35
     assert running.metrics(server)[("chatsys_workers", ())] == 2
     assert running.metrics(server)[("chatsys_http_requests_in_flight", ())] == 0
 
