@@ -58,6 +58,6 @@ docker-up:
 docker-down:
 	scripts/docker-stack.sh down
 
-# The boot test alone: a Debian 12 VM, the systemd install, `shutdown -r now`, faults.
+# The boot test alone: a Debian 12 VM, the systemd install, `shutdown -r now`, faults, a power cut.
 vm-test:
 	scripts/test.sh tests/deploy/test_vm_boot.py
