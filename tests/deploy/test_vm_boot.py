@@ -553,11 +553,13 @@ def new_room(machine: vm.Machine, auth: dict[str, str], prefix: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def power_cut(rebooted, conversation, figures) -> PowerCut:
+def power_cut(machine, conversation, figures) -> PowerCut:
     """Several posters through HAProxy, and the reset button pressed the moment the burst's last
     answer arrives, with nothing let settle, while the stream's posts are still on their way;
-    then nothing but waiting until every service answers again."""
-    machine, began = rebooted, time.monotonic()
+    then nothing but waiting until every service answers again. Its tests come last in the
+    module, after the reboot and the faults; it needs only an installed machine, so
+    `-k power_cut` runs the install and the power cut alone."""
+    began = time.monotonic()
     burst_room = new_room(machine, conversation.auth, "burst")
     streamer = register_and_login(machine.url("login"), unique_name("stream"), "through the power cut 1")
     stream_room = new_room(machine, streamer.auth, "stream")
@@ -634,15 +636,15 @@ def acknowledged(posts: list[Post]) -> list[tuple[int, str]]:
     return sorted((post.seq, post.text) for post in posts if post.status == 201)
 
 
-def test_power_cut_right_after_a_burst_loses_no_acknowledged_post_and_leaves_no_gap(rebooted, power_cut, conversation):
+def test_power_cut_right_after_a_burst_loses_no_acknowledged_post_and_leaves_no_gap(machine, power_cut, conversation):
     posts = BURST_POSTERS * BURST_POSTS
     assert [post.status for post in power_cut.burst] == [201] * posts
-    history = room_history(rebooted, power_cut.burst_room, conversation.auth)
+    history = room_history(machine, power_cut.burst_room, conversation.auth)
     assert history == acknowledged(power_cut.burst)
     assert [seq for seq, _ in history] == list(range(1, posts + 1))
     # The room's allocator came back with its log: the next post takes the next seq.
     posted = requests.post(
-        f"{rebooted.url('haproxy')}/rooms/{power_cut.burst_room}/messages",
+        f"{machine.url('haproxy')}/rooms/{power_cut.burst_room}/messages",
         json={"text": "after the power cut"},
         headers=conversation.auth,
         timeout=10,
@@ -650,8 +652,8 @@ def test_power_cut_right_after_a_burst_loses_no_acknowledged_post_and_leaves_no_
     assert posted.status_code == 201 and posted.json()["seq"] == posts + 1, posted.text
 
 
-def test_posts_in_flight_at_a_power_cut_are_stored_once_or_not_at_all(rebooted, power_cut):
-    history = room_history(rebooted, power_cut.stream_room, power_cut.stream_auth)
+def test_posts_in_flight_at_a_power_cut_are_stored_once_or_not_at_all(machine, power_cut):
+    history = room_history(machine, power_cut.stream_room, power_cut.stream_auth)
     texts = [text for _, text in history]
     assert [seq for seq, _ in history] == list(range(1, len(history) + 1))
     assert len(set(texts)) == len(texts), "a post stored twice"
