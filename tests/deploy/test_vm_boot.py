@@ -529,8 +529,8 @@ class PowerCut:
 def connected_session(machine: vm.Machine, sessions: ExitStack) -> requests.Session:
     """A session whose connection to HAProxy is open already. QEMU's forwarded port listens
     with a backlog of 1 (libslirp): connections opened all at once, while a busy host keeps
-    QEMU from accepting them, wait for SYN retransmissions, seconds each (a burst's first post
-    once ran out of its connect timeout that way)."""
+    QEMU from accepting them, wait for SYN retransmissions, seconds each (the likely reason a
+    burst's first post once got no answer at all)."""
     session = sessions.enter_context(requests.Session())
     answer = session.get(f"{machine.url('haproxy')}/health", timeout=POST_TIMEOUT)
     assert answer.status_code == 200, answer.text
