@@ -64,6 +64,6 @@ docker-down:
 swarm-test:
 	scripts/test.sh tests/deploy/test_swarm_nodes.py
 
-# The boot test alone: a Debian 12 VM, the systemd install, `shutdown -r now`, faults.
+# The boot test alone: a Debian 12 VM, the systemd install, `shutdown -r now`, faults, a power cut.
 vm-test:
 	scripts/test.sh tests/deploy/test_vm_boot.py

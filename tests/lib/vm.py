@@ -3,14 +3,17 @@ scripts/vm-image.sh behind a copy-on-write overlay made for each run, a read-onl
 carries the checkout in, and SSH plus the service ports forwarded to free 127.0.0.1 ports.
 
 QEMU's user-mode network with restrict=on: the machine reaches nothing outside it, and the
-host reaches it only through the forwarded ports.
+host reaches it only through the forwarded ports. A QMP socket gives the test the machine's
+reset button.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -127,6 +130,10 @@ class Machine:
     def console_log(self) -> Path:
         return self.scratch / "console.log"
 
+    @property
+    def qmp_socket(self) -> Path:
+        return self.scratch / "qmp.sock"
+
     def start(self) -> Machine:
         overlay = self.scratch / "overlay.qcow2"
         subprocess.run(
@@ -163,8 +170,12 @@ class Machine:
             str(self.image.initrd),
             "-append",
             "root=/dev/vda rw console=ttyS0",
+            # QEMU's default cache mode, said outright: the guest sees a volatile write cache
+            # and QEMU turns its flushes into fdatasync on the host. A reset (press_reset)
+            # loses none of what the guest wrote to the disk whatever the mode, since QEMU
+            # keeps running; cache=unsafe (flushes ignored) would lose it only with QEMU or the host.
             "-drive",
-            f"file={overlay},if=virtio,format=qcow2",
+            f"file={overlay},if=virtio,format=qcow2,cache=writeback",
             "-drive",
             f"file={self.payload},if=virtio,format=raw,readonly=on",
             "-netdev",
@@ -175,6 +186,8 @@ class Machine:
             "none",
             "-monitor",
             "none",
+            "-qmp",
+            f"unix:{self.qmp_socket},server=on,wait=off",
             "-serial",
             f"file:{self.console_log}",
         ]
@@ -188,10 +201,7 @@ class Machine:
 
     def close(self) -> None:
         if self.ports:
-            try:
-                subprocess.run(self._ssh_argv("-O", "exit"), capture_output=True, stdin=subprocess.DEVNULL, timeout=10)
-            except subprocess.TimeoutExpired:
-                pass
+            self._end_shared_connection()
         if self.process is not None and self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)
             try:
@@ -200,6 +210,25 @@ class Machine:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(10)
         shutil.rmtree(self.scratch, ignore_errors=True)
+
+    def press_reset(self) -> None:
+        """The machine's reset button (QMP's system_reset): it starts again at once, with no
+        shutdown. What the guest held only in its memory (its page cache, writes not yet sent
+        to the disk) is gone; what it had written to its disk stays."""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as monitor:
+            monitor.settimeout(30)
+            monitor.connect(str(self.qmp_socket))
+            with monitor.makefile("rw", encoding="utf-8", newline="\n") as channel:
+                channel.readline()  # the greeting
+                for command in ("qmp_capabilities", "system_reset"):
+                    channel.write(json.dumps({"execute": command}) + "\n")
+                    channel.flush()
+                    # Events (RESET among them) may come before the command's answer.
+                    while "event" in (reply := json.loads(channel.readline() or '{"error": "QMP closed"}')):
+                        pass
+                    assert "return" in reply, f"QMP {command}: {reply}"
+        # The shared SSH connection died with the old boot's sshd; a new one comes with wait_for_ssh.
+        self._end_shared_connection()
 
     # --- what the machine shows -------------------------------------------------------------
 
@@ -253,6 +282,12 @@ class Machine:
             *extra,
             "root@127.0.0.1",
         ]
+
+    def _end_shared_connection(self) -> None:
+        try:
+            subprocess.run(self._ssh_argv("-O", "exit"), capture_output=True, stdin=subprocess.DEVNULL, timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
 
     def connect(self) -> bool:
         """One SSH connection per boot that later commands share: a handshake is slow under
