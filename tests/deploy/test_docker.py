@@ -38,8 +38,8 @@ import yaml
 from tests.lib import docker_stack, harness
 from tests.lib import swarm as swarm_lib
 from tests.lib.accounts import register_and_login, unique_name
-from tests.lib.contract import assert_problem
-from tests.lib.swarm import MIGRATION, SERVICES_AND_DATABASE, assert_contract_suites_pass, instances_answering
+from tests.lib.contract import assert_contract_suites_pass, assert_problem
+from tests.lib.swarm import MIGRATION, SERVICES_AND_DATABASE, instances_answering
 from tools.loadtest import search, timeline
 
 ROOT = harness.ROOT

@@ -12,7 +12,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ import yaml
 
 from scripts.lib import haproxy_stats
 from tests.lib import harness
+from tests.lib.contract import assert_contract_suites_pass
 from tests.lib.docker_stack import free_ports
 from tests.lib.web_stack import web_files
 
@@ -480,26 +480,11 @@ def test_haproxy_alone_publishes_its_ports_on_loopback_only(played):
 
 @pytest.mark.local
 def test_contract_tests_pass_against_the_pods(played):
-    # The contract suites in conformance mode (scripts/conformance.sh does the same), through
-    # HAProxy's published ports: login and profile on theirs, chat on the entry point.
-    suites = sorted(str(path.relative_to(ROOT)) for path in (ROOT / "tests" / "contract").glob("test_*_contract.py"))
-    environment = {
-        **os.environ,
-        "CHATSYS_LOGIN_URL": played.url("LOGIN_PUBLISHED_PORT"),
-        "CHATSYS_PROFILE_URL": played.url("PROFILE_PUBLISHED_PORT"),
-        "CHATSYS_CHAT_URL": played.url("CHAT_PUBLISHED_PORT"),
-    }
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *suites],
-        cwd=ROOT,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
+    # The contract suites in conformance mode, through HAProxy's published ports: login and
+    # profile on theirs, chat on the entry point.
+    assert_contract_suites_pass(
+        played.url("LOGIN_PUBLISHED_PORT"), played.url("PROFILE_PUBLISHED_PORT"), played.url("CHAT_PUBLISHED_PORT")
     )
-    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-2000:]
-    assert " passed" in result.stdout and " failed" not in result.stdout
 
 
 @pytest.mark.local

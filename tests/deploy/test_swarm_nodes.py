@@ -30,6 +30,7 @@ import requests
 from tests.lib import docker_stack, harness
 from tests.lib import swarm as swarm_lib
 from tests.lib.accounts import User, register_and_login, unique_name
+from tests.lib.contract import assert_contract_suites_pass
 
 ROOT = harness.ROOT
 NODES_SCRIPT = ROOT / "scripts" / "swarm-nodes.sh"
@@ -251,7 +252,7 @@ def test_contract_suites_pass_through_haproxy_in_the_three_node_swarm(swarm):
     swarm.wait_running(3)
     swarm.wait_servers_up(3)
     # Every port is HAProxy's, published in host mode on the manager's address.
-    swarm_lib.assert_contract_suites_pass(swarm.login_url, swarm.profile_url, swarm.chat_url)
+    assert_contract_suites_pass(swarm.login_url, swarm.profile_url, swarm.chat_url)
 
 
 def test_rolling_chat_to_a_new_image_under_load_answers_every_request(swarm, nodes):

@@ -3,10 +3,16 @@ in conformance mode, how the tests honour the target's rate limits."""
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import requests
+
+ROOT = Path(__file__).resolve().parents[2]
 
 INSTANCE = re.compile(r"^(login|profile|chat)@\d+$")
 
@@ -92,3 +98,25 @@ def honour_retry_after() -> None:
 
     send_honouring_retry_after.honours_retry_after = True  # type: ignore[attr-defined]
     requests.Session.send = send_honouring_retry_after  # type: ignore[method-assign]
+
+
+def assert_contract_suites_pass(login_url: str, profile_url: str, chat_url: str) -> None:
+    """The contract suites in conformance mode (scripts/conformance.sh does the same), pointed
+    at these URLs."""
+    suites = sorted(str(path.relative_to(ROOT)) for path in (ROOT / "tests" / "contract").glob("test_*_contract.py"))
+    environment = {
+        **os.environ,
+        "CHATSYS_LOGIN_URL": login_url,
+        "CHATSYS_PROFILE_URL": profile_url,
+        "CHATSYS_CHAT_URL": chat_url,
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *suites],
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-2000:]
+    assert " passed" in result.stdout and " failed" not in result.stdout

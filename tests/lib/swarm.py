@@ -1,13 +1,12 @@
 """The stack deployed to a Docker swarm (docker/swarm-stack.sh), for the swarm tests of one
 node (tests/deploy/test_docker.py) and of three (tests/deploy/test_swarm_nodes.py): the
-deploy, the services and their tasks, HAProxy's view of the chat servers, and what every
-deployment of the system must pass (the contract suites, distinct chat replicas)."""
+deploy, the services and their tasks, HAProxy's view of the chat servers, and distinct
+chat replicas answering."""
 
 from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -180,28 +179,6 @@ def run_with_input(argv: list[str], text: str, environment: dict[str, str]) -> s
     result = subprocess.run(argv, input=text, env=environment, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     return result.stdout
-
-
-def assert_contract_suites_pass(login_url: str, profile_url: str, chat_url: str) -> None:
-    """The contract suites in conformance mode (scripts/conformance.sh does the same), pointed
-    at these URLs."""
-    suites = sorted(str(path.relative_to(ROOT)) for path in (ROOT / "tests" / "contract").glob("test_*_contract.py"))
-    environment = {
-        **os.environ,
-        "CHATSYS_LOGIN_URL": login_url,
-        "CHATSYS_PROFILE_URL": profile_url,
-        "CHATSYS_CHAT_URL": chat_url,
-    }
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *suites],
-        cwd=ROOT,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-2000:]
-    assert " passed" in result.stdout and " failed" not in result.stdout
 
 
 def instances_answering(stack, requests_count: int = 60) -> tuple[set[str], set[str]]:
