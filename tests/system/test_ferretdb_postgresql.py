@@ -1,7 +1,7 @@
 """FerretDB on PostgreSQL (docs/postgresql.md): scripts/ferretdb.sh's private cluster, started
-and stopped twice over and started again on the same data; and two FerretDB processes on one
+and stopped twice over and started again on the same data; two FerretDB processes on one
 PostgreSQL database, whose concurrent updates of one document lose nothing (the advisory lock
-of patches/ferretdb.patch)."""
+of patches/ferretdb.patch); and two chat servers, each on one of them, serving one room."""
 
 from __future__ import annotations
 
@@ -13,9 +13,11 @@ from pathlib import Path
 
 import pymongo
 import pytest
+import requests
 from pymongo import ReturnDocument
 
 from tests.lib import harness
+from tests.lib.accounts import register_and_login, unique_name
 
 pytestmark = pytest.mark.local
 
@@ -147,3 +149,81 @@ def test_a_ferretdb_killed_while_it_updates_leaves_no_lock_behind(processes):
             thread.join()
         doomed_client.close()
         survivor_client.close()
+
+
+# Posters per chat server, and posts each: bounded in count.
+POSTERS_PER_SERVER = 3
+POSTS_PER_POSTER = 40
+
+
+def test_two_ferretdb_processes_on_one_postgresql_serve_the_chat_tier(processes):
+    """Two chat servers, each on a FerretDB process of its own, both FerretDBs on one
+    PostgreSQL: posts through both into one room get seqs 1..N without a gap or a repeat,
+    each server reads the same history, and a repeated Idempotency-Key finds the first
+    message whichever server stored it. The migration creates every collection and index
+    before the second FerretDB starts (FerretDB 1.x reads its catalogue once a process)."""
+    postgres = harness.start_postgres(processes)
+    first = harness.start_ferretdb(processes, "ferretdb-a", handler="postgresql", postgres=postgres, migrated=True)
+    second = harness.start_ferretdb(processes, "ferretdb-b", handler="postgresql", postgres=postgres, migrated=False)
+    login = harness.start_service(processes, "login", {"MONGO_URI": first.uri})
+    servers = [
+        harness.start_service(processes, "chat", {"MONGO_URI": database.uri, "LOGIN_URL": login.url})
+        for database in (first, second)
+    ]
+    user = register_and_login(login.url)
+    room = unique_name("pg")
+    created = requests.post(f"{servers[0].url}/rooms", json={"name": room}, headers=user.auth, timeout=30)
+    assert created.status_code == 201, created.text
+
+    acknowledged: dict[str, int] = {}  # text -> seq answered
+    failures: list[str] = []
+    lock = threading.Lock()
+
+    def post(server: harness.Service, poster: str) -> None:
+        with requests.Session() as session:
+            for number in range(POSTS_PER_POSTER):
+                text = f"{poster} {number}"
+                answer = session.post(
+                    f"{server.url}/rooms/{room}/messages", json={"text": text}, headers=user.auth, timeout=60
+                )
+                with lock:
+                    if answer.status_code == 201:
+                        acknowledged[text] = answer.json()["seq"]
+                    else:
+                        failures.append(f"{answer.status_code} {answer.text[:200]}")
+
+    threads = [
+        threading.Thread(target=post, args=(server, f"{index}-{poster}"))
+        for index, server in enumerate(servers)
+        for poster in range(POSTERS_PER_SERVER)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not failures, failures[:5]
+    total = len(servers) * POSTERS_PER_SERVER * POSTS_PER_POSTER
+    assert sorted(acknowledged.values()) == list(range(1, total + 1))
+
+    histories = []
+    for server in servers:
+        messages, after = [], 0
+        while True:
+            page = requests.get(
+                f"{server.url}/rooms/{room}/messages",
+                params={"after": after, "limit": 200},
+                headers=user.auth,
+                timeout=30,
+            ).json()
+            if not page["messages"]:
+                break
+            messages += page["messages"]
+            after = page["next_after"]
+        histories.append([(message["seq"], message["text"]) for message in messages])
+    assert histories[0] == histories[1] == sorted((seq, text) for text, seq in acknowledged.items())
+
+    key = {**user.auth, "Idempotency-Key": unique_name("key")}
+    first_try = requests.post(f"{servers[0].url}/rooms/{room}/messages", json={"text": "once"}, headers=key, timeout=30)
+    assert first_try.status_code == 201, first_try.text
+    repeat = requests.post(f"{servers[1].url}/rooms/{room}/messages", json={"text": "once"}, headers=key, timeout=30)
+    assert repeat.status_code == 200 and repeat.json()["seq"] == first_try.json()["seq"] == total + 1, repeat.text
