@@ -3,6 +3,8 @@ answers for the test and the dashboard of the headline run, and says what it lef
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tools.loadtest import keep
@@ -17,8 +19,11 @@ def make_results(root):
         for workload in ("hot", "rooms"):
             search = root / series / workload
             search.mkdir(parents=True)
-            (search / "search.json").write_text("{}")
-            for run in ("01-grow-40.0", "02-confirm-80.0", "03-confirm-80.0"):
+            runs = ("01-grow-40.0", "02-confirm-80.0", "03-confirm-80.0", "04-confirm-88.0")
+            # The search confirmed 80 req/s; the run at 88 req/s, after them, failed.
+            confirmed = [f"{series}/{workload}/{run}" for run in runs[1:3]]
+            (search / "search.json").write_text(json.dumps({"confirmed_dirs": confirmed}))
+            for run in runs:
                 (search / run / "dashboard").mkdir(parents=True)
                 (search / run / "results.csv").write_text("big")
                 (search / run / "store.json").write_text("{}")
@@ -41,3 +46,10 @@ def test_keep_copies_the_report_the_searches_and_the_headline_run_whole(tmp_path
     assert not (dest / "servers-3/hot/02-confirm-80.0/dashboard").exists()
     summary = (dest / "summary.md").read_text()
     assert "## This copy" in summary and f"`{headline}/dashboard/index.html`" in summary
+
+
+def test_no_headline_run_when_the_search_confirmed_nothing(tmp_path):
+    search = tmp_path / "servers-1" / "hot"
+    (search / "01-confirm-40.0").mkdir(parents=True)
+    (search / "search.json").write_text(json.dumps({"confirmed_dirs": []}))
+    assert keep.headline_run(tmp_path) is None

@@ -10,6 +10,7 @@ the copy's summary what was left out.
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -19,14 +20,20 @@ PER_RUN = ("store.json",)
 
 
 def headline_run(results_dir: Path) -> str | None:
-    """The last confirming run of the most servers' search of the first workload: the run
-    whose dashboard shows the headline maximum."""
+    """The last run that confirmed the maximum of the most servers' search of the first
+    workload: the run whose dashboard shows the headline maximum. Its search's record names
+    the confirming runs: a later "-confirm-" folder may be a run above the maximum that
+    failed (the search's bisect back up)."""
     searches = sorted(results_dir.glob("*/*/search.json"))
     if not searches:
         return None
     most = max(searches, key=lambda path: (_servers(path.parent.parent.name), path.parent.name == "hot"))
-    confirming = sorted(path for path in most.parent.iterdir() if path.is_dir() and "-confirm-" in path.name)
-    return str(confirming[-1].relative_to(results_dir)) if confirming else None
+    try:
+        confirmed = json.loads(most.read_text()).get("confirmed_dirs") or []
+    except (OSError, ValueError, AttributeError):
+        confirmed = []
+    present = [run for run in confirmed if (results_dir / run).is_dir()]
+    return present[-1] if present else None
 
 
 def _servers(series: str) -> int:
