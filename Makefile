@@ -1,6 +1,6 @@
 # The two commands of the README, and a few more for daily work.
 VENV ?= .venv
-.PHONY: run test test-fast stop status setup lock lint conformance docker-up docker-down swarm-test vm-test
+.PHONY: run test test-fast test-postgresql stop status setup lock lint conformance docker-up docker-down swarm-test vm-test
 
 run: setup
 	scripts/start.sh
@@ -13,6 +13,12 @@ test:
 # set-up installs only what this layer needs: the virtualenv and FerretDB.
 test-fast:
 	scripts/test.sh --fast
+
+# The fast, contract and system layers again with every FerretDB they start on PostgreSQL
+# (docs/postgresql.md). The deploy layer is left out: its images, units and VM run FerretDB
+# on SQLite.
+test-postgresql:
+	FERRETDB_HANDLER=postgresql scripts/test.sh tests/fast tests/contract tests/system
 
 stop:
 	scripts/stop.sh

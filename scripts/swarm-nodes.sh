@@ -22,7 +22,8 @@
 # .1, node N is .1N), SWARM_NODES_POOL (10.216.0.0/16, the overlay networks' addresses),
 # SWARM_NODES_DIR ($CHATSYS_VAR/swarm-nodes: data roots, sockets, logs), SWARM_NODES_RUN
 # (/run/chatsys-swarm-nodes: exec roots; a unix socket path must stay short),
-# DOCKERD_START_SECONDS (60). Needs root, iproute2 and Debian's docker.io.
+# DOCKERD_START_SECONDS (60), SWARM_NODES_KILL_SECONDS (60: the longest wait for a killed
+# node's processes, or an interface, to go). Needs root, iproute2 and Debian's docker.io.
 set -euo pipefail
 usage() { awk 'NR > 1 && !/^#/ {exit} NR > 1 {sub(/^# ?/, ""); print}' "$0"; }  # the header comment
 source "$(dirname "$0")/lib/common.sh"
@@ -35,6 +36,7 @@ pool=${SWARM_NODES_POOL:-10.216.0.0/16}
 nodes_dir=${SWARM_NODES_DIR:-$CHATSYS_VAR/swarm-nodes}
 run_dir=${SWARM_NODES_RUN:-/run/chatsys-swarm-nodes}
 start_seconds=${DOCKERD_START_SECONDS:-60}
+kill_seconds=${SWARM_NODES_KILL_SECONDS:-60}
 
 forward_rule=(-i "$bridge" -o "$bridge" -m comment --comment "chatsys swarm nodes" -j ACCEPT)
 
@@ -157,17 +159,33 @@ node_processes() {
     [[ ! -d /sys/fs/cgroup/pids/$name ]] || find "/sys/fs/cgroup/pids/$name" -name cgroup.procs -exec cat {} +
 }
 
-# kill_node N: SIGKILL to every process of node N; returns once none is left.
+# kill_node N: SIGKILL to every process of node N; returns once none is left. A killed
+# process is gone only once the kernel has scheduled its exit, which on a busy machine takes
+# a while: the wait is bounded in time (SWARM_NODES_KILL_SECONDS), not in tries.
 kill_node() {
-    local pids
-    for _ in $(seq 100); do
+    local pids deadline=$((SECONDS + kill_seconds))
+    while :; do
         pids=$(node_processes "$1" | sort -u)
         [[ -z $pids ]] && return 0
+        ((SECONDS < deadline)) || die "processes of node $1 survive SIGKILL for ${kill_seconds} s: $(tr '\n' ' ' <<< "$pids")"
         # shellcheck disable=SC2086  # one word per process id
         kill -9 $pids 2>/dev/null || true
         sleep 0.1
     done
-    die "processes of node $1 survive SIGKILL: $(node_processes "$1" | tr '\n' ' ')"
+}
+
+# remove_link NAME: delete a network interface that may be going away by itself: deleting a
+# namespace destroys the veth ends inside it, and with them their peers out here, in the
+# kernel's own time (a work queue), so a look and a delete can straddle its going. Returns
+# once it is gone, bounded in time.
+remove_link() {
+    local deadline=$((SECONDS + kill_seconds))
+    while ip link show "$1" >/dev/null 2>&1; do
+        ip link delete "$1" 2>/dev/null || true
+        ip link show "$1" >/dev/null 2>&1 || return 0
+        ((SECONDS < deadline)) || die "the network interface $1 is still there after ${kill_seconds} s"
+        sleep 0.2
+    done
 }
 
 down() {
@@ -178,12 +196,12 @@ down() {
     for node in $(seq "$count"); do
         name=$(name_of "$node")
         [[ ! -e /run/netns/$name ]] || ip netns delete "$name"
-        ! ip link show "$(veth_of "$node")" >/dev/null 2>&1 || ip link delete "$(veth_of "$node")"
+        remove_link "$(veth_of "$node")"
         # cgroup v1: the parent made in each hierarchy (empty once the containers are gone).
         find /sys/fs/cgroup -mindepth 2 -maxdepth 2 -type d -name "$name" -exec rmdir {} + 2>/dev/null || true
         rm -rf "${nodes_dir:?}/node$node" "${run_dir:?}/node$node"
     done
-    ! ip link show "$bridge" >/dev/null 2>&1 || ip link delete "$bridge"
+    remove_link "$bridge"
     while iptables -D FORWARD "${forward_rule[@]}" 2>/dev/null; do :; done
     rmdir "$nodes_dir" "$run_dir" 2>/dev/null || true
 }

@@ -358,7 +358,7 @@ def test_a_killed_worker_node_loses_no_acknowledged_post_and_its_chat_replicas_c
     with PostingLoad(swarm) as load:
         load.wait_requests(200)
         killed_at = time.monotonic()
-        nodes_script("kill", str(victim.number), timeout=60)
+        nodes_script("kill", str(victim.number), timeout=120)
         harness.wait_until(lambda: node_status() == "down", 120, f"the manager to mark {victim.name} down", 0.5)
         down_seconds = time.monotonic() - killed_at
         harness.wait_until(replicas_back, 300, "the lost chat replicas to run on the other nodes", 0.5)
