@@ -249,7 +249,7 @@ elif [[ $mode == local ]]; then
         postgres_version=$("$POSTGRES_BIN/postgres" --version | awk '{print $3}')
         standby_text=''
         [[ $POSTGRES_STANDBY != on ]] || standby_text=", with a synchronous standby on :$POSTGRES_STANDBY_PORT"
-        database_reset="embedded FerretDB (PostgreSQL $postgres_version, private cluster on :$POSTGRES_PORT made afresh for the test$standby_text), emptied before every run (collections with indexes emptied and vacuumed, the others dropped)"
+        database_reset="embedded FerretDB (PostgreSQL $postgres_version, private cluster on :$POSTGRES_PORT made afresh for the test, initdb's default settings$standby_text), emptied before every run (collections with indexes emptied and vacuumed, the others dropped)"
     elif [[ -z ${MONGO_URI:-} ]]; then
         rm -rf "$CHATSYS_VAR/ferretdb"
         mongo_uri="mongodb://127.0.0.1:$MONGO_PORT/chatsys"
