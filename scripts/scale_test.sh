@@ -41,6 +41,13 @@
 # external database: then nothing is emptied between runs), CPU_CAP_PARENT (chatsys-scale),
 # GUNICORN_WORKERS (1 per chat server with --cpu-cap, else 2), JVM_ARGS for JMeter
 # (-XX:TieredStopAtLevel=1).
+#
+# FERRETDB_HANDLER=postgresql runs the local stack's FerretDB on a private PostgreSQL cluster
+# (scripts/ferretdb.sh, docs/postgresql.md) in $CHATSYS_VAR/postgresql, on POSTGRES_PORT (5533;
+# a standby, POSTGRES_STANDBY=on, on POSTGRES_STANDBY_PORT, 5534), made afresh for the test
+# and stopped at its end; the report gives PostgreSQL's CPU (the postmaster and every process
+# below it) beside FerretDB's. Not with --docker, which measures the compose stack's own
+# database container (MONGO_IMAGE).
 set -euo pipefail
 
 usage() { awk 'NR > 1 && !/^#/ {exit} NR > 1 {sub(/^# ?/, ""); print}' "$0"; }  # the header comment
@@ -53,6 +60,8 @@ export CHAT_PORTS=${CHAT_PORTS:-"4010 4011 4012"} HAPROXY_PORT=${HAPROXY_PORT:-5
 # The stack's Prometheus and what it scrapes (the report's timeline), also off the usual ports.
 export PROMETHEUS_PORT=${PROMETHEUS_PORT:-9190} NODE_EXPORTER_PORT=${NODE_EXPORTER_PORT:-9200}
 export FERRETDB_METRICS_PORT=${FERRETDB_METRICS_PORT:-8188}
+# FerretDB's PostgreSQL backend (FERRETDB_HANDLER=postgresql), off a dev stack's 5433 and 5434.
+export POSTGRES_PORT=${POSTGRES_PORT:-5533} POSTGRES_STANDBY_PORT=${POSTGRES_STANDBY_PORT:-5534}
 # The load generator is one client address and one token per thread, far beyond a person:
 # HAProxy's per-address and per-token limits would measure themselves, not the servers.
 export HAPROXY_AUTH_RATE=${HAPROXY_AUTH_RATE:-1000000} HAPROXY_POST_RATE=${HAPROXY_POST_RATE:-1000000}
@@ -122,6 +131,16 @@ for n in $servers; do
     series_list+=("servers-$n")
 done
 [[ $mode == docker ]] || command -v haproxy >/dev/null || die "haproxy is not installed (scripts/setup.sh installs it)"
+[[ $FERRETDB_HANDLER == sqlite || $FERRETDB_HANDLER == postgresql ]] ||
+    die "FERRETDB_HANDLER is sqlite or postgresql, not '$FERRETDB_HANDLER'"
+[[ $mode == local || $FERRETDB_HANDLER == sqlite ]] ||
+    die "--docker measures the compose stack's own database container; FERRETDB_HANDLER=postgresql is for the local stack"
+# The embedded database on PostgreSQL: its clusters are this test's, made afresh below.
+postgresql=no
+[[ $mode != local || -n ${MONGO_URI:-} || $FERRETDB_HANDLER != postgresql ]] || postgresql=yes
+if [[ $postgresql == yes ]]; then
+    [[ -x $POSTGRES_BIN/pg_ctl ]] || die "PostgreSQL's server programs are not installed (POSTGRES_BIN=$POSTGRES_BIN; scripts/setup.sh installs them)"
+fi
 
 [[ -x $VENV/bin/python ]] || die "no virtualenv at $VENV (run scripts/setup.sh)"
 "$VENV/bin/python" -c 'import matplotlib, pymongo' 2>/dev/null ||
@@ -215,15 +234,26 @@ elif [[ $mode == local ]]; then
     [[ -z $cpu_cap ]] || "$root/scripts/cpu_cap.sh" release "${chat_ports[@]/#/chat-}" >/dev/null 2>&1 || true
     ports=("$LOGIN_PORT" "$PROFILE_PORT" "$LOGIN_SERVICE_PORT" "$PROFILE_SERVICE_PORT" "${chat_ports[@]}" "$HAPROXY_PORT" "$HAPROXY_STATS_PORT")
     [[ -n ${MONGO_URI:-} ]] || ports+=("$MONGO_PORT")
+    [[ $postgresql == no ]] || ports+=("$POSTGRES_PORT")
+    [[ $postgresql == no || $POSTGRES_STANDBY != on ]] || ports+=("$POSTGRES_STANDBY_PORT")
     for port in "${ports[@]}"; do
         if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
             die "port $port is in use; choose other ports (see --help) or stop what runs there"
         fi
     done
-    if [[ -z ${MONGO_URI:-} ]]; then
+    emptied="emptied before every run (collections with indexes emptied, the others dropped)"
+    if [[ $postgresql == yes ]]; then
+        # FerretDB's files hold the cluster's password: both go, and initdb makes a new cluster.
+        rm -rf "$CHATSYS_VAR/ferretdb" "$CHATSYS_VAR/postgresql"
+        mongo_uri="mongodb://127.0.0.1:$MONGO_PORT/chatsys"
+        postgres_version=$("$POSTGRES_BIN/postgres" --version | awk '{print $3}')
+        standby_text=''
+        [[ $POSTGRES_STANDBY != on ]] || standby_text=", with a synchronous standby on :$POSTGRES_STANDBY_PORT"
+        database_reset="embedded FerretDB (PostgreSQL $postgres_version, private cluster on :$POSTGRES_PORT made afresh for the test, initdb's default settings$standby_text), emptied before every run (collections with indexes emptied and vacuumed, the others dropped)"
+    elif [[ -z ${MONGO_URI:-} ]]; then
         rm -rf "$CHATSYS_VAR/ferretdb"
         mongo_uri="mongodb://127.0.0.1:$MONGO_PORT/chatsys"
-        database_reset="embedded FerretDB (SQLite), emptied before every run (collections with indexes emptied, the others dropped)"
+        database_reset="embedded FerretDB (SQLite), $emptied"
     else
         mongo_uri=$MONGO_URI
         database_reset="external database $MONGO_URI, not emptied (history grows over the runs)"
@@ -241,6 +271,14 @@ elif [[ $mode == local ]]; then
     groups=("haproxy=$(pid_of haproxy)" "login=$(pid_of "login-$LOGIN_SERVICE_PORT")"
             "profile=$(pid_of "profile-$PROFILE_SERVICE_PORT")")
     [[ -n ${MONGO_URI:-} ]] || groups+=("ferretdb=$(pid_of ferretdb)")
+    if [[ $postgresql == yes ]]; then
+        # Each cluster's postmaster and every process below it: backends, autovacuum, the
+        # WAL writer, a standby's WAL receiver (pg_ctl leaves the postmaster on its own).
+        for data in "$CHATSYS_VAR"/postgresql/data*; do
+            [[ ! -f $data/postmaster.pid ]] || groups+=("postgresql=$(head -n 1 "$data/postmaster.pid")")
+        done
+        [[ ${groups[-1]} == postgresql=* ]] || die "PostgreSQL does not run in $CHATSYS_VAR/postgresql"
+    fi
     for port in "${chat_ports[@]}"; do groups+=("chat-$port=$(pid_of "chat-$port")"); done
 
     if [[ -n $cpu_cap ]]; then
@@ -322,6 +360,7 @@ run_search() {
         --login "$login_url" --workload "$workload" --duration "$duration" --slo-p99 "$slo_p99"
         --start-rate "$rate" --growth "$growth" "$@")
     [[ -n ${MONGO_URI:-} ]] || args+=(--reset-uri "$mongo_uri")
+    [[ $postgresql == no ]] || args+=(--reset-compact)
     args+=(-- ${plan_props[@]+"${plan_props[@]}"})
     PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}" setsid "$VENV/bin/python" -m tools.loadtest "${args[@]}" > "$out/.maximum" &
     search_pid=$!

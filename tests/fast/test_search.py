@@ -338,6 +338,38 @@ def test_a_series_whose_shared_parts_crowd_the_chat_tier_is_marked_invalid(tmp_p
     assert "INVALID" in (tmp_path / "summary.md").read_text()
 
 
+def test_on_postgresql_the_database_counts_postgresql_beside_ferretdb(tmp_path):
+    (tmp_path / "run.info").write_text("cores=2\ncap_cores_applied=0.25\n")
+    # A busy machine whose busiest part is the database, 0.3 + 0.4 = 0.7 cores (the chat
+    # server 0.15, under its cap); the shared parts use 1.9 - 0.15 = 1.75 of 1.75 cores: invalid.
+    write_search(
+        tmp_path, "servers-1", 1, 100.0, [100.0], {"chat-1": 0.15, "ferretdb": 0.3, "postgresql": 0.4, "machine": 1.9}
+    )
+    report.build(tmp_path, plots=False)
+    with open(tmp_path / "slo.csv", newline="") as handle:
+        (row,) = list(csv.DictReader(handle))
+    assert float(row["ferretdb_ms_per_req"]) == pytest.approx(3.0, rel=0.02)
+    assert float(row["postgresql_ms_per_req"]) == pytest.approx(4.0, rel=0.02)
+    assert row["valid"] == "no"
+    text = (tmp_path / "summary.md").read_text()
+    header = next(line for line in text.splitlines() if line.startswith("| workload |"))
+    headline = next(line for line in text.splitlines() if line.startswith("| hot |"))
+    cells = dict(zip(header.split("|"), headline.split("|"), strict=True))
+    assert (cells[" FerretDB ms/req "], cells[" PostgreSQL ms/req "]) == (" 3.00 ", " 4.00 ")
+    assert "database 0.70 (ferretdb 0.30 + postgresql 0.40)" in cells[" limited by "]
+    assert "the database 0.70" in cells[" valid "]
+
+
+def test_on_sqlite_the_headline_has_no_postgresql_column(tmp_path):
+    (tmp_path / "run.info").write_text("cores=2\n")
+    write_search(tmp_path, "servers-1", 1, 50.0, [50.0], {"chat-1": 0.2, "ferretdb": 0.1, "machine": 0.5})
+    report.build(tmp_path, plots=False)
+    assert "PostgreSQL" not in (tmp_path / "summary.md").read_text()
+    with open(tmp_path / "slo.csv", newline="") as handle:
+        (row,) = list(csv.DictReader(handle))
+    assert row["postgresql_ms_per_req"] == "" and float(row["ferretdb_ms_per_req"]) == pytest.approx(2.0, rel=0.02)
+
+
 def test_extra_per_run_figures_become_columns(tmp_path, monkeypatch):
     (tmp_path / "run.info").write_text("cores=2\n")
     write_search(tmp_path, "servers-1", 1, 50.0, [50.0, 50.0], {"chat-1": 0.2, "machine": 0.5})

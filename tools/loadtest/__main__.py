@@ -5,7 +5,7 @@ python -m tools.loadtest step RUN_DIR [--arrival-rate R]  one run's steady-state
 python -m tools.loadtest max RESULTS_DIR SERIES       the series' maximum (req/s) and its threads, or 0 0
 python -m tools.loadtest report RESULTS_DIR           write summary.csv/.md, steps.csv, plots; print
 python -m tools.loadtest monitor --out FILE GROUP...  sample CPU (GROUP = NAME=PID or NAME=PID:TEXT)
-python -m tools.loadtest reset-db MONGO_URI           empty the database the URI names
+python -m tools.loadtest reset-db MONGO_URI [--compact]  empty the database the URI names
 python -m tools.loadtest search --out DIR --series S --chat URL --login URL ...
                                                 the SLO search of one series and workload
 python -m tools.loadtest battle --target URL --login URL ...   pre-flight, search, score card
@@ -99,14 +99,20 @@ def _keep(args) -> int:
 
 
 def _reset_db(args) -> int:
-    reset_database(args.uri)
+    reset_database(args.uri, compact=args.compact)
     return 0
 
 
-def reset_database(uri: str) -> None:
+def reset_database(uri: str, compact: bool = False) -> None:
     """Empty the database but keep what the migration command set up: the schema mark stays,
     a collection with indexes of its own is emptied (its indexes stay), any other one is
-    dropped (the chat servers recreate the lobby on the next request)."""
+    dropped (the chat servers recreate the lobby on the next request).
+
+    compact: then `compact` each emptied collection. FerretDB on PostgreSQL runs VACUUM ANALYZE
+    for it: otherwise the deleted rows stay in the tables and their indexes until autovacuum
+    comes by, at a moment of its own, perhaps in the middle of the next run. (On SQLite,
+    PRAGMA incremental_vacuum: a delete there leaves no dead rows behind, so the scale test
+    compacts on PostgreSQL alone.)"""
     import pymongo
 
     client: pymongo.MongoClient = pymongo.MongoClient(uri, serverSelectionTimeoutMS=5000)
@@ -117,6 +123,8 @@ def reset_database(uri: str) -> None:
                 continue
             if set(database[name].index_information()) - {"_id_"}:
                 database[name].delete_many({})
+                if compact:
+                    database.command("compact", name)
             else:
                 database.drop_collection(name)
     finally:
@@ -155,6 +163,7 @@ def _search(args) -> int:
         objective,
         duration=args.duration,
         reset_uri=args.reset_uri or "",
+        reset_compact=args.reset_compact,
         plan_properties=args.plan_properties,
         threads=args.threads,
     )
@@ -217,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     kept.set_defaults(run=_keep)
     reset = commands.add_parser("reset-db", help="empty the database a MongoDB URI names, keeping indexes")
     reset.add_argument("uri")
+    reset.add_argument("--compact", action="store_true", help="then compact each emptied collection")
     reset.set_defaults(run=_reset_db)
     find = commands.add_parser("search", help="the SLO search of one series and workload")
     find.add_argument("--out", required=True)
@@ -233,6 +243,9 @@ def main(argv: list[str] | None = None) -> int:
     find.add_argument("--max-steps", type=int, default=14)
     find.add_argument("--threads", type=int, help="the open model's user pool (default: from the rate)")
     find.add_argument("--reset-uri", help="empty this database before every run")
+    find.add_argument(
+        "--reset-compact", action="store_true", help="and compact its emptied collections (FerretDB on PostgreSQL)"
+    )
     find.add_argument("--warm-up", action="store_true", help="one uncounted run at --start-rate, no search")
     find.add_argument("plan_properties", nargs="*", help="-Jname=value for every run (after --)")
     objective_arguments(find)

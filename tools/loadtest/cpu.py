@@ -6,7 +6,12 @@ master and its workers) or the processes below PID whose command line contains a
 `machine` is always recorded: busy CPU time of all cores (all but idle and iowait).
 
 The monitor writes one row per process and sample (time, group, pid, cpu_seconds), so a
-process that ends or starts between samples still counts for the time it was seen.
+process that ends or starts between samples still counts for the time it was seen. What a
+process of the group used after its last sample, or in a life between two samples (a
+PostgreSQL backend, an autovacuum worker, a gunicorn worker that was replaced), is read from
+its parent's CPU of reaped children once the parent has waited for it: the row with the
+group's root pid negated, `exited`, counts it up (for a group of the root's tree; a group
+by command line has none).
 """
 
 from __future__ import annotations
@@ -39,13 +44,17 @@ class Group:
         return cls(name, int(pid), text)
 
 
-def _process_table() -> dict[int, tuple[int, float]]:
-    """pid -> (parent pid, CPU seconds used so far, user + system)."""
+# pid -> (parent pid, CPU seconds used so far, CPU seconds of the children it has reaped),
+# each user + system.
+Table = dict[int, tuple[int, float, float]]
+
+
+def _process_table() -> Table:
     table = {}
     for process in psutil.process_iter(["ppid", "cpu_times"]):
         ppid, times = process.info["ppid"], process.info["cpu_times"]
         if ppid is not None and times is not None:  # None: gone or not ours to read
-            table[process.pid] = (ppid, times.user + times.system)
+            table[process.pid] = (ppid, times.user + times.system, times.children_user + times.children_system)
     return table
 
 
@@ -62,9 +71,9 @@ def _machine_busy_seconds() -> float:
     return sum(times) - times.idle - times.iowait - times.guest - times.guest_nice
 
 
-def members(group: Group, table: dict[int, tuple[int, float]]) -> list[int]:
+def members(group: Group, table: Table) -> list[int]:
     children = defaultdict(list)
-    for pid, (parent, _) in table.items():
+    for pid, (parent, _, _) in table.items():
         children[parent].append(pid)
     found, pending = [], [group.root_pid] if group.root_pid in table else []
     while pending:
@@ -74,6 +83,20 @@ def members(group: Group, table: dict[int, tuple[int, float]]) -> list[int]:
     if group.command_contains:
         found = [pid for pid in found if pid != group.root_pid and group.command_contains in _command_line(pid)]
     return found
+
+
+def unseen_exits(previous: Table, table: Table) -> float:
+    """CPU seconds that processes of a group used unseen between two samples, `previous` and
+    `table` (each: the group's members only). A parent's reaped time grows by the whole life
+    of each child it waits for (the child's own time and its reaped time), so of that growth,
+    what was seen of its children that are gone since counts already; the rest did not."""
+    gone: defaultdict[int, float] = defaultdict(float)  # parent -> what was seen of its children now gone
+    for pid, (parent, used, reaped) in previous.items():
+        if pid not in table:
+            gone[parent] += used + reaped
+    return sum(
+        max(reaped - previous[pid][2] - gone[pid], 0.0) for pid, (_, _, reaped) in table.items() if pid in previous
+    )
 
 
 def monitor(groups: list[Group], out: Path, interval: float = 1.0, max_seconds: float = 7200) -> None:
@@ -87,6 +110,8 @@ def monitor(groups: list[Group], out: Path, interval: float = 1.0, max_seconds: 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     deadline = time.monotonic() + max_seconds
+    seen: dict[Group, Table] = {group: {} for group in groups}  # each group's members at the last sample
+    exited = dict.fromkeys(groups, 0.0)
     with open(out, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["time", "group", "pid", "cpu_seconds"])
@@ -95,8 +120,14 @@ def monitor(groups: list[Group], out: Path, interval: float = 1.0, max_seconds: 
             table = _process_table()
             writer.writerow([f"{now:.3f}", MACHINE, 0, f"{_machine_busy_seconds():.2f}"])
             for group in groups:
-                for pid in members(group, table):
+                found = members(group, table)
+                for pid in found:
                     writer.writerow([f"{now:.3f}", group.name, pid, f"{table[pid][1]:.2f}"])
+                if not group.command_contains:
+                    current = {pid: table[pid] for pid in found}
+                    exited[group] += unseen_exits(seen[group], current)
+                    seen[group] = current
+                    writer.writerow([f"{now:.3f}", group.name, -group.root_pid, f"{exited[group]:.2f}"])
             handle.flush()
             time.sleep(interval)
 

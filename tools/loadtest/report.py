@@ -24,7 +24,10 @@ from tools.loadtest import cpu, search, store_figures, timeline
 from tools.loadtest.samples import MAX_ERROR_RATE, MIN_WINDOW_MS, SETTLE_MS, StepFigures, figures_of_run
 
 # Groups the report names, in this order; chat servers are the groups chat-<port>.
-SERVICE_GROUPS = ("ferretdb", "haproxy", "login", "profile", "jmeter")
+# `postgresql` is FerretDB's backend when it runs on PostgreSQL: the postmaster and every
+# process below it. The database's CPU is then FerretDB's and PostgreSQL's together.
+SERVICE_GROUPS = ("ferretdb", "postgresql", "haproxy", "login", "profile", "jmeter")
+DATABASE_GROUPS = ("ferretdb", "postgresql")
 SATURATED = 0.9  # share of a limit above which a resource counts as the limit
 KEPT_UP = 0.95  # open model: sent/offered below this means the offered load was not delivered
 # The chat tier is the bottleneck only if everything else leaves it room: at each maximum,
@@ -413,7 +416,7 @@ def _series_label(runs: list[Run], series: str) -> str:
 
 def steps_table(runs: list[Run]) -> list[str]:
     groups = sorted(g for g in {g for r in runs for g in _grouped(r)} if g != "other")
-    per_request = [group for group in ("chat", "ferretdb", "jmeter") if group in groups]
+    per_request = [group for group in ("chat", "ferretdb", "postgresql", "jmeter") if group in groups]
     header = (
         "| servers | model | threads | offered | window s | req/s | p50 | p95 | p99 | errors | "
         + " | ".join(f"{group} cores" for group in groups)
@@ -572,7 +575,13 @@ def write_summary_md(
 
 
 def write_steps_section(lines: list[str], runs: list[Run], plots: list[str], results_dir: Path) -> None:
-    lines += ["", *timeline.section(results_dir), "## Every step", ""] + steps_table(runs)
+    # Prometheus scrapes FerretDB's metrics, not PostgreSQL's processes.
+    note = (
+        "The database's line is FerretDB alone; PostgreSQL's CPU is in the tables only."
+        if any("postgresql" in run.cores for run in runs)
+        else ""
+    )
+    lines += ["", *timeline.section(results_dir, note), "## Every step", ""] + steps_table(runs)
     if plots:
         lines += [""] + [f"![{name}]({name})" for name in plots]
     lines += [
@@ -761,7 +770,32 @@ def shared_parts_check(m: SloMaximum, info: dict[str, str]) -> str:
     shared = grouped[cpu.MACHINE] - chat
     if left <= 0 or shared < SHARED_SHARE_LIMIT * left:
         return ""
-    return f"INVALID: all but the chat servers used {shared:.2f} of the {left:.2f} cores the caps leave (limit 50 %)"
+    database = f"; the database {_database_text(grouped)}" if "postgresql" in grouped else ""
+    return (
+        f"INVALID: all but the chat servers used {shared:.2f} of the {left:.2f} cores the caps leave "
+        f"(limit 50 %{database})"
+    )
+
+
+def _database_text(grouped: dict[str, float]) -> str:
+    """The database's cores, and on PostgreSQL how they split between FerretDB and PostgreSQL."""
+    parts = [(group, grouped[group]) for group in DATABASE_GROUPS if group in grouped]
+    total = sum(value for _, value in parts)
+    if len(parts) < 2:
+        return f"{total:.2f}"
+    return f"{total:.2f} (" + " + ".join(f"{group} {value:.2f}" for group, value in parts) + ")"
+
+
+def _ranked_parts(grouped: dict[str, float]) -> list[tuple[float, str]]:
+    """(cores, name) of each part but the machine and `other`, busiest first; on PostgreSQL,
+    FerretDB and PostgreSQL count as one part, the database, since either's work is the other's."""
+    parts = {g: v for g, v in grouped.items() if g not in (cpu.MACHINE, "other")}
+    if "postgresql" in parts:
+        database = sum(parts.pop(group, 0.0) for group in DATABASE_GROUPS)
+        ranked = sorted(((v, f"{g} {v:.2f}") for g, v in parts.items()), reverse=True)
+        ranked.append((database, f"database {_database_text(grouped)}"))
+        return sorted(ranked, key=lambda part: part[0], reverse=True)
+    return sorted(((v, f"{g} {v:.2f}") for g, v in parts.items()), reverse=True)
 
 
 def slo_limit_reading(m: SloMaximum, info: dict[str, str]) -> str:
@@ -779,11 +813,10 @@ def slo_limit_reading(m: SloMaximum, info: dict[str, str]) -> str:
     elif cap and m.servers and grouped.get("chat", 0) >= SATURATED * cap * m.servers:
         who = f"the chat servers (at their cap, {grouped['chat']:.2f} of {cap * m.servers:.2f} cores)"
     elif cores and grouped.get(cpu.MACHINE, 0) >= SATURATED * cores:
-        ranked = sorted(((v, g) for g, v in grouped.items() if g not in (cpu.MACHINE, "other")), reverse=True)[:2]
-        who = "the machine's CPU (" + ", ".join(f"{g} {v:.2f}" for v, g in ranked) + " cores)"
+        who = "the machine's CPU (" + ", ".join(text for _, text in _ranked_parts(grouped)[:2]) + " cores)"
     else:
-        biggest = max(((v, g) for g, v in grouped.items() if g not in (cpu.MACHINE, "other")), default=None)
-        who = "no process at a CPU limit" + (f" (most: {biggest[1]} {biggest[0]:.2f} cores)" if biggest else "")
+        biggest = next(iter(_ranked_parts(grouped)), None)
+        who = "no process at a CPU limit" + (f" (most: {biggest[1]} cores)" if biggest else "")
     return f"{failed} failed first; {who}"
 
 
@@ -798,14 +831,24 @@ def _range(values: tuple[float, float] | None, pattern: str = "{:.0f}") -> str:
     )
 
 
+def on_postgresql(maxima: list[SloMaximum]) -> bool:
+    """Whether the CPU figures include FerretDB's PostgreSQL backend."""
+    return any("postgresql" in run.cores for m in maxima for run in m.runs)
+
+
 def slo_table(maxima: list[SloMaximum], info: dict[str, str]) -> list[str]:
     extra = sorted({name for m in maxima for name in m.extra})
+    postgresql = on_postgresql(maxima)
     lines = [
         "| workload | servers | max req/s | runs | ok req/s | p50 ms | p95 ms | p99 ms | errors | msgs/read "
-        "| speed-up | failed first (req/s) | chat ms/req | FerretDB ms/req | JMeter ms/req"
+        "| speed-up | failed first (req/s) | chat ms/req | FerretDB ms/req"
+        + (" | PostgreSQL ms/req" if postgresql else "")
+        + " | JMeter ms/req"
         + "".join(f" | {name}" for name in extra)
         + " | limited by | valid |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|" + "---|" * len(extra) + "---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+        + "---|" * (1 + postgresql + len(extra))
+        + "---|---|",
     ]
     for m in maxima:
         failing = f" ({m.record['failing_rps']:.1f})" if m.record.get("failing_rps") else ""
@@ -819,7 +862,8 @@ def slo_table(maxima: list[SloMaximum], info: dict[str, str]) -> list[str]:
             f"| {_fmt(m.mean('messages_per_read'))} | {_fmt(m.speedup, '{:.2f}x')} "
             f"| {', '.join(m.record['failed_first']) or '-'}{failing} "
             f"| {_fmt(m.ms_per_request('chat'), '{:.2f}')} | {_fmt(m.ms_per_request('ferretdb'), '{:.2f}')} "
-            f"| {_fmt(m.ms_per_request('jmeter'), '{:.2f}')}"
+            + (f"| {_fmt(m.ms_per_request('postgresql'), '{:.2f}')} " if postgresql else "")
+            + f"| {_fmt(m.ms_per_request('jmeter'), '{:.2f}')}"
             + "".join(f" | {_fmt(m.extra.get(name), '{:.3f}')}" for name in extra)
             + f" | {slo_limit_reading(m, info) if m.runs else '-'} | {valid} |"
         )
@@ -846,6 +890,7 @@ SLO_COLUMNS = [
     "failing_rps",
     "chat_ms_per_req",
     "ferretdb_ms_per_req",
+    "postgresql_ms_per_req",
     "jmeter_ms_per_req",
     "shared_cores",
     "valid",
@@ -881,6 +926,7 @@ def write_slo_csv(maxima: list[SloMaximum], info: dict[str, str], path: Path) ->
                     _fmt(m.record.get("failing_rps"), "{:.2f}", ""),
                     _fmt(m.ms_per_request("chat"), "{:.3f}", ""),
                     _fmt(m.ms_per_request("ferretdb"), "{:.3f}", ""),
+                    _fmt(m.ms_per_request("postgresql"), "{:.3f}", ""),
                     _fmt(m.ms_per_request("jmeter"), "{:.3f}", ""),
                     _fmt(shared, "{:.3f}", ""),
                     ("no" if m.shared_check else "yes") if m.runs else "",
@@ -978,7 +1024,13 @@ def slo_section(maxima: list[SloMaximum], info: dict[str, str]) -> list[str]:
         "a few seconds is the few slowest requests of that window; one more steps the rate down, each step "
         "twice the one before); ranges are over the passing runs. `failed first` names the criteria that failed at the lowest "
         "failing rate. `valid`: at each maximum everything but the chat servers used under half of the "
-        "cores the caps leave (else the chat tier is not shown to be the bottleneck).",
+        "cores the caps leave (else the chat tier is not shown to be the bottleneck)."
+        + (
+            " The database runs on PostgreSQL: its CPU is FerretDB's and PostgreSQL's (the postmaster and "
+            "every process below it, `PostgreSQL ms/req`), and `limited by` and `valid` count both."
+            if on_postgresql(maxima)
+            else ""
+        ),
         "",
         *[f"- {name}: {text}" for name, text in descriptions.items()],
         "",

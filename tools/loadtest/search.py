@@ -316,6 +316,7 @@ class Runner:
     duration: int = 15
     rampup: int = 2
     reset_uri: str = ""
+    reset_compact: bool = False  # compact each emptied collection too (tools.loadtest.__main__.reset_database)
     plan_properties: list[str] = field(default_factory=list)
     threads: int | None = None  # the open model's pool; None: pool_size(rate)
     count: int = 0
@@ -329,7 +330,7 @@ class Runner:
         if self.reset_uri:
             from tools.loadtest.__main__ import reset_database
 
-            reset_database(self.reset_uri)
+            reset_database(self.reset_uri, compact=self.reset_compact)
             self.rooms_made = False
         if not self.rooms_made:
             ensure_rooms(self.chat_url, self.login_url, self.workload)

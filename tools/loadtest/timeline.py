@@ -201,19 +201,19 @@ def plot(results_dir: Path) -> bool:
     return True
 
 
-def section(results_dir: Path) -> list[str]:
-    """The report's lines about the timeline, when there is one."""
-    return section_lines() if (results_dir / PNG).exists() else []
+def section(results_dir: Path, note: str = "") -> list[str]:
+    """The report's lines about the timeline, when there is one (NOTE ends its paragraph)."""
+    return section_lines(note) if (results_dir / PNG).exists() else []
 
 
-def section_lines() -> list[str]:
+def section_lines(note: str = "") -> list[str]:
     return [
         "## Over time",
         "",
         "From the stack's Prometheus (scraping every 5 s): each chat server's requests per second and "
         "p99 of short requests (long polls left out), and the CPU of each chat server, the database, "
         "login and profile together, and the whole machine; rates over 20 s. Shaded bands are the "
-        "JMeter runs. The samples are in `timeline.csv`.",
+        "JMeter runs. The samples are in `timeline.csv`." + (f" {note}" if note else ""),
         "",
         f"![over time]({PNG})",
         "",
