@@ -1,8 +1,10 @@
-// Before every chat request (a JSR223 timer, in both models): the request's arrival in the
-// open model, and the round's room before a post in the many-rooms workload. One element
-// does both, as every JSR223 call has a fixed cost (a script engine, a context) that
-// dwarfs either job; the work itself is statically compiled classes (no dynamic dispatch),
-// their settings read once, each user keeping its own in its variables.
+// Before every chat request, in both models: the request's arrival in the open model, and
+// the round's room before a post in the many-rooms workload. This script runs once per
+// user, in its setup, and leaves the object `chatsys.pacing` in the user's variables; the
+// plan's timer on every chat request is a one-line JEXL script calling its `before`. A
+// JSR223 Groovy call costs a new Groovy engine and script context each time, several times
+// the work itself, which is statically compiled here (no dynamic dispatch), its settings
+// read once.
 //
 // Arrivals (model=open): one Poisson schedule of arrivals shared by the whole user pool.
 // Each chat request claims the next arrival and waits for it; a request whose arrival is
@@ -47,25 +49,28 @@ class ArrivalSchedule {
     arrivalMs = Long.parseLong(vars.get('arrival_seconds') ?: '0') * 1000L
   }
 
-  /** The pool's schedule, made by the first user that asks; this user has joined it once
-   * every user started (the ramp-up is over) and every one still running has joined. */
-  static ArrivalSchedule join(Properties props, JMeterVariables vars) {
-    ArrivalSchedule schedule
+  /** The pool's schedule, made by the first user that asks. */
+  static ArrivalSchedule of(Properties props, JMeterVariables vars) {
     synchronized (props) {
-      schedule = (ArrivalSchedule) props.get(KEY)
+      ArrivalSchedule schedule = (ArrivalSchedule) props.get(KEY)
       if (schedule == null) {
         schedule = new ArrivalSchedule(vars)
         props.put(KEY, schedule)
       }
+      schedule
     }
-    schedule.joined.incrementAndGet()
-    long deadline = System.currentTimeMillis() + schedule.setupTimeoutMs
-    long rampedUp = JMeterContextService.getTestStartTime() + schedule.rampupMs
+  }
+
+  /** Once per user, before its first request: waits until every user started (the ramp-up
+   * is over) and every one still running has joined. */
+  void join() {
+    joined.incrementAndGet()
+    long deadline = System.currentTimeMillis() + setupTimeoutMs
+    long rampedUp = JMeterContextService.getTestStartTime() + rampupMs
     while (System.currentTimeMillis() < deadline && (System.currentTimeMillis() < rampedUp
-        || schedule.joined.get() < JMeterContextService.getNumberOfThreads())) {
+        || joined.get() < JMeterContextService.getNumberOfThreads())) {
       Thread.sleep(20)
     }
-    schedule
   }
 
   /** Claims the next arrival for this user's request: the milliseconds to wait for it. */
@@ -133,21 +138,11 @@ class ChatPacing {
 
   final ArrivalSchedule schedule
   final RoomPicker picker
+  boolean joined = false
 
-  ChatPacing(ArrivalSchedule schedule, RoomPicker picker) {
-    this.schedule = schedule
-    this.picker = picker
-  }
-
-  static ChatPacing of(Properties props, JMeterVariables vars) {
-    ChatPacing pacing = (ChatPacing) vars.getObject(KEY)
-    if (pacing == null) {
-      pacing = new ChatPacing(
-          vars.get('model') == 'open' ? ArrivalSchedule.join(props, vars) : null,
-          Integer.parseInt(vars.get('rooms') ?: '1') > 1 ? RoomPicker.of(props, vars) : null)
-      vars.putObject(KEY, pacing)
-    }
-    pacing
+  ChatPacing(Properties props, JMeterVariables vars) {
+    schedule = vars.get('model') == 'open' ? ArrivalSchedule.of(props, vars) : null
+    picker = Integer.parseInt(vars.get('rooms') ?: '1') > 1 ? RoomPicker.of(props, vars) : null
   }
 
   /** The milliseconds to wait before this request (0 in the closed model). */
@@ -155,8 +150,13 @@ class ChatPacing {
     if (picker != null && sampler instanceof HTTPSamplerBase && ((HTTPSamplerBase) sampler).getMethod() == 'POST') {
       picker.pick(vars)
     }
-    schedule == null ? 0L : schedule.claim(vars, ctx)
+    if (schedule == null) return 0L
+    if (!joined) {
+      schedule.join()
+      joined = true
+    }
+    schedule.claim(vars, ctx)
   }
 }
 
-ChatPacing.of(props, vars).before(sampler, vars, ctx)
+vars.putObject(ChatPacing.KEY, new ChatPacing(props, vars))

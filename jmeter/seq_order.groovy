@@ -1,14 +1,17 @@
 // Every message of the page must be the next seq after this user's position, and
 // next_after its last seq: the contract's order guarantee, checked on every read.
-// One regular-expression pass over the body, no JSON parse: this runs per sample, so the
-// work is a statically compiled class (no dynamic dispatch) whose patterns are compiled
-// once with the script, not on every read.
+// One regular-expression pass over the body, no JSON parse. This script runs once per user,
+// in its setup, and leaves the object `chatsys.seq_order` in the user's variables; the
+// plan's assertion on every read is a one-line JEXL script calling its `check` (a JSR223
+// Groovy call costs a new Groovy engine and script context each time, several times the
+// check itself). The check is statically compiled, its patterns compiled once.
 // Also saved with the sample: `returned`, the messages on the page (a read is a bounded
 // unit of work: at most read_limit), and `served_by`, the server the target names in
 // X-Served-By or X-Instance, when it does.
 import groovy.transform.CompileStatic
 import java.util.regex.Matcher
 import java.util.regex.Pattern
+import org.apache.jmeter.assertions.AssertionResult
 import org.apache.jmeter.samplers.SampleResult
 import org.apache.jmeter.threads.JMeterVariables
 
@@ -19,7 +22,9 @@ class SeqOrder {
   static final Pattern SEQ = ~/"seq":\s*(\d+)/
   static final Pattern NEXT_AFTER = ~/"next_after":\s*(\d+)/
 
-  static void check(SampleResult prev, JMeterVariables vars, org.apache.jmeter.assertions.AssertionResult result) {
+  static final String KEY = 'chatsys.seq_order'
+
+  void check(SampleResult prev, JMeterVariables vars, AssertionResult result) {
     vars.put('returned', '')
     String headers = prev.getResponseHeaders()
     Matcher servedBy = SERVED_BY.matcher(headers)
@@ -51,5 +56,4 @@ class SeqOrder {
   }
 }
 
-// AssertionResult is the binding (this sample's assertion result), not the class: not imported.
-SeqOrder.check(prev, vars, AssertionResult)
+vars.putObject(SeqOrder.KEY, new SeqOrder())
