@@ -183,7 +183,7 @@ def _versions() -> dict[str, str]:
             return ""
 
     return {
-        "plan": "jmeter/chat_load.jmx (open model, jmeter/arrivals.groovy)",
+        "plan": "jmeter/chat_load.jmx (open model, jmeter/request_timer.groovy)",
         "chatsys_commit": output(["git", "rev-parse", "--short", "HEAD"]),
         "jmeter": "5.6.3 (scripts/jmeter-install.sh)",
         "java": output(["java", "-version"]),
