@@ -111,6 +111,11 @@ start_postgres() {
     mkdir -p "$postgres_dir"
     chmod 700 "$postgres_dir"
     ((EUID != 0)) || chown postgres:postgres "$postgres_dir"
+    # Root runs PostgreSQL as postgres, which must pass through every folder above its own:
+    # under one closed to other users (as /root is, or pytest's temporary folders), initdb
+    # would fail on its password file with no word of why.
+    as_postgres test -w "$postgres_dir" ||
+        die "PostgreSQL's user postgres cannot reach $postgres_dir: a folder above it is closed to other users (chmod o+x lets it pass), or set CHATSYS_VAR to a folder it can reach"
     if [[ ! -f $postgres_data/PG_VERSION ]]; then
         [[ $primary == data ]] || die "the primary $primary_file names, $postgres_data, is missing"
         log "creating the PostgreSQL cluster in $postgres_data (once)"

@@ -182,6 +182,16 @@ class ProcessGroup:
             shutil.rmtree(folder, ignore_errors=True)
 
 
+def script_var(group: ProcessGroup, prefix: str = "chatsys-test-var-") -> Path:
+    """A fresh CHATSYS_VAR for a stack the scripts start, removed with the group. With
+    FERRETDB_HANDLER=postgresql, root runs PostgreSQL as the user postgres, which must pass
+    through this folder: pytest's tmp_path lies under a folder of root's alone (mode 700)."""
+    var = Path(tempfile.mkdtemp(prefix=prefix))
+    var.chmod(0o711)
+    group.other_dirs.append(var)
+    return var
+
+
 def ferretdb_binary() -> Path:
     """The patched FerretDB build; scripts/ferretdb.sh builds it once and names it."""
     path = subprocess.run(

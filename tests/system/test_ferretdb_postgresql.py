@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import os
 import subprocess
-import tempfile
 import threading
-from pathlib import Path
 
 import pymongo
 import pytest
@@ -24,10 +22,7 @@ pytestmark = pytest.mark.local
 
 def test_the_start_script_runs_ferretdb_on_a_private_postgresql_and_keeps_its_data(processes):
     harness.postgres_bin()  # fails the test when PostgreSQL is not installed
-    # PostgreSQL runs as its own user when root starts it: that user must reach the folder.
-    var = Path(tempfile.mkdtemp(prefix="chatsys-test-var-"))
-    var.chmod(0o711)
-    processes.other_dirs.append(var)
+    var = harness.script_var(processes)
     mongo_port = harness.free_port()
     env = {
         **os.environ,
@@ -63,6 +58,29 @@ def test_the_start_script_runs_ferretdb_on_a_private_postgresql_and_keeps_its_da
     finally:
         script("stop")
     assert not harness.port_open(mongo_port)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root runs PostgreSQL as another user")
+def test_the_start_script_says_so_when_postgresql_cannot_reach_its_folder(tmp_path):
+    harness.postgres_bin()
+    # pytest's tmp_path is under a folder of root's alone (mode 700), as /root is.
+    mongo_port = harness.free_port()
+    env = {
+        **os.environ,
+        "FERRETDB_HANDLER": "postgresql",
+        "CHATSYS_VAR": str(tmp_path / "var"),
+        "MONGO_PORT": str(mongo_port),
+        "POSTGRES_PORT": str(harness.free_port()),
+        "FERRETDB_METRICS_PORT": "0",
+    }
+    script = str(harness.ROOT / "scripts" / "ferretdb.sh")
+    try:
+        started = subprocess.run([script, "start"], env=env, capture_output=True, text=True, timeout=120)
+        assert started.returncode != 0, started.stdout
+        assert "postgres cannot reach" in started.stderr and "CHATSYS_VAR" in started.stderr, started.stderr
+        assert not (tmp_path / "var/postgresql/data").exists() and not harness.port_open(mongo_port)
+    finally:
+        subprocess.run([script, "stop"], env=env, capture_output=True, timeout=120)
 
 
 def test_two_ferretdb_processes_on_one_postgresql_lose_no_increment(processes):

@@ -205,9 +205,9 @@ STACK_BLOCK = 26
 
 
 @pytest.mark.parametrize("servers", [2, 4])
-def test_start_sh_with_n_chat_servers_gets_haproxy_to_spread_over_exactly_those(servers, tmp_path):
+def test_start_sh_with_n_chat_servers_gets_haproxy_to_spread_over_exactly_those(servers, processes):
     base = harness.free_port_block(STACK_BLOCK)
-    var = tmp_path / "var"
+    var = harness.script_var(processes)
     env = {
         **os.environ,
         **{name: str(base + offset) for name, offset in STACK_LAYOUT.items()},

@@ -934,15 +934,16 @@ def test_answers_through_haproxy_do_not_name_the_server_software(stack, user):
         assert answer.ok and "Server" not in answer.headers, (url, answer.headers.get("Server"))
 
 
-def test_the_database_files_of_the_scripts_are_for_their_owner_only(tmp_path):
+def test_the_database_files_of_the_scripts_are_for_their_owner_only(processes):
     port = harness.free_port()
-    env = {**os.environ, "CHATSYS_VAR": str(tmp_path / "var"), "MONGO_PORT": str(port)}
+    var = harness.script_var(processes)
+    env = {**os.environ, "CHATSYS_VAR": str(var), "MONGO_PORT": str(port)}
     script = str(harness.ROOT / "scripts/ferretdb.sh")
     subprocess.run([script, "start"], env=env, check=True, capture_output=True, timeout=120)
     try:
         with pymongo.MongoClient(f"mongodb://127.0.0.1:{port}/", serverSelectionTimeoutMS=10000) as client:
             client.chatsys.probe.insert_one({"written": True})
-        data = tmp_path / "var/ferretdb"
+        data = var / "ferretdb"
         assert stat.S_IMODE(data.stat().st_mode) == 0o700
         files = [path for path in data.rglob("*") if path.is_file()]
         assert files and all(stat.S_IMODE(path.stat().st_mode) & 0o077 == 0 for path in files), [

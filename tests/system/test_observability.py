@@ -276,11 +276,11 @@ class Running:
 
 
 @pytest.fixture(scope="module")
-def running(tmp_path_factory) -> Iterator[Running]:
+def running(processes) -> Iterator[Running]:
     harness.require_tool("prometheus")
     harness.require_tool("prometheus-node-exporter")
     base = harness.free_port_block(BLOCK)
-    var = tmp_path_factory.mktemp("observability-var")
+    var = harness.script_var(processes, "chatsys-test-observability-")
     env = {name: str(base + offset) for name, offset in LAYOUT.items()}
     env.update(
         CHATSYS_VAR=str(var),

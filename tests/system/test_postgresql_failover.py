@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -86,11 +85,9 @@ class ScriptDatabase:
 
 
 @pytest.fixture
-def standby_database(request) -> ScriptDatabase:
+def standby_database(request, processes) -> ScriptDatabase:
     harness.postgres_bin()  # fails the test when PostgreSQL is not installed
-    # PostgreSQL runs as its own user when root starts it: that user must reach the folder.
-    var = Path(tempfile.mkdtemp(prefix="chatsys-test-standby-"))
-    var.chmod(0o711)
+    var = harness.script_var(processes, "chatsys-test-standby-")
     mongo_port = harness.free_port()
     env = {
         **os.environ,
