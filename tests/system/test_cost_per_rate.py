@@ -1,0 +1,37 @@
+"""tools.loadtest.cost_per_rate: a chat server of its own, capped as the scale test caps one,
+sent fixed rates; every request answered, and each rate's CPU and sleeps per request in the
+report. The figures themselves are measurements, not asserted."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from tests.lib import harness
+from tools.loadtest import cost_per_rate
+
+pytestmark = pytest.mark.local
+
+
+def test_a_short_run_at_two_rates_reports_each(tmp_path, capsys):
+    usable = subprocess.run([str(harness.ROOT / "scripts" / "cpu_cap.sh"), "check"], capture_output=True, text=True)
+    cap = ["--cap", "0.15"] if usable.returncode == 0 else []
+    argv = ["--rates", "5 10", "--seconds", "2", "--idle-seconds", "1", *cap, "--out", str(tmp_path)]
+    assert cost_per_rate.main(argv) == 0
+    outcome = json.loads((tmp_path / "cost_per_rate.json").read_text())
+    assert [row["rate"] for row in outcome["rows"]] == [5, 10]
+    for row in outcome["rows"]:
+        assert row["ok"] == row["requests"] == round(2 * row["rate"]), row
+        assert row["cpu_ms_per_request"] > 0 and row["sleeps_per_request"] > 0 and row["p99_ms"] >= row["p50_ms"]
+    report = (tmp_path / "cost_per_rate.md").read_text()
+    assert outcome["command"] in report
+    assert sum(line.startswith("| ") for line in report.splitlines()) == 3  # the header and two rates
+    assert "written to" in capsys.readouterr().out
+
+
+def test_it_refuses_rates_that_are_not_positive_numbers(capsys):
+    with pytest.raises(SystemExit) as refused:
+        cost_per_rate.main(["--rates", "10 fast"])
+    assert refused.value.code == 2 and "--rates takes numbers" in capsys.readouterr().err

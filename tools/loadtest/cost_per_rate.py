@@ -1,0 +1,222 @@
+"""One chat server's CPU per request at fixed arrival rates, from far below its CPU cap to
+the cap: how much of a request's cost is paid per wake-up rather than per request.
+
+The scale test found a capped chat server spending 2.0 ms per request at one rate and 3.2
+ms at a lower one (docs/load-testing.md). This measures that apart. It starts FerretDB,
+login and one chat server (gevent, one worker, as the scale test's) on free ports
+(tests/lib/harness.py), optionally caps the chat server as `scale_test.sh --cpu-cap` does
+(scripts/cpu_cap.sh), and sends it an open-loop schedule at each rate in turn: every
+arrival at its time, a post and a read of a 20-message page by turns (the plan's hot room).
+For each rate it reads the server's CPU (all its processes) and its voluntary context
+switches (times it went to sleep) from /proc, and the latency of each request from its
+scheduled arrival.
+
+    python -m tools.loadtest.cost_per_rate --cap 0.15 --rates "10 20 30 40 50" --seconds 15 --out DIR
+
+Writes DIR/cost_per_rate.md and DIR/cost_per_rate.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psutil
+import requests
+
+from tests.lib import harness
+from tests.lib.accounts import register_and_login, unique_name
+from tools.loadtest.samples import percentile
+
+ROOT = Path(__file__).resolve().parents[2]
+PAGE = 20
+CLIENT_THREADS = 32
+CAP_NAME = "chat-cost-per-rate"
+
+
+class Server:
+    """The chat server's processes (gunicorn master and worker), read from /proc."""
+
+    def __init__(self, pid: int):
+        self.master = psutil.Process(pid)
+
+    def _processes(self) -> list[psutil.Process]:
+        return [self.master, *self.master.children(recursive=True)]
+
+    def counters(self) -> tuple[float, int]:
+        """CPU seconds (user + system) and voluntary context switches, over all its processes."""
+        cpu, switches = 0.0, 0
+        for process in self._processes():
+            times = process.cpu_times()
+            cpu += times.user + times.system
+            switches += process.num_ctx_switches().voluntary
+        return cpu, switches
+
+
+def run_rate(url: str, auth: dict[str, str], room: str, rate: float, seconds: float, server: Server) -> dict:
+    """One open-loop run: every arrival sent at its time by a free client thread, posts and
+    reads by turns; the server's CPU and sleeps per request over the run."""
+    arrivals = max(1, round(rate * seconds))
+    local = threading.local()
+    sessions: list[requests.Session] = []  # one per client thread, closed at the end
+
+    def send(number: int, scheduled: float) -> tuple[bool, float]:
+        session = getattr(local, "session", None)
+        if session is None:
+            session = local.session = requests.Session()
+            sessions.append(session)
+        if number % 2 == 0:
+            answer = session.post(
+                f"{url}/rooms/{room}/messages",
+                json={"text": f"cost per rate {number}"},
+                headers={**auth, "Idempotency-Key": uuid.uuid4().hex},
+                timeout=30,
+            )
+            ok = answer.status_code == 201
+        else:
+            answer = session.get(f"{url}/rooms/{room}/messages", params={"limit": PAGE}, headers=auth, timeout=30)
+            ok = answer.status_code == 200
+        return ok, time.monotonic() - scheduled
+
+    with ThreadPoolExecutor(CLIENT_THREADS) as pool:
+        start = time.monotonic() + 0.2
+        cpu_before, switches_before = server.counters()
+        futures = []
+        for number in range(arrivals):
+            scheduled = start + number / rate
+            delay = scheduled - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            futures.append(pool.submit(send, number, scheduled))
+        outcomes = [future.result() for future in futures]
+        cpu_after, switches_after = server.counters()
+        elapsed = time.monotonic() - start
+    for session in sessions:
+        session.close()
+    latencies = [1000 * latency for ok, latency in outcomes if ok]
+    return {
+        "rate": rate,
+        "requests": arrivals,
+        "ok": len(latencies),
+        "seconds": round(elapsed, 2),
+        "cores": round((cpu_after - cpu_before) / elapsed, 4),
+        "cpu_ms_per_request": round(1000 * (cpu_after - cpu_before) / arrivals, 3),
+        "sleeps_per_request": round((switches_after - switches_before) / arrivals, 3),
+        "p50_ms": round(percentile(latencies, 50), 1),
+        "p99_ms": round(percentile(latencies, 99), 1),
+    }
+
+
+def measure(args: argparse.Namespace) -> dict:
+    group = harness.ProcessGroup(prefix="chatsys-cost-per-rate-")
+    capped = False
+    try:
+        database = harness.start_ferretdb(group)
+        login = harness.start_service(group, "login", {"MONGO_URI": database.uri})
+        chat = harness.start_service(
+            group,
+            "chat",
+            {
+                "MONGO_URI": database.uri,
+                "LOGIN_URL": login.url,
+                "GUNICORN_WORKERS": "1",
+                "GUNICORN_WORKER_CLASS": "gevent",
+            },
+        )
+        user = register_and_login(login.url, unique_name("rate"), "cost per rate 1")
+        room = f"rate-{uuid.uuid4().hex[:8]}"
+        created = requests.post(f"{chat.url}/rooms", json={"name": room}, headers=user.auth, timeout=10)
+        created.raise_for_status()
+        server = Server(chat.process.pid)
+        if args.cap:
+            subprocess.run(
+                [str(ROOT / "scripts" / "cpu_cap.sh"), "apply", CAP_NAME, str(args.cap), str(server.master.pid)],
+                check=True,
+            )
+            capped = True
+        idle_before, _ = server.counters()
+        time.sleep(args.idle_seconds)
+        idle_cores = (server.counters()[0] - idle_before) / args.idle_seconds
+        # A short run first, so that the first measured rate finds a warm server.
+        run_rate(chat.url, user.auth, room, args.rates[0], 2, server)
+        rows = []
+        for rate in args.rates:
+            rows.append(run_rate(chat.url, user.auth, room, rate, args.seconds, server))
+            print(json.dumps(rows[-1]), flush=True)
+        return {"idle_cores": round(idle_cores, 4), "rows": rows}
+    finally:
+        if capped:
+            subprocess.run([str(ROOT / "scripts" / "cpu_cap.sh"), "release", CAP_NAME], check=False)
+        group.close()
+
+
+def command_line(args: argparse.Namespace) -> str:
+    rates = " ".join(f"{rate:g}" for rate in args.rates)
+    cap = f" --cap {args.cap:g}" if args.cap else ""
+    return f'python -m tools.loadtest.cost_per_rate{cap} --rates "{rates}" --seconds {args.seconds:g}'
+
+
+def render(args: argparse.Namespace, outcome: dict) -> str:
+    cap = f"capped at {args.cap:g} core (scripts/cpu_cap.sh, as `scale_test.sh --cpu-cap`)" if args.cap else "uncapped"
+    lines = [
+        f"# A chat server's CPU per request by arrival rate ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC)",
+        "",
+        f"Command: `{command_line(args)}`; {os.cpu_count()} cores; load average at the end "
+        f"{os.getloadavg()[0]:.1f}. One chat server (gunicorn, 1 gevent worker) {cap}, on FerretDB "
+        f"(SQLite); an open-loop schedule at each rate for {args.seconds:g} s, posts and reads of "
+        f"a {PAGE}-message page by turns, in one room. CPU is user + system time of the server's "
+        "processes over the run, per request sent; sleeps are its voluntary context switches per "
+        "request; latency counts from each request's scheduled arrival. Idle, the server used "
+        f"{outcome['idle_cores']:.4f} cores.",
+        "",
+        "| rate (req/s) | requests | ok | server cores | CPU ms/req | sleeps/req | p50 ms | p99 ms |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {row['rate']:g} | {row['requests']} | {row['ok']} | {row['cores']:.3f} | {row['cpu_ms_per_request']:.2f} "
+        f"| {row['sleeps_per_request']:.2f} | {row['p50_ms']:.0f} | {row['p99_ms']:.0f} |"
+        for row in outcome["rows"]
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.loadtest.cost_per_rate",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--rates", default="10 20 30 40 50", help="arrival rates in req/s, in the order run")
+    parser.add_argument("--seconds", type=float, default=15, help="length of each rate's run")
+    parser.add_argument("--idle-seconds", type=float, default=10, help="the idle server's CPU is read this long")
+    parser.add_argument("--cap", type=float, default=0, help="cap the chat server at this many cores (0: none)")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args(argv)
+    try:
+        args.rates = [float(rate) for rate in args.rates.split()]
+    except ValueError:
+        parser.error(f"--rates takes numbers, not {args.rates!r}")
+    if not args.rates or min(args.rates) <= 0 or args.seconds <= 0 or args.idle_seconds <= 0 or args.cap < 0:
+        parser.error("rates, --seconds and --idle-seconds must be positive, --cap not negative")
+    out = args.out or ROOT / "results" / f"cost-per-rate-{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
+    out.mkdir(parents=True, exist_ok=True)
+    outcome = measure(args)
+    report = render(args, outcome)
+    (out / "cost_per_rate.md").write_text(report)
+    (out / "cost_per_rate.json").write_text(json.dumps({"command": command_line(args), **outcome}, indent=2) + "\n")
+    print(report)
+    print(f"written to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
