@@ -694,19 +694,15 @@ def test_power_cut_right_after_a_burst_loses_no_acknowledged_post_and_leaves_no_
     # database is not answering"), which the contract's clients try again and the key keeps
     # one message; any such answer is in the figures, with what the journal says of the
     # database, so that its cause can be read there.
-    with requests.Session() as session:
-        session.mount("http://", HTTPAdapter(max_retries=send_retry()))
-        posted = session.post(
-            f"{machine.url('haproxy')}/rooms/{power_cut.burst_room}/messages",
-            json={"text": "after the power cut"},
-            headers={**conversation.auth, "Idempotency-Key": new_idempotency_key()},
-            timeout=POST_TIMEOUT,
-        )
-    refused = [entry.status or entry.error for entry in posted.raw.retries.history] if posted.raw.retries else []
-    figures.add(f"the first post after the power cut: {posted.status_code} after {len(refused)} refused ({refused})")
-    if refused:
+    with ExitStack() as sessions:
+        session = connected_session(machine, sessions, as_the_client=True)
+        [posted] = send_posts(machine, session, power_cut.burst_room, conversation.auth, ["after the power cut"])
+    figures.add(
+        f"the first post after the power cut: {posted.status or posted.error}, after {posted.refused or 'no'} 5xx"
+    )
+    if posted.refused:
         figures.add(machine.ssh(f"journalctl -b --no-pager -n 20 --grep database {LOGGED_UNITS}", timeout=60).stdout)
-    assert posted.status_code == 201 and posted.json()["seq"] == posts + 1, f"{posted.text}\n{diagnostics(machine)}"
+    assert posted.status == 201 and posted.seq == posts + 1, f"{posted}\n{diagnostics(machine)}"
 
 
 def test_posts_in_flight_at_a_power_cut_are_stored_once_or_not_at_all(machine, power_cut):
