@@ -25,10 +25,24 @@ def test_a_short_run_at_two_rates_reports_each(tmp_path, capsys):
     for row in outcome["rows"]:
         assert row["ok"] == row["requests"] == round(2 * row["rate"]), row
         assert row["cpu_ms_per_request"] > 0 and row["sleeps_per_request"] > 0 and row["p99_ms"] >= row["p50_ms"]
+    # The control: back to back, each rate, back to back again; every arrival done.
+    assert [row["rate"] for row in outcome["control"]] == [None, 5, 10, None]
+    for row in outcome["control"]:
+        assert row["cpu_ms_per_arrival"] > 0, row
+        if row["rate"] is not None:
+            assert row["arrivals"] == round(2 * row["rate"]), row
     report = (tmp_path / "cost_per_rate.md").read_text()
     assert outcome["command"] in report
-    assert sum(line.startswith("| ") for line in report.splitlines()) == 3  # the header and two rates
+    # Two tables: a header and two rates; a header, two rates and the floor twice.
+    assert sum(line.startswith("| ") for line in report.splitlines()) == 3 + 5
     assert "written to" in capsys.readouterr().out
+
+
+def test_the_control_keeps_its_schedule_and_counts_its_own_thread_only():
+    paced = cost_per_rate.control_run(100, 0.3)
+    assert paced["rate"] == 100 and paced["arrivals"] == 30 and paced["cpu_ms_per_arrival"] > 0
+    back_to_back = cost_per_rate.control_run(None, 0.3)
+    assert back_to_back["rate"] is None and back_to_back["arrivals"] >= 1 and back_to_back["cpu_ms_per_arrival"] > 0
 
 
 def test_it_refuses_rates_that_are_not_positive_numbers(capsys):

@@ -11,6 +11,13 @@ For each rate it reads the server's CPU (all its processes) and its voluntary co
 switches (times it went to sleep) from /proc, and the latency of each request from its
 scheduled arrival.
 
+A control follows each rate: the same schedule, kept by one thread of this program that does
+a fixed piece of Python work at each arrival (a page of 20 messages to JSON and back) and
+sleeps until the next. No server, no socket, no database, no gevent: if its CPU per arrival
+rises as the rate falls as the server's does, that part of the server's rise is what a
+sleep costs any process on this machine (caches and predictors gone cold while it slept),
+not something the chat server does per wake-up. Its floor is the same work back to back.
+
     python -m tools.loadtest.cost_per_rate --cap 0.15 --rates "10 20 30 40 50" --seconds 15 --out DIR
 
 Writes DIR/cost_per_rate.md and DIR/cost_per_rate.json.
@@ -21,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import threading
@@ -60,6 +68,61 @@ class Server:
             cpu += times.user + times.system
             switches += process.num_ctx_switches().voluntary
         return cpu, switches
+
+
+# The control's unit of work: what a read's answer costs in JSON, both ways, a few times over
+# (about a millisecond of CPU when warm on the machines this was written on).
+_CONTROL_PAGE = [
+    {
+        "room": "control",
+        "seq": seq,
+        "author": f"user{seq}",
+        "text": f"control message {seq} " * 4,
+        "created_at": "2026-12-07T10:00:00+00:00",
+    }
+    for seq in range(1, PAGE + 1)
+]
+CONTROL_ROUNDS = 12
+
+
+def control_work() -> None:
+    for _ in range(CONTROL_ROUNDS):
+        json.loads(json.dumps({"room": "control", "messages": _CONTROL_PAGE, "next_after": PAGE}))
+
+
+def _thread_counters() -> tuple[float, int]:
+    """This thread's CPU seconds and voluntary context switches."""
+    return time.thread_time(), resource.getrusage(resource.RUSAGE_THREAD).ru_nvcsw
+
+
+def control_run(rate: float | None, seconds: float) -> dict:
+    """The control at one rate: `control_work` at each arrival of an open-loop schedule, in
+    this thread, sleeping in between; with `rate` None, `seconds` of it back to back. CPU
+    and sleeps per arrival of this thread alone."""
+    for _ in range(50):
+        control_work()  # warm, as the server is warm when its runs start
+    cpu_before, switches_before = _thread_counters()
+    done = 0
+    if rate is None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            control_work()
+            done += 1
+    else:
+        start = time.monotonic()
+        for number in range(max(1, round(rate * seconds))):
+            delay = start + number / rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            control_work()
+            done += 1
+    cpu_after, switches_after = _thread_counters()
+    return {
+        "rate": rate,
+        "arrivals": done,
+        "cpu_ms_per_arrival": round(1000 * (cpu_after - cpu_before) / done, 3),
+        "sleeps_per_arrival": round((switches_after - switches_before) / done, 3),
+    }
 
 
 def run_rate(url: str, auth: dict[str, str], room: str, rate: float, seconds: float, server: Server) -> dict:
@@ -148,11 +211,13 @@ def measure(args: argparse.Namespace) -> dict:
         idle_cores = (server.counters()[0] - idle_before) / args.idle_seconds
         # A short run first, so that the first measured rate finds a warm server.
         run_rate(chat.url, user.auth, room, args.rates[0], 2, server)
-        rows = []
+        rows, control = [], [control_run(None, min(args.seconds, 5))]
         for rate in args.rates:
             rows.append(run_rate(chat.url, user.auth, room, rate, args.seconds, server))
-            print(json.dumps(rows[-1]), flush=True)
-        return {"idle_cores": round(idle_cores, 4), "rows": rows}
+            control.append(control_run(rate, args.seconds))
+            print(json.dumps(rows[-1]), json.dumps(control[-1]), flush=True)
+        control.append(control_run(None, min(args.seconds, 5)))  # the floor again, after
+        return {"idle_cores": round(idle_cores, 4), "rows": rows, "control": control}
     finally:
         if capped:
             subprocess.run([str(ROOT / "scripts" / "cpu_cap.sh"), "release", CAP_NAME], check=False)
@@ -186,6 +251,35 @@ def render(args: argparse.Namespace, outcome: dict) -> str:
         f"| {row['sleeps_per_request']:.2f} | {row['p50_ms']:.0f} | {row['p99_ms']:.0f} |"
         for row in outcome["rows"]
     ]
+    control = outcome["control"]
+    floor = min(row["cpu_ms_per_arrival"] for row in control if row["rate"] is None)
+    cheapest = min(row["cpu_ms_per_request"] for row in outcome["rows"])
+    lines += [
+        "",
+        "The control, run after each rate: one thread of this program keeps the same schedule and "
+        f"does a fixed piece of Python work at each arrival ({PAGE} messages to JSON and back, "
+        f"{CONTROL_ROUNDS} times), sleeping in between; no server, socket, database or gevent. "
+        "Back to back (before the first rate and after the last), the same work costs the floor. "
+        "Each rate's figure over its floor (the control's back-to-back, the server's cheapest rate) "
+        "shows how much of the rise any process sleeping at that rate pays on this machine.",
+        "",
+        "| rate (req/s) | control CPU ms/arrival | control sleeps/arrival | control ÷ back to back "
+        "| server CPU ms/req | server ÷ its cheapest rate |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in control:
+        if row["rate"] is None:
+            lines.append(
+                f"| back to back | {row['cpu_ms_per_arrival']:.3f} | {row['sleeps_per_arrival']:.2f} "
+                f"| {row['cpu_ms_per_arrival'] / floor:.2f}x | | |"
+            )
+            continue
+        server = next(r for r in outcome["rows"] if r["rate"] == row["rate"])
+        lines.append(
+            f"| {row['rate']:g} | {row['cpu_ms_per_arrival']:.3f} | {row['sleeps_per_arrival']:.2f} "
+            f"| {row['cpu_ms_per_arrival'] / floor:.2f}x | {server['cpu_ms_per_request']:.2f} "
+            f"| {server['cpu_ms_per_request'] / cheapest:.2f}x |"
+        )
     return "\n".join(lines) + "\n"
 
 
