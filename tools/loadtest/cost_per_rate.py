@@ -17,6 +17,10 @@ sleeps until the next. No server, no socket, no database, no gevent: if its CPU 
 rises as the rate falls as the server's does, that part of the server's rise is what a
 sleep costs any process on this machine (caches and predictors gone cold while it slept),
 not something the chat server does per wake-up. Its floor is the same work back to back.
+Last, the same work back to back on one core while the machine's other cores are idle, spin
+in a loop, or do the same work: what sharing the machine with busy neighbours costs a process
+that never sleeps (the scale test's servers share two cores with each other, FerretDB,
+HAProxy and JMeter).
 
     python -m tools.loadtest.cost_per_rate --cap 0.15 --rates "10 20 30 40 50" --seconds 15 --out DIR
 
@@ -125,6 +129,48 @@ def control_run(rate: float | None, seconds: float) -> dict:
     }
 
 
+# The neighbours of the co-runner rows: each says it has started, then spins or does the
+# control's work, for the seconds it is given.
+_NEIGHBOUR = {
+    "spin": "import sys, time\nprint('go', flush=True)\nend = time.monotonic() + float(sys.argv[1])\n"
+    "while time.monotonic() < end:\n    pass\n",
+    "json": "import json, sys, time\n"
+    "page = [{'room': 'n', 'seq': s, 'author': f'user{s}', 'text': f'neighbour {s} ' * 4, "
+    "'created_at': '2026-12-07T10:00:00+00:00'} for s in range(20)]\n"
+    "print('go', flush=True)\nend = time.monotonic() + float(sys.argv[1])\n"
+    "while time.monotonic() < end:\n    json.loads(json.dumps({'messages': page}))\n",
+}
+
+
+def neighbours_run(kind: str, seconds: float) -> dict | None:
+    """The control back to back on this machine's first core, with its other cores idle
+    (`kind` "idle") or each running a neighbour ("spin", "json"); None on one core."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return None
+    mine, others = cpus[0], cpus[1:]
+    neighbours: list[subprocess.Popen] = []
+    before = os.sched_getaffinity(0)
+    try:
+        if kind != "idle":
+            for cpu in others:
+                neighbour = subprocess.Popen(
+                    [sys.executable, "-c", _NEIGHBOUR[kind], str(seconds + 5)], stdout=subprocess.PIPE, text=True
+                )
+                neighbours.append(neighbour)
+                os.sched_setaffinity(neighbour.pid, {cpu})
+            for neighbour in neighbours:
+                assert neighbour.stdout is not None and neighbour.stdout.readline().strip() == "go"
+        os.sched_setaffinity(0, {mine})  # this thread only
+        row = control_run(None, seconds)
+    finally:
+        os.sched_setaffinity(0, before)
+        for neighbour in neighbours:
+            neighbour.kill()
+            neighbour.communicate()  # reaps it and closes its pipe
+    return {**row, "rate": None, "neighbours": kind}
+
+
 def run_rate(url: str, auth: dict[str, str], room: str, rate: float, seconds: float, server: Server) -> dict:
     """One open-loop run: every arrival sent at its time by a free client thread, posts and
     reads by turns; the server's CPU and sleeps per request over the run."""
@@ -217,7 +263,13 @@ def measure(args: argparse.Namespace) -> dict:
             control.append(control_run(rate, args.seconds))
             print(json.dumps(rows[-1]), json.dumps(control[-1]), flush=True)
         control.append(control_run(None, min(args.seconds, 5)))  # the floor again, after
-        return {"idle_cores": round(idle_cores, 4), "rows": rows, "control": control}
+        shared = [neighbours_run(kind, min(args.seconds, 5)) for kind in ("idle", "spin", "json", "idle")]
+        return {
+            "idle_cores": round(idle_cores, 4),
+            "rows": rows,
+            "control": control,
+            "neighbours": [row for row in shared if row is not None],
+        }
     finally:
         if capped:
             subprocess.run([str(ROOT / "scripts" / "cpu_cap.sh"), "release", CAP_NAME], check=False)
@@ -280,6 +332,20 @@ def render(args: argparse.Namespace, outcome: dict) -> str:
             f"| {row['cpu_ms_per_arrival'] / floor:.2f}x | {server['cpu_ms_per_request']:.2f} "
             f"| {server['cpu_ms_per_request'] / cheapest:.2f}x |"
         )
+    if outcome["neighbours"]:
+        alone = min(row["cpu_ms_per_arrival"] for row in outcome["neighbours"] if row["neighbours"] == "idle")
+        lines += [
+            "",
+            "The control back to back on the first core, the other cores idle, each spinning in a "
+            "loop, or each doing the same work (a process of its own per core); idle first and last:",
+            "",
+            "| other cores | control CPU ms/unit | ÷ other cores idle |",
+            "|---|---|---|",
+        ]
+        lines += [
+            f"| {row['neighbours']} | {row['cpu_ms_per_arrival']:.3f} | {row['cpu_ms_per_arrival'] / alone:.2f}x |"
+            for row in outcome["neighbours"]
+        ]
     return "\n".join(lines) + "\n"
 
 
