@@ -39,6 +39,7 @@ from tests.lib import docker_stack, harness
 from tests.lib import swarm as swarm_lib
 from tests.lib.accounts import register_and_login, unique_name
 from tests.lib.contract import assert_contract_suites_pass, assert_problem
+from tests.lib.rooms import read_room
 from tests.lib.swarm import MIGRATION, SERVICES_AND_DATABASE, instances_answering
 from tools.loadtest import search, timeline
 
@@ -656,22 +657,6 @@ def test_scaling_the_chat_tier_to_five_and_back_changes_no_file(stack):
     assert repository_state() == before, "scaling changed a file"
 
 
-def read_all(url: str, room: str, user) -> list[dict]:
-    messages: list[dict] = []
-    for _ in range(100):
-        page = requests.get(
-            f"{url}/rooms/{room}/messages",
-            params={"after": messages[-1]["seq"] if messages else 0, "limit": 200},
-            headers=user.auth,
-            timeout=10,
-        )
-        assert page.status_code == 200, page.text
-        if not page.json()["messages"]:
-            return messages
-        messages += page.json()["messages"]
-    raise AssertionError("more than 20,000 messages")
-
-
 def restart_count(stack, name: str) -> int:
     return int(stack.engine.docker("inspect", "--format", "{{.RestartCount}}", name).stdout)
 
@@ -747,7 +732,7 @@ def test_killed_chat_containers_lose_no_acknowledged_message_and_come_back(stack
     errors = total - outcomes[200] - outcomes[201]
     assert total >= 3000, outcomes
     assert errors <= total // 1000, outcomes
-    texts = [message["text"] for message in read_all(stack.chat_url, room, user)]
+    texts = [message["text"] for message in read_room(stack.chat_url, room, user.auth)]
     assert len(texts) == len(set(texts)), "a message was stored twice"
     assert {message["text"] for message in acknowledged} <= set(texts), "an acknowledged message was lost"
 
@@ -796,7 +781,7 @@ def test_services_answer_503_problems_while_the_database_container_is_stopped_an
         f"{stack.chat_url}/rooms/{room}/messages", json={"text": "after"}, headers=user.auth, timeout=10
     )
     assert posted.status_code == 201, posted.text
-    assert [message["text"] for message in read_all(stack.chat_url, room, user)] == ["after"]
+    assert [message["text"] for message in read_room(stack.chat_url, room, user.auth)] == ["after"]
     assert {
         container["Name"]: container["RestartCount"]
         for container in stack.containers()
@@ -829,7 +814,7 @@ def test_messages_survive_compose_down_and_up(stack):
     stack.wait_all_healthy(CONTAINERS)
     # Healthy containers are not yet servers HAProxy has checked: wait for those too.
     stack.wait_servers_up(3)
-    stored = read_all(stack.chat_url, room, user)  # the token is in the database too
+    stored = read_room(stack.chat_url, room, user.auth)  # the token is in the database too
     assert [message["text"] for message in stored] == texts
     assert [message["seq"] for message in stored] == [1, 2, 3, 4, 5]
 

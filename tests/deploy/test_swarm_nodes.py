@@ -31,6 +31,7 @@ from tests.lib import docker_stack, harness
 from tests.lib import swarm as swarm_lib
 from tests.lib.accounts import User, register_and_login, unique_name
 from tests.lib.contract import assert_contract_suites_pass
+from tests.lib.rooms import read_room
 
 ROOT = harness.ROOT
 NODES_SCRIPT = ROOT / "scripts" / "swarm-nodes.sh"
@@ -206,25 +207,9 @@ class PostingLoad:
             thread.join(60)
 
     def assert_every_acknowledged_post_stored_once(self) -> None:
-        texts = [message["text"] for message in read_all(self.chat_url, self.room, self.user)]
+        texts = [message["text"] for message in read_room(self.chat_url, self.room, self.user.auth)]
         assert len(texts) == len(set(texts)), "a message was stored twice"
         assert set(self.acknowledged) <= set(texts), "an acknowledged message was lost"
-
-
-def read_all(url: str, room: str, user: User) -> list[dict]:
-    messages: list[dict] = []
-    for _ in range(1000):
-        page = requests.get(
-            f"{url}/rooms/{room}/messages",
-            params={"after": messages[-1]["seq"] if messages else 0, "limit": 200},
-            headers=user.auth,
-            timeout=30,
-        )
-        assert page.status_code == 200, page.text
-        if not page.json()["messages"]:
-            return messages
-        messages += page.json()["messages"]
-    raise AssertionError("more than 200,000 messages")
 
 
 # --- the tests ------------------------------------------------------------------------------------

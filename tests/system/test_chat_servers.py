@@ -14,6 +14,7 @@ from tests.conftest import service_env
 from tests.lib import harness
 from tests.lib.accounts import register_and_login, unique_name
 from tests.lib.contract import assert_problem
+from tests.lib.rooms import read_room
 
 pytestmark = [pytest.mark.local, pytest.mark.chat]
 
@@ -49,26 +50,13 @@ def post(session, url, user, room, text, key=None):
     return session.post(f"{url}/rooms/{room}/messages", json={"text": text}, headers=headers, timeout=10)
 
 
-def read_all(url, user, room) -> list[dict]:
-    messages: list[dict] = []
-    after = 0
-    while True:
-        page = requests.get(
-            f"{url}/rooms/{room}/messages", params={"after": after, "limit": 200}, headers=user.auth, timeout=10
-        ).json()
-        if not page["messages"]:
-            return messages
-        messages += page["messages"]
-        after = page["next_after"]
-
-
 def test_message_posted_through_one_server_is_read_through_another(cluster):
     user = register_and_login(cluster.login.url)
     first, second, third = cluster.chats
     room = new_room(first.url, user)
     posted = post(requests, first.url, user, room, "from the first").json()
     for server in (second, third):
-        assert read_all(server.url, user, room) == [posted]
+        assert read_room(server.url, room, user.auth) == [posted]
 
 
 def test_nothing_acknowledged_is_lost_when_a_server_is_killed_and_restarted(cluster):
@@ -105,7 +93,7 @@ def test_nothing_acknowledged_is_lost_when_a_server_is_killed_and_restarted(clus
     for writer in writers:
         writer.join(15)
 
-    stored = read_all(survivor.url, user, room)
+    stored = read_room(survivor.url, room, user.auth)
     assert len(acknowledged) > 20
     assert {m["seq"] for m in acknowledged} <= {m["seq"] for m in stored}
     assert [m["seq"] for m in stored] == list(range(1, len(stored) + 1))
@@ -261,4 +249,4 @@ def test_concurrent_retries_with_one_idempotency_key_store_one_message(cluster):
     assert codes[201] + codes[200] + codes[409] == 6, codes
     first = next(answer.json() for answer in answers if answer.status_code == 201)
     assert all(answer.json() == first for answer in answers if answer.status_code == 200)
-    assert [m["text"] for m in read_all(cluster.chats[1].url, user, room)] == ["exactly once"]
+    assert [m["text"] for m in read_room(cluster.chats[1].url, room, user.auth)] == ["exactly once"]

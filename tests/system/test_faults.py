@@ -23,6 +23,7 @@ from tests.conftest import service_env
 from tests.lib import harness
 from tests.lib.accounts import User, register_and_login, unique_name
 from tests.lib.contract import assert_problem
+from tests.lib.rooms import read_room
 
 pytestmark = [pytest.mark.local, pytest.mark.chat]
 
@@ -80,22 +81,6 @@ def new_room(url: str, user: User) -> str:
     response = requests.post(f"{url}/rooms", json={"name": name}, headers=user.auth, timeout=10)
     assert response.status_code == 201, response.text
     return name
-
-
-def read_all(url: str, user: User, room: str) -> list[dict]:
-    messages: list[dict] = []
-    after = 0
-    for _ in range(1000):
-        response = requests.get(
-            f"{url}/rooms/{room}/messages", params={"after": after, "limit": 200}, headers=user.auth, timeout=20
-        )
-        assert response.status_code == 200, response.text
-        page = response.json()
-        if not page["messages"]:
-            return messages
-        messages += page["messages"]
-        after = page["next_after"]
-    raise AssertionError("the room never ended")
 
 
 def warm_token_caches(stack: FaultStack, users: list[User]) -> None:
@@ -237,7 +222,7 @@ class ChatLoad:
 
 def assert_exactly_once(load: ChatLoad, stack: FaultStack, user: User) -> list[dict]:
     """Everything posted was acknowledged, and is stored once, in contiguous seq order."""
-    stored = read_all(stack.url, user, load.room)
+    stored = read_room(stack.url, load.room, user.auth)
     texts = [message["text"] for message in stored]
     assert [message["seq"] for message in stored] == list(range(1, len(stored) + 1)), "seqs are not 1..N"
     assert len(texts) == len(set(texts)), f"stored twice: {[t for t, n in Counter(texts).items() if n > 1]}"

@@ -23,6 +23,7 @@ import requests
 from tests.lib import harness
 from tests.lib.accounts import User, register_and_login, unique_name
 from tests.lib.contract import assert_problem
+from tests.lib.rooms import read_room
 
 pytestmark = [pytest.mark.local, pytest.mark.chat]
 
@@ -215,25 +216,6 @@ class PostingLoad:
         assert not any(thread.is_alive() for thread in self.threads), "a writer hung"
 
 
-def read_room(chat: harness.Service, user: User, room: str) -> list[dict]:
-    messages: list[dict] = []
-    after = 0
-    for _ in range(1000):
-        response = requests.get(
-            f"{chat.url}/rooms/{room}/messages",
-            params={"after": after, "limit": 200},
-            headers=user.auth,
-            timeout=REQUEST_TIMEOUT,
-        )
-        assert response.status_code == 200, response.text
-        page = response.json()
-        if not page["messages"]:
-            return messages
-        messages += page["messages"]
-        after = page["next_after"]
-    raise AssertionError("the room never ended")
-
-
 def test_promoted_standby_keeps_every_acknowledged_post_at_its_seq(standby_database, chat_stack):
     database, chats = standby_database, chat_stack.chats
     users = [register_and_login(chat_stack.login.url) for _ in range(2)]
@@ -266,7 +248,7 @@ def test_promoted_standby_keeps_every_acknowledged_post_at_its_seq(standby_datab
     finally:
         load.finish()
 
-    stored = read_room(chats[1], users[0], room)
+    stored = read_room(chats[1].url, room, users[0].auth)
     seqs = [message["seq"] for message in stored]
     texts = [message["text"] for message in stored]
     assert seqs == list(range(1, len(stored) + 1)), f"seqs are not 1..{len(stored)}: {seqs}"
