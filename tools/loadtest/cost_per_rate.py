@@ -75,7 +75,7 @@ class Server:
 
 
 # The control's unit of work: what a read's answer costs in JSON, both ways, a few times over
-# (about a millisecond of CPU when warm on the machines this was written on).
+# (about half a millisecond of CPU back to back on the machine this was written on).
 _CONTROL_PAGE = [
     {
         "room": "control",
