@@ -610,6 +610,18 @@ def test_the_scale_reports_store_figures_count_one_seq_and_one_attempt_per_post(
         figures = store_figures.collect(uri)
         assert (figures["messages"], figures["seqs_handed_out"], figures["claims"]) == (40, 40, 40)
         assert figures["extra_attempts_per_post"] == 0 and figures["seqs_per_message"] == 1
+        # A sweep between its two writes: a bucket stored, its entries still in the log.
+        # Each message counts once.
+        third = store.create_room(unique_name("f"))
+        assert third is not None
+        for index in range(5):
+            store.post_message(third["_id"], "u", f"{index}", None)
+        log = store.database.db().rooms.find_one({"_id": third["_id"]})["log"]
+        store.database.db().message_buckets.insert_one(
+            {"_id": store.bucket_id(third["_id"], 1), "first": 1, "entries": log}
+        )
+        figures = store_figures.collect(uri)
+        assert (figures["messages"], figures["seqs_handed_out"]) == (45, 45)
         store.database.db().idempotency_keys.insert_one({"_id": "earlier", "seqs": [1, 2, 3]})
         assert store_figures.collect(uri)["extra_attempts_per_post"] == 2 / 41
 

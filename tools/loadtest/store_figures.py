@@ -15,20 +15,29 @@ def collect(uri: str) -> dict[str, float]:
     """Counts of the database the URI names. `extra_attempts_per_post`: every seq a claim
     recorded beyond its first (the earlier design listed each seq it tried; the allocator
     hands out exactly one). `seqs_per_message`: seqs handed out per message stored (1.0: no
-    seq was wasted and none is missing; a room moved from the earlier layouts may count a
-    message twice, in its log and as a document of its own)."""
+    seq was wasted and none is missing). A message is a (room, seq) stored anywhere, counted
+    once: a sweep stores a bucket before it removes those entries from the room's log, so a
+    count made while a sweep is between the two (the run's last posts may still be at the
+    servers) finds them in both places, as does a room moved from the earlier layouts."""
     import pymongo
 
     client: pymongo.MongoClient = pymongo.MongoClient(uri, serverSelectionTimeoutMS=5000)
     try:
         db = client.get_default_database()
         # Stored: in the rooms' logs, in buckets, and one document each (the earlier layouts).
-        messages = db.messages.estimated_document_count()
-        messages += sum(len(bucket["entries"]) for bucket in db.message_buckets.find({}, {"entries": 1}))
+        stored: set[tuple[str, int]] = set()
+        for message in db.messages.find({}, {"_id": 1}):
+            room, seq = message["_id"].rsplit("/", 1)
+            stored.add((room, int(seq)))
+        for bucket in db.message_buckets.find({}, {"first": 1, "entries": 1}):
+            room = bucket["_id"].rsplit("/", 1)[0]
+            stored.update((room, bucket["first"] + offset) for offset in range(len(bucket["entries"])))
         handed_out = 0
-        for room in db.rooms.find({}, {"allocated": 1, "last_seq": 1, "log": 1}):
+        for room in db.rooms.find({}, {"allocated": 1, "last_seq": 1, "log": 1, "log_base": 1}):
             handed_out += room.get("allocated", room.get("last_seq", 0))
-            messages += len(room.get("log", []))
+            base = room.get("log_base", 1)
+            stored.update((room["_id"], base + offset) for offset in range(len(room.get("log", []))))
+        messages = len(stored)
         claims = tried = 0
         for claim in db.idempotency_keys.find({}, {"seqs": 1}):
             claims += 1
