@@ -160,7 +160,9 @@ def neighbours_run(kind: str, seconds: float) -> dict | None:
                 neighbours.append(neighbour)
                 os.sched_setaffinity(neighbour.pid, {cpu})
             for neighbour in neighbours:
-                assert neighbour.stdout is not None and neighbour.stdout.readline().strip() == "go"
+                said = neighbour.stdout.readline().strip() if neighbour.stdout else ""
+                if said != "go":
+                    raise RuntimeError(f"a {kind} neighbour did not start (it said {said!r})")
         os.sched_setaffinity(0, {mine})  # this thread only
         row = control_run(None, seconds)
     finally:
