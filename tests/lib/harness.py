@@ -500,7 +500,48 @@ def start_haproxy(
 ) -> LoadBalancer:
     """HAProxy in front of the chat servers and, when given, the login and profile services,
     on free ports, with the edge limits lifted unless `extra_env` sets them; `master_worker`:
-    a master and its worker, as systemd and the Docker image run it, so it can `reload()`."""
+    a master and its worker, as systemd and the Docker image run it, so it can `reload()`.
+
+    Ready means its runtime socket answers: HAProxy creates the socket's file before it
+    listens on it, so a file that exists can still refuse. A port another process took
+    between `free_port()` and HAProxy's bind makes HAProxy exit at once; then it starts
+    again on other ports, at most three times."""
+    for attempt in range(3):
+        balancer = _spawn_haproxy(group, chat_ports, extra_env, login, profile, master_worker)
+        process = balancer.process
+
+        def answering(balancer=balancer, process=process) -> bool:
+            if not process.running:
+                raise _HAProxyExited(process.log_tail())
+            return port_open(balancer.port) and balancer.serving_pid() is not None
+
+        try:
+            wait_until(answering, 10, "HAProxy to listen and answer on its runtime socket")
+        except _HAProxyExited as exited:
+            if "cannot bind" not in str(exited) or attempt == 2:
+                raise RuntimeError(f"HAProxy exited at its start:\n{exited}") from None
+            continue
+        break
+    for name, service in (("login", login), ("profile", profile)):
+        if service is not None:
+            wait_until(
+                lambda name=name: balancer.server_states(name).get(name) == "UP", 15, f"HAProxy to see {name} up"
+            )
+    return balancer
+
+
+class _HAProxyExited(Exception):
+    """HAProxy ended before it answered; the message is the end of its log."""
+
+
+def _spawn_haproxy(
+    group: ProcessGroup,
+    chat_ports: list[int],
+    extra_env: dict[str, str] | None,
+    login: Service | None,
+    profile: Service | None,
+    master_worker: bool,
+) -> LoadBalancer:
     port, stats_port, login_port, profile_port = free_port(), free_port(), free_port(), free_port()
     socket_path = group.dir / f"haproxy-{port}.sock"
     env = {
@@ -525,11 +566,4 @@ def start_haproxy(
     mode = ["-W"] if master_worker else []
     argv = [haproxy, *mode, "-db", "-f", str(ROOT / "conf/haproxy/haproxy.cfg")]
     process = group.spawn(f"haproxy-{port}", argv, env)
-    balancer = LoadBalancer(process, port, stats_port, socket_path, env, login_port, profile_port)
-    wait_until(lambda: port_open(port) and socket_path.exists(), 10, "HAProxy to listen")
-    for name, service in (("login", login), ("profile", profile)):
-        if service is not None:
-            wait_until(
-                lambda name=name: balancer.server_states(name).get(name) == "UP", 15, f"HAProxy to see {name} up"
-            )
-    return balancer
+    return LoadBalancer(process, port, stats_port, socket_path, env, login_port, profile_port)
