@@ -41,6 +41,7 @@ import requests
 from chat_service.store import message_id
 from service_kit.token_cache import token_digest
 from tests.lib import harness
+from tools import profiling
 from tools.loadtest.process_tree import cpu_seconds, resident_mib
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -450,26 +451,13 @@ def profile(args, target: Target, database_pids: list[int]) -> None:
     args.profile.mkdir(parents=True, exist_ok=True)
     worker = psutil.Process(target.service_pids[0]).children()[0].pid
     seconds = args.seconds * 2
-    spy = subprocess.Popen(
-        [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(worker), "--duration", str(seconds)]
-        + ["--rate", "200", "--format", "flamegraph", "--output", str(args.profile / "chat-post.svg"), "--nonblocking"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    pprof = subprocess.Popen(
-        ["curl", "-sf", "-o", str(args.profile / "ferretdb-post.pprof")]
-        + [f"http://127.0.0.1:{args.ferretdb_debug_port}/debug/pprof/profile?seconds={seconds}"]
-    )
+    spy = profiling.py_spy(worker, seconds, args.profile / "chat-post.svg", rate=200)
+    pprof = profiling.ferretdb_cpu_profile(args.ferretdb_debug_port, seconds, args.profile / "ferretdb-post.pprof")
     wrk(target, seconds, args.connections, database_pids)
     spy.wait(timeout=60)
     pprof.wait(timeout=60)
-    top = subprocess.run(
-        ["go", "tool", "pprof", "-top", "-nodecount=40", str(args.profile / "ferretdb-post.pprof")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    (args.profile / "ferretdb-post-top.txt").write_text(top.stdout)
+    top = profiling.pprof_top(args.profile / "ferretdb-post.pprof")
+    (args.profile / "ferretdb-post-top.txt").write_text(top)
 
 
 def main() -> int:

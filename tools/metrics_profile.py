@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import re
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -24,7 +23,7 @@ from pathlib import Path
 import psutil
 
 from tests.lib import harness
-from tools import bench
+from tools import bench, profiling
 
 ROOT = Path(__file__).resolve().parent.parent
 DATABASE_TIMING = re.compile(
@@ -56,12 +55,11 @@ def part_of(frames: list[str]) -> str | None:
 def shares(raw: Path) -> tuple[int, Counter[str]]:
     """Samples in py-spy's raw (collapsed) output, and how many fell in each part."""
     total, parts = 0, Counter[str]()
-    for line in raw.read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
-        total += int(count)
-        part = part_of(stack.split(";"))
+    for frames, count in profiling.collapsed_stacks(raw):
+        total += count
+        part = part_of(frames)
         if part:
-            parts[part] += int(count)
+            parts[part] += count
     return total, parts
 
 
@@ -78,7 +76,6 @@ def main() -> int:
     args = parser.parse_args()
     out = args.out or ROOT / "results" / f"metrics-profile-{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
     out.mkdir(parents=True, exist_ok=True)
-    spy = Path(sys.executable).parent / "py-spy"
     group = harness.ProcessGroup(prefix="chatsys-metrics-profile-")
     rows = []
     try:
@@ -96,12 +93,7 @@ def main() -> int:
             for name, target in measured.items():
                 raw = out / f"{name.replace(' ', '-').replace('/', '')}-{round_number}.txt"
                 # Blocking sampling (py-spy stops the worker for each sample): no torn stacks.
-                sampler = subprocess.Popen(
-                    [str(spy), "record", "--pid", str(worker), "--duration", str(args.seconds), "--rate", "250"]
-                    + ["--format", "raw", "--output", str(raw)],
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
+                sampler = profiling.py_spy(worker, args.seconds, raw, fmt="raw", blocking=True)
                 time.sleep(1)  # py-spy attached
                 bench.wrk(target, args.seconds, args.connections, [])
                 sampler.wait(timeout=60)

@@ -27,8 +27,16 @@ def test_a_short_run_at_two_rates_reports_each(tmp_path, capsys):
     for row in outcome["rows"]:
         assert row["ok"] == row["requests"] == round(2 * row["rate"]), row
         assert row["cpu_ms_per_request"] > 0 and row["sleeps_per_request"] > 0 and row["p99_ms"] >= row["p50_ms"]
-    # The control: back to back, each rate, back to back again; every arrival done.
-    assert [row["rate"] for row in outcome["control"]] == [None, 5, 10, None]
+    # The control: back to back, each rate as it is and with the cores kept awake, back to
+    # back again; every arrival done.
+    assert [(row["rate"], row.get("awake", False)) for row in outcome["control"]] == [
+        (None, False),
+        (5, False),
+        (5, True),
+        (10, False),
+        (10, True),
+        (None, False),
+    ]
     for row in outcome["control"]:
         assert row["cpu_ms_per_arrival"] > 0, row
         if row["rate"] is not None:
@@ -43,6 +51,30 @@ def test_a_short_run_at_two_rates_reports_each(tmp_path, capsys):
     tables = 3 + 5 + (5 if neighbours else 0)
     assert sum(line.startswith("| ") for line in report.splitlines()) == tables
     assert "written to" in capsys.readouterr().out
+    assert not list(tmp_path.glob("chat-*")), "no profiles unless asked"
+
+
+def test_the_profile_of_each_rate_is_a_flame_graph_a_pprof_and_a_layer_table(tmp_path):
+    argv = ["--rates", "20", "--seconds", "3", "--idle-seconds", "1", "--profile", "--out", str(tmp_path)]
+    assert cost_per_rate.main(argv) == 0
+    outcome = json.loads((tmp_path / "cost_per_rate.json").read_text())
+    assert outcome["command"].endswith("--profile")
+    [row] = outcome["rows"]
+    # Every request was answered while sampled, and the worker's samples fell into layers
+    # that add up to the whole, the service's own code among them.
+    assert row["ok"] == row["requests"] == 60, row
+    assert abs(sum(row["layers"].values()) - 1) < 0.01 and row["layers"].get(cost_per_rate.LAYERS[1][0], 0) > 0
+    svg = (tmp_path / "chat-20.svg").read_text()
+    assert svg.lstrip().startswith("<?xml") and "<svg" in svg and "chat_service" in svg
+    stacks = (tmp_path / "chat-20.txt").read_text()
+    assert "post_message" in stacks and "read_newest" in stacks  # the run's posts and reads
+    assert (tmp_path / "ferretdb-20.pprof").stat().st_size > 0
+    assert "flat%" in (tmp_path / "ferretdb-20-top.txt").read_text()
+    # The layer table: one row per layer and one for the rest, each "ms (share)", then the whole.
+    report = (tmp_path / "cost_per_rate.md").read_text()
+    layer_rows = [line for line in report.splitlines() if line.startswith("| ") and " ms (" in line]
+    assert len(layer_rows) == len(cost_per_rate.LAYERS) + 1
+    assert f"| all (CPU ms/req) | {row['cpu_ms_per_request']:.2f} ms |" in report
 
 
 def test_the_control_keeps_its_schedule_and_counts_its_own_thread_only():

@@ -22,6 +22,16 @@ in a loop, or do the same work: what sharing the machine with busy neighbours co
 that never sleeps (the scale test's servers share two cores with each other, FerretDB,
 HAProxy and JMeter).
 
+Each rate's control runs twice: as it is, and with every core kept awake by a spinner of the
+idle scheduling class (SCHED_IDLE, pinned to its core), which yields at once to any other
+process: a wake-up then finds its core running rather than halted. What the control saves
+that way is the part of a sleep's cost that the (virtual) CPU's halt and wake-up make.
+
+With `--profile`, py-spy samples the chat worker through each rate (a flame graph,
+`chat-RATE.svg`, and the collapsed stacks, `chat-RATE.txt`) and FerretDB's pprof the
+database (`ferretdb-RATE.pprof`, its top functions in `ferretdb-RATE-top.txt`). The report
+then splits each rate's CPU per request over the layers of the worker that ran it.
+
     python -m tools.loadtest.cost_per_rate --cap 0.15 --rates "10 20 30 40 50" --seconds 15 --out DIR
 
 Writes DIR/cost_per_rate.md and DIR/cost_per_rate.json.
@@ -30,6 +40,7 @@ Writes DIR/cost_per_rate.md and DIR/cost_per_rate.json.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -47,6 +58,7 @@ import requests
 
 from tests.lib import harness
 from tests.lib.accounts import register_and_login, unique_name
+from tools import profiling
 from tools.loadtest.samples import percentile
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -142,6 +154,32 @@ _NEIGHBOUR = {
 }
 
 
+@contextlib.contextmanager
+def pinned(kind: str, cpus: list[int], seconds: float, idle_class: bool = False):
+    """A neighbour of `kind` ("spin", "json") pinned to each of `cpus` for at most `seconds`
+    (`idle_class`: of the idle scheduling class, SCHED_IDLE), each started before this yields;
+    all gone after."""
+    neighbours: list[subprocess.Popen] = []
+    try:
+        for cpu in cpus:
+            neighbour = subprocess.Popen(
+                [sys.executable, "-c", _NEIGHBOUR[kind], str(seconds)], stdout=subprocess.PIPE, text=True
+            )
+            neighbours.append(neighbour)
+            os.sched_setaffinity(neighbour.pid, {cpu})
+            if idle_class:
+                os.sched_setscheduler(neighbour.pid, os.SCHED_IDLE, os.sched_param(0))
+        for neighbour in neighbours:
+            said = neighbour.stdout.readline().strip() if neighbour.stdout else ""
+            if said != "go":
+                raise RuntimeError(f"a {kind} neighbour did not start (it said {said!r})")
+        yield
+    finally:
+        for neighbour in neighbours:
+            neighbour.kill()
+            neighbour.communicate()  # reaps it and closes its pipe
+
+
 def neighbours_run(kind: str, seconds: float) -> dict | None:
     """The control back to back on this machine's first core, with its other cores idle
     (`kind` "idle") or each running a neighbour ("spin", "json"); None on one core."""
@@ -149,28 +187,83 @@ def neighbours_run(kind: str, seconds: float) -> dict | None:
     if len(cpus) < 2:
         return None
     mine, others = cpus[0], cpus[1:]
-    neighbours: list[subprocess.Popen] = []
     before = os.sched_getaffinity(0)
-    try:
-        if kind != "idle":
-            for cpu in others:
-                neighbour = subprocess.Popen(
-                    [sys.executable, "-c", _NEIGHBOUR[kind], str(seconds + 5)], stdout=subprocess.PIPE, text=True
-                )
-                neighbours.append(neighbour)
-                os.sched_setaffinity(neighbour.pid, {cpu})
-            for neighbour in neighbours:
-                said = neighbour.stdout.readline().strip() if neighbour.stdout else ""
-                if said != "go":
-                    raise RuntimeError(f"a {kind} neighbour did not start (it said {said!r})")
-        os.sched_setaffinity(0, {mine})  # this thread only
-        row = control_run(None, seconds)
-    finally:
-        os.sched_setaffinity(0, before)
-        for neighbour in neighbours:
-            neighbour.kill()
-            neighbour.communicate()  # reaps it and closes its pipe
+    with pinned(kind, others if kind != "idle" else [], seconds + 5):
+        try:
+            os.sched_setaffinity(0, {mine})  # this thread only
+            row = control_run(None, seconds)
+        finally:
+            os.sched_setaffinity(0, before)
     return {**row, "rate": None, "neighbours": kind}
+
+
+def awake_control_run(rate: float, seconds: float) -> dict:
+    """`control_run` at `rate` with every core kept awake: a spinner of the idle scheduling
+    class on each, which yields its core at once to any other process that wakes, so a
+    wake-up finds its core running rather than halted."""
+    with pinned("spin", sorted(os.sched_getaffinity(0)), seconds + 30, idle_class=True):
+        row = control_run(rate, seconds)
+    return {**row, "awake": True}
+
+
+# Where a sample of the chat worker is: the innermost frame of a known layer names it (a
+# json.dumps that Flask calls is Flask's); stacks with none are "other".
+LAYERS = (
+    ("pymongo and bson (the database driver)", ("pymongo/", "bson/")),
+    ("chat_service and service_kit (the service)", ("chat_service/", "service_kit/")),
+    ("Flask and Werkzeug", ("flask/", "werkzeug/")),
+    ("gunicorn", ("gunicorn/",)),
+    ("gevent (hub, switches, cooperative sockets)", ("gevent/", "greenlet")),
+)
+OTHER = "other (no frame of the above)"
+
+
+def layer_of(frames: list[str]) -> str:
+    for frame in reversed(frames):
+        for name, markers in LAYERS:
+            if any(marker in frame for marker in markers):
+                return name
+    return OTHER
+
+
+def layer_shares(raw: Path) -> dict[str, float]:
+    """Each layer's share of the worker's samples in py-spy's collapsed stacks."""
+    counts: dict[str, int] = {}
+    for frames, count in profiling.collapsed_stacks(raw):
+        name = layer_of(frames)
+        counts[name] = counts.get(name, 0) + count
+    total = sum(counts.values())
+    return {name: round(count / total, 4) for name, count in counts.items()} if total else {}
+
+
+@contextlib.contextmanager
+def profiled(out: Path | None, rate: float, seconds: float, worker: int, debug_port: int):
+    """With `out`, py-spy (a flame graph and the collapsed stacks) on the chat worker and pprof
+    on FerretDB, from before the rate's run until a second after it; yields a dict that holds
+    the worker's layer shares once the samplers are done."""
+    found: dict = {}
+    if out is None:
+        yield found
+        return
+    name = f"{rate:g}"
+    length = seconds + 1
+    spies = [
+        profiling.py_spy(worker, length, out / f"chat-{name}.svg"),
+        profiling.py_spy(worker, length, out / f"chat-{name}.txt", fmt="raw"),
+    ]
+    pprof = profiling.ferretdb_cpu_profile(debug_port, length, out / f"ferretdb-{name}.pprof")
+    try:
+        for spy in spies:
+            profiling.wait_sampling(spy)
+        yield found
+    finally:
+        for sampler in (*spies, pprof):
+            sampler.communicate(timeout=length + 60)
+    failed = [sampler.returncode for sampler in (*spies, pprof) if sampler.returncode != 0]
+    if failed:
+        raise RuntimeError(f"a profiler failed at {name} req/s (exit codes {failed})")
+    (out / f"ferretdb-{name}-top.txt").write_text(profiling.pprof_top(out / f"ferretdb-{name}.pprof", True))
+    found["layers"] = layer_shares(out / f"chat-{name}.txt")
 
 
 def run_rate(url: str, auth: dict[str, str], room: str, rate: float, seconds: float, server: Server) -> dict:
@@ -227,11 +320,12 @@ def run_rate(url: str, auth: dict[str, str], room: str, rate: float, seconds: fl
     }
 
 
-def measure(args: argparse.Namespace) -> dict:
+def measure(args: argparse.Namespace, out: Path) -> dict:
     group = harness.ProcessGroup(prefix="chatsys-cost-per-rate-")
     capped = False
+    debug_port = harness.free_port()
     try:
-        database = harness.start_ferretdb(group)
+        database = harness.start_ferretdb(group, debug_port=debug_port)
         login = harness.start_service(group, "login", {"MONGO_URI": database.uri})
         chat = harness.start_service(
             group,
@@ -259,11 +353,15 @@ def measure(args: argparse.Namespace) -> dict:
         idle_cores = (server.counters()[0] - idle_before) / args.idle_seconds
         # A short run first, so that the first measured rate finds a warm server.
         run_rate(chat.url, user.auth, room, args.rates[0], 2, server)
+        worker = server.master.children()[0].pid
         rows, control = [], [control_run(None, min(args.seconds, 5))]
         for rate in args.rates:
-            rows.append(run_rate(chat.url, user.auth, room, rate, args.seconds, server))
+            with profiled(out if args.profile else None, rate, args.seconds, worker, debug_port) as found:
+                row = run_rate(chat.url, user.auth, room, rate, args.seconds, server)
+            rows.append(row | found)
             control.append(control_run(rate, args.seconds))
-            print(json.dumps(rows[-1]), json.dumps(control[-1]), flush=True)
+            control.append(awake_control_run(rate, args.seconds))
+            print(json.dumps(rows[-1]), json.dumps(control[-2:]), flush=True)
         control.append(control_run(None, min(args.seconds, 5)))  # the floor again, after
         shared = [neighbours_run(kind, min(args.seconds, 5)) for kind in ("idle", "spin", "json", "idle")]
         return {
@@ -281,7 +379,8 @@ def measure(args: argparse.Namespace) -> dict:
 def command_line(args: argparse.Namespace) -> str:
     rates = " ".join(f"{rate:g}" for rate in args.rates)
     cap = f" --cap {args.cap:g}" if args.cap else ""
-    return f'python -m tools.loadtest.cost_per_rate{cap} --rates "{rates}" --seconds {args.seconds:g}'
+    profile = " --profile" if args.profile else ""
+    return f'python -m tools.loadtest.cost_per_rate{cap} --rates "{rates}" --seconds {args.seconds:g}{profile}'
 
 
 def render(args: argparse.Namespace, outcome: dict) -> str:
@@ -315,23 +414,30 @@ def render(args: argparse.Namespace, outcome: dict) -> str:
         f"{CONTROL_ROUNDS} times), sleeping in between; no server, socket, database or gevent. "
         "Back to back (before the first rate and after the last), the same work costs the floor. "
         "Each rate's figure over its floor (the control's back-to-back, the server's cheapest rate) "
-        "shows how much of the rise any process sleeping at that rate pays on this machine.",
+        "shows how much of the rise any process sleeping at that rate pays on this machine. "
+        '"Cores awake": the same control with a spinner of the idle scheduling class on every core, '
+        "so a wake-up finds its core running, not halted.",
         "",
         "| rate (req/s) | control CPU ms/arrival | control sleeps/arrival | control ÷ back to back "
+        "| cores awake: control ms/arrival | cores awake ÷ back to back "
         "| server CPU ms/req | server ÷ its cheapest rate |",
-        "|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for row in control:
+        if row.get("awake"):
+            continue
         if row["rate"] is None:
             lines.append(
                 f"| back to back | {row['cpu_ms_per_arrival']:.3f} | {row['sleeps_per_arrival']:.2f} "
-                f"| {row['cpu_ms_per_arrival'] / floor:.2f}x | | |"
+                f"| {row['cpu_ms_per_arrival'] / floor:.2f}x | | | | |"
             )
             continue
         server = next(r for r in outcome["rows"] if r["rate"] == row["rate"])
+        awake = next(r for r in control if r.get("awake") and r["rate"] == row["rate"])
         lines.append(
             f"| {row['rate']:g} | {row['cpu_ms_per_arrival']:.3f} | {row['sleeps_per_arrival']:.2f} "
-            f"| {row['cpu_ms_per_arrival'] / floor:.2f}x | {server['cpu_ms_per_request']:.2f} "
+            f"| {row['cpu_ms_per_arrival'] / floor:.2f}x | {awake['cpu_ms_per_arrival']:.3f} "
+            f"| {awake['cpu_ms_per_arrival'] / floor:.2f}x | {server['cpu_ms_per_request']:.2f} "
             f"| {server['cpu_ms_per_request'] / cheapest:.2f}x |"
         )
     if outcome["neighbours"]:
@@ -348,7 +454,33 @@ def render(args: argparse.Namespace, outcome: dict) -> str:
             f"| {row['neighbours']} | {row['cpu_ms_per_arrival']:.3f} | {row['cpu_ms_per_arrival'] / alone:.2f}x |"
             for row in outcome["neighbours"]
         ]
+    if any("layers" in row for row in outcome["rows"]):
+        lines += layer_table(outcome["rows"])
     return "\n".join(lines) + "\n"
+
+
+def layer_table(rows: list[dict]) -> list[str]:
+    """Each rate's CPU per request split over the chat worker's layers (py-spy's samples)."""
+    names = [name for name, _ in LAYERS] + [OTHER]
+    lines = [
+        "",
+        "Where the chat server's CPU per request goes, by the layer of its innermost known frame "
+        "(py-spy, 250 samples/s, not pausing the worker): each layer's share of the worker's "
+        "samples times the rate's CPU ms/req. Flame graphs: `chat-RATE.svg`; collapsed stacks: "
+        "`chat-RATE.txt`; FerretDB's pprof: `ferretdb-RATE.pprof`, top functions by total time in "
+        "`ferretdb-RATE-top.txt`.",
+        "",
+        "| layer | " + " | ".join(f"{row['rate']:g} req/s" for row in rows) + " |",
+        "|---|" + "---|" * len(rows),
+    ]
+    for name in names:
+        cells = [
+            f"{row['layers'].get(name, 0) * row['cpu_ms_per_request']:.2f} ms ({100 * row['layers'].get(name, 0):.0f} %)"
+            for row in rows
+        ]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines.append("| all (CPU ms/req) | " + " | ".join(f"{row['cpu_ms_per_request']:.2f} ms" for row in rows) + " |")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -361,6 +493,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=15, help="length of each rate's run")
     parser.add_argument("--idle-seconds", type=float, default=10, help="the idle server's CPU is read this long")
     parser.add_argument("--cap", type=float, default=0, help="cap the chat server at this many cores (0: none)")
+    parser.add_argument(
+        "--profile", action="store_true", help="py-spy and pprof through each rate (flame graphs in OUT)"
+    )
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     try:
@@ -371,7 +506,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("rates, --seconds and --idle-seconds must be positive, --cap not negative")
     out = args.out or ROOT / "results" / f"cost-per-rate-{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
     out.mkdir(parents=True, exist_ok=True)
-    outcome = measure(args)
+    outcome = measure(args, out)
     report = render(args, outcome)
     (out / "cost_per_rate.md").write_text(report)
     (out / "cost_per_rate.json").write_text(json.dumps({"command": command_line(args), **outcome}, indent=2) + "\n")
