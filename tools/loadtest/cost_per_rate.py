@@ -226,14 +226,23 @@ def layer_of(frames: list[str]) -> str:
     return OTHER
 
 
-def layer_shares(raw: Path) -> dict[str, float]:
-    """Each layer's share of the worker's samples in py-spy's collapsed stacks."""
+SAMPLES_PER_SECOND = 250
+# py-spy counts a thread as busy when it is runnable, and a worker the CPU cap has stopped is
+# runnable: at its cap, its samples measure the time it waited for the next period as well,
+# spread over wherever the cap stopped it. Its layer shares then are not a CPU profile, and
+# the table says so when the samples exceed the worker's CPU by more than this.
+SAMPLED_OVER_CPU_LIMIT = 1.25
+
+
+def layer_shares(raw: Path) -> tuple[float, dict[str, float]]:
+    """The seconds py-spy found the worker busy, and each layer's share of those samples."""
     counts: dict[str, int] = {}
     for frames, count in profiling.collapsed_stacks(raw):
         name = layer_of(frames)
         counts[name] = counts.get(name, 0) + count
     total = sum(counts.values())
-    return {name: round(count / total, 4) for name, count in counts.items()} if total else {}
+    shares = {name: round(count / total, 4) for name, count in counts.items()} if total else {}
+    return round(total / SAMPLES_PER_SECOND, 3), shares
 
 
 @contextlib.contextmanager
@@ -248,8 +257,8 @@ def profiled(out: Path | None, rate: float, seconds: float, worker: int, debug_p
     name = f"{rate:g}"
     length = seconds + 1
     spies = [
-        profiling.py_spy(worker, length, out / f"chat-{name}.svg"),
-        profiling.py_spy(worker, length, out / f"chat-{name}.txt", fmt="raw"),
+        profiling.py_spy(worker, length, out / f"chat-{name}.svg", rate=SAMPLES_PER_SECOND),
+        profiling.py_spy(worker, length, out / f"chat-{name}.txt", fmt="raw", rate=SAMPLES_PER_SECOND),
     ]
     pprof = profiling.ferretdb_cpu_profile(debug_port, length, out / f"ferretdb-{name}.pprof")
     try:
@@ -263,7 +272,7 @@ def profiled(out: Path | None, rate: float, seconds: float, worker: int, debug_p
     if failed:
         raise RuntimeError(f"a profiler failed at {name} req/s (exit codes {failed})")
     (out / f"ferretdb-{name}-top.txt").write_text(profiling.pprof_top(out / f"ferretdb-{name}.pprof", True))
-    found["layers"] = layer_shares(out / f"chat-{name}.txt")
+    found["sampled_seconds"], found["layers"] = layer_shares(out / f"chat-{name}.txt")
 
 
 def run_rate(url: str, auth: dict[str, str], room: str, rate: float, seconds: float, server: Server) -> dict:
@@ -459,27 +468,42 @@ def render(args: argparse.Namespace, outcome: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def sampled_over_cpu(row: dict) -> float:
+    """py-spy's busy seconds of the worker over the server's CPU seconds in the rate's run."""
+    cpu_seconds = row["cores"] * row["seconds"]
+    return row["sampled_seconds"] / cpu_seconds if cpu_seconds else float("inf")
+
+
 def layer_table(rows: list[dict]) -> list[str]:
     """Each rate's CPU per request split over the chat worker's layers (py-spy's samples)."""
     names = [name for name, _ in LAYERS] + [OTHER]
     lines = [
         "",
         "Where the chat server's CPU per request goes, by the layer of its innermost known frame "
-        "(py-spy, 250 samples/s, not pausing the worker): each layer's share of the worker's "
-        "samples times the rate's CPU ms/req. Flame graphs: `chat-RATE.svg`; collapsed stacks: "
-        "`chat-RATE.txt`; FerretDB's pprof: `ferretdb-RATE.pprof`, top functions by total time in "
-        "`ferretdb-RATE-top.txt`.",
+        f"(py-spy, {SAMPLES_PER_SECOND} samples/s, not pausing the worker): each layer's share of "
+        "the worker's samples times the rate's CPU ms/req. py-spy counts a runnable thread as "
+        "busy, and the CPU cap leaves a stopped worker runnable: where its samples exceed the "
+        f"server's CPU by more than {SAMPLED_OVER_CPU_LIMIT:g}x (the server at its cap), they "
+        "measure where the cap stopped it, not where its CPU went, and the column is left out. "
+        "Flame graphs: `chat-RATE.svg`; collapsed stacks: `chat-RATE.txt`; FerretDB's pprof: "
+        "`ferretdb-RATE.pprof`, top functions by total time in `ferretdb-RATE-top.txt`.",
         "",
         "| layer | " + " | ".join(f"{row['rate']:g} req/s" for row in rows) + " |",
         "|---|" + "---|" * len(rows),
     ]
+    profiles = [row if sampled_over_cpu(row) <= SAMPLED_OVER_CPU_LIMIT else None for row in rows]
     for name in names:
         cells = [
             f"{row['layers'].get(name, 0) * row['cpu_ms_per_request']:.2f} ms ({100 * row['layers'].get(name, 0):.0f} %)"
-            for row in rows
+            if row
+            else "(at its cap)"
+            for row in profiles
         ]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines.append("| all (CPU ms/req) | " + " | ".join(f"{row['cpu_ms_per_request']:.2f} ms" for row in rows) + " |")
+    lines.append(
+        "| py-spy's busy seconds ÷ CPU seconds | " + " | ".join(f"{sampled_over_cpu(row):.2f}" for row in rows) + " |"
+    )
     return lines
 
 
