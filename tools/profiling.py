@@ -20,11 +20,15 @@ def py_spy(pid: int, seconds: float, output: Path, fmt: str = "flamegraph", rate
     collapsed stacks). Non-blocking by default: the process is not paused for a sample, so
     its CPU is what it would be unsampled, at the price of an occasional torn stack. Its
     messages (a few lines) are in its stdout pipe (`wait_sampling`)."""
-    argv = [str(PY_SPY), "record", "--pid", str(pid), "--duration", str(max(1, round(seconds)))]
-    argv += ["--rate", str(rate), "--format", fmt, "--output", str(output)]
+    # The flame graph's title is py-spy's command line: named "py-spy", run in the output's
+    # folder, it names no folder of the machine that made it.
+    argv = ["py-spy", "record", "--pid", str(pid), "--duration", str(max(1, round(seconds)))]
+    argv += ["--rate", str(rate), "--format", fmt, "--output", output.name]
     if not blocking:
         argv.append("--nonblocking")
-    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        argv, executable=PY_SPY, cwd=output.parent, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
 
 
 def wait_sampling(spy: subprocess.Popen) -> None:
