@@ -5,9 +5,7 @@ one names the same. No process is started, so these belong to the fast layer."""
 from __future__ import annotations
 
 import re
-import socket
 import subprocess
-from pathlib import Path
 
 import pytest
 import yaml
@@ -102,18 +100,3 @@ def test_haproxy_problems_use_the_services_problem_type_base():
 
     types = re.findall(r'"type":"([^"]+)"', (ROOT / "conf/haproxy/haproxy.cfg").read_text())
     assert types and all(kind.startswith(PROBLEM_TYPE_BASE) for kind in types), types
-
-
-def test_test_ports_come_from_below_the_ephemeral_range_each_once_and_free():
-    """harness.free_port: outgoing connections take their local ports from the kernel's
-    ephemeral range, so a test server's port must come from below it, or a client could take
-    it before the server binds it."""
-    low, _ = (int(value) for value in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
-    assert harness.FREE_PORTS.stop <= low and harness.FREE_PORTS.stop <= 20000  # free_port_block's range above
-    with socket.socket() as taken:
-        # The port free_port() would hand out next, bound meanwhile: it is passed over.
-        upcoming = harness.FREE_PORTS[harness._next_free_port[0] % len(harness.FREE_PORTS)]
-        taken.bind(("127.0.0.1", upcoming))
-        ports = [harness.free_port() for _ in range(200)]
-    assert upcoming not in ports
-    assert len(set(ports)) == len(ports) and all(port in harness.FREE_PORTS for port in ports)
