@@ -40,28 +40,10 @@ def require_tool(name: str, *fallbacks: str) -> str:
     return found
 
 
-# Ports for test processes come from below the kernel's ephemeral range
-# (/proc/sys/net/ipv4/ip_local_port_range, 32768 up by default), which it hands out as the
-# local ports of outgoing connections: a port found free there could be taken by any
-# client's connection before its server binds it (HAProxy then exits: "cannot bind
-# socket"). Here only another free_port() could take it, and this process hands out each
-# port once before it comes round to it again.
-FREE_PORTS = range(10000, 20000)
-_next_free_port = [random.randrange(len(FREE_PORTS))]
-
-
 def free_port() -> int:
-    """A loopback port nothing is bound to, not handed out lately by this process."""
-    for _ in range(len(FREE_PORTS)):
-        port = FREE_PORTS[_next_free_port[0] % len(FREE_PORTS)]
-        _next_free_port[0] += 1
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError(f"no free port between {FREE_PORTS.start} and {FREE_PORTS.stop - 1}")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def free_port_block(size: int, low: int = 20000, high: int = 30000) -> int:
