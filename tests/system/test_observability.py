@@ -259,8 +259,17 @@ class Running:
         return sum(self.metrics(port).get((name, wanted), 0.0) for port in self.chat_ports)
 
     def workers(self, service_port: int, name: str = "chat") -> list[int]:
+        """The master's living workers; one that dies between the listing and its status
+        (the killed one, reaped by gunicorn) is not among them."""
         master = int((self.var / "run" / f"{name}-{service_port}.pid").read_text())
-        return [child.pid for child in psutil.Process(master).children() if child.status() != psutil.STATUS_ZOMBIE]
+        living = []
+        for child in psutil.Process(master).children():
+            try:
+                if child.status() != psutil.STATUS_ZOMBIE:
+                    living.append(child.pid)
+            except psutil.NoSuchProcess:
+                pass
+        return living
 
     def prometheus(self, query: str) -> list[dict]:
         answer = requests.get(
