@@ -502,10 +502,10 @@ def start_haproxy(
     on free ports, with the edge limits lifted unless `extra_env` sets them; `master_worker`:
     a master and its worker, as systemd and the Docker image run it, so it can `reload()`.
 
-    Ready means its runtime socket answers: HAProxy creates the socket's file before it
-    listens on it, so a file that exists can still refuse. A port another process took
-    between `free_port()` and HAProxy's bind makes HAProxy exit at once; then it starts
-    again on other ports, at most three times."""
+    Ready means its runtime socket answers, not that its file exists: a port another
+    process took between `free_port()` and HAProxy's bind makes HAProxy exit at once and
+    leave the socket's file behind. Then it starts again on other ports, at most three
+    times."""
     for attempt in range(3):
         balancer = _spawn_haproxy(group, chat_ports, extra_env, login, profile, master_worker)
         process = balancer.process
