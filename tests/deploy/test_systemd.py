@@ -431,7 +431,11 @@ def test_uninstall_removes_a_staged_install(staged, tmp_path):
 
 
 def test_unit_command_lines_serve_ready_with_their_environment(staged, processes, database):
-    login_port, profile_port, chat_port = harness.free_port(), harness.free_port(), harness.free_port()
+    # Each unit also serves its metrics at its port + METRICS_PORT_OFFSET (chatsys.env), so
+    # those ports must be free and in range too.
+    offset = int(read_environment_file(staged.env_file)["METRICS_PORT_OFFSET"])
+    login_port = harness.free_port_block(3, mirror=offset)
+    profile_port, chat_port = login_port + 1, login_port + 2
     login_url = f"http://127.0.0.1:{login_port}"
     common = {"MONGO_URI": database.uri, "LOGIN_URL": login_url}
     login = spawn_unit(processes, staged, "login.service", "", {**common, "PORT": str(login_port)})

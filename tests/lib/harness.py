@@ -46,15 +46,18 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def free_port_block(size: int, low: int = 20000, high: int = 30000) -> int:
+def free_port_block(size: int, low: int = 20000, high: int = 30000, mirror: int = 0) -> int:
     """The first of `size` consecutive free loopback ports between `low` and `high`, below
     the ephemeral range where free_port's come from: for a stack whose ports are laid out
-    at fixed offsets (scripts/start.sh's METRICS_PORT_OFFSET)."""
+    at fixed offsets (scripts/start.sh's METRICS_PORT_OFFSET). With `mirror`, the block
+    `mirror` ports up is free too (each service's metrics port, for units that read
+    METRICS_PORT_OFFSET from chatsys.env)."""
     for _ in range(200):
         base = random.randrange(low, high - size)
+        ports = [*range(base, base + size), *(range(base + mirror, base + mirror + size) if mirror else ())]
         probes: list[socket.socket] = []
         try:
-            for port in range(base, base + size):
+            for port in ports:
                 probe = socket.socket()
                 probes.append(probe)
                 probe.bind(("127.0.0.1", port))
