@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Usage: scripts/scale_test.sh [--quick] [--cpu-cap CORES] [--servers "1 2 3"]
+# Usage: scripts/scale_test.sh [--quick] [--cpu-cap CORES] [--pin on|off] [--idle-poll on|off]
+#          [--servers "1 2 3"]
 #          [--workloads "hot rooms"] [--slo-p99 MS] [--duration S] [--warmup S]
 #          [--start-rate R] [--out DIR] [--docker] [-- -Jname=value ...]
 #        scripts/scale_test.sh --target URL --login URL [...]   (= scripts/battle.sh)
@@ -17,6 +18,14 @@
 #                      confirmation, no warm-up (too short for figures worth keeping)
 #   --cpu-cap CORES    each chat server (gunicorn master + workers) in its own cgroup capped
 #                      at CORES cores (scripts/cpu_cap.sh), like separate small hosts
+#   --pin on|off       with --cpu-cap (default on, given 2 cores or more): the chat servers
+#                      on the last core, everything else (the stack, JMeter) on the others,
+#                      so no chat server shares a core with the parts that separate hosts
+#                      would not share with it; needs the caps to fit in one core
+#   --idle-poll on|off with --cpu-cap (default on where /dev/cpu_dma_latency can be
+#                      written): idle cores poll instead of halting for the test (a PM QoS
+#                      request, released at its end); a halt costs each wake-up a trip
+#                      through the hypervisor on a virtual machine (scripts/lib/cores.sh)
 #   --docker           the same, against the compose stack (scripts/docker-stack.sh, project
 #                      chatsys-scale, the ports below published on loopback): the chat tier
 #                      scaled to 1, 2 and 3 containers, and --cpu-cap is Docker's own `cpus`
@@ -70,6 +79,8 @@ export HAPROXY_STATS_PORT=${HAPROXY_STATS_PORT:-8414}
 export CPU_CAP_PARENT=${CPU_CAP_PARENT:-chatsys-scale}
 # shellcheck source=scripts/lib/common.sh
 source "$root/scripts/lib/common.sh"
+# shellcheck source=scripts/lib/cores.sh
+source "$root/scripts/lib/cores.sh"
 export HAPROXY_RUNTIME_SOCKET
 command_line="scripts/scale_test.sh${*:+ $*}"
 # JMeter starts afresh for every step; with C1 alone its JIT compiles far less, which
@@ -81,7 +92,7 @@ for arg in "$@"; do
     [[ $arg != -- ]] || break
 done
 quick=no servers='' workloads='hot rooms' slo_p99=250 duration='' warmup='' start_rate=40
-cpu_cap='' out='' plan_props=() docker=no
+cpu_cap='' out='' plan_props=() docker=no pin=auto idle_poll=auto
 while (($#)); do
     case $1 in
         --quick) quick=yes; shift ;;
@@ -92,6 +103,8 @@ while (($#)); do
         --warmup) warmup=${2:?}; shift 2 ;;
         --start-rate) start_rate=${2:?}; shift 2 ;;
         --cpu-cap) cpu_cap=${2:?--cpu-cap needs a number of cores}; shift 2 ;;
+        --pin) pin=${2:?--pin needs on or off}; shift 2 ;;
+        --idle-poll) idle_poll=${2:?--idle-poll needs on or off}; shift 2 ;;
         --out) out=${2:?}; shift 2 ;;
         --docker) docker=yes; shift ;;
         -h|--help) usage; exit 0 ;;
@@ -116,6 +129,9 @@ done
 for workload in $workloads; do
     [[ $workload == hot || $workload == rooms ]] || die "workloads are hot and rooms, not '$workload'"
 done
+for value in "$pin" "$idle_poll"; do
+    [[ $value == on || $value == off || $value == auto ]] || die "--pin and --idle-poll are on or off, not '$value'"
+done
 for prop in ${plan_props[@]+"${plan_props[@]}"}; do
     [[ $prop == -J?*=* ]] || die "arguments after -- are -Jname=value, not '$prop'"
 done
@@ -138,6 +154,29 @@ done
 # The embedded database on PostgreSQL: its clusters are this test's, made afresh below.
 postgresql=no
 [[ $mode != local || -n ${MONGO_URI:-} || $FERRETDB_HANDLER != postgresql ]] || postgresql=yes
+# Cores of their own for the chat servers, and idle cores that poll (scripts/lib/cores.sh):
+# by default with caps on a local stack, which model separate small hosts.
+modelled_hosts=no
+[[ $mode != local || -z $cpu_cap ]] || modelled_hosts=yes
+if [[ $pin == auto ]]; then
+    pin=off
+    if [[ $modelled_hosts == yes ]] && (($(nproc) >= 2)) && "$root/scripts/cpu_cap.sh" check >/dev/null 2>&1; then
+        pin=on
+    fi
+fi
+chat_cpus='' shared_cpus=''
+if [[ $pin == on ]]; then
+    [[ $modelled_hosts == yes ]] || die "--pin on is for the local stack with --cpu-cap"
+    (($(nproc) >= 2)) || die "--pin on needs 2 cores or more"
+    awk -v c="$cpu_cap" -v n="${#chat_ports[@]}" 'BEGIN {exit !(c * n <= 1)}' ||
+        die "--pin on: ${#chat_ports[@]} chat servers capped at $cpu_cap core do not fit in one core (a lower cap, or --pin off)"
+    chat_cpus=$(($(nproc) - 1)) shared_cpus=$(cores_list 0 $(($(nproc) - 2)))
+fi
+if [[ $idle_poll == auto ]]; then
+    idle_poll=off
+    if [[ $modelled_hosts == yes && -w /dev/cpu_dma_latency ]]; then idle_poll=on; fi
+fi
+[[ $idle_poll == off || -w /dev/cpu_dma_latency ]] || die "--idle-poll on needs to write /dev/cpu_dma_latency (root)"
 if [[ $postgresql == yes ]]; then
     [[ -x $POSTGRES_BIN/pg_ctl ]] || die "PostgreSQL's server programs are not installed (POSTGRES_BIN=$POSTGRES_BIN; scripts/setup.sh installs them)"
 fi
@@ -168,6 +207,7 @@ cleanup() {
         kill "$monitor_pid" 2>/dev/null || true
         wait "$monitor_pid" 2>/dev/null || true
     fi
+    [[ -z $idle_poll_pid ]] || kill "$idle_poll_pid" 2>/dev/null || true
     if [[ $stack_started == yes && $mode == docker ]]; then
         docker_stack down --volumes >/dev/null 2>&1 || log "scripts/docker-stack.sh down failed"
     elif [[ $stack_started == yes ]]; then
@@ -179,6 +219,18 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
+
+idle_poll_pid=''
+if [[ $idle_poll == on ]]; then
+    hold_idle_poll || die "could not hold a PM QoS request on /dev/cpu_dma_latency"
+    log "idle cores poll for the test (PM QoS: cpu_dma_latency 0; by default: $(idle_state_description))"
+fi
+if [[ $pin == on ]]; then
+    # This script, and so everything it starts (the stack, the searches, JMeter), on the
+    # shared cores; the chat servers move to their own core once they run.
+    taskset -p -c "$shared_cpus" $$ >/dev/null
+    log "the chat servers on CPU $chat_cpus, everything else on CPU $shared_cpus"
+fi
 
 # --- the stack ------------------------------------------------------------------------------
 cap_mode=off cap_reason='' cap_applied=''
@@ -296,6 +348,11 @@ elif [[ $mode == local ]]; then
             log "************************************************************************"
         fi
     fi
+    if [[ $pin == on ]]; then
+        for port in "${chat_ports[@]}"; do
+            pin_tree "$chat_cpus" "$(pid_of "chat-$port")" || die "could not pin chat-$port to CPU $chat_cpus"
+        done
+    fi
 else
     groups=()
 fi
@@ -343,6 +400,17 @@ stop_monitor() {
     echo "cap_cores_applied=$cap_applied"
     [[ $mode != local || -z $cap_applied ]] || echo "cap_period_us=${CPU_CAP_PERIOD_US:-100000}"
     echo "cap_reason=$cap_reason"
+    if [[ $pin == on ]]; then
+        echo "pin=the chat servers on CPU $chat_cpus, everything else (the stack's other processes, JMeter) on CPU $shared_cpus"
+        echo "shared_cores=$(($(nproc) - 1))"
+    else
+        echo "pin=off"
+    fi
+    if [[ $idle_poll == on ]]; then
+        echo "idle=idle cores poll (PM QoS request cpu_dma_latency 0 held for the test; otherwise $(idle_state_description))"
+    else
+        echo "idle=the kernel's idle states ($(idle_state_description))"
+    fi
     echo "database_reset=$database_reset"
     echo "workloads=$workloads"
     echo "slo_p99_ms=$slo_p99"

@@ -338,6 +338,25 @@ def test_a_series_whose_shared_parts_crowd_the_chat_tier_is_marked_invalid(tmp_p
     assert "INVALID" in (tmp_path / "summary.md").read_text()
 
 
+def test_with_the_chat_servers_pinned_the_shared_parts_have_the_other_cores_alone(tmp_path):
+    (tmp_path / "run.info").write_text(
+        "cores=2\ncap_cores_applied=0.15\nshared_cores=1\n"
+        "pin=the chat servers on CPU 1, everything else (the stack's other processes, JMeter) on CPU 0\n"
+        "idle=idle cores poll (PM QoS request cpu_dma_latency 0 held for the test)\n"
+    )
+    # 1.05 - 0.45 = 0.6 cores: under half of the 1.55 cores the caps leave, but over half of
+    # the one core the shared parts may use when the chat servers have the other.
+    write_search(tmp_path, "servers-3", 3, 180.0, [180.0], {"chat-1": 0.45, "ferretdb": 0.3, "machine": 1.05})
+    report.build(tmp_path, plots=False)
+    with open(tmp_path / "slo.csv", newline="") as handle:
+        (row,) = list(csv.DictReader(handle))
+    assert row["valid"] == "no"
+    text = (tmp_path / "summary.md").read_text()
+    assert "INVALID: all but the chat servers used 0.60 of the 1.00 cores" in text
+    assert "- cores: the chat servers on CPU 1, everything else" in text
+    assert "- idle cores: idle cores poll" in text
+
+
 def test_on_postgresql_the_database_counts_postgresql_beside_ferretdb(tmp_path):
     (tmp_path / "run.info").write_text("cores=2\ncap_cores_applied=0.25\n")
     # A busy machine whose busiest part is the database, 0.3 + 0.4 = 0.7 cores (the chat

@@ -492,6 +492,8 @@ def write_summary_md(
         f"{info.get('memory', '?')}, kernel {info.get('kernel', '?')}; JMeter runs on the same machine",
         f"- target: {info.get('target_description', '')}",
         f"- chat server CPU cap: {cap_line}",
+        *([f"- cores: {info['pin']}"] if info.get("pin", "off") != "off" else []),
+        *([f"- idle cores: {info['idle']}"] if info.get("idle") else []),
         f"- database: {info.get('database_reset', '')}",
     ]
     if slo:
@@ -759,14 +761,16 @@ def slo_maxima(results_dir: Path, runs: list[Run], info: dict[str, str]) -> list
 def shared_parts_check(m: SloMaximum, info: dict[str, str]) -> str:
     """The chat tier is provably the bottleneck only if everything but the chat servers
     (the database, HAProxy, login, JMeter, the kernel, other users) uses under half of the
-    cores the caps leave. Returns why a series is invalid, or ""."""
+    cores the caps leave. With the chat servers on a core of their own (`--pin`), what the
+    others may use is the other cores (`shared_cores`). Returns why a series is invalid, or ""."""
     cores = _number(info.get("cores", "")) or 0
     cap = _number(info.get("cap_cores_applied", ""))
+    pinned = _number(info.get("shared_cores", ""))
     grouped = m.cores()
     if not cores or cpu.MACHINE not in grouped or not m.servers:
         return ""
     chat = grouped.get("chat", 0.0)
-    left = cores - (cap * m.servers if cap else chat)
+    left = pinned if pinned else cores - (cap * m.servers if cap else chat)
     shared = grouped[cpu.MACHINE] - chat
     if left <= 0 or shared < SHARED_SHARE_LIMIT * left:
         return ""
