@@ -157,20 +157,23 @@ postgresql=no
 # Cores of their own for the chat servers, and idle cores that poll (scripts/lib/cores.sh):
 # by default with caps on a local stack, which model separate small hosts.
 modelled_hosts=no
+# The machine's cores, not this process's: nproc counts only the cores a process may run
+# on, and --pin puts this script on the shared ones.
+machine_cores=$(getconf _NPROCESSORS_ONLN)
 [[ $mode != local || -z $cpu_cap ]] || modelled_hosts=yes
 if [[ $pin == auto ]]; then
     pin=off
-    if [[ $modelled_hosts == yes ]] && (($(nproc) >= 2)) && "$root/scripts/cpu_cap.sh" check >/dev/null 2>&1; then
+    if [[ $modelled_hosts == yes ]] && ((machine_cores >= 2)) && "$root/scripts/cpu_cap.sh" check >/dev/null 2>&1; then
         pin=on
     fi
 fi
 chat_cpus='' shared_cpus=''
 if [[ $pin == on ]]; then
     [[ $modelled_hosts == yes ]] || die "--pin on is for the local stack with --cpu-cap"
-    (($(nproc) >= 2)) || die "--pin on needs 2 cores or more"
+    ((machine_cores >= 2)) || die "--pin on needs 2 cores or more"
     awk -v c="$cpu_cap" -v n="${#chat_ports[@]}" 'BEGIN {exit !(c * n <= 1)}' ||
         die "--pin on: ${#chat_ports[@]} chat servers capped at $cpu_cap core do not fit in one core (a lower cap, or --pin off)"
-    chat_cpus=$(($(nproc) - 1)) shared_cpus=$(cores_list 0 $(($(nproc) - 2)))
+    chat_cpus=$((machine_cores - 1)) shared_cpus=$(cores_list 0 $((machine_cores - 2)))
 fi
 if [[ $idle_poll == auto ]]; then
     idle_poll=off
@@ -384,7 +387,7 @@ stop_monitor() {
 {
     echo "command=$command_line"
     echo "started=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
-    echo "cores=$(nproc)"
+    echo "cores=$machine_cores"
     echo "cpu_model=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)"
     echo "memory=$(awk '/^MemTotal/ {printf "%.0f GiB RAM", $2 / 1048576}' /proc/meminfo)"
     echo "kernel=$(uname -r)"
@@ -402,7 +405,7 @@ stop_monitor() {
     echo "cap_reason=$cap_reason"
     if [[ $pin == on ]]; then
         echo "pin=the chat servers on CPU $chat_cpus, everything else (the stack's other processes, JMeter) on CPU $shared_cpus"
-        echo "shared_cores=$(($(nproc) - 1))"
+        echo "shared_cores=$((machine_cores - 1))"
     else
         echo "pin=off"
     fi
