@@ -14,6 +14,7 @@ from tests.lib import harness
 from tests.lib.harness import ROOT
 
 CORES = ROOT / "scripts/lib/cores.sh"
+pytestmark = pytest.mark.fast
 
 
 def bash(script: str, **kwargs) -> subprocess.Popen:
