@@ -352,7 +352,7 @@ def test_with_the_chat_servers_pinned_the_shared_parts_have_the_other_cores_alon
         (row,) = list(csv.DictReader(handle))
     assert row["valid"] == "no"
     text = (tmp_path / "summary.md").read_text()
-    assert "INVALID: all but the chat servers used 0.60 of the 1.00 cores" in text
+    assert "INVALID: all but the chat servers used 0.60 of the 1.00 cores beside the chat servers' own" in text
     assert "- cores: the chat servers on CPU 1, everything else" in text
     assert "- idle cores: idle cores poll" in text
 

@@ -776,8 +776,9 @@ def shared_parts_check(m: SloMaximum, info: dict[str, str]) -> str:
         return ""
     database = f"; the database {_database_text(grouped)}" if "postgresql" in grouped else ""
     return (
-        f"INVALID: all but the chat servers used {shared:.2f} of the {left:.2f} cores the caps leave "
-        f"(limit 50 %{database})"
+        f"INVALID: all but the chat servers used {shared:.2f} of the {left:.2f} "
+        + ("cores beside the chat servers' own " if pinned else "cores the caps leave ")
+        + f"(limit 50 %{database})"
     )
 
 
