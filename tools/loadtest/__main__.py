@@ -14,6 +14,8 @@ python -m tools.loadtest timeline RESULTS_DIR --prometheus URL
                                                 record the runs' span from Prometheus (timeline.csv)
 python -m tools.loadtest keep RESULTS_DIR DEST [--run RUN ...]
                                                 copy the report to commit, with the runs named whole
+python -m tools.loadtest repeats DIR DIR ... [--tolerance 0.1] [--out FILE]
+                                                runs of the scale test side by side, with their spread
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from tools.loadtest import battle, cpu, keep, report, samples, search, timeline
+from tools.loadtest import battle, cpu, keep, repeats, report, samples, search, timeline
 
 
 def _summary(args) -> int:
@@ -251,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     objective_arguments(find)
     find.set_defaults(run=_search)
     battle.add_commands(commands, objective_arguments, objective_of)
+    repeats.add_command(commands)
     args = parser.parse_args(argv)
     return args.run(args)
 
