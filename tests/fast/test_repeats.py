@@ -26,9 +26,9 @@ def copy_with(tmp_path: Path, name: str, speedups: dict[tuple[str, int], float],
     with open(KEPT / "slo.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     for row in rows:
-        key = (row["workload"], int(row["servers"]))
-        if key in speedups:
-            row["speedup"] = f"{speedups[key]:.3f}"
+        series = (row["workload"], int(row["servers"]))
+        if series in speedups:
+            row["speedup"] = f"{speedups[series]:.3f}"
     with open(dest / "slo.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
