@@ -19,7 +19,7 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
-from tools.loadtest.report import read_info
+from tools.loadtest.report import _fmt, _number, read_info
 
 # The settings of run.info that make two runs the same measurement when they agree.
 SAME_MEASUREMENT = {
@@ -51,11 +51,6 @@ class Report:
     name: str
     info: dict[str, str]
     maxima: dict[str, dict[int, Maximum]]  # workload -> servers -> maximum
-
-
-def _number(text: str | None) -> float | None:
-    text = (text or "").strip()
-    return float(text) if text else None
 
 
 def read_report(results_dir: Path) -> Report:
@@ -102,10 +97,6 @@ def spread(values: list[float | None]) -> float | None:
     return max(present) - min(present)
 
 
-def _cell(value: float | None, pattern: str = "{:.2f}") -> str:
-    return "-" if value is None else pattern.format(value)
-
-
 def workload_table(reports: list[Report], workload: str) -> list[str]:
     counts = sorted({n for report in reports for n in report.maxima.get(workload, {})})
     lines = [
@@ -122,11 +113,11 @@ def workload_table(reports: list[Report], workload: str) -> list[str]:
             if m is None or m.rps is None:
                 cells.append("-")
             else:
-                cells.append(f"{m.rps:.1f}" + ("" if n == 1 else f" ({_cell(m.speedup)}x)"))
+                cells.append(f"{m.rps:.1f}" + ("" if n == 1 else f" ({_fmt(m.speedup, '{:.2f}')}x)"))
         ordered = [series.get(n) for n in counts]
 
         def joined(attribute: str, maxima: list[Maximum | None] = ordered) -> str:
-            return " / ".join(_cell(getattr(m, attribute) if m else None) for m in maxima)
+            return " / ".join(_fmt(getattr(m, attribute) if m else None, "{:.2f}") for m in maxima)
 
         lines.append(
             f"| {report.name} | {report.info.get('started', '-')[:10]} | {report.info.get('commit', '-')} | "
